@@ -1,0 +1,18 @@
+//! `gpt bench ...`: benchmarks.
+
+use super::CliResult;
+use clap::Subcommand;
+
+/// Benchmark subcommands.
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Every kernel forward+backward at GPT-2-small shapes.
+    Kernels,
+}
+
+/// Runs a benchmark subcommand.
+pub fn run(cmd: BenchCommand) -> CliResult {
+    match cmd {
+        BenchCommand::Kernels => Ok(()),
+    }
+}

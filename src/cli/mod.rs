@@ -1,0 +1,36 @@
+//! Subcommands of the `gpt` binary. Each subcommand lives in its own file with a clap `Args`
+//! struct and a `run` function returning `Result<(), String>`-like errors (boxed).
+
+use clap::{Parser, Subcommand};
+
+pub mod bench;
+
+/// Errors surfaced to the user by the CLI: printed as `error: {message}`.
+pub type CliResult = std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Top-level command line.
+#[derive(Parser)]
+#[command(name = "gpt", version, about = "Train, load, generate and score GPT models on the CPU")]
+pub struct Cli {
+    /// Worker threads for kernels (default: RAYON_NUM_THREADS, else all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Benchmarks (kernels; optionally side by side with PyTorch).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> CliResult {
+    gpt::threads::init(cli.threads)?;
+    match cli.command {
+        Command::Bench(cmd) => bench::run(cmd),
+    }
+}

@@ -1,0 +1,1 @@
+//! Optimisers over the flat parameter buffer.

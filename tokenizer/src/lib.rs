@@ -1,0 +1,1 @@
+//! Byte-level BPE tokenizer for `gpt` (placeholder until the tokenizer issue lands).
