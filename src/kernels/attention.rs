@@ -1,1 +1,1113 @@
-//! Placeholder: being written.
+//! Scaled dot-product attention, fused per (batch, head), with flash-style memory.
+//!
+//! For each batch `b` and head `h`, with `Q` `(Tq, HS)`, `K` and `V` `(Tk, HS)` the head's
+//! columns of `q`, `k`, `v`:
+//!
+//! ```text
+//! S = Q Kᵀ / sqrt(HS)          (Tq, Tk), masked entries -∞
+//! P = softmax_rows(S)          lse_i = log Σ_j exp(S_ij)
+//! O = P V                      (Tq, HS)
+//! ```
+//!
+//! Reference: Vaswani et al. 2017 (the product); Dao et al. 2022, *FlashAttention* (keeping
+//! only the per-row log-sum-exp and recomputing `P` in backward); PyTorch
+//! `F.scaled_dot_product_attention` for the semantics we match.
+//!
+//! Shapes (see the legend in [`crate::kernels`]): `q`, `out` `(B, Tq, C)`; `k`, `v`
+//! `(B, Tk, C)`; `C = NH·HS` with head `h` in columns `h·HS..(h+1)·HS`, i.e. the natural
+//! `(B, T, NH, HS)` layout that a QKV projection produces, so no permute is needed. The statistic
+//! `lse` is `(B, NH, Tq)`. `key_mask` is `(B, Tk)` bytes, 1 = attend, 0 = padding.
+//!
+//! Masks: with `causal`, query `i` may attend key `j` iff `j <= i + (Tk - Tq)` (aligned to the
+//! bottom right, so the same call serves training (`Tq = Tk`) and KV-cache decoding (`Tq < Tk`,
+//! the queries are the last `Tq` positions)). A query row with no key left to attend produces a
+//! zero output row, `lse = -∞`, and zero gradients — never NaN.
+//!
+//! Why this shape of kernel (measured on the 2-core Zen 4 of `shared/notes/cpu-performance.md`):
+//! one task per (b, h) spread with rayon, each running single-threaded `gemm`s on strided views
+//! of the head's columns; within a task, queries go in blocks of [`BLOCK_Q`] rows so that a causal
+//! block only multiplies the keys it can see (about 40% fewer flops at T = 128) and the score
+//! block lives in a per-thread scratch buffer reused across calls (no allocation per task). The
+//! exponentials go through a polynomial `exp` that vectorises (AVX2 when the CPU has it), since
+//! scalar `expf` would cost as much as the products.
+
+use super::check_len;
+use super::matmul::{dot, gemm_strided};
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Query rows per score block. Small enough that a causal block skips most of the keys it cannot
+/// see, large enough that each `gemm` call still runs near peak.
+pub const BLOCK_Q: usize = 32;
+
+/// Sizes of one attention call. `C = nh * hs` is the row width of `q`, `k`, `v` and `out`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionDims {
+    /// Batch size `B`.
+    pub b: usize,
+    /// Query length `Tq`.
+    pub tq: usize,
+    /// Key/value length `Tk`.
+    pub tk: usize,
+    /// Number of heads `NH`.
+    pub nh: usize,
+    /// Head size `HS`.
+    pub hs: usize,
+}
+
+impl AttentionDims {
+    /// Model width `C = NH·HS`.
+    pub fn c(&self) -> usize {
+        self.nh * self.hs
+    }
+
+    /// Softmax scale `1/sqrt(HS)`.
+    pub fn scale(&self) -> f32 {
+        1.0 / (self.hs as f32).sqrt()
+    }
+
+    /// Number of keys query `i` may attend by position (before the key mask): all `Tk`, or with
+    /// `causal` those `j <= i + Tk - Tq`, clamped to `0..=Tk`.
+    #[inline]
+    fn key_limit(&self, i: usize, causal: bool) -> usize {
+        if causal {
+            (i + 1 + self.tk).saturating_sub(self.tq).min(self.tk)
+        } else {
+            self.tk
+        }
+    }
+
+    fn check(&self, op: &str, key_mask: Option<&[u8]>) {
+        assert!(self.hs > 0, "{op}: head size must be positive");
+        if let Some(m) = key_mask {
+            check_len(op, "key_mask", m.len(), self.b * self.tk);
+        }
+    }
+}
+
+/// A raw pointer that may cross threads. Used for outputs where each (b, h) task owns a
+/// disjoint set of columns of the same buffer (see the SAFETY notes at the use sites).
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: the pointer is only dereferenced for regions owned by one task at a time.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    /// Method access so closures capture the whole `Send` wrapper, not the raw field.
+    #[inline]
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+thread_local! {
+    /// Per-thread score scratch: one `BLOCK_Q × Tk` block (two in backward), grown on demand and
+    /// reused across calls.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch buffer, at least `len` long.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with_borrow_mut(|buf| {
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        f(&mut buf[..len])
+    })
+}
+
+/// Number of leading keys worth computing for batch `b`: one past the last unmasked key.
+fn kv_len(key_mask: Option<&[u8]>, b: usize, tk: usize) -> usize {
+    match key_mask {
+        None => tk,
+        Some(m) => m[b * tk..(b + 1) * tk]
+            .iter()
+            .rposition(|&x| x != 0)
+            .map_or(0, |j| j + 1),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward
+// ---------------------------------------------------------------------------------------------
+
+/// `out = softmax(mask(Q Kᵀ / sqrt(HS))) V` per (batch, head), and the row statistic
+/// `lse = log Σ_j exp(S_ij)` that [`attention_backward`] needs (`-∞` for fully masked rows).
+///
+/// Shapes: `out`, `q` `(B, Tq, C)`; `k`, `v` `(B, Tk, C)`; `lse` `(B, NH, Tq)`;
+/// `key_mask` `(B, Tk)`. Overwrites `out` and `lse`. See the module docs for the masks.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward(
+    out: &mut [f32],
+    lse: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    key_mask: Option<&[u8]>,
+    causal: bool,
+    d: AttentionDims,
+) {
+    const OP: &str = "attention_forward";
+    let c = d.c();
+    d.check(OP, key_mask);
+    check_len(OP, "out", out.len(), d.b * d.tq * c);
+    check_len(OP, "lse", lse.len(), d.b * d.nh * d.tq);
+    check_len(OP, "q", q.len(), d.b * d.tq * c);
+    check_len(OP, "k", k.len(), d.b * d.tk * c);
+    check_len(OP, "v", v.len(), d.b * d.tk * c);
+    if d.b * d.tq * d.nh == 0 {
+        return;
+    }
+    let scale = d.scale();
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    // lse is laid out (B, NH, Tq): chunk `bh` of Tq rows belongs to task bh = b·NH + h.
+    lse.par_chunks_mut(d.tq)
+        .enumerate()
+        .for_each(|(bh, lse_bh)| {
+            let (b, h) = (bh / d.nh, bh % d.nh);
+            let mask_b = key_mask.map(|m| &m[b * d.tk..(b + 1) * d.tk]);
+            let kv = kv_len(key_mask, b, d.tk);
+            let q_bh = &q[b * d.tq * c + h * d.hs..];
+            let k_bh = &k[b * d.tk * c + h * d.hs..];
+            let v_bh = &v[b * d.tk * c + h * d.hs..];
+            // SAFETY: this task is the only one touching columns h·HS..(h+1)·HS of batch b's rows of
+            // `out`; tasks differ in (b, h), so their regions are disjoint.
+            let o_bh = unsafe { out_ptr.get().add(b * d.tq * c + h * d.hs) };
+            with_scratch(BLOCK_Q.min(d.tq) * d.tk, |scratch| {
+                for i0 in (0..d.tq).step_by(BLOCK_Q) {
+                    let bq = BLOCK_Q.min(d.tq - i0);
+                    let nk = d.key_limit(i0 + bq - 1, causal).min(kv);
+                    let o_blk = unsafe { o_bh.add(i0 * c) };
+                    if nk == 0 {
+                        // Every row of the block is fully masked.
+                        for r in 0..bq {
+                            // SAFETY: row r of this task's head columns, inside `out`.
+                            unsafe { std::slice::from_raw_parts_mut(o_blk.add(r * c), d.hs) }
+                                .fill(0.0);
+                        }
+                        lse_bh[i0..i0 + bq].fill(f32::NEG_INFINITY);
+                        continue;
+                    }
+                    let s = &mut scratch[..bq * nk];
+                    // SAFETY (all gemms below): views lie inside q/k/v/out (lengths checked above:
+                    // the last row read is < Tq or < nk <= Tk, the last column < (h+1)·HS <= C),
+                    // and `s` is thread-local so it aliases nothing.
+                    unsafe {
+                        // S (bq×nk) = scale · Q_blk (bq×HS) · Kᵀ (HS×nk)
+                        gemm_strided(
+                            s.as_mut_ptr(),
+                            nk as isize,
+                            q_bh[i0 * c..].as_ptr(),
+                            c as isize,
+                            1,
+                            k_bh.as_ptr(),
+                            1,
+                            c as isize,
+                            bq,
+                            d.hs,
+                            nk,
+                            false,
+                            scale,
+                            false,
+                        );
+                    }
+                    let limits = |r: usize| d.key_limit(i0 + r, causal).min(nk);
+                    softmax_block(s, &mut lse_bh[i0..i0 + bq], nk, limits, mask_b);
+                    unsafe {
+                        // O_blk (bq×HS) = P (bq×nk) · V (nk×HS)
+                        gemm_strided(
+                            o_blk,
+                            c as isize,
+                            s.as_ptr(),
+                            nk as isize,
+                            1,
+                            v_bh.as_ptr(),
+                            c as isize,
+                            1,
+                            bq,
+                            nk,
+                            d.hs,
+                            false,
+                            1.0,
+                            false,
+                        );
+                    }
+                }
+            });
+        });
+}
+
+/// Row-wise masked softmax of a score block in place, writing each row's log-sum-exp.
+/// Row `r` may attend keys `j < limit(r)` with `mask[j] != 0`; other entries become 0.
+fn softmax_block(
+    s: &mut [f32],
+    lse: &mut [f32],
+    nk: usize,
+    limit: impl Fn(usize) -> usize,
+    mask: Option<&[u8]>,
+) {
+    for (r, (row, l)) in s.chunks_exact_mut(nk).zip(lse.iter_mut()).enumerate() {
+        let lim = limit(r);
+        *l = vmath::softmax_row(&mut row[..lim], mask.map(|m| &m[..lim]));
+        row[lim..].fill(0.0);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward
+// ---------------------------------------------------------------------------------------------
+
+/// Backward of [`attention_forward`]: accumulates `dq += ∂L/∂q`, `dk += ∂L/∂k`, `dv += ∂L/∂v`
+/// given `dout = ∂L/∂out`, recomputing the probabilities from `lse`:
+///
+/// ```text
+/// D_i = Σ_c dO_ic O_ic        P = exp(S - lse)        dV += Pᵀ dO
+/// dP = dO Vᵀ                  dS = P ∘ (dP - D)       dQ += dS K / sqrt(HS)
+///                                                     dK += dSᵀ Q / sqrt(HS)
+/// ```
+///
+/// Shapes as in [`attention_forward`]; `dq` like `q`, `dk`/`dv` like `k`/`v`. The masks must be
+/// the ones the forward used. Fully masked rows contribute nothing.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+    dout: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    key_mask: Option<&[u8]>,
+    causal: bool,
+    d: AttentionDims,
+) {
+    const OP: &str = "attention_backward";
+    let c = d.c();
+    d.check(OP, key_mask);
+    for (name, len) in [
+        ("dq", dq.len()),
+        ("dout", dout.len()),
+        ("out", out.len()),
+        ("q", q.len()),
+    ] {
+        check_len(OP, name, len, d.b * d.tq * c);
+    }
+    for (name, len) in [
+        ("dk", dk.len()),
+        ("dv", dv.len()),
+        ("k", k.len()),
+        ("v", v.len()),
+    ] {
+        check_len(OP, name, len, d.b * d.tk * c);
+    }
+    check_len(OP, "lse", lse.len(), d.b * d.nh * d.tq);
+    if d.b * d.tq * d.nh == 0 {
+        return;
+    }
+    let scale = d.scale();
+    let (dq_ptr, dk_ptr, dv_ptr) = (
+        SendPtr(dq.as_mut_ptr()),
+        SendPtr(dk.as_mut_ptr()),
+        SendPtr(dv.as_mut_ptr()),
+    );
+    (0..d.b * d.nh).into_par_iter().for_each(|bh| {
+        let (b, h) = (bh / d.nh, bh % d.nh);
+        let mask_b = key_mask.map(|m| &m[b * d.tk..(b + 1) * d.tk]);
+        let kv = kv_len(key_mask, b, d.tk);
+        let (qo, ko) = (b * d.tq * c + h * d.hs, b * d.tk * c + h * d.hs);
+        let (q_bh, k_bh, v_bh) = (&q[qo..], &k[ko..], &v[ko..]);
+        let (do_bh, o_bh) = (&dout[qo..], &out[qo..]);
+        let lse_bh = &lse[bh * d.tq..(bh + 1) * d.tq];
+        // SAFETY: like the forward's `out`, each task writes only columns h·HS..(h+1)·HS of
+        // batch b's rows of dq, dk and dv; distinct (b, h) tasks never overlap.
+        let (dq_bh, dk_bh, dv_bh) = unsafe {
+            (
+                dq_ptr.get().add(qo),
+                dk_ptr.get().add(ko),
+                dv_ptr.get().add(ko),
+            )
+        };
+        let bq_max = BLOCK_Q.min(d.tq);
+        with_scratch(2 * bq_max * d.tk + bq_max, |scratch| {
+            let (p_buf, rest) = scratch.split_at_mut(bq_max * d.tk);
+            let (ds_buf, dd) = rest.split_at_mut(bq_max * d.tk);
+            for i0 in (0..d.tq).step_by(BLOCK_Q) {
+                let bq = BLOCK_Q.min(d.tq - i0);
+                let nk = d.key_limit(i0 + bq - 1, causal).min(kv);
+                if nk == 0 {
+                    continue;
+                }
+                let (p, ds) = (&mut p_buf[..bq * nk], &mut ds_buf[..bq * nk]);
+                let (q_blk, do_blk) = (&q_bh[i0 * c..], &do_bh[i0 * c..]);
+                // SAFETY (all gemms below): views lie inside their buffers (lengths checked
+                // above, rows < Tq or < nk <= Tk, columns < (h+1)·HS <= C); `p` and `ds` are
+                // thread-local; the dq/dk/dv regions are this task's own (see above).
+                unsafe {
+                    // S (bq×nk) = scale · Q_blk Kᵀ, then P = exp(S - lse) in place.
+                    gemm_strided(
+                        p.as_mut_ptr(),
+                        nk as isize,
+                        q_blk.as_ptr(),
+                        c as isize,
+                        1,
+                        k_bh.as_ptr(),
+                        1,
+                        c as isize,
+                        bq,
+                        d.hs,
+                        nk,
+                        false,
+                        scale,
+                        false,
+                    );
+                }
+                for r in 0..bq {
+                    let lim = d.key_limit(i0 + r, causal).min(nk);
+                    let row = &mut p[r * nk..(r + 1) * nk];
+                    vmath::probs_row(&mut row[..lim], lse_bh[i0 + r], mask_b.map(|m| &m[..lim]));
+                    row[lim..].fill(0.0);
+                    dd[r] = dot(&do_blk[r * c..r * c + d.hs], &o_bh[(i0 + r) * c..][..d.hs]);
+                }
+                unsafe {
+                    // dV (nk×HS) += Pᵀ (nk×bq) · dO_blk (bq×HS)
+                    gemm_strided(
+                        dv_bh,
+                        c as isize,
+                        p.as_ptr(),
+                        1,
+                        nk as isize,
+                        do_blk.as_ptr(),
+                        c as isize,
+                        1,
+                        nk,
+                        bq,
+                        d.hs,
+                        true,
+                        1.0,
+                        false,
+                    );
+                    // dP (bq×nk) = dO_blk (bq×HS) · Vᵀ (HS×nk)
+                    gemm_strided(
+                        ds.as_mut_ptr(),
+                        nk as isize,
+                        do_blk.as_ptr(),
+                        c as isize,
+                        1,
+                        v_bh.as_ptr(),
+                        1,
+                        c as isize,
+                        bq,
+                        d.hs,
+                        nk,
+                        false,
+                        1.0,
+                        false,
+                    );
+                }
+                vmath::softmax_grad_block(ds, p, &dd[..bq], nk);
+                unsafe {
+                    // dQ_blk (bq×HS) += scale · dS (bq×nk) · K (nk×HS)
+                    gemm_strided(
+                        dq_bh.add(i0 * c),
+                        c as isize,
+                        ds.as_ptr(),
+                        nk as isize,
+                        1,
+                        k_bh.as_ptr(),
+                        c as isize,
+                        1,
+                        bq,
+                        nk,
+                        d.hs,
+                        true,
+                        scale,
+                        false,
+                    );
+                    // dK (nk×HS) += scale · dSᵀ (nk×bq) · Q_blk (bq×HS)
+                    gemm_strided(
+                        dk_bh,
+                        c as isize,
+                        ds.as_ptr(),
+                        1,
+                        nk as isize,
+                        q_blk.as_ptr(),
+                        c as isize,
+                        1,
+                        nk,
+                        bq,
+                        d.hs,
+                        true,
+                        scale,
+                        false,
+                    );
+                }
+            }
+        });
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Vectorised row math
+// ---------------------------------------------------------------------------------------------
+
+/// Row operations built on a polynomial `exp` that the compiler vectorises, each compiled twice
+/// (baseline and AVX2+FMA) and dispatched at run time. Shared with the cross-entropy kernel.
+pub(crate) mod vmath {
+    /// `exp(x)` to about 2 ulp (Cephes `expf` polynomial), branch-free so loops over it
+    /// vectorise. Returns 0 below `ln(f32::MIN_POSITIVE)` (including `-∞`); clamps large inputs
+    /// to `exp(88.37)`.
+    #[inline(always)]
+    pub(crate) fn exp(x: f32) -> f32 {
+        const LO: f32 = -87.336_54;
+        const HI: f32 = 88.376_26;
+        const LOG2E: f32 = std::f32::consts::LOG2_E;
+        // ln 2 split in two so that n·LN2_HI is exact.
+        const LN2_HI: f32 = 0.693_359_4;
+        const LN2_LO: f32 = -2.121_944_4e-4;
+        // Adding 1.5·2^23 rounds to the nearest integer and leaves it in the low mantissa bits.
+        const MAGIC: f32 = 12_582_912.0;
+        let xc = if x > HI { HI } else { x };
+        let xc = if xc < LO { LO } else { xc };
+        let t = xc * LOG2E + MAGIC;
+        let n = t - MAGIC;
+        let r = xc - n * LN2_HI - n * LN2_LO;
+        let mut p = 1.987_569_1e-4f32;
+        p = p * r + 1.398_199_9e-3;
+        p = p * r + 8.333_452e-3;
+        p = p * r + 4.166_579_6e-2;
+        p = p * r + 1.666_666_5e-1;
+        p = p * r + 5.000_000_1e-1;
+        let y = p * (r * r) + r + 1.0;
+        // 2^n from the integer in t's mantissa: (n + 127) << 23.
+        let bits = t.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127) << 23;
+        let e = y * f32::from_bits(bits);
+        if x < LO {
+            0.0
+        } else {
+            e
+        }
+    }
+
+    /// Declares `$name` as a run-time dispatch between an AVX2+FMA build and a baseline build
+    /// of the `#[inline(always)]` body `$body` (same arguments).
+    macro_rules! dispatch {
+        ($(#[$doc:meta])* $vis:vis fn $name:ident = $body:ident ($($arg:ident : $ty:ty),*) -> $ret:ty) => {
+            $(#[$doc])*
+            $vis fn $name($($arg: $ty),*) -> $ret {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    #[target_feature(enable = "avx2,fma")]
+                    unsafe fn avx2($($arg: $ty),*) -> $ret {
+                        $body($($arg),*)
+                    }
+                    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                        // SAFETY: the CPU supports the features `avx2` was compiled for.
+                        return unsafe { avx2($($arg),*) };
+                    }
+                }
+                $body($($arg),*)
+            }
+        };
+    }
+    pub(crate) use dispatch;
+
+    const LANES: usize = 16;
+
+    /// Maximum of a slice (`-∞` if empty), 16 lanes so it vectorises.
+    #[inline(always)]
+    pub(crate) fn max(x: &[f32]) -> f32 {
+        let mut acc = [f32::NEG_INFINITY; LANES];
+        let chunks = x.chunks_exact(LANES);
+        let tail = chunks.remainder();
+        for c in chunks {
+            for i in 0..LANES {
+                acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
+            }
+        }
+        let mut m = f32::NEG_INFINITY;
+        for &a in acc.iter().chain(tail) {
+            m = if a > m { a } else { m };
+        }
+        m
+    }
+
+    /// `x[j] = exp(x[j] - shift)` in place; returns the sum of the results.
+    #[inline(always)]
+    pub(crate) fn exp_shift_sum(x: &mut [f32], shift: f32) -> f32 {
+        let mut acc = [0.0f32; LANES];
+        let mut chunks = x.chunks_exact_mut(LANES);
+        for c in &mut chunks {
+            for i in 0..LANES {
+                c[i] = exp(c[i] - shift);
+                acc[i] += c[i];
+            }
+        }
+        let mut s = 0.0;
+        for e in chunks.into_remainder() {
+            *e = exp(*e - shift);
+            s += *e;
+        }
+        s + acc.iter().sum::<f32>()
+    }
+
+    /// `x[j] *= a` in place.
+    #[inline(always)]
+    pub(crate) fn scale(x: &mut [f32], a: f32) {
+        for e in x {
+            *e *= a;
+        }
+    }
+
+    /// Sets `x[j] = -∞` where `mask[j] == 0`.
+    #[inline(always)]
+    fn apply_mask(x: &mut [f32], mask: &[u8]) {
+        for (e, &m) in x.iter_mut().zip(mask) {
+            *e = if m != 0 { *e } else { f32::NEG_INFINITY };
+        }
+    }
+
+    #[inline(always)]
+    fn softmax_row_body(x: &mut [f32], mask: Option<&[u8]>) -> f32 {
+        if let Some(m) = mask {
+            apply_mask(x, m);
+        }
+        let mx = max(x);
+        if mx == f32::NEG_INFINITY {
+            x.fill(0.0);
+            return f32::NEG_INFINITY;
+        }
+        let sum = exp_shift_sum(x, mx);
+        scale(x, 1.0 / sum);
+        mx + sum.ln()
+    }
+
+    dispatch! {
+        /// Softmax of a score row in place, entries with `mask[j] == 0` excluded (0 probability).
+        /// Returns the row's log-sum-exp, or `-∞` (and an all-zero row) if nothing is unmasked.
+        pub(crate) fn softmax_row = softmax_row_body(x: &mut [f32], mask: Option<&[u8]>) -> f32
+    }
+
+    #[inline(always)]
+    fn probs_row_body(x: &mut [f32], lse: f32, mask: Option<&[u8]>) {
+        if lse == f32::NEG_INFINITY {
+            x.fill(0.0);
+            return;
+        }
+        if let Some(m) = mask {
+            apply_mask(x, m);
+        }
+        for e in x.iter_mut() {
+            *e = exp(*e - lse);
+        }
+    }
+
+    dispatch! {
+        /// Recomputes probabilities from scores in place: `exp(x - lse)`, 0 where masked or when
+        /// the row was fully masked (`lse = -∞`).
+        pub(crate) fn probs_row = probs_row_body(x: &mut [f32], lse: f32, mask: Option<&[u8]>) -> ()
+    }
+
+    #[inline(always)]
+    fn softmax_grad_block_body(dp: &mut [f32], p: &[f32], dd: &[f32], n: usize) {
+        for ((dpr, pr), &di) in dp.chunks_exact_mut(n).zip(p.chunks_exact(n)).zip(dd) {
+            for (g, &pj) in dpr.iter_mut().zip(pr) {
+                *g = pj * (*g - di);
+            }
+        }
+    }
+
+    dispatch! {
+        /// Softmax backward on a block of rows of length `n`, in place:
+        /// `dp[r][j] = p[r][j] · (dp[r][j] - dd[r])`.
+        pub(crate) fn softmax_grad_block = softmax_grad_block_body(
+            dp: &mut [f32], p: &[f32], dd: &[f32], n: usize
+        ) -> ()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Naive twins (test oracles)
+// ---------------------------------------------------------------------------------------------
+
+/// Whether query `i` may attend key `j` of batch `b`.
+fn allowed(
+    d: &AttentionDims,
+    key_mask: Option<&[u8]>,
+    causal: bool,
+    b: usize,
+    i: usize,
+    j: usize,
+) -> bool {
+    j < d.key_limit(i, causal) && key_mask.is_none_or(|m| m[b * d.tk + j] != 0)
+}
+
+/// Full probability matrix of head (b, h) in f64, rows of fully masked queries all zero, and
+/// each row's log-sum-exp.
+fn naive_probs(
+    q: &[f32],
+    k: &[f32],
+    key_mask: Option<&[u8]>,
+    causal: bool,
+    d: &AttentionDims,
+    b: usize,
+    h: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let (c, tq, tk, hs) = (d.c(), d.tq, d.tk, d.hs);
+    let scale = 1.0 / (hs as f64).sqrt();
+    let mut p = vec![0.0f64; tq * tk];
+    let mut lse = vec![f64::NEG_INFINITY; tq];
+    for i in 0..tq {
+        let row = &mut p[i * tk..(i + 1) * tk];
+        let mut mx = f64::NEG_INFINITY;
+        for (j, s) in row.iter_mut().enumerate() {
+            if allowed(d, key_mask, causal, b, i, j) {
+                let qi = &q[(b * tq + i) * c + h * hs..][..hs];
+                let kj = &k[(b * tk + j) * c + h * hs..][..hs];
+                *s = scale
+                    * qi.iter()
+                        .zip(kj)
+                        .map(|(x, y)| *x as f64 * *y as f64)
+                        .sum::<f64>();
+                mx = mx.max(*s);
+            } else {
+                *s = f64::NEG_INFINITY;
+            }
+        }
+        if mx == f64::NEG_INFINITY {
+            row.fill(0.0);
+            continue;
+        }
+        let sum: f64 = row.iter().map(|s| (s - mx).exp()).sum();
+        for s in row.iter_mut() {
+            *s = (*s - mx).exp() / sum;
+        }
+        lse[i] = mx + sum.ln();
+    }
+    (p, lse)
+}
+
+/// [`attention_forward`] with f64 results (the finite-difference tests use this directly).
+fn naive_forward_f64(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    key_mask: Option<&[u8]>,
+    causal: bool,
+    d: AttentionDims,
+) -> (Vec<f64>, Vec<f64>) {
+    let (c, tq, tk, hs) = (d.c(), d.tq, d.tk, d.hs);
+    let mut out = vec![0.0f64; d.b * tq * c];
+    let mut lse = vec![0.0f64; d.b * d.nh * tq];
+    for b in 0..d.b {
+        for h in 0..d.nh {
+            let (p, l) = naive_probs(q, k, key_mask, causal, &d, b, h);
+            lse[(b * d.nh + h) * tq..][..tq].copy_from_slice(&l);
+            for i in 0..tq {
+                for e in 0..hs {
+                    out[(b * tq + i) * c + h * hs + e] = (0..tk)
+                        .map(|j| p[i * tk + j] * v[(b * tk + j) * c + h * hs + e] as f64)
+                        .sum();
+                }
+            }
+        }
+    }
+    (out, lse)
+}
+
+/// Oracle for [`attention_forward`]: materialises the full score matrix per head, f64 math.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward_naive(
+    out: &mut [f32],
+    lse: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    key_mask: Option<&[u8]>,
+    causal: bool,
+    d: AttentionDims,
+) {
+    let (o, l) = naive_forward_f64(q, k, v, key_mask, causal, d);
+    for (dst, src) in out.iter_mut().zip(o) {
+        *dst = src as f32;
+    }
+    for (dst, src) in lse.iter_mut().zip(l) {
+        *dst = src as f32;
+    }
+}
+
+/// Oracle for [`attention_backward`]: full probability matrix per head, f64 math, textbook
+/// softmax backward. `out` and `lse` are accepted for signature parity and not used.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward_naive(
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+    dout: &[f32],
+    _out: &[f32],
+    _lse: &[f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    key_mask: Option<&[u8]>,
+    causal: bool,
+    d: AttentionDims,
+) {
+    let (c, tq, tk, hs) = (d.c(), d.tq, d.tk, d.hs);
+    let scale = 1.0 / (hs as f64).sqrt();
+    let qi = |b: usize, i: usize, h: usize, e: usize| (b * tq + i) * c + h * hs + e;
+    let kj = |b: usize, j: usize, h: usize, e: usize| (b * tk + j) * c + h * hs + e;
+    let mut dq64 = vec![0.0f64; dq.len()];
+    let mut dk64 = vec![0.0f64; dk.len()];
+    let mut dv64 = vec![0.0f64; dv.len()];
+    for b in 0..d.b {
+        for h in 0..d.nh {
+            let (p, _) = naive_probs(q, k, key_mask, causal, &d, b, h);
+            for i in 0..tq {
+                // dP_ij = dO_i · V_j; dS_ij = P_ij (dP_ij - Σ_l P_il dP_il)
+                let dp: Vec<f64> = (0..tk)
+                    .map(|j| {
+                        (0..hs)
+                            .map(|e| dout[qi(b, i, h, e)] as f64 * v[kj(b, j, h, e)] as f64)
+                            .sum()
+                    })
+                    .collect();
+                let pdp: f64 = (0..tk).map(|j| p[i * tk + j] * dp[j]).sum();
+                for j in 0..tk {
+                    let pij = p[i * tk + j];
+                    let ds = pij * (dp[j] - pdp) * scale;
+                    for e in 0..hs {
+                        dv64[kj(b, j, h, e)] += pij * dout[qi(b, i, h, e)] as f64;
+                        dq64[qi(b, i, h, e)] += ds * k[kj(b, j, h, e)] as f64;
+                        dk64[kj(b, j, h, e)] += ds * q[qi(b, i, h, e)] as f64;
+                    }
+                }
+            }
+        }
+    }
+    for (g, g64) in [(dq, dq64), (dk, dk64), (dv, dv64)] {
+        for (dst, src) in g.iter_mut().zip(g64) {
+            *dst += src as f32;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    fn rand(n: usize, rng: &mut Rng) -> Vec<f32> {
+        let mut v = vec![0.0; n];
+        rng.fill_normal(&mut v, 0.0, 1.0);
+        v
+    }
+
+    fn close(what: &str, a: &[f32], b: &[f32], tol: f32) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= tol * (1.0 + y.abs()),
+                "{what} index {i}: {x} vs {y}"
+            );
+        }
+    }
+
+    /// A case: dims, causal, and a key mask (None, or one row of bytes per batch).
+    struct Case {
+        d: AttentionDims,
+        causal: bool,
+        mask: Option<Vec<u8>>,
+    }
+
+    fn dims(b: usize, tq: usize, tk: usize, nh: usize, hs: usize) -> AttentionDims {
+        AttentionDims { b, tq, tk, nh, hs }
+    }
+
+    /// Partial padding: batch `b` keeps its first `tk - 1 - b` keys plus key 0 always.
+    fn padding(b: usize, tk: usize, rng: &mut Rng) -> Vec<u8> {
+        let mut m = vec![1u8; b * tk];
+        for (bi, row) in m.chunks_exact_mut(tk).enumerate() {
+            for (j, x) in row.iter_mut().enumerate() {
+                if j > 0 && (j + bi + 1 >= tk || rng.uniform() < 0.2) {
+                    *x = 0;
+                }
+            }
+        }
+        m
+    }
+
+    fn cases(rng: &mut Rng) -> Vec<Case> {
+        let mut v = vec![
+            Case {
+                d: dims(2, 7, 7, 3, 5),
+                causal: true,
+                mask: None,
+            },
+            Case {
+                d: dims(2, 7, 7, 3, 5),
+                causal: false,
+                mask: None,
+            },
+            Case {
+                d: dims(2, 5, 9, 2, 5),
+                causal: false,
+                mask: None,
+            },
+            Case {
+                d: dims(2, 3, 9, 3, 5),
+                causal: true,
+                mask: None,
+            },
+            Case {
+                d: dims(1, 9, 4, 2, 3),
+                causal: true,
+                mask: None,
+            }, // Tq > Tk: early rows empty
+            Case {
+                d: dims(2, 37, 37, 2, 7),
+                causal: true,
+                mask: None,
+            }, // several query blocks
+            Case {
+                d: dims(1, 70, 45, 3, 4),
+                causal: false,
+                mask: None,
+            },
+            Case {
+                d: dims(1, 1, 13, 4, 16),
+                causal: true,
+                mask: None,
+            }, // one decoding step
+        ];
+        v.push(Case {
+            d: dims(2, 7, 7, 3, 5),
+            causal: true,
+            mask: Some(padding(2, 7, rng)),
+        });
+        v.push(Case {
+            d: dims(3, 5, 9, 2, 5),
+            causal: false,
+            mask: Some(padding(3, 9, rng)),
+        });
+        v.push(Case {
+            d: dims(2, 40, 40, 2, 5),
+            causal: true,
+            mask: Some(padding(2, 40, rng)),
+        });
+        // A batch with no key at all: every row of it fully masked.
+        let mut none = padding(2, 6, rng);
+        none[6..].fill(0);
+        v.push(Case {
+            d: dims(2, 4, 6, 2, 3),
+            causal: false,
+            mask: Some(none),
+        });
+        v
+    }
+
+    struct Run {
+        out: Vec<f32>,
+        lse: Vec<f32>,
+        dq: Vec<f32>,
+        dk: Vec<f32>,
+        dv: Vec<f32>,
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn inputs(d: AttentionDims, rng: &mut Rng) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+        let c = d.c();
+        let q = rand(d.b * d.tq * c, rng);
+        let k = rand(d.b * d.tk * c, rng);
+        let v = rand(d.b * d.tk * c, rng);
+        let dout = rand(d.b * d.tq * c, rng);
+        (q, k, v, dout)
+    }
+
+    fn run(case: &Case, q: &[f32], k: &[f32], v: &[f32], dout: &[f32], naive: bool) -> Run {
+        let d = case.d;
+        let c = d.c();
+        let mask = case.mask.as_deref();
+        let mut out = vec![f32::NAN; d.b * d.tq * c];
+        let mut lse = vec![f32::NAN; d.b * d.nh * d.tq];
+        // Backward accumulates: start from ones and subtract them afterwards.
+        let mut dq = vec![1.0; q.len()];
+        let mut dk = vec![1.0; k.len()];
+        let mut dv = vec![1.0; v.len()];
+        if naive {
+            attention_forward_naive(&mut out, &mut lse, q, k, v, mask, case.causal, d);
+            attention_backward_naive(
+                &mut dq,
+                &mut dk,
+                &mut dv,
+                dout,
+                &out,
+                &lse,
+                q,
+                k,
+                v,
+                mask,
+                case.causal,
+                d,
+            );
+        } else {
+            attention_forward(&mut out, &mut lse, q, k, v, mask, case.causal, d);
+            attention_backward(
+                &mut dq,
+                &mut dk,
+                &mut dv,
+                dout,
+                &out,
+                &lse,
+                q,
+                k,
+                v,
+                mask,
+                case.causal,
+                d,
+            );
+        }
+        for g in dq.iter_mut().chain(dk.iter_mut()).chain(dv.iter_mut()) {
+            *g -= 1.0;
+        }
+        Run {
+            out,
+            lse,
+            dq,
+            dk,
+            dv,
+        }
+    }
+
+    #[test]
+    fn fast_matches_naive_on_odd_shapes() {
+        let mut rng = Rng::new(11);
+        for (ci, case) in cases(&mut rng).iter().enumerate() {
+            let (q, k, v, dout) = inputs(case.d, &mut rng);
+            let fast = run(case, &q, &k, &v, &dout, false);
+            let slow = run(case, &q, &k, &v, &dout, true);
+            let tag = |s: &str| format!("case {ci} {:?} causal {}: {s}", case.d, case.causal);
+            close(&tag("out"), &fast.out, &slow.out, 2e-5);
+            for (i, (a, b)) in fast.lse.iter().zip(&slow.lse).enumerate() {
+                let ok = (a == b) || (a - b).abs() <= 2e-5 * (1.0 + b.abs());
+                assert!(ok, "{} index {i}: {a} vs {b}", tag("lse"));
+            }
+            close(&tag("dq"), &fast.dq, &slow.dq, 5e-5);
+            close(&tag("dk"), &fast.dk, &slow.dk, 5e-5);
+            close(&tag("dv"), &fast.dv, &slow.dv, 5e-5);
+        }
+    }
+
+    #[test]
+    fn fully_masked_rows_are_zero_not_nan() {
+        let mut rng = Rng::new(12);
+        // Batch 1 has no keys at all; with Tq > Tk causal, batch 0's first rows see no key.
+        let d = dims(2, 6, 4, 2, 3);
+        let mut mask = vec![1u8; 2 * 4];
+        mask[4..].fill(0);
+        let case = Case {
+            d,
+            causal: true,
+            mask: Some(mask),
+        };
+        let (q, k, v, dout) = inputs(d, &mut rng);
+        let r = run(&case, &q, &k, &v, &dout, false);
+        let c = d.c();
+        for x in r
+            .out
+            .iter()
+            .chain(&r.lse)
+            .chain(&r.dq)
+            .chain(&r.dk)
+            .chain(&r.dv)
+        {
+            assert!(!x.is_nan(), "NaN in results");
+        }
+        // Batch 1 entirely zero; batch 0 rows 0 and 1 (i + Tk - Tq < 0) zero.
+        assert!(r.out[d.tq * c..].iter().all(|&x| x == 0.0));
+        assert!(r.dq[d.tq * c..].iter().all(|&x| x == 0.0));
+        assert!(r.dk[d.tk * c..].iter().all(|&x| x == 0.0));
+        assert!(r.dv[d.tk * c..].iter().all(|&x| x == 0.0));
+        assert!(r.out[..2 * c].iter().all(|&x| x == 0.0));
+        assert!(r.dq[..2 * c].iter().all(|&x| x == 0.0));
+        assert!(r.out[2 * c..3 * c].iter().any(|&x| x != 0.0));
+        assert!(r.lse[d.nh * d.tq..].iter().all(|&x| x == f32::NEG_INFINITY));
+        assert_eq!(r.lse[0], f32::NEG_INFINITY);
+        assert!(r.lse[2].is_finite());
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let mut rng = Rng::new(13);
+        let mut all = cases(&mut rng);
+        all.retain(|c| c.d.b * c.d.tq * c.d.c() <= 300 && c.d.b * c.d.tk * c.d.c() <= 300);
+        assert!(all.len() >= 6, "kept {} cases", all.len());
+        for (ci, case) in all.iter().enumerate() {
+            let d = case.d;
+            let (q, k, v, dout) = inputs(d, &mut rng);
+            let r = run(case, &q, &k, &v, &dout, false);
+            let mask = case.mask.as_deref();
+            // L = Σ dout ⊙ out in f64 through the naive forward.
+            let loss = |q: &[f32], k: &[f32], v: &[f32]| -> f64 {
+                let (o, _) = naive_forward_f64(q, k, v, mask, case.causal, d);
+                o.iter().zip(&dout).map(|(a, g)| a * *g as f64).sum()
+            };
+            let h = 1e-2f32;
+            for (name, which, grad) in [("q", 0, &r.dq), ("k", 1, &r.dk), ("v", 2, &r.dv)] {
+                for idx in 0..grad.len() {
+                    let mut ins = [q.clone(), k.clone(), v.clone()];
+                    let x0 = ins[which][idx];
+                    ins[which][idx] = x0 + h;
+                    let lp = loss(&ins[0], &ins[1], &ins[2]);
+                    let xp = ins[which][idx];
+                    ins[which][idx] = x0 - h;
+                    let lm = loss(&ins[0], &ins[1], &ins[2]);
+                    let fd = (lp - lm) / (xp as f64 - ins[which][idx] as f64);
+                    let g = grad[idx] as f64;
+                    assert!(
+                        (fd - g).abs() < 2e-3 * (1.0 + fd.abs()),
+                        "case {ci} {d:?} causal {}: d{name}[{idx}] analytic {g} vs fd {fd}",
+                        case.causal
+                    );
+                }
+            }
+        }
+    }
+
+    /// Times forward+backward at GPT-2-small attention shapes; run with
+    /// `cargo test --release --lib kernels::attention::tests::timing -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn timing() {
+        let mut rng = Rng::new(14);
+        let d = dims(8, 128, 128, 12, 64);
+        let (q, k, v, dout) = inputs(d, &mut rng);
+        let c = d.c();
+        let mut out = vec![0.0; d.b * d.tq * c];
+        let mut lse = vec![0.0; d.b * d.nh * d.tq];
+        let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+        for causal in [true, false] {
+            let (mut best_f, mut best_b) = (f64::MAX, f64::MAX);
+            for _ in 0..30 {
+                let t0 = std::time::Instant::now();
+                attention_forward(&mut out, &mut lse, &q, &k, &v, None, causal, d);
+                let t1 = std::time::Instant::now();
+                attention_backward(
+                    &mut dq, &mut dk, &mut dv, &dout, &out, &lse, &q, &k, &v, None, causal, d,
+                );
+                let t2 = std::time::Instant::now();
+                best_f = best_f.min((t1 - t0).as_secs_f64());
+                best_b = best_b.min((t2 - t1).as_secs_f64());
+            }
+            println!(
+                "attention B=8 NH=12 T=128 HS=64 causal={causal} threads={}: forward {:.3} ms, \
+                 backward {:.3} ms, total {:.3} ms",
+                rayon::current_num_threads(),
+                best_f * 1e3,
+                best_b * 1e3,
+                (best_f + best_b) * 1e3
+            );
+        }
+    }
+}
