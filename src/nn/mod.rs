@@ -1,2 +1,28 @@
-//! Modules over the kernels: forward (caching what backward needs in training mode) and backward
-//! (accumulating parameter gradients, returning input gradients).
+//! Modules over the kernels. Each has `forward` (keeping in its own buffers what backward
+//! needs) and `backward` (accumulating parameter gradients into the flat gradient buffer and
+//! input gradients into caller buffers, `+=`). Backward takes the same inputs as the forward
+//! that preceded it. Parameters live in one flat buffer described by [`params::ParamLayout`].
+//!
+//! Shapes of user-facing inputs are validated by the model that owns the modules (returning
+//! [`crate::Error`]); inside, kernels assert buffer lengths (see [`crate::kernels`]).
+
+pub mod attention;
+pub mod block;
+pub mod dropout;
+pub mod layernorm;
+pub mod linear;
+pub mod mlp;
+pub mod params;
+
+use crate::error::{Error, Result};
+
+/// Errors unless `n_head` divides `n_embd`.
+pub fn check_heads(n_embd: usize, n_head: usize) -> Result<()> {
+    if n_head == 0 || n_embd % n_head != 0 {
+        return Err(Error::Config {
+            field: "n_head".into(),
+            reason: format!("n_embd {n_embd} is not divisible by n_head {n_head}"),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! LayerNorm module: owns its output and the per-row statistics backward needs.
+
+use super::params::{two_mut, Init, Param, ParamLayout};
+use crate::error::Result;
+use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
+
+/// LayerNorm over the last dimension with learned gain and bias.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    /// Gain `(C)`, initialised to ones, not decayed.
+    pub weight: Param,
+    /// Bias `(C)`, initialised to zeros, not decayed.
+    pub bias: Param,
+    /// Channels.
+    pub c: usize,
+    /// Added to the variance (1e-5 in GPT-2 and PyTorch).
+    pub eps: f32,
+    /// Output `(N, C)` of the last forward.
+    pub out: Vec<f32>,
+    /// Row means `(N)`.
+    pub mean: Vec<f32>,
+    /// Row reciprocal standard deviations `(N)`.
+    pub rstd: Vec<f32>,
+}
+
+impl LayerNorm {
+    /// Registers `{prefix}.weight` and `{prefix}.bias`.
+    pub fn new(params: &mut ParamLayout, prefix: &str, c: usize, eps: f32) -> Result<Self> {
+        Ok(LayerNorm {
+            weight: params.add(&format!("{prefix}.weight"), &[c], false, Init::Ones)?,
+            bias: params.add(&format!("{prefix}.bias"), &[c], false, Init::Zeros)?,
+            c,
+            eps,
+            out: Vec::new(),
+            mean: Vec::new(),
+            rstd: Vec::new(),
+        })
+    }
+
+    /// Normalises `inp (N, C)` into `self.out`.
+    pub fn forward(&mut self, p: &[f32], inp: &[f32], n: usize) {
+        self.out.resize(n * self.c, 0.0);
+        self.mean.resize(n, 0.0);
+        self.rstd.resize(n, 0.0);
+        layernorm_forward(
+            &mut self.out,
+            &mut self.mean,
+            &mut self.rstd,
+            inp,
+            self.weight.of(p),
+            self.bias.of(p),
+            n,
+            self.c,
+            self.eps,
+        );
+    }
+
+    /// Accumulates parameter gradients into `g` and `dinp += ∂L/∂inp`; `inp` is the forward input.
+    pub fn backward(&self, p: &[f32], g: &mut [f32], dinp: &mut [f32], dout: &[f32], inp: &[f32]) {
+        let n = self.mean.len();
+        let (dw, db) = two_mut(g, self.weight, self.bias);
+        layernorm_backward(
+            dinp,
+            dw,
+            db,
+            dout,
+            inp,
+            self.weight.of(p),
+            &self.mean,
+            &self.rstd,
+            n,
+            self.c,
+        );
+    }
+}
