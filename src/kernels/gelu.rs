@@ -15,7 +15,7 @@
 //! forward's input, not its output, and accumulates.
 
 use super::check_len;
-use super::softmax::exp_fast;
+use super::softmax::{exp_fast, with_simd};
 use rayon::prelude::*;
 
 /// `√(2/π)`.
@@ -65,9 +65,11 @@ pub fn gelu_forward(out: &mut [f32], inp: &[f32]) {
     out.par_chunks_mut(ch)
         .zip(inp.par_chunks(ch))
         .for_each(|(o, x)| {
-            for (o, &x) in o.iter_mut().zip(x) {
-                *o = gelu(x);
-            }
+            with_simd(|| {
+                for (o, &x) in o.iter_mut().zip(x) {
+                    *o = gelu(x);
+                }
+            })
         });
 }
 
@@ -75,9 +77,11 @@ pub fn gelu_forward(out: &mut [f32], inp: &[f32]) {
 pub fn gelu_forward_inplace(x: &mut [f32]) {
     let ch = chunk(x.len());
     x.par_chunks_mut(ch).for_each(|x| {
-        for v in x.iter_mut() {
-            *v = gelu(*v);
-        }
+        with_simd(|| {
+            for v in x.iter_mut() {
+                *v = gelu(*v);
+            }
+        })
     });
 }
 
@@ -90,9 +94,11 @@ pub fn gelu_backward(dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
         .zip(inp.par_chunks(ch))
         .zip(dout.par_chunks(ch))
         .for_each(|((d, x), g)| {
-            for ((d, &x), &g) in d.iter_mut().zip(x).zip(g) {
-                *d += gelu_grad(x) * g;
-            }
+            with_simd(|| {
+                for ((d, &x), &g) in d.iter_mut().zip(x).zip(g) {
+                    *d += gelu_grad(x) * g;
+                }
+            })
         });
 }
 
