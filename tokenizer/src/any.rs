@@ -1,0 +1,63 @@
+//! One handle over either tokenizer kind, chosen from a name or a path (for the CLI and
+//! for callers that take `--tokenizer gpt2|DIR|FILE`).
+
+use crate::char_level::CharTokenizer;
+use crate::error::Result;
+use crate::tokenizer::Tokenizer;
+use crate::vocab_io::read_file;
+use std::path::Path;
+
+/// A byte-level BPE tokenizer or a char-level one.
+#[derive(Clone, Debug)]
+pub enum AnyTokenizer {
+    /// Byte-level BPE (GPT-2, tokenizer.json, or trained).
+    Bpe(Tokenizer),
+    /// Character-level.
+    Char(CharTokenizer),
+}
+
+impl AnyTokenizer {
+    /// `gpt2` for the bundled GPT-2 tokenizer; else a directory (`tokenizer.json` or
+    /// `vocab.json` + `merges.txt`) or a file (`tokenizer.json` or a char tokenizer JSON).
+    pub fn load(spec: &str) -> Result<AnyTokenizer> {
+        if spec == "gpt2" {
+            return Ok(AnyTokenizer::Bpe(Tokenizer::gpt2()));
+        }
+        let path = Path::new(spec);
+        if path.is_file() {
+            let bytes = read_file(path)?;
+            if CharTokenizer::sniff(&bytes) {
+                return Ok(AnyTokenizer::Char(CharTokenizer::from_json_bytes(&bytes, path)?));
+            }
+            return Ok(AnyTokenizer::Bpe(Tokenizer::from_tokenizer_json_bytes(
+                &bytes, path,
+            )?));
+        }
+        Ok(AnyTokenizer::Bpe(Tokenizer::from_path(path)?))
+    }
+
+    /// Number of ids.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            AnyTokenizer::Bpe(t) => t.vocab_size(),
+            AnyTokenizer::Char(t) => t.vocab_size(),
+        }
+    }
+
+    /// Encodes text; BPE matches special tokens when `specials` is set.
+    pub fn encode(&self, text: &str, specials: bool) -> Result<Vec<u32>> {
+        match self {
+            AnyTokenizer::Bpe(t) if specials => Ok(t.encode_with_specials(text)),
+            AnyTokenizer::Bpe(t) => Ok(t.encode_ordinary(text)),
+            AnyTokenizer::Char(t) => t.encode(text),
+        }
+    }
+
+    /// The bytes of one token.
+    pub fn token_bytes(&self, id: u32) -> Result<Vec<u8>> {
+        match self {
+            AnyTokenizer::Bpe(t) => Ok(t.token_bytes(id)?.to_vec()),
+            AnyTokenizer::Char(t) => Ok(t.decode(&[id])?.into_bytes()),
+        }
+    }
+}
