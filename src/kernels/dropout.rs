@@ -123,6 +123,45 @@ pub fn dropout_backward(dinp: &mut [f32], dout: &[f32], mask: &[u8], p: f32) {
         });
 }
 
+/// [`dropout_forward`] in place: `x = dropout(x)`, the same mask and RNG use, no input copy.
+pub fn dropout_forward_inplace(x: &mut [f32], mask: &mut [u8], p: f32, train: bool, rng: &mut Rng) {
+    check_len("dropout_forward_inplace", "mask", mask.len(), x.len());
+    check_p("dropout_forward_inplace", p);
+    if !train || p == 0.0 {
+        mask.par_chunks_mut(DROPOUT_CHUNK).for_each(|m| m.fill(1));
+        return;
+    }
+    let seed = rng.next_u64();
+    let (threshold, scale) = (keep_threshold(p), keep_scale(p));
+    x.par_chunks_mut(DROPOUT_CHUNK)
+        .zip(mask.par_chunks_mut(DROPOUT_CHUNK))
+        .enumerate()
+        .for_each(|(k, (x, m))| {
+            fill_mask(m, &mut chunk_rng(seed, k), threshold);
+            for (x, &m) in x.iter_mut().zip(m.iter()) {
+                *x *= m as f32 * scale;
+            }
+        });
+}
+
+/// [`dropout_backward`] in place: `grad = grad ⊙ mask / (1 - p)`.
+///
+/// Unlike the other backwards this **replaces** `grad` rather than accumulating into a separate
+/// buffer: it is for modules that pass one gradient buffer through dropout (as the forward
+/// `x = dropout(x)` does). `p` as in [`dropout_backward`].
+pub fn dropout_backward_inplace(grad: &mut [f32], mask: &[u8], p: f32) {
+    check_len("dropout_backward_inplace", "mask", mask.len(), grad.len());
+    check_p("dropout_backward_inplace", p);
+    let scale = keep_scale(p);
+    grad.par_chunks_mut(DROPOUT_CHUNK)
+        .zip(mask.par_chunks(DROPOUT_CHUNK))
+        .for_each(|(g, m)| {
+            for (g, &m) in g.iter_mut().zip(m) {
+                *g *= m as f32 * scale;
+            }
+        });
+}
+
 /// Oracle for [`dropout_forward`]: the same streams walked serially, element by element.
 #[allow(clippy::needless_range_loop)]
 pub fn dropout_forward_naive(
@@ -223,6 +262,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn inplace_variants_match() {
+        let mut data_rng = Rng::new(56);
+        let len = 2 * DROPOUT_CHUNK + 5;
+        let (x, g) = (rand(len, &mut data_rng), rand(len, &mut data_rng));
+        let (mut out, mut mask, mut rng) = (vec![0.0; len], vec![0u8; len], Rng::new(7));
+        dropout_forward(&mut out, &mut mask, &x, 0.2, true, &mut rng);
+        let (mut y, mut mask2, mut rng2) = (x.clone(), vec![0u8; len], Rng::new(7));
+        dropout_forward_inplace(&mut y, &mut mask2, 0.2, true, &mut rng2);
+        assert_eq!((out, mask.clone(), rng), (y, mask2, rng2));
+        let mut d = vec![0.0; len];
+        dropout_backward(&mut d, &g, &mask, 0.2);
+        let mut gi = g.clone();
+        dropout_backward_inplace(&mut gi, &mask, 0.2);
+        assert_eq!(d, gi);
     }
 
     #[test]
