@@ -10,7 +10,10 @@
 
 pub mod error;
 pub mod kernels;
-// pub mod nn; (enabled once the kernels it calls land)
+pub mod nn;
+pub mod model;
+pub mod data;
+pub mod train;
 pub mod optim;
 pub mod rng;
 pub mod tensor;

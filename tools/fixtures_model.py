@@ -7,7 +7,7 @@ For each variant it writes tests/fixtures/model/{pre,post}.safetensors with:
   ids, targets      a batch (B=2, T=7; one target set to -100 = ignored)
   logits, loss      forward results
   grad.<name>       every parameter gradient of the mean cross-entropy
-  train.ids.<s>, train.targets.<s>, train.loss  a 20-step AdamW trajectory (lr 1e-2, betas
+  ids.<s>, targets.<s>, train.loss   a 20-step AdamW trajectory (lr 1e-2, betas
                     (0.9, 0.95), eps 1e-8, weight decay 0.1 on 2-D tensors only, grad clip 1.0)
 
 Run with the reference environment: ~/.cache/gpt-refenv/bin/python tools/fixtures_model.py
@@ -117,8 +117,8 @@ def variant(pre, seed):
     losses = []
     for s in range(STEPS):
         ids, targets = batch(g)
-        out[f"train.ids.{s}"] = ids
-        out[f"train.targets.{s}"] = targets
+        out[f"ids.{s}"] = ids
+        out[f"targets.{s}"] = targets
         opt.zero_grad()
         loss = F.cross_entropy(forward(p, ids, pre).view(-1, V), targets.view(-1), ignore_index=-100)
         loss.backward()

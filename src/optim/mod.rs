@@ -1,1 +1,6 @@
 //! Optimisers over the flat parameter buffer.
+
+pub mod adamw;
+pub mod schedule;
+
+pub use adamw::{AdamW, AdamWConfig};

@@ -1,0 +1,215 @@
+//! Hugging Face-compatible checkpoints: `config.json` + `model.safetensors` with GPT-2's tensor
+//! names and layouts, so `GPT2LMHeadModel.from_pretrained(dir)` loads what we save and we load
+//! what it saves.
+//!
+//! Names: ours are GPT-2's without the `transformer.` prefix; files are written with the prefix
+//! (what `save_pretrained` writes) and read with or without it. The four projection matrices are
+//! stored in `Conv1D` orientation `(in, out)` both in memory and on disk, so nothing is transposed.
+//! The tied `lm_head.weight` is not written (it is `wte`); the causal-mask buffers `attn.bias` /
+//! `attn.masked_bias` of old checkpoints are ignored. Post-LN models carry `"gpt"` keys in
+//! `config.json` that describe what GPT-2's schema cannot (norm placement, positions).
+//!
+//! Every write goes to a temporary file in the same directory and is renamed into place.
+
+use super::config::{GptConfig, Positions};
+use super::gpt::Gpt;
+use crate::error::{Error, Result};
+use crate::nn::block::NormPlacement;
+use crate::nn::mlp::Activation;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// File name of the weights.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// File name of the configuration.
+pub const CONFIG_FILE: &str = "config.json";
+
+fn io_err(path: &Path, source: std::io::Error) -> Error {
+    Error::Io { path: path.to_path_buf(), source }
+}
+
+/// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| io_err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+}
+
+/// The Hugging Face `config.json` for `cfg`.
+pub fn hf_config(cfg: &GptConfig) -> Value {
+    let act = match cfg.activation {
+        Activation::Gelu => "gelu_new",
+        Activation::Relu => "relu",
+    };
+    json!({
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": cfg.vocab_size,
+        "n_positions": cfg.n_ctx,
+        "n_ctx": cfg.n_ctx,
+        "n_embd": cfg.n_embd,
+        "n_layer": cfg.n_layer,
+        "n_head": cfg.n_head,
+        "n_inner": null,
+        "activation_function": act,
+        "resid_pdrop": cfg.dropout,
+        "embd_pdrop": cfg.dropout,
+        "attn_pdrop": 0.0,
+        "layer_norm_epsilon": cfg.ln_eps,
+        "initializer_range": 0.02,
+        "bos_token_id": 50256,
+        "eos_token_id": 50256,
+        "tie_word_embeddings": true,
+        "scale_attn_weights": true,
+        "torch_dtype": "float32",
+        "gpt": cfg,
+    })
+}
+
+/// Reads a `GptConfig` from a `config.json` value: our `"gpt"` key when present, else GPT-2's
+/// schema (pre-LN, learned positions, tanh GELU).
+pub fn config_from_hf(v: &Value, path: &Path) -> Result<GptConfig> {
+    let bad = |field: &str, reason: &str| Error::Config {
+        field: format!("{}: {field}", path.display()),
+        reason: reason.to_string(),
+    };
+    if let Some(ours) = v.get("gpt") {
+        return serde_json::from_value(ours.clone()).map_err(|e| bad("gpt", &e.to_string()));
+    }
+    let model_type = v.get("model_type").and_then(Value::as_str).unwrap_or("");
+    if model_type != "gpt2" {
+        return Err(bad("model_type", &format!("`{model_type}` is not a GPT-2 model (expected \"gpt2\")")));
+    }
+    let get = |k: &str| -> Result<usize> {
+        v.get(k).and_then(Value::as_u64).map(|x| x as usize).ok_or_else(|| bad(k, "missing or not an integer"))
+    };
+    let n_embd = get("n_embd")?;
+    if let Some(inner) = v.get("n_inner").and_then(Value::as_u64) {
+        if inner as usize != 4 * n_embd {
+            return Err(bad("n_inner", "only n_inner = 4·n_embd is supported"));
+        }
+    }
+    let act = v.get("activation_function").and_then(Value::as_str).unwrap_or("gelu_new");
+    let activation = match act {
+        "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::Gelu,
+        "relu" => Activation::Relu,
+        other => return Err(bad("activation_function", &format!("`{other}` is not supported (gelu_new, relu)"))),
+    };
+    let cfg = GptConfig {
+        vocab_size: get("vocab_size")?,
+        n_ctx: get("n_positions")?,
+        n_layer: get("n_layer")?,
+        n_head: get("n_head")?,
+        n_embd,
+        dropout: v.get("resid_pdrop").and_then(Value::as_f64).unwrap_or(0.1) as f32,
+        bias: true,
+        norm: NormPlacement::Pre,
+        positions: Positions::Learned,
+        activation,
+        ln_eps: v.get("layer_norm_epsilon").and_then(Value::as_f64).unwrap_or(1e-5) as f32,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Serialises the model's parameters as safetensors bytes with HF names; `metadata` goes into
+/// the header (e.g. `{"format": "pt"}` plus our precision).
+pub fn weights_bytes(model: &Gpt, metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
+    let layout = model.layout();
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = layout
+        .entries()
+        .iter()
+        .map(|e| {
+            let data = e.param.of(&model.params.data);
+            let raw: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+            (format!("transformer.{}", e.name), e.shape.clone(), raw)
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(name, shape, raw)| {
+            TensorView::new(Dtype::F32, shape.clone(), raw)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::Msg(format!("safetensors: {name}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut meta = metadata.unwrap_or_default();
+    meta.entry("format".into()).or_insert_with(|| "pt".into());
+    safetensors::serialize(views, Some(meta)).map_err(|e| Error::Msg(format!("safetensors: {e}")))
+}
+
+/// Saves `config.json` and `model.safetensors` into `dir` atomically (weights first, so a
+/// config never describes weights that are not there).
+pub fn save(model: &Gpt, dir: &Path, metadata: Option<HashMap<String, String>>) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    write_atomic(&dir.join(WEIGHTS_FILE), &weights_bytes(model, metadata)?)?;
+    let cfg = serde_json::to_vec_pretty(&hf_config(&model.config)).map_err(|e| Error::Msg(e.to_string()))?;
+    write_atomic(&dir.join(CONFIG_FILE), &cfg)
+}
+
+/// Reads the model configuration of a checkpoint directory.
+pub fn load_config(dir: &Path) -> Result<GptConfig> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Config { field: path.display().to_string(), reason: e.to_string() })?;
+    config_from_hf(&v, &path)
+}
+
+/// Converts one stored tensor to f32 (f32, f16 and bf16 are accepted).
+fn to_f32(view: &TensorView, name: &str, path: &Path) -> Result<Vec<f32>> {
+    let raw = view.data();
+    Ok(match view.dtype() {
+        Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F16 => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::BF16 => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        d => {
+            return Err(Error::Msg(format!(
+                "{}: tensor `{name}` has dtype {d:?}; supported: F32, F16, BF16",
+                path.display()
+            )))
+        }
+    })
+}
+
+/// Loads a checkpoint directory (ours or a Hugging Face GPT-2) into a new model.
+pub fn load(dir: &Path) -> Result<Gpt> {
+    let cfg = load_config(dir)?;
+    let mut model = Gpt::uninit(cfg)?;
+    load_weights(&mut model, &dir.join(WEIGHTS_FILE))?;
+    Ok(model)
+}
+
+/// Fills `model`'s parameters from a safetensors file, checking every name and shape.
+pub fn load_weights(model: &mut Gpt, path: &PathBuf) -> Result<()> {
+    let file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
+    // SAFETY: the file is opened read-only and not modified while mapped by this process;
+    // concurrent external truncation is the same hazard every mmap-based loader accepts.
+    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io_err(path, e))?;
+    let st = SafeTensors::deserialize(&mmap)
+        .map_err(|e| Error::Msg(format!("{}: not a valid safetensors file: {e}", path.display())))?;
+    let by_name: HashMap<String, TensorView> = st.tensors().into_iter().collect();
+    let entries = model.layout().entries().to_vec();
+    for e in entries {
+        let prefixed = format!("transformer.{}", e.name);
+        let view = by_name
+            .get(&prefixed)
+            .or_else(|| by_name.get(&e.name))
+            .ok_or_else(|| Error::Msg(format!("{}: missing tensor `{}`", path.display(), e.name)))?;
+        if view.shape() != e.shape.as_slice() {
+            return Err(Error::shape(
+                "load_weights",
+                format!("{}: tensor `{}` {:?}", path.display(), e.name, view.shape()),
+                format!("expected {:?} from config.json", e.shape),
+            ));
+        }
+        let data = to_f32(view, &e.name, path)?;
+        model.params.data[e.param.range()].copy_from_slice(&data);
+    }
+    Ok(())
+}

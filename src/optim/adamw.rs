@@ -1,0 +1,76 @@
+//! AdamW over the flat parameter buffer: moments share the parameters' layout, decay applies to
+//! the tensors the layout marks (matrices), and the step is one parallel loop per tensor.
+
+use crate::kernels::adamw::adamw_update_ranges;
+use crate::nn::params::{ParamLayout, Params};
+use serde::{Deserialize, Serialize};
+use std::ops::Range;
+
+/// AdamW hyper-parameters (nanoGPT's defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdamWConfig {
+    /// First-moment decay.
+    pub beta1: f32,
+    /// Second-moment decay.
+    pub beta2: f32,
+    /// Denominator epsilon.
+    pub eps: f32,
+    /// Decoupled weight decay for decayed tensors.
+    pub weight_decay: f32,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }
+    }
+}
+
+/// Optimizer state: both moments and the step count.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AdamW {
+    /// Hyper-parameters.
+    pub config: AdamWConfig,
+    /// First moments, same layout as the parameters.
+    pub m: Vec<f32>,
+    /// Second moments, same layout as the parameters.
+    pub v: Vec<f32>,
+    /// Steps taken so far.
+    pub step: u64,
+    #[serde(skip)]
+    ranges: Vec<(Range<usize>, bool)>,
+}
+
+impl AdamW {
+    /// Zero moments for `layout`.
+    pub fn new(layout: &ParamLayout, config: AdamWConfig) -> Self {
+        let n = layout.total();
+        AdamW { config, m: vec![0.0; n], v: vec![0.0; n], step: 0, ranges: layout.decay_ranges() }
+    }
+
+    /// Re-attaches the layout after deserialising saved state.
+    pub fn attach(&mut self, layout: &ParamLayout) {
+        self.ranges = layout.decay_ranges();
+    }
+
+    /// One update of `params.data` from `params.grad` with learning rate `lr`.
+    pub fn update(&mut self, params: &mut Params, lr: f32) {
+        if self.ranges.is_empty() {
+            self.attach(&params.layout);
+        }
+        self.step += 1;
+        let c = self.config;
+        adamw_update_ranges(
+            &mut params.data,
+            &params.grad,
+            &mut self.m,
+            &mut self.v,
+            &self.ranges,
+            lr,
+            c.beta1,
+            c.beta2,
+            c.eps,
+            c.weight_decay,
+            self.step as usize,
+        );
+    }
+}

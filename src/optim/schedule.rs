@@ -1,0 +1,40 @@
+//! Learning-rate schedules: linear warmup then cosine decay to a floor (nanoGPT), and the
+//! "Attention Is All You Need" inverse-square-root schedule.
+
+/// Linear warmup for `warmup` steps, then cosine decay from `lr` to `min_lr` at `max_steps`.
+/// `step` counts from 0.
+pub fn warmup_cosine(step: usize, lr: f32, min_lr: f32, warmup: usize, max_steps: usize) -> f32 {
+    if step < warmup {
+        return lr * (step + 1) as f32 / warmup as f32;
+    }
+    if step >= max_steps {
+        return min_lr;
+    }
+    let span = (max_steps - warmup).max(1) as f32;
+    let ratio = (step - warmup) as f32 / span;
+    let coeff = 0.5 * (1.0 + (std::f32::consts::PI * ratio).cos());
+    min_lr + coeff * (lr - min_lr)
+}
+
+/// `d_model^-0.5 · min(step^-0.5, step · warmup^-1.5)` with `step` counted from 1.
+pub fn inverse_sqrt(step: usize, d_model: usize, warmup: usize) -> f32 {
+    let s = step.max(1) as f32;
+    (d_model as f32).powf(-0.5) * s.powf(-0.5).min(s * (warmup as f32).powf(-1.5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warmup_then_cosine_to_floor() {
+        assert!((warmup_cosine(0, 1.0, 0.1, 10, 100) - 0.1).abs() < 1e-6);
+        assert!((warmup_cosine(9, 1.0, 0.1, 10, 100) - 1.0).abs() < 1e-6);
+        assert!((warmup_cosine(10, 1.0, 0.1, 10, 100) - 1.0).abs() < 1e-6);
+        assert!((warmup_cosine(55, 1.0, 0.1, 10, 100) - 0.55).abs() < 1e-6);
+        assert!((warmup_cosine(100, 1.0, 0.1, 10, 100) - 0.1).abs() < 1e-6);
+        // The paper's schedule peaks at step = warmup.
+        let peak = inverse_sqrt(4000, 512, 4000);
+        assert!(inverse_sqrt(3999, 512, 4000) < peak && inverse_sqrt(4001, 512, 4000) < peak);
+    }
+}

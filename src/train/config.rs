@@ -1,0 +1,142 @@
+//! `TrainConfig`: every knob of a pretraining run, with nanoGPT's defaults. Precedence:
+//! defaults, then a TOML file (`--config run.toml`, unknown keys are errors), then flags.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Configuration of a training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Model preset (`tiny`, `char-baby`, `gpt2`, ...).
+    pub preset: String,
+    /// A `gpt prepare` output directory, or a text file prepared on the fly. `None`: the bundled
+    /// corpus.
+    pub data: Option<PathBuf>,
+    /// Tokenizer used when `data` is a text file: `char`, `gpt2`, or a tokenizer directory/file.
+    pub tokenizer: String,
+    /// Output directory (checkpoint, metrics, plot).
+    pub out: PathBuf,
+    /// Optimizer steps.
+    pub max_steps: usize,
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    /// Sequence length (also the model's context).
+    pub block_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    pub lr: f32,
+    /// Final learning rate (default lr/10).
+    pub min_lr: Option<f32>,
+    /// Linear warmup steps.
+    pub warmup_steps: usize,
+    /// AdamW decoupled weight decay (matrices only).
+    pub weight_decay: f32,
+    /// AdamW β1.
+    pub beta1: f32,
+    /// AdamW β2.
+    pub beta2: f32,
+    /// Global gradient-norm clip (0 disables).
+    pub grad_clip: f32,
+    /// Dropout override (default: the preset's).
+    pub dropout: Option<f32>,
+    /// Layer-count override.
+    pub n_layer: Option<usize>,
+    /// Head-count override.
+    pub n_head: Option<usize>,
+    /// Width override.
+    pub n_embd: Option<usize>,
+    /// Seed for initialisation, batches and dropout.
+    pub seed: u64,
+    /// Evaluate validation loss every this many steps (and at the end).
+    pub eval_interval: usize,
+    /// Batches per validation estimate.
+    pub eval_iters: usize,
+    /// Save a checkpoint every this many steps (and at the end).
+    pub ckpt_interval: usize,
+    /// Tokens to sample at the end (0: none).
+    pub sample_tokens: usize,
+    /// Fraction of the data held out for validation when preparing on the fly.
+    pub val_fraction: f32,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            preset: "tiny".into(),
+            data: None,
+            tokenizer: "char".into(),
+            out: PathBuf::from("runs/default"),
+            max_steps: 2000,
+            batch_size: 16,
+            block_size: 128,
+            grad_accum: 1,
+            lr: 1e-3,
+            min_lr: None,
+            warmup_steps: 100,
+            weight_decay: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
+            grad_clip: 1.0,
+            dropout: None,
+            n_layer: None,
+            n_head: None,
+            n_embd: None,
+            seed: 1337,
+            eval_interval: 250,
+            eval_iters: 20,
+            ckpt_interval: 500,
+            sample_tokens: 400,
+            val_fraction: 0.1,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a TOML file over the defaults; unknown keys are errors naming the file.
+    pub fn from_toml_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+        toml::from_str(&text).map_err(|e| Error::Config { field: path.display().to_string(), reason: e.to_string() })
+    }
+
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, reason: &str| Err(Error::Config { field: field.into(), reason: reason.into() });
+        if self.max_steps == 0 {
+            return bad("max_steps", "must be at least 1");
+        }
+        if self.batch_size == 0 || self.block_size == 0 || self.grad_accum == 0 {
+            return bad("batch_size/block_size/grad_accum", "must be at least 1");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad("lr", "must be a positive number");
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return bad("val_fraction", "must be in [0, 1)");
+        }
+        if self.eval_interval == 0 || self.ckpt_interval == 0 || self.eval_iters == 0 {
+            return bad("eval_interval/ckpt_interval/eval_iters", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The final learning rate.
+    pub fn min_lr(&self) -> f32 {
+        self.min_lr.unwrap_or(self.lr / 10.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_defaults_and_rejects_unknown_keys() {
+        let c: TrainConfig = toml::from_str("max_steps = 7\nlr = 0.002\n").unwrap();
+        assert_eq!((c.max_steps, c.lr, c.batch_size), (7, 0.002, 16));
+        let err = toml::from_str::<TrainConfig>("max_step = 7\n").unwrap_err().to_string();
+        assert!(err.contains("max_step"), "{err}");
+    }
+}

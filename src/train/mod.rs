@@ -1,0 +1,3 @@
+//! Pretraining: configuration and the training loop.
+
+pub mod config;
