@@ -183,11 +183,11 @@ pub fn dropout_forward_naive(
     let mut chunk = chunk_rng(seed, 0);
     let mut r = 0u64;
     for i in 0..inp.len() {
-        if i % DROPOUT_CHUNK == 0 {
+        if i.is_multiple_of(DROPOUT_CHUNK) {
             chunk = chunk_rng(seed, i / DROPOUT_CHUNK);
         }
         // Even offsets within a chunk take a fresh u64's low half, odd ones its high half.
-        let half = if (i % DROPOUT_CHUNK) % 2 == 0 {
+        let half = if (i % DROPOUT_CHUNK).is_multiple_of(2) {
             r = chunk.next_u64();
             r & 0xFFFF_FFFF
         } else {

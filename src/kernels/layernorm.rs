@@ -295,6 +295,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::needless_range_loop)]
     fn backward_matches_finite_differences() {
         let mut rng = Rng::new(32);
         let (n, c, eps) = (7, 13, 1e-5);

@@ -56,7 +56,7 @@ pub fn exp_fast(x: f32) -> f32 {
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
-        + 5.000_000_1e-1;
+        + 0.5; // Cephes' 5.0000001201e-1 rounds to 0.5 in f32
     let er = p * (r * r) + r + 1.0;
     // 2^n built directly in the exponent field: (n + 127) << 23, n read from t's mantissa.
     let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
