@@ -26,8 +26,9 @@
 //! Why this shape of kernel (measured on the 2-core Zen 4 of `shared/notes/cpu-performance.md`):
 //! one task per (b, h) spread with rayon, each running single-threaded `gemm`s on strided views
 //! of the head's columns; within a task, queries go in blocks of up to 128 rows so that a causal
-//! block only multiplies the keys it can see (25% fewer flops at T = 128) and the score
-//! block lives in a per-thread scratch buffer reused across calls (no allocation per task). The
+//! block only multiplies the keys it can see (25% fewer flops at T = 128), and the scores
+//! live in a per-thread scratch buffer reused across calls (no allocation per task): one block
+//! of at most `Tq×Tk` in the forward, two half-height blocks (`P` and `dS`) in the backward. The
 //! exponentials go through a polynomial `exp` that vectorises (AVX2 when the CPU has it), since
 //! scalar `expf` would cost as much as the products.
 
@@ -318,7 +319,8 @@ pub fn attention_backward(
         return;
     }
     let scale = d.scale();
-    let bq_max = block_rows(d.tk, causal).min(d.tq);
+    // Two blocks (P and dS) of at most ⌈Tq/2⌉ rows: together no more than one Tq×Tk block.
+    let bq_max = block_rows(d.tk, causal).min(d.tq.div_ceil(2));
     let (dq_ptr, dk_ptr, dv_ptr) = (
         SendPtr(dq.as_mut_ptr()),
         SendPtr(dk.as_mut_ptr()),
