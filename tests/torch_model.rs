@@ -58,7 +58,7 @@ fn check_variant(file: &str, norm: NormPlacement) {
     common::assert_close("loss", &[loss], &common::get(&fx, "loss").data, 1e-4, 0.0);
 
     model.params.zero_grad();
-    let loss2 = model.forward_backward(&ids, &targets, B, T, 0.0, &mut rng).unwrap();
+    let loss2 = model.forward_backward(&ids, &targets, B, T, 0.0, 1.0, &mut rng).unwrap();
     assert!((loss - loss2).abs() <= 1e-6 * loss.abs());
     for e in model.params.layout.entries().to_vec() {
         let want = common::get(&fx, &format!("grad.{}", e.name));
@@ -72,7 +72,7 @@ fn check_variant(file: &str, norm: NormPlacement) {
     for (s, &w) in want.iter().enumerate() {
         let (ids, targets) = ids_targets(&fx, &format!(".{s}"));
         model.params.zero_grad();
-        let loss = model.forward_backward(&ids, &targets, B, T, 0.0, &mut rng).unwrap();
+        let loss = model.forward_backward(&ids, &targets, B, T, 0.0, 1.0, &mut rng).unwrap();
         clip_grad_norm(&mut model.params.grad, 1.0);
         opt.update(&mut model.params, 1e-2);
         assert!((loss - w).abs() <= 1e-4 * w.abs(), "{file} step {s}: loss {loss} vs PyTorch {w}");

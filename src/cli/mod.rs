@@ -4,6 +4,9 @@
 use clap::{Parser, Subcommand};
 
 pub mod bench;
+pub mod prepare;
+pub mod sample;
+pub mod train;
 
 /// Errors surfaced to the user by the CLI: printed as `error: {message}`.
 pub type CliResult = std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -22,6 +25,12 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Subcommand)]
 pub enum Command {
+    /// Train a GPT (no arguments: a small model on the bundled Shakespeare corpus).
+    Train(train::TrainArgs),
+    /// Turn text files, folders and JSONL into train/val token files.
+    Prepare(prepare::PrepareArgs),
+    /// Sample text from a trained model.
+    Sample(sample::SampleArgs),
     /// Benchmarks (kernels; optionally side by side with PyTorch).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -31,6 +40,9 @@ pub enum Command {
 pub fn run(cli: Cli) -> CliResult {
     gpt::threads::init(cli.threads)?;
     match cli.command {
+        Command::Train(args) => train::run(args),
+        Command::Prepare(args) => prepare::run(args),
+        Command::Sample(args) => sample::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

@@ -1,1 +1,182 @@
-//! `gpt prepare`: text files, folders and JSONL into train/val token files (next commit).
+//! `gpt prepare`: text files, folders and JSONL (`text` field) into `train.bin` / `val.bin`
+//! token files plus the tokenizer and a `prepare.json` summary.
+//!
+//! Documents are separated by `<|endoftext|>` (BPE tokenizers) or a blank line (char-level,
+//! whose vocabulary has no special token). The validation split is seeded: with at least
+//! [`MIN_DOCS_FOR_DOC_SPLIT`] documents, whole documents are assigned at random; with fewer
+//! (a single book, say) the last `val_fraction` of the token stream is held out, as nanoGPT does.
+
+use super::tokens::write_token_file;
+use crate::error::{Error, Result};
+use crate::model::checkpoint::write_atomic;
+use crate::rng::Rng;
+use crate::tokenizer::{AnyTokenizer, CharTokenizer, ENDOFTEXT};
+use std::path::{Path, PathBuf};
+
+/// Below this many documents the split is a contiguous tail of the token stream.
+pub const MIN_DOCS_FOR_DOC_SPLIT: usize = 20;
+
+/// What `prepare` produced.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PrepareStats {
+    /// Documents read.
+    pub documents: usize,
+    /// Training tokens.
+    pub train_tokens: usize,
+    /// Validation tokens.
+    pub val_tokens: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Tokenizer kind (`bpe` or `char`).
+    pub tokenizer: String,
+}
+
+fn io(path: &Path, e: std::io::Error) -> Error {
+    Error::Io { path: path.to_path_buf(), source: e }
+}
+
+/// Reads a file as UTF-8, naming the file and byte offset if it is not.
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
+    String::from_utf8(bytes).map_err(|e| {
+        Error::Msg(format!(
+            "{}: invalid UTF-8 at byte {}; convert the file to UTF-8",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+/// Collects the documents under `inputs` in a deterministic order.
+pub fn read_documents(inputs: &[PathBuf]) -> Result<Vec<String>> {
+    let mut files = Vec::new();
+    for input in inputs {
+        collect_files(input, &mut files)?;
+    }
+    let mut docs = Vec::new();
+    for f in files {
+        if f.extension().is_some_and(|e| e == "jsonl") {
+            let text = read_text(&f)?;
+            for (i, line) in text.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let v: serde_json::Value = serde_json::from_str(line)
+                    .map_err(|e| Error::Msg(format!("{}:{}: invalid JSON: {e}", f.display(), i + 1)))?;
+                let t = v.get("text").and_then(|t| t.as_str()).ok_or_else(|| {
+                    Error::Msg(format!("{}:{}: no string field `text`", f.display(), i + 1))
+                })?;
+                docs.push(t.to_string());
+            }
+        } else {
+            docs.push(read_text(&f)?);
+        }
+    }
+    if docs.iter().all(|d| d.is_empty()) {
+        return Err(Error::Msg(format!("no text found in {inputs:?}")));
+    }
+    Ok(docs)
+}
+
+fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| io(path, e))?;
+    if meta.is_file() {
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| io(path, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .collect();
+    entries.sort();
+    for e in entries {
+        collect_files(&e, out)?;
+    }
+    Ok(())
+}
+
+/// Resolves a tokenizer spec; `char` builds a char-level vocabulary from `docs`.
+pub fn tokenizer_for(spec: &str, docs: &[String]) -> Result<AnyTokenizer> {
+    if spec == "char" {
+        let mut all = String::new();
+        for d in docs {
+            all.push_str(d);
+        }
+        all.push('\n');
+        return Ok(AnyTokenizer::Char(CharTokenizer::from_text(&all)));
+    }
+    AnyTokenizer::load(spec).map_err(|e| Error::Msg(format!("tokenizer `{spec}`: {e}")))
+}
+
+/// Saves a tokenizer into a model or data directory (BPE: vocab.json, merges.txt,
+/// tokenizer.json; char: tokenizer_char.json).
+pub fn save_tokenizer(tok: &AnyTokenizer, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    match tok {
+        AnyTokenizer::Bpe(t) => t.save(dir).map(|_| ()).map_err(|e| Error::Msg(e.to_string())),
+        AnyTokenizer::Char(t) => t.save(&dir.join(CHAR_TOKENIZER_FILE)).map_err(|e| Error::Msg(e.to_string())),
+    }
+}
+
+/// File name of a saved char-level tokenizer.
+pub const CHAR_TOKENIZER_FILE: &str = "tokenizer_char.json";
+
+/// Loads the tokenizer saved in a model or data directory.
+pub fn load_tokenizer(dir: &Path) -> Result<AnyTokenizer> {
+    let char_file = dir.join(CHAR_TOKENIZER_FILE);
+    if char_file.exists() {
+        return CharTokenizer::load(&char_file).map(AnyTokenizer::Char).map_err(|e| Error::Msg(e.to_string()));
+    }
+    AnyTokenizer::load(&dir.to_string_lossy()).map_err(|e| Error::Msg(format!("{}: {e}", dir.display())))
+}
+
+/// Encodes `docs` and writes `train.bin`, `val.bin`, the tokenizer and `prepare.json` to `out`.
+pub fn prepare(docs: &[String], tok: &AnyTokenizer, out: &Path, val_fraction: f32, seed: u64) -> Result<PrepareStats> {
+    let (sep_ids, kind) = match tok {
+        AnyTokenizer::Bpe(t) => {
+            let eot = t.special_id(ENDOFTEXT).map(|id| vec![id]).unwrap_or_default();
+            (eot, "bpe")
+        }
+        AnyTokenizer::Char(_) => (tok.encode("\n\n", false).map_err(|e| Error::Msg(e.to_string()))?, "char"),
+    };
+    let encoded: Vec<Vec<u32>> = {
+        use rayon::prelude::*;
+        docs.par_iter().map(|d| tok.encode(d, false).map_err(|e| Error::Msg(e.to_string()))).collect::<Result<_>>()?
+    };
+    let mut train = Vec::new();
+    let mut val = Vec::new();
+    if docs.len() >= MIN_DOCS_FOR_DOC_SPLIT {
+        let mut rng = Rng::new(seed);
+        for ids in &encoded {
+            let dst = if (rng.uniform() as f32) < val_fraction { &mut val } else { &mut train };
+            dst.extend_from_slice(ids);
+            dst.extend_from_slice(&sep_ids);
+        }
+    } else {
+        let mut all = Vec::new();
+        for (i, ids) in encoded.iter().enumerate() {
+            if i > 0 {
+                all.extend_from_slice(&sep_ids);
+            }
+            all.extend_from_slice(ids);
+        }
+        let n_val = (all.len() as f64 * val_fraction as f64).round() as usize;
+        val = all.split_off(all.len() - n_val);
+        train = all;
+    }
+    let v = tok.vocab_size();
+    write_token_file(&out.join("train.bin"), &train, v)?;
+    write_token_file(&out.join("val.bin"), &val, v)?;
+    save_tokenizer(tok, out)?;
+    let stats = PrepareStats {
+        documents: docs.len(),
+        train_tokens: train.len(),
+        val_tokens: val.len(),
+        vocab_size: v,
+        tokenizer: kind.into(),
+    };
+    let json = serde_json::to_vec_pretty(&stats).map_err(|e| Error::Msg(e.to_string()))?;
+    write_atomic(&out.join("prepare.json"), &json)?;
+    Ok(stats)
+}

@@ -208,7 +208,9 @@ impl Gpt {
     }
 
     /// One training pass: forward in training mode, fused cross-entropy, and backward,
-    /// accumulating into `params.grad`. Returns the mean loss. `label_smoothing` is usually 0.
+    /// accumulating `grad_scale · ∂loss/∂θ` into `params.grad` (`grad_scale` = 1/accumulation
+    /// steps). Returns the mean loss. `label_smoothing` is usually 0.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward_backward(
         &mut self,
         ids: &[u32],
@@ -216,11 +218,12 @@ impl Gpt {
         b: usize,
         t: usize,
         label_smoothing: f32,
+        grad_scale: f32,
         rng: &mut Rng,
     ) -> Result<f32> {
         self.forward(ids, b, t, true, rng)?;
         self.check_targets(targets)?;
-        let (c, v) = (self.config.n_embd, self.config.vocab_size);
+        let v = self.config.vocab_size;
         let n = b * t;
         self.losses.resize(n, 0.0);
         let loss = crossentropy_forward_backward(
@@ -231,10 +234,9 @@ impl Gpt {
             v,
             IGNORE_INDEX,
             label_smoothing,
-            1.0,
+            grad_scale,
         );
         self.backward_from_dlogits();
-        let _ = c;
         Ok(loss)
     }
 

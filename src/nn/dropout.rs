@@ -1,6 +1,6 @@
 //! Dropout module: inverted dropout that remembers its mask, and costs nothing when inactive.
 
-use crate::kernels::dropout::{dropout_backward, dropout_forward};
+use crate::kernels::dropout::{dropout_backward_inplace, dropout_forward_inplace};
 use crate::rng::Rng;
 
 /// Inverted dropout with probability `p`; active only in training with `p > 0`.
@@ -25,15 +25,14 @@ impl Dropout {
         train && self.p > 0.0
     }
 
-    /// `buf = dropout(buf)` in place through a copy of the input (only called when active).
+    /// `buf = dropout(buf)` in place.
     pub fn forward_inplace(&mut self, buf: &mut [f32], train: bool, rng: &mut Rng) {
         self.active = self.will_drop(train);
         if !self.active {
             return;
         }
         self.mask.resize(buf.len(), 0);
-        let inp = buf.to_vec();
-        dropout_forward(buf, &mut self.mask, &inp, self.p, true, rng);
+        dropout_forward_inplace(buf, &mut self.mask, self.p, true, rng);
     }
 
     /// Backward in place: `grad = mask ⊙ grad / (1 - p)` when the last forward was active.
@@ -41,8 +40,6 @@ impl Dropout {
         if !self.active {
             return;
         }
-        let dout = grad.to_vec();
-        grad.fill(0.0);
-        dropout_backward(grad, &dout, &self.mask, self.p);
+        dropout_backward_inplace(grad, &self.mask, self.p);
     }
 }

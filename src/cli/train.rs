@@ -1,0 +1,131 @@
+//! `gpt train`: pretrain a GPT (defaults: a CPU-sized preset on the bundled corpus).
+
+use super::CliResult;
+use clap::Args;
+use gpt::train::{train, TrainConfig, TrainOptions};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Options of `gpt train`; each overrides the TOML file, which overrides the defaults.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// TOML file with `TrainConfig` keys (unknown keys are errors).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Model preset: tiny, char-baby, gpt1, gpt2, gpt2-medium, gpt2-large, gpt2-xl.
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// A `gpt prepare` output directory, or a text file / folder prepared on the fly.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Tokenizer for on-the-fly preparation: char, gpt2, or a tokenizer directory/file.
+    #[arg(long)]
+    pub tokenizer: Option<String>,
+    /// Output directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Optimizer steps.
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Sequences per micro-batch.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Sequence length (the model's context).
+    #[arg(long)]
+    pub block_size: Option<usize>,
+    /// Micro-batches per optimizer step.
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// Warmup steps.
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
+    /// Dropout (default: the preset's).
+    #[arg(long)]
+    pub dropout: Option<f32>,
+    /// Layers (overrides the preset).
+    #[arg(long)]
+    pub n_layer: Option<usize>,
+    /// Heads (overrides the preset).
+    #[arg(long)]
+    pub n_head: Option<usize>,
+    /// Width (overrides the preset).
+    #[arg(long)]
+    pub n_embd: Option<usize>,
+    /// AdamW β2.
+    #[arg(long)]
+    pub beta2: Option<f32>,
+    /// Seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Validation every N steps.
+    #[arg(long)]
+    pub eval_interval: Option<usize>,
+    /// Batches per validation estimate.
+    #[arg(long)]
+    pub eval_iters: Option<usize>,
+    /// Checkpoint every N steps.
+    #[arg(long)]
+    pub ckpt_interval: Option<usize>,
+    /// Tokens sampled at the end (0: none).
+    #[arg(long)]
+    pub sample_tokens: Option<usize>,
+    /// Continue the run in --out from its checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Print one JSON object per step (step, loss, lr, grad_norm, tokens_per_sec, val_loss).
+    #[arg(long)]
+    pub json: bool,
+    /// Save a checkpoint and stop after this step, as Ctrl-C does (for scripted resumes).
+    #[arg(long)]
+    pub stop_at_step: Option<usize>,
+}
+
+/// Resolves defaults, the TOML file and the flags into a `TrainConfig`.
+pub fn resolve(args: &TrainArgs) -> Result<TrainConfig, gpt::Error> {
+    let mut c = match &args.config {
+        Some(p) => TrainConfig::from_toml_file(p)?,
+        None => TrainConfig::default(),
+    };
+    macro_rules! set {
+        ($($field:ident),*) => { $( if let Some(v) = args.$field.clone() { c.$field = v; } )* };
+    }
+    set!(preset, tokenizer, out, max_steps, batch_size, block_size, grad_accum, lr, warmup_steps, beta2, seed, eval_interval, eval_iters, ckpt_interval, sample_tokens);
+    if args.data.is_some() {
+        c.data = args.data.clone();
+    }
+    if args.dropout.is_some() {
+        c.dropout = args.dropout;
+    }
+    if args.n_layer.is_some() {
+        c.n_layer = args.n_layer;
+    }
+    if args.n_head.is_some() {
+        c.n_head = args.n_head;
+    }
+    if args.n_embd.is_some() {
+        c.n_embd = args.n_embd;
+    }
+    Ok(c)
+}
+
+/// Runs `gpt train`.
+pub fn run(args: TrainArgs) -> CliResult {
+    let cfg = resolve(&args)?;
+    let flag = Arc::new(AtomicBool::new(false));
+    let f2 = flag.clone();
+    // A second handler cannot be installed (e.g. in tests calling run twice): then Ctrl-C
+    // simply kills the process, and the last checkpoint stays intact.
+    let _ = ctrlc::set_handler(move || {
+        if f2.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to quit now)");
+    });
+    let opts = TrainOptions { json: args.json, resume: args.resume, quiet: false, stop_at: args.stop_at_step, interrupt: Some(flag) };
+    train(&cfg, &opts)?;
+    Ok(())
+}
