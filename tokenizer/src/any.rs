@@ -17,8 +17,8 @@ pub enum AnyTokenizer {
 }
 
 impl AnyTokenizer {
-    /// `gpt2` for the bundled GPT-2 tokenizer; else a directory (`tokenizer.json` or
-    /// `vocab.json` + `merges.txt`) or a file (`tokenizer.json` or a char tokenizer JSON).
+    /// `gpt2` for the bundled GPT-2 tokenizer; else a directory (`tokenizer.json`,
+    /// `vocab.json` + `merges.txt`, or `char_tokenizer.json`) or a file (`tokenizer.json` or a char tokenizer JSON).
     pub fn load(spec: &str) -> Result<AnyTokenizer> {
         if spec == "gpt2" {
             return Ok(AnyTokenizer::Bpe(Tokenizer::gpt2()));
@@ -27,11 +27,17 @@ impl AnyTokenizer {
         if path.is_file() {
             let bytes = read_file(path)?;
             if CharTokenizer::sniff(&bytes) {
-                return Ok(AnyTokenizer::Char(CharTokenizer::from_json_bytes(&bytes, path)?));
+                return Ok(AnyTokenizer::Char(CharTokenizer::from_json_bytes(
+                    &bytes, path,
+                )?));
             }
             return Ok(AnyTokenizer::Bpe(Tokenizer::from_tokenizer_json_bytes(
                 &bytes, path,
             )?));
+        }
+        let char_json = path.join("char_tokenizer.json");
+        if path.is_dir() && char_json.is_file() && !path.join("tokenizer.json").is_file() {
+            return Ok(AnyTokenizer::Char(CharTokenizer::load(&char_json)?));
         }
         Ok(AnyTokenizer::Bpe(Tokenizer::from_path(path)?))
     }

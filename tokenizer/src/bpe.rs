@@ -249,7 +249,16 @@ mod tests {
     #[test]
     fn short_and_long_agree() {
         let bpe = toy();
-        for s in ["", "a", "aa", "aaa", "aaaa", "aaaaa", "baaab", "abababaaaaaab"] {
+        for s in [
+            "",
+            "a",
+            "aa",
+            "aaa",
+            "aaaa",
+            "aaaaa",
+            "baaab",
+            "abababaaaaaab",
+        ] {
             let (mut x, mut y) = (vec![], vec![]);
             bpe.merge_short(s.as_bytes(), &mut x);
             bpe.merge_long(s.as_bytes(), &mut y);

@@ -31,7 +31,11 @@ impl CharTokenizer {
     pub fn from_chars(mut chars: Vec<char>) -> CharTokenizer {
         chars.sort_unstable();
         chars.dedup();
-        let ids = chars.iter().enumerate().map(|(i, &c)| (c, i as u32)).collect();
+        let ids = chars
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| (c, i as u32))
+            .collect();
         CharTokenizer { chars, ids }
     }
 
@@ -118,13 +122,21 @@ impl CharTokenizer {
             let mut it = s.chars();
             match (it.next(), it.next()) {
                 (Some(c), None) => chars.push(c),
-                _ => return Err(bad(format!("chars[{i}]"), "expected a one-character string")),
+                _ => {
+                    return Err(bad(
+                        format!("chars[{i}]"),
+                        "expected a one-character string",
+                    ))
+                }
             }
         }
         let n = chars.len();
         let tok = CharTokenizer::from_chars(chars.clone());
         if tok.chars != chars || tok.chars.len() != n {
-            return Err(bad("chars".into(), "characters must be sorted and distinct"));
+            return Err(bad(
+                "chars".into(),
+                "characters must be sorted and distinct",
+            ));
         }
         Ok(tok)
     }
@@ -146,13 +158,19 @@ mod tests {
         assert_eq!(t.vocab_size(), 10);
         let ids = t.encode("hello").unwrap();
         assert_eq!(t.decode(&ids).unwrap(), "hello");
-        assert!(matches!(t.encode("z"), Err(TokenizerError::UnknownChar { ch: 'z', .. })));
+        assert!(matches!(
+            t.encode("z"),
+            Err(TokenizerError::UnknownChar { ch: 'z', .. })
+        ));
         assert!(t.decode(&[10]).is_err());
         let back = CharTokenizer::from_json_bytes(t.to_json().as_bytes(), Path::new("x")).unwrap();
         assert_eq!(back, t);
-        let err = CharTokenizer::from_json_bytes(br#"{"type":"char","chars":["ab"]}"#, Path::new("c.json"))
-            .unwrap_err()
-            .to_string();
+        let err = CharTokenizer::from_json_bytes(
+            br#"{"type":"char","chars":["ab"]}"#,
+            Path::new("c.json"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("c.json") && err.contains("chars[0]"), "{err}");
     }
 }

@@ -84,7 +84,9 @@ pub enum TokenizerError {
     },
 
     /// Decoded bytes are not valid UTF-8 (a byte-level token sequence may cut a character).
-    #[error("decoded bytes are not valid UTF-8 at byte {offset}; use `decode_bytes` or `decode_lossy`")]
+    #[error(
+        "decoded bytes are not valid UTF-8 at byte {offset}; use `decode_bytes` or `decode_lossy`"
+    )]
     DecodedNotUtf8 {
         /// Byte offset of the first invalid sequence.
         offset: usize,

@@ -37,10 +37,7 @@ impl SpecialTokens {
 
     /// The string of special token `id`.
     pub fn string(&self, id: u32) -> Option<&str> {
-        self.tokens
-            .iter()
-            .find(|t| t.1 == id)
-            .map(|t| t.0.as_str())
+        self.tokens.iter().find(|t| t.1 == id).map(|t| t.0.as_str())
     }
 
     /// Whether there are none.

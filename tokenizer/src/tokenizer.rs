@@ -84,8 +84,10 @@ impl Tokenizer {
             .max()
             .unwrap_or(0)
             .max(ordinary.len());
-        let mut token_bytes: Vec<Option<Box<[u8]>>> =
-            ordinary.into_iter().map(|b| b.map(Vec::into_boxed_slice)).collect();
+        let mut token_bytes: Vec<Option<Box<[u8]>>> = ordinary
+            .into_iter()
+            .map(|b| b.map(Vec::into_boxed_slice))
+            .collect();
         token_bytes.resize(n, None);
         for (s, id) in &specials {
             token_bytes[*id as usize] = Some(s.as_bytes().into());
@@ -217,10 +219,7 @@ impl Tokenizer {
     /// (see `split_at_safe_boundaries`), so the ids equal `encode_ordinary(text)`.
     pub fn encode_ordinary_parallel(&self, text: &str) -> Vec<u32> {
         let chunks = split_at_safe_boundaries(text, 256 * 1024);
-        let parts: Vec<Vec<u32>> = chunks
-            .par_iter()
-            .map(|c| self.encode_ordinary(c))
-            .collect();
+        let parts: Vec<Vec<u32>> = chunks.par_iter().map(|c| self.encode_ordinary(c)).collect();
         parts.concat()
     }
 

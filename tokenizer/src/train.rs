@@ -137,7 +137,9 @@ pub fn count_words_in(text: &str, counts: &mut WordCounts) -> u64 {
         .reduce(
             || (FxHashMap::default(), 0),
             |(mut a, na), (b, nb)| {
-                let (big, small) = if a.len() >= b.len() { (&mut a, b) } else {
+                let (big, small) = if a.len() >= b.len() {
+                    (&mut a, b)
+                } else {
                     let mut b = b;
                     std::mem::swap(&mut a, &mut b);
                     (&mut a, b)
@@ -343,8 +345,11 @@ impl BpeTrainer {
             byte_id[b as usize] = id as u32;
             tokens.push(vec![b]);
         }
-        let mut token_ids: FxHashMap<Vec<u8>, u32> =
-            tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let mut token_ids: FxHashMap<Vec<u8>, u32> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
         let target = self.vocab_size - self.special_tokens.len();
 
         // Distinct words as id sequences. Sorting makes the run independent of hash order
@@ -505,6 +510,9 @@ mod tests {
         let ids = tok.encode_ordinary(&text);
         assert!(ids.len() < text.len() / 3);
         assert_eq!(tok.decode(&ids).unwrap(), text);
-        assert_eq!(tok.special_id("<|endoftext|>"), Some(tok.vocab_size() as u32 - 1));
+        assert_eq!(
+            tok.special_id("<|endoftext|>"),
+            Some(tok.vocab_size() as u32 - 1)
+        );
     }
 }

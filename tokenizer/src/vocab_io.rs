@@ -86,10 +86,7 @@ fn parse_json(bytes: &[u8], path: &Path) -> Result<Value> {
 }
 
 /// Reads a `{"token": id}` object into (token, id) pairs, checking every id.
-fn vocab_entries(
-    obj: &serde_json::Map<String, Value>,
-    path: &Path,
-) -> Result<Vec<(String, u32)>> {
+fn vocab_entries(obj: &serde_json::Map<String, Value>, path: &Path) -> Result<Vec<(String, u32)>> {
     let mut entries = Vec::with_capacity(obj.len());
     for (key, value) in obj {
         let id = match value.as_u64() {
@@ -169,7 +166,9 @@ fn assemble(
         let (l, r) = (id_of(&m.left)?, id_of(&m.right)?);
         let merged = format!("{}{}", m.left, m.right);
         let id = by_string.get(merged.as_str()).copied().ok_or_else(|| {
-            bad(format!("the merged token {merged:?} is not in the vocabulary"))
+            bad(format!(
+                "the merged token {merged:?} is not in the vocabulary"
+            ))
         })?;
         if ordinary[l as usize].is_none() || ordinary[r as usize].is_none() {
             return Err(bad("a special token cannot be part of a merge".into()));
@@ -180,9 +179,10 @@ fn assemble(
     let mut specials = declared;
     if guess_specials {
         for (key, id) in &vocab {
-            let single = ordinary[*id as usize].as_ref().is_some_and(|b| b.len() == 1);
-            if key.starts_with("<|") && key.ends_with("|>") && !single && !produced.contains(id)
-            {
+            let single = ordinary[*id as usize]
+                .as_ref()
+                .is_some_and(|b| b.len() == 1);
+            if key.starts_with("<|") && key.ends_with("|>") && !single && !produced.contains(id) {
                 ordinary[*id as usize] = None;
                 specials.push((key.clone(), *id));
             }
@@ -273,7 +273,10 @@ impl Tokenizer {
             match model.get(key) {
                 None | Some(Value::Null) => Ok(()),
                 Some(v) if ok(v) => Ok(()),
-                Some(v) => Err(bad(&format!("model.{key}"), &format!("{v} is not supported"))),
+                Some(v) => Err(bad(
+                    &format!("model.{key}"),
+                    &format!("{v} is not supported"),
+                )),
             }
         };
         null_or("dropout", &|_| false)?;
@@ -283,7 +286,12 @@ impl Tokenizer {
         null_or("ignore_merges", &|v| v.as_bool() == Some(false))?;
         match root.get("normalizer") {
             None | Some(Value::Null) => {}
-            Some(_) => return Err(bad("normalizer", "normalizers are not supported; expected null")),
+            Some(_) => {
+                return Err(bad(
+                    "normalizer",
+                    "normalizers are not supported; expected null",
+                ))
+            }
         }
         let pre = root
             .get("pre_tokenizer")
@@ -350,7 +358,10 @@ impl Tokenizer {
                 .ok_or_else(|| bad("added_tokens", "not an array"))?;
             for (i, t) in arr.iter().enumerate() {
                 let content = t.get("content").and_then(Value::as_str);
-                let id = t.get("id").and_then(Value::as_u64).filter(|&id| id < MAX_ID);
+                let id = t
+                    .get("id")
+                    .and_then(Value::as_u64)
+                    .filter(|&id| id < MAX_ID);
                 match (content, id) {
                     (Some(c), Some(id)) => specials.push((c.to_string(), id as u32)),
                     _ => {

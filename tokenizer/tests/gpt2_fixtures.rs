@@ -9,7 +9,10 @@ use std::sync::OnceLock;
 fn fixture() -> &'static Value {
     static F: OnceLock<Value> = OnceLock::new();
     F.get_or_init(|| {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gpt2_tiktoken.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/gpt2_tiktoken.json"
+        );
         let bytes = std::fs::read(path).expect("fixture present");
         serde_json::from_slice(&bytes).expect("fixture is JSON")
     })
@@ -32,7 +35,10 @@ fn gpt2() -> &'static Tokenizer {
 fn tiktoken_pinned_cases() {
     let tok = gpt2();
     assert_eq!(tok.encode_ordinary("hello world"), [31373, 995]);
-    assert_eq!(tok.encode_with_specials("hello <|endoftext|>"), [31373, 220, 50256]);
+    assert_eq!(
+        tok.encode_with_specials("hello <|endoftext|>"),
+        [31373, 220, 50256]
+    );
     assert_eq!(tok.special_id("<|endoftext|>"), Some(50256));
     assert_eq!(tok.vocab_size(), 50257);
 }
@@ -48,9 +54,17 @@ fn named_cases_match_tiktoken() {
         let ordinary = tok.encode_ordinary(text);
         assert_eq!(ordinary, ids(&case["ordinary"]), "encode_ordinary: {name}");
         let specials = tok.encode_with_specials(text);
-        assert_eq!(specials, ids(&case["with_specials"]), "encode_with_specials: {name}");
+        assert_eq!(
+            specials,
+            ids(&case["with_specials"]),
+            "encode_with_specials: {name}"
+        );
         assert_eq!(tok.decode(&ordinary).unwrap(), text, "roundtrip: {name}");
-        assert_eq!(tok.decode(&specials).unwrap(), text, "roundtrip with specials: {name}");
+        assert_eq!(
+            tok.decode(&specials).unwrap(),
+            text,
+            "roundtrip with specials: {name}"
+        );
     }
 }
 
@@ -75,7 +89,10 @@ fn megabyte_runs_match_tiktoken_and_stay_linear() {
         let text = format!("{}{}", run["prefix"].as_str().unwrap(), ch.repeat(count));
         let mut expected = Vec::new();
         for pair in run["ids_rle"].as_array().unwrap() {
-            let (id, n) = (pair[0].as_u64().unwrap() as u32, pair[1].as_u64().unwrap() as usize);
+            let (id, n) = (
+                pair[0].as_u64().unwrap() as u32,
+                pair[1].as_u64().unwrap() as usize,
+            );
             expected.extend(std::iter::repeat_n(id, n));
         }
         let start = std::time::Instant::now();
@@ -107,5 +124,8 @@ fn batch_and_parallel_equal_sequential() {
         assert_eq!(&tok.encode_with_specials(t), ids);
     }
     let joined = texts.join("\n").repeat(40);
-    assert_eq!(tok.encode_ordinary_parallel(&joined), tok.encode_ordinary(&joined));
+    assert_eq!(
+        tok.encode_ordinary_parallel(&joined),
+        tok.encode_ordinary(&joined)
+    );
 }

@@ -63,7 +63,9 @@ fn classes_match_regex_on_every_code_point() {
     let s = regex::Regex::new(r"^\s$").unwrap();
     let mut buf = [0u8; 4];
     for cp in 0..0x11_0000u32 {
-        let Some(c) = char::from_u32(cp) else { continue };
+        let Some(c) = char::from_u32(cp) else {
+            continue;
+        };
         let t = c.encode_utf8(&mut buf);
         let want = if l.is_match(t) {
             CharClass::Letter
