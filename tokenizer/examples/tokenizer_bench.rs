@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! tokenizer_bench encode FILE [--repeat N] [--ids-out PATH] [--chunks-out PATH]
-//! tokenizer_bench train FILE --vocab-size N --out DIR
+//! tokenizer_bench train FILE --vocab-size N --out DIR [--encode FILE2 --ids-out PATH]
 //! ```
 //! `encode` times single-threaded `encode_ordinary` on the whole text and batch encoding
 //! of its safe chunks on all threads (best of `--repeat`), and writes the ids as
@@ -91,6 +91,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let (tok, stats) = trainer.train_files(&[file])?;
             let secs = t.elapsed().as_secs_f64();
             tok.save(&out)?;
+            if let (Some(src), Some(dst)) = (arg(&args, "--encode"), arg(&args, "--ids-out")) {
+                let text = std::fs::read_to_string(src)?;
+                let ids = tok.encode_ordinary(&text);
+                let bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
+                std::fs::write(dst, bytes)?;
+            }
             println!(
                 "{{\"train_s\": {secs:.3}, \"count_s\": {:.3}, \"merge_s\": {:.3}, \
                  \"bytes\": {}, \"distinct_words\": {}, \"merges\": {}, \"peak_rss_mb\": {:.1}}}",

@@ -164,16 +164,29 @@ pub fn count_words_in(text: &str, counts: &mut WordCounts) -> u64 {
 /// Reads `path` block by block and counts its words into `counts`; the text must be UTF-8.
 /// Returns (bytes read, words counted).
 pub fn count_words_in_file(path: &Path, counts: &mut WordCounts) -> Result<(u64, u64)> {
+    count_words_in_file_blocks(path, counts, BLOCK_BYTES)
+}
+
+/// `count_words_in_file` with a chosen block size (tests use small blocks to exercise the
+/// cuts between blocks). Each block is cut at its last safe boundary and the tail carried
+/// into the next, so the words counted are exactly those of the whole file; memory is one
+/// block plus the distinct words.
+pub fn count_words_in_file_blocks(
+    path: &Path,
+    counts: &mut WordCounts,
+    block: usize,
+) -> Result<(u64, u64)> {
+    let block = block.max(16);
     let mut file = std::fs::File::open(path).map_err(|e| TokenizerError::io(path, e))?;
-    let mut buf: Vec<u8> = Vec::with_capacity(BLOCK_BYTES);
+    let mut buf: Vec<u8> = Vec::with_capacity(block);
     let mut consumed = 0u64; // file offset of buf[0]
     let mut words = 0u64;
     let mut eof = false;
-    while !eof || !buf.is_empty() {
+    while !(eof && buf.is_empty()) {
         if !eof {
-            let want = BLOCK_BYTES.saturating_sub(buf.len()).max(1 << 16);
+            // Fill up to one block past what is carried over.
             let old = buf.len();
-            buf.resize(old + want, 0);
+            buf.resize(old + block, 0);
             let mut filled = old;
             while filled < buf.len() {
                 let n = file
@@ -187,8 +200,8 @@ pub fn count_words_in_file(path: &Path, counts: &mut WordCounts) -> Result<(u64,
             }
             buf.truncate(filled);
         }
-        // Validate UTF-8; an unfinished character at the end of a block is kept for the
-        // next block, anything else invalid is an error.
+        // Validate UTF-8; an unfinished character at the end of a block waits for the next
+        // block, anything else invalid is an error naming the file offset.
         let valid = match std::str::from_utf8(&buf) {
             Ok(_) => buf.len(),
             Err(e) if e.error_len().is_none() && !eof => e.valid_up_to(),
@@ -201,29 +214,25 @@ pub fn count_words_in_file(path: &Path, counts: &mut WordCounts) -> Result<(u64,
         };
         // Checked just above.
         let text = std::str::from_utf8(&buf[..valid]).unwrap_or("");
-        // Process up to the last safe boundary; keep the tail for the next block (all of it
-        // at the end of the file).
         let take = if eof {
             valid
         } else {
-            let parts = split_at_safe_boundaries(text, text.len().saturating_sub(1 << 16));
+            // The first safe boundary in the last quarter of the text, if any.
+            let parts = split_at_safe_boundaries(text, text.len() - text.len() / 4);
             if parts.len() > 1 {
                 parts[0].len()
-            } else if buf.len() >= 4 * BLOCK_BYTES {
-                // No safe boundary in 64 MB (no line breaks): cut anyway, at a char boundary.
+            } else if buf.len() >= 64 * block {
+                // No safe boundary in 64 blocks (a file without line breaks): cut at a
+                // char boundary; only the words at this cut can differ from a whole pass.
                 valid
             } else {
-                0
+                0 // read another block first
             }
         };
-        if take == 0 && !eof {
-            continue; // read more before cutting
-        }
-        words += count_words_in(&text[..take], counts);
-        buf.drain(..take);
-        consumed += take as u64;
-        if eof && buf.is_empty() {
-            break;
+        if take > 0 {
+            words += count_words_in(&text[..take], counts);
+            buf.drain(..take);
+            consumed += take as u64;
         }
     }
     Ok((consumed, words))
