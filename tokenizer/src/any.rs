@@ -11,7 +11,7 @@ use std::path::Path;
 #[derive(Clone, Debug)]
 pub enum AnyTokenizer {
     /// Byte-level BPE (GPT-2, tokenizer.json, or trained).
-    Bpe(Tokenizer),
+    Bpe(Box<Tokenizer>),
     /// Character-level.
     Char(CharTokenizer),
 }
@@ -21,7 +21,7 @@ impl AnyTokenizer {
     /// `vocab.json` + `merges.txt`, or `char_tokenizer.json`) or a file (`tokenizer.json` or a char tokenizer JSON).
     pub fn load(spec: &str) -> Result<AnyTokenizer> {
         if spec == "gpt2" {
-            return Ok(AnyTokenizer::Bpe(Tokenizer::gpt2()));
+            return Ok(AnyTokenizer::Bpe(Box::new(Tokenizer::gpt2())));
         }
         let path = Path::new(spec);
         if path.is_file() {
@@ -31,15 +31,15 @@ impl AnyTokenizer {
                     &bytes, path,
                 )?));
             }
-            return Ok(AnyTokenizer::Bpe(Tokenizer::from_tokenizer_json_bytes(
-                &bytes, path,
-            )?));
+            return Ok(AnyTokenizer::Bpe(Box::new(
+                Tokenizer::from_tokenizer_json_bytes(&bytes, path)?,
+            )));
         }
         let char_json = path.join("char_tokenizer.json");
         if path.is_dir() && char_json.is_file() && !path.join("tokenizer.json").is_file() {
             return Ok(AnyTokenizer::Char(CharTokenizer::load(&char_json)?));
         }
-        Ok(AnyTokenizer::Bpe(Tokenizer::from_path(path)?))
+        Ok(AnyTokenizer::Bpe(Box::new(Tokenizer::from_path(path)?)))
     }
 
     /// Number of ids.

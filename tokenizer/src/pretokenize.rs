@@ -185,27 +185,6 @@ impl<'a> Iterator for Pieces<'a> {
 pub const GPT2_PATTERN: &str =
     r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn split(s: &str) -> Vec<&str> {
-        pieces(s).collect()
-    }
-
-    #[test]
-    fn examples() {
-        assert_eq!(split("hello world"), ["hello", " world"]);
-        assert_eq!(split("I'll've 'S"), ["I", "'ll", "'ve", " '", "S"]);
-        assert_eq!(split("a   b"), ["a", "  ", " b"]);
-        assert_eq!(split("a \n\tb  "), ["a", " \n", "\t", "b", "  "]);
-        assert_eq!(split("x''s 12ab!!?"), ["x", "''", "s", " 12", "ab", "!!?"]);
-        assert_eq!(split(""), Vec::<&str>::new());
-        assert_eq!(split(" "), [" "]);
-        assert_eq!(split("\u{a0}a"), ["\u{a0}", "a"]);
-    }
-}
-
 /// Splits `text` into chunks of about `target` bytes at boundaries that pre-tokenization
 /// never crosses, so that pre-tokenizing (and BPE-encoding) the chunks one by one gives
 /// exactly the pieces of the whole text. Used to spread one long text over threads.
@@ -249,4 +228,25 @@ pub fn split_at_safe_boundaries(text: &str, target: usize) -> Vec<&str> {
         chunks.push(&text[start..]);
     }
     chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(s: &str) -> Vec<&str> {
+        pieces(s).collect()
+    }
+
+    #[test]
+    fn examples() {
+        assert_eq!(split("hello world"), ["hello", " world"]);
+        assert_eq!(split("I'll've 'S"), ["I", "'ll", "'ve", " '", "S"]);
+        assert_eq!(split("a   b"), ["a", "  ", " b"]);
+        assert_eq!(split("a \n\tb  "), ["a", " \n", "\t", "b", "  "]);
+        assert_eq!(split("x''s 12ab!!?"), ["x", "''", "s", " 12", "ab", "!!?"]);
+        assert_eq!(split(""), Vec::<&str>::new());
+        assert_eq!(split(" "), [" "]);
+        assert_eq!(split("\u{a0}a"), ["\u{a0}", "a"]);
+    }
 }

@@ -43,7 +43,10 @@ fn malformed_vocab_json_names_file_and_position() {
     let mut v = byte_vocab();
     v.insert("xy".into(), "seven".into());
     let e = err_text(load(&serde_json::to_string(&v).unwrap(), ""));
-    assert!(e.contains("vocab.json") && e.contains("\"xy\"") && e.contains("seven"), "{e}");
+    assert!(
+        e.contains("vocab.json") && e.contains("\"xy\"") && e.contains("seven"),
+        "{e}"
+    );
     let mut v = byte_vocab();
     v.insert("xy".into(), 256u64.into());
     let e = err_text(load(&serde_json::to_string(&v).unwrap(), ""));
@@ -62,11 +65,20 @@ fn malformed_vocab_json_names_file_and_position() {
 fn malformed_merges_name_file_and_line() {
     let v = serde_json::to_string(&byte_vocab()).unwrap();
     let e = err_text(load(&v, "#version: 0.2\na b\nab\n"));
-    assert!(e.contains("merges.txt") && e.contains("line 3") && e.contains("\"ab\""), "{e}");
+    assert!(
+        e.contains("merges.txt") && e.contains("line 3") && e.contains("\"ab\""),
+        "{e}"
+    );
     let e = err_text(load(&v, "a b\nq €\n"));
-    assert!(e.contains("line 2") && e.contains("\"€\" is not in the vocabulary"), "{e}");
+    assert!(
+        e.contains("line 2") && e.contains("\"€\" is not in the vocabulary"),
+        "{e}"
+    );
     let e = err_text(load(&v, "a b\nb a\n"));
-    assert!(e.contains("line 2") && e.contains("merged token \"ba\""), "{e}");
+    assert!(
+        e.contains("line 2") && e.contains("merged token \"ba\""),
+        "{e}"
+    );
     let e = err_text(load(&v, "a b c\n"));
     assert!(e.contains("line 1") && e.contains("two tokens"), "{e}");
 }
@@ -78,12 +90,18 @@ fn malformed_tokenizer_json_names_the_key() {
         let e = Tokenizer::from_tokenizer_json_bytes(json.as_bytes(), p)
             .expect_err("should fail")
             .to_string();
-        assert!(e.contains("tokenizer.json") && e.contains(key), "{key}: {e}");
+        assert!(
+            e.contains("tokenizer.json") && e.contains(key),
+            "{key}: {e}"
+        );
     };
     check("{", "line 1");
     check("{}", "`model`");
     check(r#"{"model": {"type": "WordPiece"}}"#, "model.type");
-    check(r#"{"model": {"type": "BPE", "dropout": 0.1}}"#, "model.dropout");
+    check(
+        r#"{"model": {"type": "BPE", "dropout": 0.1}}"#,
+        "model.dropout",
+    );
     check(
         r#"{"model": {"type": "BPE"}, "pre_tokenizer": {"type": "Whitespace"}}"#,
         "pre_tokenizer.type",
@@ -129,7 +147,10 @@ fn decoding_out_of_range_and_invalid_utf8() {
     // "👍" is two GPT-2 tokens; either alone is not valid UTF-8.
     let ids = tok.encode_ordinary("👍");
     assert!(ids.len() >= 2);
-    assert!(matches!(tok.decode(&ids[..1]), Err(TokenizerError::DecodedNotUtf8 { offset: 0 })));
+    assert!(matches!(
+        tok.decode(&ids[..1]),
+        Err(TokenizerError::DecodedNotUtf8 { offset: 0 })
+    ));
     assert!(tok.decode_lossy(&ids[..1]).unwrap().contains('\u{FFFD}'));
     assert_eq!(tok.decode_bytes(&ids).unwrap(), "👍".as_bytes());
 }

@@ -99,7 +99,9 @@ fn file_blocks_count_the_same_words_as_one_pass() {
         assert_eq!((bytes as usize, words), (corpus.len(), n), "block {block}");
         assert!(blocks == whole, "block {block}");
     }
-    let (from_file, _) = BpeTrainer::new(700).train_files(&[path.clone()]).unwrap();
+    let (from_file, _) = BpeTrainer::new(700)
+        .train_files(std::slice::from_ref(&path))
+        .unwrap();
     let (from_text, _) = BpeTrainer::new(700).train_texts(&[corpus]).unwrap();
     assert_eq!(from_file.merges(), from_text.merges());
     std::fs::remove_file(&path).ok();
