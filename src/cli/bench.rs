@@ -21,6 +21,42 @@ use std::time::Instant;
 pub enum BenchCommand {
     /// Every kernel forward+backward at GPT-2-small shapes, optionally beside PyTorch.
     Kernels(KernelArgs),
+    /// Training tokens/s of presets (tiny B16 T128, char-baby B8 T256, gpt2 B4 T64), with MFU
+    /// and peak memory, optionally beside PyTorch eager.
+    Train(TrainBenchArgs),
+    /// One preset's training steps in this process (used by `bench train` to measure memory).
+    #[command(hide = true)]
+    TrainOne(TrainOneArgs),
+}
+
+/// Options of `gpt bench train`.
+#[derive(Args)]
+pub struct TrainBenchArgs {
+    /// Comma-separated presets.
+    #[arg(long, default_value = "tiny,char-baby,gpt2")]
+    pub presets: String,
+    /// Timed steps per preset (median reported; two warm-up steps first).
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Also run PyTorch eager on the same work.
+    #[arg(long)]
+    pub vs_torch: bool,
+    /// Python interpreter with PyTorch.
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+}
+
+/// Options of the hidden `gpt bench train-one`.
+#[derive(Args)]
+pub struct TrainOneArgs {
+    #[arg(long)]
+    preset: String,
+    #[arg(long)]
+    batch_size: usize,
+    #[arg(long)]
+    block_size: usize,
+    #[arg(long)]
+    steps: usize,
 }
 
 /// Options of `gpt bench kernels`.
@@ -42,6 +78,8 @@ pub struct KernelArgs {
 pub fn run(cmd: BenchCommand) -> CliResult {
     match cmd {
         BenchCommand::Kernels(args) => kernels(args),
+        BenchCommand::Train(args) => train_bench(args),
+        BenchCommand::TrainOne(args) => train_one(args),
     }
 }
 
@@ -219,6 +257,130 @@ fn kernels(args: KernelArgs) -> CliResult {
     }
     if torch.is_some() {
         println!("ratio = PyTorch time / our time (above 1: we are faster)");
+    }
+    Ok(())
+}
+
+/// Batch shape and vocabulary of each benchmarked preset.
+fn preset_shape(name: &str) -> Option<(usize, usize, usize)> {
+    match name {
+        "tiny" => Some((16, 128, 65)),
+        "char-baby" => Some((8, 256, 65)),
+        "gpt2" => Some((4, 64, 50257)),
+        _ => None,
+    }
+}
+
+/// Peak resident memory of this process in MiB (Linux `VmHWM`; 0 elsewhere).
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn train_one(a: TrainOneArgs) -> CliResult {
+    use gpt::kernels::adamw::clip_grad_norm;
+    use gpt::model::{Gpt, GptConfig};
+    use gpt::optim::{AdamW, AdamWConfig};
+    let (_, _, vocab) = preset_shape(&a.preset).ok_or_else(|| format!("unknown bench preset `{}`", a.preset))?;
+    let mut cfg = GptConfig::preset(&a.preset, vocab)?;
+    cfg.n_ctx = cfg.n_ctx.max(a.block_size);
+    let mut rng = Rng::new(0);
+    let mut model = Gpt::new(cfg, &mut rng)?;
+    let mut opt = AdamW::new(model.layout(), AdamWConfig::default());
+    let n = a.batch_size * a.block_size;
+    let mut times = Vec::new();
+    for s in 0..a.steps + 2 {
+        let ids: Vec<u32> = (0..n).map(|_| rng.below(vocab as u64) as u32).collect();
+        let targets: Vec<i32> = (0..n).map(|_| rng.below(vocab as u64) as i32).collect();
+        let t0 = Instant::now();
+        model.params.zero_grad();
+        model.forward_backward(&ids, &targets, a.batch_size, a.block_size, 0.0, 1.0, &mut rng)?;
+        clip_grad_norm(&mut model.params.grad, 1.0);
+        opt.update(&mut model.params, 6e-4);
+        if s >= 2 {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let med = times[times.len() / 2];
+    println!(
+        "{}",
+        serde_json::json!({"step_s": med, "tokens_per_sec": n as f64 / med, "peak_rss_mb": peak_rss_mb()})
+    );
+    Ok(())
+}
+
+fn run_json(cmd: &mut Command) -> Result<serde_json::Value, String> {
+    let out = cmd.output().map_err(|e| format!("could not run {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or("");
+    serde_json::from_str(line).map_err(|e| format!("bad JSON `{line}` from {cmd:?}: {e}"))
+}
+
+fn train_bench(a: TrainBenchArgs) -> CliResult {
+    let threads = gpt::threads::current();
+    // Matmul peak measured now, on this machine, for MFU.
+    let (m, k, nn) = (1024, 768, 3072);
+    let mut rng = Rng::new(1);
+    let x = randn(m * k, 1.0, &mut rng);
+    let w = randn(k * nn, 1.0, &mut rng);
+    let mut y = vec![0.0; m * nn];
+    let ms = median_ms(10, || matmul(&mut y, &x, &w, m, k, nn, false, false, false));
+    let peak = 2.0 * (m * k * nn) as f64 / ms / 1e6;
+    println!("gpt bench train: {threads} threads, {} timed steps per preset; matmul peak {peak:.1} GFLOP/s (1024x768x3072, for MFU)", a.steps);
+    println!(
+        "{:<10} {:>10} {:>12} {:>7} {:>9} {:>12} {:>7} {:>9} {:>7}",
+        "preset", "B x T", "ours tok/s", "MFU", "ours MiB", "torch tok/s", "MFU", "torch MiB", "ratio"
+    );
+    let exe = std::env::current_exe()?;
+    let python = find_python(a.python.clone());
+    for preset in a.presets.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (b, t, vocab) = preset_shape(preset).ok_or_else(|| format!("unknown bench preset `{preset}` (tiny, char-baby, gpt2)"))?;
+        let cfg = gpt::model::GptConfig::preset(preset, vocab)?;
+        let n_params = cfg.num_params() - cfg.n_ctx * cfg.n_embd;
+        let flops_per_token = 6.0 * n_params as f64 + 12.0 * (cfg.n_layer * cfg.n_embd * t) as f64;
+        let ours = run_json(
+            Command::new(&exe)
+                .args(["--threads", &threads.to_string(), "bench", "train-one", "--preset", preset])
+                .args(["--batch-size", &b.to_string(), "--block-size", &t.to_string(), "--steps", &a.steps.to_string()]),
+        )?;
+        let ours_tps = ours["tokens_per_sec"].as_f64().unwrap_or(0.0);
+        let mfu = |tps: f64| format!("{:.0}%", 100.0 * tps * flops_per_token / (peak * 1e9));
+        let (torch_tps, torch_mem) = if a.vs_torch {
+            let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/train_torch.py");
+            let v = run_json(
+                Command::new(&python)
+                    .arg(&script)
+                    .args(["--vocab", &vocab.to_string(), "--n-layer", &cfg.n_layer.to_string()])
+                    .args(["--n-head", &cfg.n_head.to_string(), "--n-embd", &cfg.n_embd.to_string()])
+                    .args(["--block-size", &t.to_string(), "--batch-size", &b.to_string()])
+                    .args(["--dropout", &cfg.dropout.to_string(), "--steps", &a.steps.to_string()])
+                    .args(["--threads", &threads.to_string()]),
+            )?;
+            (v["tokens_per_sec"].as_f64(), v["peak_rss_mb"].as_f64())
+        } else {
+            (None, None)
+        };
+        println!(
+            "{:<10} {:>10} {:>12.0} {:>7} {:>9.0} {:>12} {:>7} {:>9} {:>7}",
+            preset,
+            format!("{b} x {t}"),
+            ours_tps,
+            mfu(ours_tps),
+            ours["peak_rss_mb"].as_f64().unwrap_or(0.0),
+            torch_tps.map_or("-".into(), |v| format!("{v:.0}")),
+            torch_tps.map_or("-".into(), mfu),
+            torch_mem.map_or("-".into(), |v| format!("{v:.0}")),
+            torch_tps.map_or("-".into(), |v| format!("{:.2}x", ours_tps / v)),
+        );
+    }
+    if a.vs_torch {
+        println!("ratio = our tokens/s / PyTorch tokens/s (above 1: we are faster)");
     }
     Ok(())
 }
