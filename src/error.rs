@@ -54,6 +54,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     /// A shape mismatch for `op` between two shapes.
     pub fn shape(op: &'static str, left: impl Into<String>, right: impl Into<String>) -> Self {
-        Error::Shape { op, left: left.into(), right: right.into() }
+        Error::Shape {
+            op,
+            left: left.into(),
+            right: right.into(),
+        }
     }
 }

@@ -8,16 +8,16 @@
 //! - [`optim`]: AdamW and gradient clipping over that flat buffer.
 //! - [`tokenizer`]: re-export of the `gpt-tokenizer` crate (GPT-2 byte-level BPE).
 
+pub mod data;
 pub mod error;
 pub mod kernels;
-pub mod nn;
 pub mod model;
-pub mod data;
-pub mod train;
+pub mod nn;
 pub mod optim;
 pub mod rng;
 pub mod tensor;
 pub mod threads;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use gpt_tokenizer as tokenizer;

@@ -31,7 +31,10 @@ pub fn fmt_shape(shape: &[usize]) -> String {
 impl Tensor {
     /// A tensor of zeros.
     pub fn zeros(shape: &[usize]) -> Self {
-        Tensor { data: vec![0.0; shape.iter().product()], shape: shape.to_vec() }
+        Tensor {
+            data: vec![0.0; shape.iter().product()],
+            shape: shape.to_vec(),
+        }
     }
 
     /// Wraps `data` with `shape`; errors if the element counts differ.
@@ -44,7 +47,10 @@ impl Tensor {
                 format!("data of {} elements", data.len()),
             ));
         }
-        Ok(Tensor { data, shape: shape.to_vec() })
+        Ok(Tensor {
+            data,
+            shape: shape.to_vec(),
+        })
     }
 
     /// A tensor of N(0, std²) samples.
@@ -98,7 +104,11 @@ impl Tensor {
     pub fn reshape(mut self, shape: &[usize]) -> Result<Self> {
         let n: usize = shape.iter().product();
         if n != self.data.len() {
-            return Err(Error::shape("Tensor::reshape", fmt_shape(&self.shape), fmt_shape(shape)));
+            return Err(Error::shape(
+                "Tensor::reshape",
+                fmt_shape(&self.shape),
+                fmt_shape(shape),
+            ));
         }
         self.shape = shape.to_vec();
         Ok(self)
@@ -107,7 +117,11 @@ impl Tensor {
     /// Errors unless the shape equals `expected`.
     pub fn expect_shape(&self, op: &'static str, expected: &[usize]) -> Result<()> {
         if self.shape != expected {
-            return Err(Error::shape(op, fmt_shape(&self.shape), fmt_shape(expected)));
+            return Err(Error::shape(
+                op,
+                fmt_shape(&self.shape),
+                fmt_shape(expected),
+            ));
         }
         Ok(())
     }
@@ -115,7 +129,12 @@ impl Tensor {
     /// Largest absolute difference to `other` (shapes must match).
     pub fn max_abs_diff(&self, other: &Tensor) -> Result<f32> {
         other.expect_shape("Tensor::max_abs_diff", &self.shape)?;
-        Ok(self.data.iter().zip(&other.data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max))
+        Ok(self
+            .data
+            .iter()
+            .zip(&other.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max))
     }
 }
 

@@ -7,10 +7,15 @@ use crate::error::{Error, Result};
 pub fn init(threads: Option<usize>) -> Result<()> {
     let Some(n) = threads else { return Ok(()) };
     if n == 0 {
-        return Err(Error::Config { field: "threads".into(), reason: "must be at least 1".into() });
+        return Err(Error::Config {
+            field: "threads".into(),
+            reason: "must be at least 1".into(),
+        });
     }
     // A second initialisation fails harmlessly (the pool already exists): ignore it.
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
     Ok(())
 }
 

@@ -2,13 +2,13 @@
 //! size 5), including padded keys, fully masked rows and cross-attention over a memory of
 //! another length. The loss is `L = Σ r ⊙ output` for a fixed random `r`.
 
+use gpt::kernels::matmul::WeightLayout;
 use gpt::nn::attention::{AttentionConfig, MultiHeadAttention};
 use gpt::nn::block::{Block, BlockConfig, BlockInput, Memory, NormPlacement};
 use gpt::nn::layernorm::LayerNorm;
 use gpt::nn::linear::Linear;
 use gpt::nn::mlp::{Activation, Mlp, MlpConfig};
 use gpt::nn::params::{ParamLayout, Params};
-use gpt::kernels::matmul::WeightLayout;
 use gpt::rng::Rng;
 
 const B: usize = 2;
@@ -47,7 +47,10 @@ fn check(what: &str, analytic: &[f32], values: &mut [f32], loss: &mut dyn FnMut(
         let fd = (lp - lm) / (2.0 * h as f64);
         let an = analytic[i] as f64;
         let tol = 1e-3 + 1e-2 * fd.abs().max(an.abs());
-        assert!((fd - an).abs() <= tol, "{what}[{i}]: finite difference {fd} vs analytic {an}");
+        assert!(
+            (fd - an).abs() <= tol,
+            "{what}[{i}]: finite difference {fd} vs analytic {an}"
+        );
     }
 }
 
@@ -125,7 +128,14 @@ fn layernorm_gradients() {
 }
 
 fn acfg() -> AttentionConfig {
-    AttentionConfig { n_embd: C, n_head: NH, bias: true, dropout: 0.0, std: 0.3, proj_std: 0.3 }
+    AttentionConfig {
+        n_embd: C,
+        n_head: NH,
+        bias: true,
+        dropout: 0.0,
+        std: 0.3,
+        proj_std: 0.3,
+    }
 }
 
 /// Key mask with the last two keys of batch 1 padded.
@@ -139,12 +149,19 @@ fn padded(tk: usize) -> Vec<u8> {
 #[test]
 fn self_attention_gradients_causal_and_padded() {
     let mut rng = Rng::new(3);
-    for (causal, mask) in [(true, None), (false, Some(padded(T))), (true, Some({
-        // Batch 0 has key 0 masked, so its causal query 0 sees no key at all.
-        let mut m = padded(T);
-        m[0] = 0;
-        m
-    }))] {
+    for (causal, mask) in [
+        (true, None),
+        (false, Some(padded(T))),
+        (
+            true,
+            Some({
+                // Batch 0 has key 0 masked, so its causal query 0 sees no key at all.
+                let mut m = padded(T);
+                m[0] = 0;
+                m
+            }),
+        ),
+    ] {
         let mut pl = ParamLayout::new();
         let mut attn = MultiHeadAttention::new_self(&mut pl, "attn", &acfg(), causal).unwrap();
         let mut params = Params::zeros(pl);
@@ -154,9 +171,21 @@ fn self_attention_gradients_causal_and_padded() {
         let r = randn(B * T * C, 1.0, &mut rng);
         let km = mask.as_deref();
         attn.forward(&params.data, &x, None, km, B, T, false, &mut rng);
-        assert!(attn.out.iter().all(|v| v.is_finite()), "masked rows must not give NaN");
+        assert!(
+            attn.out.iter().all(|v| v.is_finite()),
+            "masked rows must not give NaN"
+        );
         let mut dx = vec![0.0; B * T * C];
-        attn.backward(&params.data, &mut params.grad, &x, None, km, &r, &mut dx, None);
+        attn.backward(
+            &params.data,
+            &mut params.grad,
+            &x,
+            None,
+            km,
+            &r,
+            &mut dx,
+            None,
+        );
         assert!(dx.iter().chain(&params.grad).all(|v| v.is_finite()));
         let xs = x.clone();
         let mut a2 = attn.clone();
@@ -184,9 +213,27 @@ fn cross_attention_gradients_with_padded_memory() {
     let mut mem = randn(B * TK * C, 1.0, &mut rng);
     let r = randn(B * T * C, 1.0, &mut rng);
     let mask = padded(TK);
-    attn.forward(&params.data, &x, Some((&mem, TK)), Some(&mask), B, T, false, &mut rng);
+    attn.forward(
+        &params.data,
+        &x,
+        Some((&mem, TK)),
+        Some(&mask),
+        B,
+        T,
+        false,
+        &mut rng,
+    );
     let (mut dx, mut dmem) = (vec![0.0; B * T * C], vec![0.0; B * TK * C]);
-    attn.backward(&params.data, &mut params.grad, &x, Some(&mem), Some(&mask), &r, &mut dx, Some(&mut dmem));
+    attn.backward(
+        &params.data,
+        &mut params.grad,
+        &x,
+        Some(&mem),
+        Some(&mask),
+        &r,
+        &mut dx,
+        Some(&mut dmem),
+    );
     // Padded memory rows receive no gradient.
     assert!(dmem[(2 * TK - 1) * C..].iter().all(|&g| g == 0.0));
     let (xs, ms) = (x.clone(), mem.clone());
@@ -211,8 +258,22 @@ fn cross_attention_gradients_with_padded_memory() {
 fn mlp_gradients_gelu_and_relu() {
     let mut rng = Rng::new(5);
     for activation in [Activation::Gelu, Activation::Relu] {
-        STEP.with(|s| s.set(if activation == Activation::Relu { 1e-3 } else { 1e-2 }));
-        let cfg = MlpConfig { n_embd: C, hidden: 4 * C, bias: true, activation, dropout: 0.0, std: 0.3, proj_std: 0.3 };
+        STEP.with(|s| {
+            s.set(if activation == Activation::Relu {
+                1e-3
+            } else {
+                1e-2
+            })
+        });
+        let cfg = MlpConfig {
+            n_embd: C,
+            hidden: 4 * C,
+            bias: true,
+            activation,
+            dropout: 0.0,
+            std: 0.3,
+            proj_std: 0.3,
+        };
         let mut pl = ParamLayout::new();
         let mut mlp = Mlp::new(&mut pl, "mlp", &cfg).unwrap();
         let mut params = Params::zeros(pl);
@@ -262,7 +323,11 @@ fn block_gradients_pre_post_with_and_without_cross() {
             let mut params = Params::zeros(pl);
             params.init(&mut rng);
             for e in params.layout.entries().to_vec() {
-                let (mean, std) = if e.name.contains("ln") && e.name.ends_with("weight") { (1.0, 0.2) } else { (0.0, 0.3) };
+                let (mean, std) = if e.name.contains("ln") && e.name.ends_with("weight") {
+                    (1.0, 0.2)
+                } else {
+                    (0.0, 0.3)
+                };
                 rng.fill_normal(&mut params.data[e.param.range()], mean, std);
             }
             let mut x = randn(B * T * C, 1.0, &mut rng);
@@ -271,25 +336,59 @@ fn block_gradients_pre_post_with_and_without_cross() {
             let self_mask = padded(T);
             let mem_mask = padded(TK);
             let run = |block: &mut Block, p: &[f32], x: &[f32], m: &[f32]| -> f64 {
-                let memory = cross.then_some(Memory { data: m, t: TK, key_mask: Some(&mem_mask) });
-                let inp = BlockInput { x, b: B, t: T, key_mask: Some(&self_mask), memory };
+                let memory = cross.then_some(Memory {
+                    data: m,
+                    t: TK,
+                    key_mask: Some(&mem_mask),
+                });
+                let inp = BlockInput {
+                    x,
+                    b: B,
+                    t: T,
+                    key_mask: Some(&self_mask),
+                    memory,
+                };
                 block.forward(p, &inp, false, &mut Rng::new(0));
                 weighted(block.output(), &r)
             };
             run(&mut block, &params.data, &x, &mem);
             let (mut dx, mut dmem) = (vec![0.0; B * T * C], vec![0.0; B * TK * C]);
             {
-                let memory = cross.then_some(Memory { data: &mem, t: TK, key_mask: Some(&mem_mask) });
-                let inp = BlockInput { x: &x, b: B, t: T, key_mask: Some(&self_mask), memory };
-                block.backward(&params.data, &mut params.grad, &inp, &r, &mut dx, cross.then_some(&mut dmem[..]));
+                let memory = cross.then_some(Memory {
+                    data: &mem,
+                    t: TK,
+                    key_mask: Some(&mem_mask),
+                });
+                let inp = BlockInput {
+                    x: &x,
+                    b: B,
+                    t: T,
+                    key_mask: Some(&self_mask),
+                    memory,
+                };
+                block.backward(
+                    &params.data,
+                    &mut params.grad,
+                    &inp,
+                    &r,
+                    &mut dx,
+                    cross.then_some(&mut dmem[..]),
+                );
             }
             let (xs, ms) = (x.clone(), mem.clone());
             let mut b2 = block.clone();
             check_params(&mut params, &mut |p: &[f32]| run(&mut b2, p, &xs, &ms));
             let p = params.data.clone();
-            check(&format!("block {norm:?} cross={cross} dx"), &dx, &mut x, &mut |x: &[f32]| run(&mut b2, &p, x, &ms));
+            check(
+                &format!("block {norm:?} cross={cross} dx"),
+                &dx,
+                &mut x,
+                &mut |x: &[f32]| run(&mut b2, &p, x, &ms),
+            );
             if cross {
-                check("block dmemory", &dmem, &mut mem, &mut |m: &[f32]| run(&mut b2, &p, &xs, m));
+                check("block dmemory", &dmem, &mut mem, &mut |m: &[f32]| {
+                    run(&mut b2, &p, &xs, m)
+                });
             }
         }
     }

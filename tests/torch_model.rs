@@ -31,7 +31,10 @@ fn config(norm: NormPlacement) -> GptConfig {
     }
 }
 
-fn load_model(fx: &std::collections::HashMap<String, common::FixtureTensor>, norm: NormPlacement) -> Gpt {
+fn load_model(
+    fx: &std::collections::HashMap<String, common::FixtureTensor>,
+    norm: NormPlacement,
+) -> Gpt {
     let mut model = Gpt::uninit(config(norm)).unwrap();
     for e in model.params.layout.entries().to_vec() {
         let t = common::get(fx, &format!("param.{}", e.name));
@@ -41,9 +44,20 @@ fn load_model(fx: &std::collections::HashMap<String, common::FixtureTensor>, nor
     model
 }
 
-fn ids_targets(fx: &std::collections::HashMap<String, common::FixtureTensor>, suffix: &str) -> (Vec<u32>, Vec<i32>) {
-    let ids = common::get(fx, &format!("ids{suffix}")).data.iter().map(|&x| x as u32).collect();
-    let targets = common::get(fx, &format!("targets{suffix}")).data.iter().map(|&x| x as i32).collect();
+fn ids_targets(
+    fx: &std::collections::HashMap<String, common::FixtureTensor>,
+    suffix: &str,
+) -> (Vec<u32>, Vec<i32>) {
+    let ids = common::get(fx, &format!("ids{suffix}"))
+        .data
+        .iter()
+        .map(|&x| x as u32)
+        .collect();
+    let targets = common::get(fx, &format!("targets{suffix}"))
+        .data
+        .iter()
+        .map(|&x| x as i32)
+        .collect();
     (ids, targets)
 }
 
@@ -53,29 +67,56 @@ fn check_variant(file: &str, norm: NormPlacement) {
     let (ids, targets) = ids_targets(&fx, "");
     let mut rng = Rng::new(0);
     model.forward(&ids, B, T, false, &mut rng).unwrap();
-    common::assert_close("logits", &model.logits, &common::get(&fx, "logits").data, 1e-4, 1e-5);
+    common::assert_close(
+        "logits",
+        &model.logits,
+        &common::get(&fx, "logits").data,
+        1e-4,
+        1e-5,
+    );
     let loss = model.loss(&targets).unwrap();
     common::assert_close("loss", &[loss], &common::get(&fx, "loss").data, 1e-4, 0.0);
 
     model.params.zero_grad();
-    let loss2 = model.forward_backward(&ids, &targets, B, T, 0.0, 1.0, &mut rng).unwrap();
+    let loss2 = model
+        .forward_backward(&ids, &targets, B, T, 0.0, 1.0, &mut rng)
+        .unwrap();
     assert!((loss - loss2).abs() <= 1e-6 * loss.abs());
     for e in model.params.layout.entries().to_vec() {
         let want = common::get(&fx, &format!("grad.{}", e.name));
-        common::assert_close(&format!("grad {}", e.name), &model.params.grad[e.param.range()], &want.data, 1e-4, 1e-5);
+        common::assert_close(
+            &format!("grad {}", e.name),
+            &model.params.grad[e.param.range()],
+            &want.data,
+            1e-4,
+            1e-5,
+        );
     }
 
     // 20 AdamW steps: lr 1e-2, betas (0.9, 0.95), eps 1e-8, decay 0.1 on matrices, clip 1.0.
     let mut model = load_model(&fx, norm);
-    let mut opt = AdamW::new(model.layout(), AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 });
+    let mut opt = AdamW::new(
+        model.layout(),
+        AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+        },
+    );
     let want = &common::get(&fx, "train.loss").data;
     for (s, &w) in want.iter().enumerate() {
         let (ids, targets) = ids_targets(&fx, &format!(".{s}"));
         model.params.zero_grad();
-        let loss = model.forward_backward(&ids, &targets, B, T, 0.0, 1.0, &mut rng).unwrap();
+        let loss = model
+            .forward_backward(&ids, &targets, B, T, 0.0, 1.0, &mut rng)
+            .unwrap();
         clip_grad_norm(&mut model.params.grad, 1.0);
         opt.update(&mut model.params, 1e-2);
-        assert!((loss - w).abs() <= 1e-4 * w.abs(), "{file} step {s}: loss {loss} vs PyTorch {w}");
+        assert!(
+            (loss - w).abs() <= 1e-4 * w.abs(),
+            "{file} step {s}: loss {loss} vs PyTorch {w}"
+        );
     }
 }
 

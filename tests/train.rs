@@ -15,7 +15,9 @@ fn tmpdir(name: &str) -> PathBuf {
 
 fn corpus(dir: &Path) -> PathBuf {
     let p = dir.join("corpus.txt");
-    let text: String = (0..400).map(|i| format!("line {i}: the quick brown fox jumps over the lazy dog.\n")).collect();
+    let text: String = (0..400)
+        .map(|i| format!("line {i}: the quick brown fox jumps over the lazy dog.\n"))
+        .collect();
     std::fs::write(&p, text).unwrap();
     p
 }
@@ -44,7 +46,10 @@ fn small_config(dir: &Path) -> TrainConfig {
 }
 
 fn quiet() -> TrainOptions {
-    TrainOptions { quiet: true, ..TrainOptions::default() }
+    TrainOptions {
+        quiet: true,
+        ..TrainOptions::default()
+    }
 }
 
 #[test]
@@ -54,21 +59,53 @@ fn resume_gives_the_losses_and_weights_of_an_uninterrupted_run() {
     cfg.out = dir.join("straight");
     let full = train(&cfg, &quiet()).unwrap();
     assert_eq!(full.losses.len(), 8);
-    assert!(full.losses[7] < full.losses[0], "loss should fall: {:?}", full.losses);
+    assert!(
+        full.losses[7] < full.losses[0],
+        "loss should fall: {:?}",
+        full.losses
+    );
 
     cfg.out = dir.join("interrupted");
-    let first = train(&cfg, &TrainOptions { stop_at: Some(4), ..quiet() }).unwrap();
+    let first = train(
+        &cfg,
+        &TrainOptions {
+            stop_at: Some(4),
+            ..quiet()
+        },
+    )
+    .unwrap();
     assert!(first.stopped_early);
     assert_eq!(first.losses, full.losses[..4]);
-    let second = train(&cfg, &TrainOptions { resume: true, ..quiet() }).unwrap();
+    let second = train(
+        &cfg,
+        &TrainOptions {
+            resume: true,
+            ..quiet()
+        },
+    )
+    .unwrap();
     assert_eq!(second.step, 8);
-    assert_eq!(second.losses, full.losses[4..], "resumed losses must equal the uninterrupted run's");
+    assert_eq!(
+        second.losses,
+        full.losses[4..],
+        "resumed losses must equal the uninterrupted run's"
+    );
     let a = checkpoint::load(&dir.join("straight/checkpoint")).unwrap();
     let b = checkpoint::load(&dir.join("interrupted/checkpoint")).unwrap();
-    assert!(a.params.data == b.params.data, "final weights differ after resume");
+    assert!(
+        a.params.data == b.params.data,
+        "final weights differ after resume"
+    );
     // Metrics continue without duplicate steps; the plot exists.
     let metrics = std::fs::read_to_string(dir.join("interrupted/metrics.jsonl")).unwrap();
-    let steps: Vec<u64> = metrics.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
+    let steps: Vec<u64> = metrics
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
     assert_eq!(steps, (1..=8).collect::<Vec<_>>());
     assert!(dir.join("interrupted/loss.png").exists());
     std::fs::remove_dir_all(&dir).ok();
@@ -82,7 +119,8 @@ fn checkpoint_reloads_to_identical_logits() {
     train(&cfg, &quiet()).unwrap();
     let ck = cfg.out.join("checkpoint");
     let mut a = checkpoint::load(&ck).unwrap();
-    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(ck.join("config.json")).unwrap()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ck.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["model_type"], "gpt2");
     assert_eq!(config["n_embd"], 32);
     // Save again and reload: byte-identical weights and equal logits.
@@ -105,7 +143,10 @@ fn bad_inputs_get_clear_errors() {
     std::fs::write(&short, "tiny").unwrap();
     cfg.data = Some(short);
     let err = train(&cfg, &quiet()).unwrap_err().to_string();
-    assert!(err.contains("block_size") && err.contains("tokens"), "{err}");
+    assert!(
+        err.contains("block_size") && err.contains("tokens"),
+        "{err}"
+    );
 
     let mut cfg = small_config(&dir);
     cfg.data = Some(dir.join("missing.txt"));
@@ -119,7 +160,15 @@ fn bad_inputs_get_clear_errors() {
 
     let mut cfg = small_config(&dir);
     cfg.out = dir.join("nothing-here");
-    let err = train(&cfg, &TrainOptions { resume: true, ..quiet() }).unwrap_err().to_string();
+    let err = train(
+        &cfg,
+        &TrainOptions {
+            resume: true,
+            ..quiet()
+        },
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("no checkpoint"), "{err}");
 
     let bad_utf8 = dir.join("latin1.txt");
@@ -141,7 +190,10 @@ fn diverging_loss_stops_with_the_step_and_keeps_the_last_checkpoint() {
     cfg.max_steps = 50;
     cfg.ckpt_interval = 1;
     let err = train(&cfg, &quiet()).unwrap_err().to_string();
-    assert!(err.contains("at step") && err.contains("checkpoint"), "{err}");
+    assert!(
+        err.contains("at step") && err.contains("checkpoint"),
+        "{err}"
+    );
     // The checkpoint on disk is from a finite step and loads.
     assert!(checkpoint::load(&cfg.out.join("checkpoint")).is_ok());
     std::fs::remove_dir_all(&dir).ok();
@@ -152,17 +204,43 @@ fn cli_json_lines_have_step_loss_and_throughput() {
     let dir = tmpdir("cli");
     let data = corpus(&dir);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpt"))
-        .args(["train", "--json", "--max-steps", "3", "--batch-size", "2", "--block-size", "16", "--n-layer", "1"])
-        .args(["--eval-interval", "3", "--eval-iters", "1", "--sample-tokens", "0", "--threads", "1"])
+        .args([
+            "train",
+            "--json",
+            "--max-steps",
+            "3",
+            "--batch-size",
+            "2",
+            "--block-size",
+            "16",
+            "--n-layer",
+            "1",
+        ])
+        .args([
+            "--eval-interval",
+            "3",
+            "--eval-iters",
+            "1",
+            "--sample-tokens",
+            "0",
+            "--threads",
+            "1",
+        ])
         .arg("--data")
         .arg(&data)
         .arg("--out")
         .arg(dir.join("run"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 3);
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(l["step"], i as u64 + 1);
@@ -172,16 +250,31 @@ fn cli_json_lines_have_step_loss_and_throughput() {
     // An unknown TOML key is an error naming it.
     let toml = dir.join("run.toml");
     std::fs::write(&toml, "max_step = 3\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpt")).args(["train", "--config"]).arg(&toml).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpt"))
+        .args(["train", "--config"])
+        .arg(&toml)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_step"));
     // Sampling from the checkpoint works.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpt"))
-        .args(["sample", "--max-new-tokens", "20", "--prompt", "line", "--model"])
+        .args([
+            "sample",
+            "--max-new-tokens",
+            "20",
+            "--prompt",
+            "line",
+            "--model",
+        ])
         .arg(dir.join("run"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("line"));
     std::fs::remove_dir_all(&dir).ok();
 }

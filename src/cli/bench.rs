@@ -129,29 +129,64 @@ fn ours(reps: usize) -> Vec<Row> {
         let tag = format!("{n}x{ic}x{oc}");
         let flops = Work::Flops(2.0 * (n * ic * oc) as f64);
         // Same layouts as the PyTorch side: x·W, dy·Wᵀ, xᵀ·dy.
-        let ms = median_ms(reps, || matmul(&mut y, &x, &w, n, ic, oc, false, false, false));
-        rows.push(Row { name: format!("matmul {tag} forward"), ms, work: flops });
-        let ms = median_ms(reps, || matmul(&mut dx, &dy, &w, n, oc, ic, false, true, false));
-        rows.push(Row { name: format!("matmul {tag} dinp"), ms, work: Work::Flops(2.0 * (n * ic * oc) as f64) });
-        let ms = median_ms(reps, || matmul(&mut dw, &x, &dy, ic, n, oc, true, false, false));
-        rows.push(Row { name: format!("matmul {tag} dweight"), ms, work: Work::Flops(2.0 * (n * ic * oc) as f64) });
+        let ms = median_ms(reps, || {
+            matmul(&mut y, &x, &w, n, ic, oc, false, false, false)
+        });
+        rows.push(Row {
+            name: format!("matmul {tag} forward"),
+            ms,
+            work: flops,
+        });
+        let ms = median_ms(reps, || {
+            matmul(&mut dx, &dy, &w, n, oc, ic, false, true, false)
+        });
+        rows.push(Row {
+            name: format!("matmul {tag} dinp"),
+            ms,
+            work: Work::Flops(2.0 * (n * ic * oc) as f64),
+        });
+        let ms = median_ms(reps, || {
+            matmul(&mut dw, &x, &dy, ic, n, oc, true, false, false)
+        });
+        rows.push(Row {
+            name: format!("matmul {tag} dweight"),
+            ms,
+            work: Work::Flops(2.0 * (n * ic * oc) as f64),
+        });
     }
 
-    let d = AttentionDims { b: 8, tq: 128, tk: 128, nh: 12, hs: 64 };
+    let d = AttentionDims {
+        b: 8,
+        tq: 128,
+        tk: 128,
+        nh: 12,
+        hs: 64,
+    };
     let c = d.nh * d.hs;
     let m = d.b * d.tq * c;
-    let (q, k, v, dout) = (randn(m, 1.0, &mut rng), randn(m, 1.0, &mut rng), randn(m, 1.0, &mut rng), randn(m, 1.0, &mut rng));
+    let (q, k, v, dout) = (
+        randn(m, 1.0, &mut rng),
+        randn(m, 1.0, &mut rng),
+        randn(m, 1.0, &mut rng),
+        randn(m, 1.0, &mut rng),
+    );
     let (mut out, mut lse) = (vec![0.0; m], vec![0.0; d.b * d.nh * d.tq]);
     let (mut dq, mut dk, mut dv) = (vec![0.0; m], vec![0.0; m], vec![0.0; m]);
     let ms = median_ms(reps, || {
         attention_forward(&mut out, &mut lse, &q, &k, &v, None, true, d);
-        attention_backward(&mut dq, &mut dk, &mut dv, &dout, &out, &lse, &q, &k, &v, None, true, d);
+        attention_backward(
+            &mut dq, &mut dk, &mut dv, &dout, &out, &lse, &q, &k, &v, None, true, d,
+        );
     });
     // Model FLOPs: forward is 2 products (QKᵀ, PV), backward 5 (recomputed QKᵀ, dV, dP, dQ, dK),
     // each 2·Tq·Tk·HS multiply-adds per head, halved by the causal mask.
     let per_head = 2.0 * (d.tq * d.tk * d.hs) as f64 * 0.5;
     let flops = per_head * (d.b * d.nh) as f64 * 7.0;
-    rows.push(Row { name: "attention B8 H12 T128 d64 causal fwd+bwd".into(), ms, work: Work::Flops(flops) });
+    rows.push(Row {
+        name: "attention B8 H12 T128 d64 causal fwd+bwd".into(),
+        ms,
+        work: Work::Flops(flops),
+    });
 
     let c = 768;
     let x = randn(n * c, 1.0, &mut rng);
@@ -164,7 +199,11 @@ fn ours(reps: usize) -> Vec<Row> {
         layernorm_backward(&mut dx, &mut dg, &mut db, &dy, &x, &g, &mean, &rstd, n, c);
     });
     // Bytes: forward reads x, writes y; backward reads x, dy, writes dx (4 passes of N·C f32 + 1).
-    rows.push(Row { name: "layernorm 1024x768 fwd+bwd".into(), ms, work: Work::Bytes(5.0 * 4.0 * (n * c) as f64) });
+    rows.push(Row {
+        name: "layernorm 1024x768 fwd+bwd".into(),
+        ms,
+        work: Work::Bytes(5.0 * 4.0 * (n * c) as f64),
+    });
 
     let h = 3072;
     let x = randn(n * h, 1.0, &mut rng);
@@ -174,7 +213,11 @@ fn ours(reps: usize) -> Vec<Row> {
         gelu_forward(&mut y, &x);
         gelu_backward(&mut dx, &x, &dy);
     });
-    rows.push(Row { name: "gelu 1024x3072 fwd+bwd".into(), ms, work: Work::Bytes(5.0 * 4.0 * (n * h) as f64) });
+    rows.push(Row {
+        name: "gelu 1024x3072 fwd+bwd".into(),
+        ms,
+        work: Work::Bytes(5.0 * 4.0 * (n * h) as f64),
+    });
 
     let v = 50257;
     let logits0 = randn(n * v, 1.0, &mut rng);
@@ -188,7 +231,11 @@ fn ours(reps: usize) -> Vec<Row> {
         logits.copy_from_slice(&logits0);
         crossentropy_forward_backward(&mut logits, &mut losses, &targets, n, v, -100, 0.0, 1.0);
     }) - copy_ms;
-    rows.push(Row { name: "crossentropy 1024x50257 fwd+bwd".into(), ms, work: Work::Bytes(2.0 * 4.0 * (n * v) as f64) });
+    rows.push(Row {
+        name: "crossentropy 1024x50257 fwd+bwd".into(),
+        ms,
+        work: Work::Bytes(2.0 * 4.0 * (n * v) as f64),
+    });
     rows
 }
 
@@ -208,24 +255,42 @@ fn find_python(explicit: Option<PathBuf>) -> PathBuf {
     PathBuf::from("python3")
 }
 
-fn torch_times(python: &PathBuf, threads: usize, reps: usize) -> Result<HashMap<String, f64>, String> {
+fn torch_times(
+    python: &PathBuf,
+    threads: usize,
+    reps: usize,
+) -> Result<HashMap<String, f64>, String> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/kernels_torch.py");
     let output = Command::new(python)
         .arg(&script)
-        .args(["--threads", &threads.to_string(), "--reps", &reps.to_string()])
+        .args([
+            "--threads",
+            &threads.to_string(),
+            "--reps",
+            &reps.to_string(),
+        ])
         .output()
-        .map_err(|e| format!("could not run {}: {e} (pass --python PATH to a Python with PyTorch)", python.display()))?;
+        .map_err(|e| {
+            format!(
+                "could not run {}: {e} (pass --python PATH to a Python with PyTorch)",
+                python.display()
+            )
+        })?;
     if !output.status.success() {
         return Err(format!(
             "{} {} failed: {}",
             python.display(),
             script.display(),
-            String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or("")
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
         ));
     }
     let mut map = HashMap::new();
     for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("bad line from torch bench `{line}`: {e}"))?;
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| format!("bad line from torch bench `{line}`: {e}"))?;
         if let (Some(name), Some(ms)) = (v["name"].as_str(), v["median_ms"].as_f64()) {
             map.insert(name.to_string(), ms);
         }
@@ -235,7 +300,10 @@ fn torch_times(python: &PathBuf, threads: usize, reps: usize) -> Result<HashMap<
 
 fn kernels(args: KernelArgs) -> CliResult {
     let threads = gpt::threads::current();
-    println!("gpt bench kernels: {threads} threads, median of {} repetitions", args.reps);
+    println!(
+        "gpt bench kernels: {threads} threads, median of {} repetitions",
+        args.reps
+    );
     let rows = ours(args.reps);
     let torch = if args.vs_torch {
         let py = find_python(args.python);
@@ -243,7 +311,10 @@ fn kernels(args: KernelArgs) -> CliResult {
     } else {
         None
     };
-    println!("{:<44} {:>10} {:>14} {:>11} {:>9}", "operation", "ours ms", "rate", "torch ms", "ratio");
+    println!(
+        "{:<44} {:>10} {:>14} {:>11} {:>9}",
+        "operation", "ours ms", "rate", "torch ms", "ratio"
+    );
     for r in &rows {
         let rate = match r.work {
             Work::Flops(f) => format!("{:.1} GFLOP/s", f / r.ms / 1e6),
@@ -253,7 +324,10 @@ fn kernels(args: KernelArgs) -> CliResult {
             Some(&t) => (format!("{t:.3}"), format!("{:.2}x", t / r.ms)),
             None => ("-".into(), "-".into()),
         };
-        println!("{:<44} {:>10.3} {:>14} {:>11} {:>9}", r.name, r.ms, rate, tms, ratio);
+        println!(
+            "{:<44} {:>10.3} {:>14} {:>11} {:>9}",
+            r.name, r.ms, rate, tms, ratio
+        );
     }
     if torch.is_some() {
         println!("ratio = PyTorch time / our time (above 1: we are faster)");
@@ -275,7 +349,11 @@ fn preset_shape(name: &str) -> Option<(usize, usize, usize)> {
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
@@ -283,7 +361,8 @@ fn train_one(a: TrainOneArgs) -> CliResult {
     use gpt::kernels::adamw::clip_grad_norm;
     use gpt::model::{Gpt, GptConfig};
     use gpt::optim::{AdamW, AdamWConfig};
-    let (_, _, vocab) = preset_shape(&a.preset).ok_or_else(|| format!("unknown bench preset `{}`", a.preset))?;
+    let (_, _, vocab) =
+        preset_shape(&a.preset).ok_or_else(|| format!("unknown bench preset `{}`", a.preset))?;
     let mut cfg = GptConfig::preset(&a.preset, vocab)?;
     cfg.n_ctx = cfg.n_ctx.max(a.block_size);
     let mut rng = Rng::new(0);
@@ -296,7 +375,15 @@ fn train_one(a: TrainOneArgs) -> CliResult {
         let targets: Vec<i32> = (0..n).map(|_| rng.below(vocab as u64) as i32).collect();
         let t0 = Instant::now();
         model.params.zero_grad();
-        model.forward_backward(&ids, &targets, a.batch_size, a.block_size, 0.0, 1.0, &mut rng)?;
+        model.forward_backward(
+            &ids,
+            &targets,
+            a.batch_size,
+            a.block_size,
+            0.0,
+            1.0,
+            &mut rng,
+        )?;
         clip_grad_norm(&mut model.params.grad, 1.0);
         opt.update(&mut model.params, 6e-4);
         if s >= 2 {
@@ -313,9 +400,17 @@ fn train_one(a: TrainOneArgs) -> CliResult {
 }
 
 fn run_json(cmd: &mut Command) -> Result<serde_json::Value, String> {
-    let out = cmd.output().map_err(|e| format!("could not run {cmd:?}: {e}"))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("could not run {cmd:?}: {e}"))?;
     if !out.status.success() {
-        return Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")));
+        return Err(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().unwrap_or("");
@@ -335,19 +430,47 @@ fn train_bench(a: TrainBenchArgs) -> CliResult {
     println!("gpt bench train: {threads} threads, {} timed steps per preset; matmul peak {peak:.1} GFLOP/s (1024x768x3072, for MFU)", a.steps);
     println!(
         "{:<10} {:>10} {:>12} {:>7} {:>9} {:>12} {:>7} {:>9} {:>7}",
-        "preset", "B x T", "ours tok/s", "MFU", "ours MiB", "torch tok/s", "MFU", "torch MiB", "ratio"
+        "preset",
+        "B x T",
+        "ours tok/s",
+        "MFU",
+        "ours MiB",
+        "torch tok/s",
+        "MFU",
+        "torch MiB",
+        "ratio"
     );
     let exe = std::env::current_exe()?;
     let python = find_python(a.python.clone());
-    for preset in a.presets.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (b, t, vocab) = preset_shape(preset).ok_or_else(|| format!("unknown bench preset `{preset}` (tiny, char-baby, gpt2)"))?;
+    for preset in a
+        .presets
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let (b, t, vocab) = preset_shape(preset)
+            .ok_or_else(|| format!("unknown bench preset `{preset}` (tiny, char-baby, gpt2)"))?;
         let cfg = gpt::model::GptConfig::preset(preset, vocab)?;
         let n_params = cfg.num_params() - cfg.n_ctx * cfg.n_embd;
         let flops_per_token = 6.0 * n_params as f64 + 12.0 * (cfg.n_layer * cfg.n_embd * t) as f64;
         let ours = run_json(
             Command::new(&exe)
-                .args(["--threads", &threads.to_string(), "bench", "train-one", "--preset", preset])
-                .args(["--batch-size", &b.to_string(), "--block-size", &t.to_string(), "--steps", &a.steps.to_string()]),
+                .args([
+                    "--threads",
+                    &threads.to_string(),
+                    "bench",
+                    "train-one",
+                    "--preset",
+                    preset,
+                ])
+                .args([
+                    "--batch-size",
+                    &b.to_string(),
+                    "--block-size",
+                    &t.to_string(),
+                    "--steps",
+                    &a.steps.to_string(),
+                ]),
         )?;
         let ours_tps = ours["tokens_per_sec"].as_f64().unwrap_or(0.0);
         let mfu = |tps: f64| format!("{:.0}%", 100.0 * tps * flops_per_token / (peak * 1e9));
@@ -356,10 +479,30 @@ fn train_bench(a: TrainBenchArgs) -> CliResult {
             let v = run_json(
                 Command::new(&python)
                     .arg(&script)
-                    .args(["--vocab", &vocab.to_string(), "--n-layer", &cfg.n_layer.to_string()])
-                    .args(["--n-head", &cfg.n_head.to_string(), "--n-embd", &cfg.n_embd.to_string()])
-                    .args(["--block-size", &t.to_string(), "--batch-size", &b.to_string()])
-                    .args(["--dropout", &cfg.dropout.to_string(), "--steps", &a.steps.to_string()])
+                    .args([
+                        "--vocab",
+                        &vocab.to_string(),
+                        "--n-layer",
+                        &cfg.n_layer.to_string(),
+                    ])
+                    .args([
+                        "--n-head",
+                        &cfg.n_head.to_string(),
+                        "--n-embd",
+                        &cfg.n_embd.to_string(),
+                    ])
+                    .args([
+                        "--block-size",
+                        &t.to_string(),
+                        "--batch-size",
+                        &b.to_string(),
+                    ])
+                    .args([
+                        "--dropout",
+                        &cfg.dropout.to_string(),
+                        "--steps",
+                        &a.steps.to_string(),
+                    ])
                     .args(["--threads", &threads.to_string()]),
             )?;
             (v["tokens_per_sec"].as_f64(), v["peak_rss_mb"].as_f64())

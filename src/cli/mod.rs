@@ -13,7 +13,11 @@ pub type CliResult = std::result::Result<(), Box<dyn std::error::Error + Send + 
 
 /// Top-level command line.
 #[derive(Parser)]
-#[command(name = "gpt", version, about = "Train, load, generate and score GPT models on the CPU")]
+#[command(
+    name = "gpt",
+    version,
+    about = "Train, load, generate and score GPT models on the CPU"
+)]
 pub struct Cli {
     /// Worker threads for kernels (default: RAYON_NUM_THREADS, else all cores).
     #[arg(long, global = true)]
@@ -26,7 +30,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Train a GPT (no arguments: a small model on the bundled Shakespeare corpus).
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Turn text files, folders and JSONL into train/val token files.
     Prepare(prepare::PrepareArgs),
     /// Sample text from a trained model.
@@ -40,7 +44,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> CliResult {
     gpt::threads::init(cli.threads)?;
     match cli.command {
-        Command::Train(args) => train::run(args),
+        Command::Train(args) => train::run(*args),
         Command::Prepare(args) => prepare::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Bench(cmd) => bench::run(cmd),

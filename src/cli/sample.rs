@@ -36,7 +36,12 @@ pub struct SampleArgs {
 /// Runs `gpt sample`.
 pub fn run(args: SampleArgs) -> CliResult {
     let mut dir = args.model.clone();
-    if !dir.join(checkpoint::CONFIG_FILE).exists() && dir.join("checkpoint").join(checkpoint::CONFIG_FILE).exists() {
+    if !dir.join(checkpoint::CONFIG_FILE).exists()
+        && dir
+            .join("checkpoint")
+            .join(checkpoint::CONFIG_FILE)
+            .exists()
+    {
         dir = dir.join("checkpoint");
     }
     let mut model = checkpoint::load(&dir)?;
@@ -52,9 +57,18 @@ pub fn run(args: SampleArgs) -> CliResult {
     }
     let ids = tok.encode(&args.prompt, true)?;
     if ids.len() > model.config.n_ctx {
-        return Err(format!("the prompt is {} tokens, over the model's context of {}", ids.len(), model.config.n_ctx).into());
+        return Err(format!(
+            "the prompt is {} tokens, over the model's context of {}",
+            ids.len(),
+            model.config.n_ctx
+        )
+        .into());
     }
-    let cfg = SampleConfig { max_new_tokens: args.max_new_tokens, temperature: args.temperature, top_k: args.top_k };
+    let cfg = SampleConfig {
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        top_k: args.top_k,
+    };
     let mut rng = Rng::new(args.seed);
     let mut out = std::io::stdout();
     let _ = write!(out, "{}", args.prompt);

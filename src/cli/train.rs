@@ -93,7 +93,23 @@ pub fn resolve(args: &TrainArgs) -> Result<TrainConfig, gpt::Error> {
     macro_rules! set {
         ($($field:ident),*) => { $( if let Some(v) = args.$field.clone() { c.$field = v; } )* };
     }
-    set!(preset, tokenizer, out, max_steps, batch_size, block_size, grad_accum, lr, warmup_steps, beta2, seed, eval_interval, eval_iters, ckpt_interval, sample_tokens);
+    set!(
+        preset,
+        tokenizer,
+        out,
+        max_steps,
+        batch_size,
+        block_size,
+        grad_accum,
+        lr,
+        warmup_steps,
+        beta2,
+        seed,
+        eval_interval,
+        eval_iters,
+        ckpt_interval,
+        sample_tokens
+    );
     if args.data.is_some() {
         c.data = args.data.clone();
     }
@@ -123,9 +139,17 @@ pub fn run(args: TrainArgs) -> CliResult {
         if f2.swap(true, Ordering::SeqCst) {
             std::process::exit(130);
         }
-        eprintln!("\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to quit now)");
+        eprintln!(
+            "\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to quit now)"
+        );
     });
-    let opts = TrainOptions { json: args.json, resume: args.resume, quiet: false, stop_at: args.stop_at_step, interrupt: Some(flag) };
+    let opts = TrainOptions {
+        json: args.json,
+        resume: args.resume,
+        quiet: false,
+        stop_at: args.stop_at_step,
+        interrupt: Some(flag),
+    };
     train(&cfg, &opts)?;
     Ok(())
 }

@@ -38,7 +38,11 @@ impl BatchSampler {
                 block_size
             )));
         }
-        Ok(BatchSampler { rng: Rng::new(seed), batch_size, block_size })
+        Ok(BatchSampler {
+            rng: Rng::new(seed),
+            batch_size,
+            block_size,
+        })
     }
 
     /// Fills `batch` with the next random windows.
@@ -52,7 +56,10 @@ impl BatchSampler {
             let s = self.rng.below(starts) as usize;
             data.read(s, &mut window);
             batch.ids[r * t..(r + 1) * t].copy_from_slice(&window[..t]);
-            for (dst, &y) in batch.targets[r * t..(r + 1) * t].iter_mut().zip(&window[1..]) {
+            for (dst, &y) in batch.targets[r * t..(r + 1) * t]
+                .iter_mut()
+                .zip(&window[1..])
+            {
                 *dst = y as i32;
             }
         }

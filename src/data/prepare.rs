@@ -32,7 +32,10 @@ pub struct PrepareStats {
 }
 
 fn io(path: &Path, e: std::io::Error) -> Error {
-    Error::Io { path: path.to_path_buf(), source: e }
+    Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    }
 }
 
 /// Reads a file as UTF-8, naming the file and byte offset if it is not.
@@ -61,8 +64,9 @@ pub fn read_documents(inputs: &[PathBuf]) -> Result<Vec<String>> {
                 if line.trim().is_empty() {
                     continue;
                 }
-                let v: serde_json::Value = serde_json::from_str(line)
-                    .map_err(|e| Error::Msg(format!("{}:{}: invalid JSON: {e}", f.display(), i + 1)))?;
+                let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+                    Error::Msg(format!("{}:{}: invalid JSON: {e}", f.display(), i + 1))
+                })?;
                 let t = v.get("text").and_then(|t| t.as_str()).ok_or_else(|| {
                     Error::Msg(format!("{}:{}: no string field `text`", f.display(), i + 1))
                 })?;
@@ -87,7 +91,10 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
         .map_err(|e| io(path, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .collect();
     entries.sort();
     for e in entries {
@@ -114,8 +121,13 @@ pub fn tokenizer_for(spec: &str, docs: &[String]) -> Result<AnyTokenizer> {
 pub fn save_tokenizer(tok: &AnyTokenizer, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     match tok {
-        AnyTokenizer::Bpe(t) => t.save(dir).map(|_| ()).map_err(|e| Error::Msg(e.to_string())),
-        AnyTokenizer::Char(t) => t.save(&dir.join(CHAR_TOKENIZER_FILE)).map_err(|e| Error::Msg(e.to_string())),
+        AnyTokenizer::Bpe(t) => t
+            .save(dir)
+            .map(|_| ())
+            .map_err(|e| Error::Msg(e.to_string())),
+        AnyTokenizer::Char(t) => t
+            .save(&dir.join(CHAR_TOKENIZER_FILE))
+            .map_err(|e| Error::Msg(e.to_string())),
     }
 }
 
@@ -126,30 +138,52 @@ pub const CHAR_TOKENIZER_FILE: &str = "tokenizer_char.json";
 pub fn load_tokenizer(dir: &Path) -> Result<AnyTokenizer> {
     let char_file = dir.join(CHAR_TOKENIZER_FILE);
     if char_file.exists() {
-        return CharTokenizer::load(&char_file).map(AnyTokenizer::Char).map_err(|e| Error::Msg(e.to_string()));
+        return CharTokenizer::load(&char_file)
+            .map(AnyTokenizer::Char)
+            .map_err(|e| Error::Msg(e.to_string()));
     }
-    AnyTokenizer::load(&dir.to_string_lossy()).map_err(|e| Error::Msg(format!("{}: {e}", dir.display())))
+    AnyTokenizer::load(&dir.to_string_lossy())
+        .map_err(|e| Error::Msg(format!("{}: {e}", dir.display())))
 }
 
 /// Encodes `docs` and writes `train.bin`, `val.bin`, the tokenizer and `prepare.json` to `out`.
-pub fn prepare(docs: &[String], tok: &AnyTokenizer, out: &Path, val_fraction: f32, seed: u64) -> Result<PrepareStats> {
+pub fn prepare(
+    docs: &[String],
+    tok: &AnyTokenizer,
+    out: &Path,
+    val_fraction: f32,
+    seed: u64,
+) -> Result<PrepareStats> {
     let (sep_ids, kind) = match tok {
         AnyTokenizer::Bpe(t) => {
-            let eot = t.special_id(ENDOFTEXT).map(|id| vec![id]).unwrap_or_default();
+            let eot = t
+                .special_id(ENDOFTEXT)
+                .map(|id| vec![id])
+                .unwrap_or_default();
             (eot, "bpe")
         }
-        AnyTokenizer::Char(_) => (tok.encode("\n\n", false).map_err(|e| Error::Msg(e.to_string()))?, "char"),
+        AnyTokenizer::Char(_) => (
+            tok.encode("\n\n", false)
+                .map_err(|e| Error::Msg(e.to_string()))?,
+            "char",
+        ),
     };
     let encoded: Vec<Vec<u32>> = {
         use rayon::prelude::*;
-        docs.par_iter().map(|d| tok.encode(d, false).map_err(|e| Error::Msg(e.to_string()))).collect::<Result<_>>()?
+        docs.par_iter()
+            .map(|d| tok.encode(d, false).map_err(|e| Error::Msg(e.to_string())))
+            .collect::<Result<_>>()?
     };
     let mut train = Vec::new();
     let mut val = Vec::new();
     if docs.len() >= MIN_DOCS_FOR_DOC_SPLIT {
         let mut rng = Rng::new(seed);
         for ids in &encoded {
-            let dst = if (rng.uniform() as f32) < val_fraction { &mut val } else { &mut train };
+            let dst = if rng.uniform() < val_fraction {
+                &mut val
+            } else {
+                &mut train
+            };
             dst.extend_from_slice(ids);
             dst.extend_from_slice(&sep_ids);
         }

@@ -48,12 +48,26 @@ pub struct TokenFile {
 impl TokenFile {
     /// Opens and validates a token file.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+        let file = std::fs::File::open(path).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
         // SAFETY: mapped read-only; the trainer never writes token files while they are mapped.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
-        let bad = |why: String| Error::Msg(format!("{}: bad token file header: {why} (re-run `gpt prepare`)", path.display()));
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let bad = |why: String| {
+            Error::Msg(format!(
+                "{}: bad token file header: {why} (re-run `gpt prepare`)",
+                path.display()
+            ))
+        };
         if map.len() < HEADER {
-            return Err(bad(format!("file is {} bytes, shorter than the {HEADER}-byte header", map.len())));
+            return Err(bad(format!(
+                "file is {} bytes, shorter than the {HEADER}-byte header",
+                map.len()
+            )));
         }
         if &map[..8] != MAGIC {
             return Err(bad("wrong magic".into()));
@@ -61,7 +75,9 @@ impl TokenFile {
         let u32_at = |i: usize| u32::from_le_bytes([map[i], map[i + 1], map[i + 2], map[i + 3]]);
         let version = u32_at(8);
         if version != VERSION {
-            return Err(bad(format!("version {version}, this build reads {VERSION}")));
+            return Err(bad(format!(
+                "version {version}, this build reads {VERSION}"
+            )));
         }
         let width = u32_at(12) as usize;
         if width != 2 && width != 4 {
@@ -71,9 +87,17 @@ impl TokenFile {
         c.copy_from_slice(&map[16..24]);
         let len = u64::from_le_bytes(c) as usize;
         if map.len() != HEADER + len * width {
-            return Err(bad(format!("header says {len} tokens but the file holds {} bytes of tokens", map.len() - HEADER)));
+            return Err(bad(format!(
+                "header says {len} tokens but the file holds {} bytes of tokens",
+                map.len() - HEADER
+            )));
         }
-        Ok(TokenFile { path: path.to_path_buf(), map, width, len })
+        Ok(TokenFile {
+            path: path.to_path_buf(),
+            map,
+            width,
+            len,
+        })
     }
 
     /// Number of tokens.
@@ -141,7 +165,11 @@ mod tests {
         let mut bytes = encode_token_file(&[1, 2, 3], 10);
         bytes.truncate(bytes.len() - 1);
         std::fs::write(&p, &bytes).unwrap();
-        assert!(TokenFile::open(&p).err().unwrap().to_string().contains("3 tokens"));
+        assert!(TokenFile::open(&p)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("3 tokens"));
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -333,7 +333,17 @@ pub fn linear_backward(
     check_len("linear_backward", "dweight", dweight.len(), ic * oc);
     if let Some(dinp) = dinp {
         // dinp (N×IC) += dout (N×OC) · W as (OC×IC): OutIn stores exactly that; InOut is its transpose.
-        matmul(dinp, dout, weight, n, oc, ic, false, layout == WeightLayout::InOut, true);
+        matmul(
+            dinp,
+            dout,
+            weight,
+            n,
+            oc,
+            ic,
+            false,
+            layout == WeightLayout::InOut,
+            true,
+        );
     }
     match layout {
         // dW (OC×IC) += doutᵀ (OC×N) · inp (N×IC)
@@ -418,15 +428,18 @@ pub fn linear_backward_naive(
     if let Some(dinp) = dinp {
         for r in 0..n {
             for i in 0..ic {
-                let s: f64 =
-                    (0..oc).map(|o| dout[r * oc + o] as f64 * weight[widx(o, i)] as f64).sum();
+                let s: f64 = (0..oc)
+                    .map(|o| dout[r * oc + o] as f64 * weight[widx(o, i)] as f64)
+                    .sum();
                 dinp[r * ic + i] += s as f32;
             }
         }
     }
     for o in 0..oc {
         for i in 0..ic {
-            let s: f64 = (0..n).map(|r| dout[r * oc + o] as f64 * inp[r * ic + i] as f64).sum();
+            let s: f64 = (0..n)
+                .map(|r| dout[r * oc + o] as f64 * inp[r * ic + i] as f64)
+                .sum();
             dweight[widx(o, i)] += s as f32;
         }
     }
@@ -450,14 +463,23 @@ mod tests {
 
     fn close(a: &[f32], b: &[f32], tol: f32) {
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "index {i}: {x} vs {y}");
+            assert!(
+                (x - y).abs() <= tol * (1.0 + y.abs()),
+                "index {i}: {x} vs {y}"
+            );
         }
     }
 
     #[test]
     fn matmul_all_layouts_match_naive() {
         let mut rng = Rng::new(1);
-        for &(m, k, n) in &[(1, 13, 7), (7, 13, 5), (33, 65, 129), (130, 70, 260), (1, 300, 1000)] {
+        for &(m, k, n) in &[
+            (1, 13, 7),
+            (7, 13, 5),
+            (33, 65, 129),
+            (130, 70, 260),
+            (1, 300, 1000),
+        ] {
             for ta in [false, true] {
                 for tb in [false, true] {
                     for acc in [false, true] {
@@ -508,10 +530,31 @@ mod tests {
             close(&y, &y_ref, 1e-5);
 
             let (mut dx, mut dw, mut db) = (vec![0.0; n * ic], vec![0.0; ic * oc], vec![0.0; oc]);
-            linear_backward(Some(&mut dx), &mut dw, Some(&mut db), &dout, &x, &w, n, ic, oc, layout);
-            let (mut dx2, mut dw2, mut db2) = (vec![0.0; n * ic], vec![0.0; ic * oc], vec![0.0; oc]);
+            linear_backward(
+                Some(&mut dx),
+                &mut dw,
+                Some(&mut db),
+                &dout,
+                &x,
+                &w,
+                n,
+                ic,
+                oc,
+                layout,
+            );
+            let (mut dx2, mut dw2, mut db2) =
+                (vec![0.0; n * ic], vec![0.0; ic * oc], vec![0.0; oc]);
             linear_backward_naive(
-                Some(&mut dx2), &mut dw2, Some(&mut db2), &dout, &x, &w, n, ic, oc, layout,
+                Some(&mut dx2),
+                &mut dw2,
+                Some(&mut db2),
+                &dout,
+                &x,
+                &w,
+                n,
+                ic,
+                oc,
+                layout,
             );
             close(&dx, &dx2, 1e-5);
             close(&dw, &dw2, 1e-5);
@@ -521,7 +564,10 @@ mod tests {
             let loss = |x: &[f32], w: &[f32], b: &[f32]| -> f64 {
                 let mut y = vec![0.0; n * oc];
                 linear_forward_naive(&mut y, x, w, Some(b), n, ic, oc, layout);
-                y.iter().zip(&dout).map(|(a, g)| *a as f64 * *g as f64).sum()
+                y.iter()
+                    .zip(&dout)
+                    .map(|(a, g)| *a as f64 * *g as f64)
+                    .sum()
             };
             let h = 1e-2f32;
             for idx in [0, 17, ic * oc - 1] {
@@ -529,14 +575,22 @@ mod tests {
                 wp[idx] += h;
                 wm[idx] -= h;
                 let fd = (loss(&x, &wp, &b) - loss(&x, &wm, &b)) / (2.0 * h as f64);
-                assert!((fd - dw[idx] as f64).abs() < 1e-3 * (1.0 + fd.abs()), "dw {fd} vs {}", dw[idx]);
+                assert!(
+                    (fd - dw[idx] as f64).abs() < 1e-3 * (1.0 + fd.abs()),
+                    "dw {fd} vs {}",
+                    dw[idx]
+                );
             }
             for idx in [0, 40, n * ic - 1] {
                 let (mut xp, mut xm) = (x.clone(), x.clone());
                 xp[idx] += h;
                 xm[idx] -= h;
                 let fd = (loss(&xp, &w, &b) - loss(&xm, &w, &b)) / (2.0 * h as f64);
-                assert!((fd - dx[idx] as f64).abs() < 1e-3 * (1.0 + fd.abs()), "dx {fd} vs {}", dx[idx]);
+                assert!(
+                    (fd - dx[idx] as f64).abs() < 1e-3 * (1.0 + fd.abs()),
+                    "dx {fd} vs {}",
+                    dx[idx]
+                );
             }
         }
     }

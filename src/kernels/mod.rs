@@ -33,7 +33,10 @@ pub mod softmax;
 #[inline]
 #[track_caller]
 pub fn check_len(op: &str, buffer: &str, got: usize, want: usize) {
-    assert!(got == want, "{op}: buffer `{buffer}` has {got} elements, expected {want}");
+    assert!(
+        got == want,
+        "{op}: buffer `{buffer}` has {got} elements, expected {want}"
+    );
 }
 
 /// Row-chunk size that gives each rayon thread a few chunks of at least `min_work` elements.

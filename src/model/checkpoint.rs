@@ -27,14 +27,23 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
 
 fn io_err(path: &Path, source: std::io::Error) -> Error {
-    Error::Io { path: path.to_path_buf(), source }
+    Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(|e| io_err(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
@@ -83,10 +92,16 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<GptConfig> {
     }
     let model_type = v.get("model_type").and_then(Value::as_str).unwrap_or("");
     if model_type != "gpt2" {
-        return Err(bad("model_type", &format!("`{model_type}` is not a GPT-2 model (expected \"gpt2\")")));
+        return Err(bad(
+            "model_type",
+            &format!("`{model_type}` is not a GPT-2 model (expected \"gpt2\")"),
+        ));
     }
     let get = |k: &str| -> Result<usize> {
-        v.get(k).and_then(Value::as_u64).map(|x| x as usize).ok_or_else(|| bad(k, "missing or not an integer"))
+        v.get(k)
+            .and_then(Value::as_u64)
+            .map(|x| x as usize)
+            .ok_or_else(|| bad(k, "missing or not an integer"))
     };
     let n_embd = get("n_embd")?;
     if let Some(inner) = v.get("n_inner").and_then(Value::as_u64) {
@@ -94,11 +109,19 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<GptConfig> {
             return Err(bad("n_inner", "only n_inner = 4·n_embd is supported"));
         }
     }
-    let act = v.get("activation_function").and_then(Value::as_str).unwrap_or("gelu_new");
+    let act = v
+        .get("activation_function")
+        .and_then(Value::as_str)
+        .unwrap_or("gelu_new");
     let activation = match act {
         "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::Gelu,
         "relu" => Activation::Relu,
-        other => return Err(bad("activation_function", &format!("`{other}` is not supported (gelu_new, relu)"))),
+        other => {
+            return Err(bad(
+                "activation_function",
+                &format!("`{other}` is not supported (gelu_new, relu)"),
+            ))
+        }
     };
     let cfg = GptConfig {
         vocab_size: get("vocab_size")?,
@@ -111,7 +134,10 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<GptConfig> {
         norm: NormPlacement::Pre,
         positions: Positions::Learned,
         activation,
-        ln_eps: v.get("layer_norm_epsilon").and_then(Value::as_f64).unwrap_or(1e-5) as f32,
+        ln_eps: v
+            .get("layer_norm_epsilon")
+            .and_then(Value::as_f64)
+            .unwrap_or(1e-5) as f32,
     };
     cfg.validate()?;
     Ok(cfg)
@@ -148,7 +174,8 @@ pub fn weights_bytes(model: &Gpt, metadata: Option<HashMap<String, String>>) -> 
 pub fn save(model: &Gpt, dir: &Path, metadata: Option<HashMap<String, String>>) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
     write_atomic(&dir.join(WEIGHTS_FILE), &weights_bytes(model, metadata)?)?;
-    let cfg = serde_json::to_vec_pretty(&hf_config(&model.config)).map_err(|e| Error::Msg(e.to_string()))?;
+    let cfg = serde_json::to_vec_pretty(&hf_config(&model.config))
+        .map_err(|e| Error::Msg(e.to_string()))?;
     write_atomic(&dir.join(CONFIG_FILE), &cfg)
 }
 
@@ -156,8 +183,10 @@ pub fn save(model: &Gpt, dir: &Path, metadata: Option<HashMap<String, String>>) 
 pub fn load_config(dir: &Path) -> Result<GptConfig> {
     let path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
-    let v: Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Config { field: path.display().to_string(), reason: e.to_string() })?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| Error::Config {
+        field: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
     config_from_hf(&v, &path)
 }
 
@@ -165,9 +194,18 @@ pub fn load_config(dir: &Path) -> Result<GptConfig> {
 fn to_f32(view: &TensorView, name: &str, path: &Path) -> Result<Vec<f32>> {
     let raw = view.data();
     Ok(match view.dtype() {
-        Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        Dtype::F16 => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        Dtype::BF16 => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::F32 => raw
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => raw
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => raw
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
         d => {
             return Err(Error::Msg(format!(
                 "{}: tensor `{name}` has dtype {d:?}; supported: F32, F16, BF16",
@@ -191,8 +229,12 @@ pub fn load_weights(model: &mut Gpt, path: &PathBuf) -> Result<()> {
     // SAFETY: the file is opened read-only and not modified while mapped by this process;
     // concurrent external truncation is the same hazard every mmap-based loader accepts.
     let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io_err(path, e))?;
-    let st = SafeTensors::deserialize(&mmap)
-        .map_err(|e| Error::Msg(format!("{}: not a valid safetensors file: {e}", path.display())))?;
+    let st = SafeTensors::deserialize(&mmap).map_err(|e| {
+        Error::Msg(format!(
+            "{}: not a valid safetensors file: {e}",
+            path.display()
+        ))
+    })?;
     let by_name: HashMap<String, TensorView> = st.tensors().into_iter().collect();
     let entries = model.layout().entries().to_vec();
     for e in entries {
@@ -200,7 +242,9 @@ pub fn load_weights(model: &mut Gpt, path: &PathBuf) -> Result<()> {
         let view = by_name
             .get(&prefixed)
             .or_else(|| by_name.get(&e.name))
-            .ok_or_else(|| Error::Msg(format!("{}: missing tensor `{}`", path.display(), e.name)))?;
+            .ok_or_else(|| {
+                Error::Msg(format!("{}: missing tensor `{}`", path.display(), e.name))
+            })?;
         if view.shape() != e.shape.as_slice() {
             return Err(Error::shape(
                 "load_weights",

@@ -62,7 +62,10 @@ impl GptConfig {
 
     /// GPT-1: 12 layers, 768 wide, 12 heads, context 512, post-LN, BPE vocabulary of 40,478.
     pub fn gpt1() -> Self {
-        GptConfig { norm: NormPlacement::Post, ..Self::base(40478, 512, 12, 12, 768) }
+        GptConfig {
+            norm: NormPlacement::Post,
+            ..Self::base(40478, 512, 12, 12, 768)
+        }
     }
 
     /// GPT-2 small (124M).
@@ -87,12 +90,18 @@ impl GptConfig {
 
     /// nanoGPT's shakespeare-char setting: 6 layers, 6 heads, 384 wide, context 256.
     pub fn char_baby(vocab_size: usize) -> Self {
-        GptConfig { dropout: 0.2, ..Self::base(vocab_size, 256, 6, 6, 384) }
+        GptConfig {
+            dropout: 0.2,
+            ..Self::base(vocab_size, 256, 6, 6, 384)
+        }
     }
 
     /// A tiny model for CPU smoke runs: 4 layers, 4 heads, 128 wide, context 128.
     pub fn tiny(vocab_size: usize) -> Self {
-        GptConfig { dropout: 0.0, ..Self::base(vocab_size, 128, 4, 4, 128) }
+        GptConfig {
+            dropout: 0.0,
+            ..Self::base(vocab_size, 128, 4, 4, 128)
+        }
     }
 
     /// A preset by name (`gpt1`, `gpt2`, `gpt2-medium`, `gpt2-large`, `gpt2-xl`, `char-baby`,
@@ -119,7 +128,12 @@ impl GptConfig {
 
     /// Checks the invariants the model relies on.
     pub fn validate(&self) -> Result<()> {
-        let bad = |field: &str, reason: String| Err(Error::Config { field: field.into(), reason });
+        let bad = |field: &str, reason: String| {
+            Err(Error::Config {
+                field: field.into(),
+                reason,
+            })
+        };
         if self.vocab_size == 0 {
             return bad("vocab_size", "must be positive".into());
         }
@@ -133,7 +147,7 @@ impl GptConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad("dropout", format!("{} is not in [0, 1)", self.dropout));
         }
-        if self.positions == Positions::Sinusoidal && self.n_embd % 2 != 0 {
+        if self.positions == Positions::Sinusoidal && !self.n_embd.is_multiple_of(2) {
             return bad("n_embd", "sinusoidal positions need an even width".into());
         }
         Ok(())
@@ -143,9 +157,25 @@ impl GptConfig {
     pub fn num_params(&self) -> usize {
         let (v, t, l, c) = (self.vocab_size, self.n_ctx, self.n_layer, self.n_embd);
         let b = usize::from(self.bias);
-        let wpe = if self.positions == Positions::Learned { t * c } else { 0 };
-        let block = 2 * 2 * c + c * 3 * c + b * 3 * c + c * c + b * c + c * 4 * c + b * 4 * c + 4 * c * c + b * c;
-        let ln_f = if self.norm == NormPlacement::Pre { 2 * c } else { 0 };
+        let wpe = if self.positions == Positions::Learned {
+            t * c
+        } else {
+            0
+        };
+        let block = 2 * 2 * c
+            + c * 3 * c
+            + b * 3 * c
+            + c * c
+            + b * c
+            + c * 4 * c
+            + b * 4 * c
+            + 4 * c * c
+            + b * c;
+        let ln_f = if self.norm == NormPlacement::Pre {
+            2 * c
+        } else {
+            0
+        };
         v * c + wpe + l * block + ln_f
     }
 }
@@ -157,7 +187,10 @@ mod tests {
     #[test]
     fn gpt2_small_has_124m_parameters() {
         assert_eq!(GptConfig::gpt2().num_params(), 124_439_808);
-        assert!(GptConfig::preset("nope", 65).unwrap_err().to_string().contains("valid:"));
+        assert!(GptConfig::preset("nope", 65)
+            .unwrap_err()
+            .to_string()
+            .contains("valid:"));
         let mut c = GptConfig::tiny(65);
         c.n_head = 3;
         assert!(c.validate().unwrap_err().to_string().contains("divisible"));

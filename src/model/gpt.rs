@@ -63,9 +63,16 @@ impl Gpt {
         config.validate()?;
         let c = config.n_embd;
         let mut layout = ParamLayout::new();
-        let wte = layout.add("wte.weight", &[config.vocab_size, c], true, Init::Normal(0.02))?;
+        let wte = layout.add(
+            "wte.weight",
+            &[config.vocab_size, c],
+            true,
+            Init::Normal(0.02),
+        )?;
         let wpe = match config.positions {
-            Positions::Learned => Some(layout.add("wpe.weight", &[config.n_ctx, c], true, Init::Normal(0.02))?),
+            Positions::Learned => {
+                Some(layout.add("wpe.weight", &[config.n_ctx, c], true, Init::Normal(0.02))?)
+            }
             Positions::Sinusoidal => None,
         };
         let bcfg = BlockConfig {
@@ -122,26 +129,50 @@ impl Gpt {
 
     fn check_inputs(&self, ids: &[u32], b: usize, t: usize) -> Result<()> {
         if t == 0 || b == 0 {
-            return Err(Error::shape("Gpt::forward", format!("(B, T) = ({b}, {t})"), "B > 0 and T > 0"));
+            return Err(Error::shape(
+                "Gpt::forward",
+                format!("(B, T) = ({b}, {t})"),
+                "B > 0 and T > 0",
+            ));
         }
         if t > self.config.n_ctx {
             return Err(Error::Config {
                 field: "block_size".into(),
-                reason: format!("sequence length {t} exceeds the context n_ctx = {}", self.config.n_ctx),
+                reason: format!(
+                    "sequence length {t} exceeds the context n_ctx = {}",
+                    self.config.n_ctx
+                ),
             });
         }
         if ids.len() != b * t {
-            return Err(Error::shape("Gpt::forward", format!("ids of length {}", ids.len()), format!("(B, T) = ({b}, {t})")));
+            return Err(Error::shape(
+                "Gpt::forward",
+                format!("ids of length {}", ids.len()),
+                format!("(B, T) = ({b}, {t})"),
+            ));
         }
-        if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.config.vocab_size) {
-            return Err(Error::TokenOutOfRange { id: id as usize, vocab_size: self.config.vocab_size });
+        if let Some(&id) = ids
+            .iter()
+            .find(|&&id| id as usize >= self.config.vocab_size)
+        {
+            return Err(Error::TokenOutOfRange {
+                id: id as usize,
+                vocab_size: self.config.vocab_size,
+            });
         }
         Ok(())
     }
 
     /// Runs the model on `ids (B, T)`, leaving logits `(B, T, V)` in [`Gpt::logits`]. In training
     /// mode dropout is active and activations are kept for [`Gpt::forward_backward`].
-    pub fn forward(&mut self, ids: &[u32], b: usize, t: usize, train: bool, rng: &mut Rng) -> Result<()> {
+    pub fn forward(
+        &mut self,
+        ids: &[u32],
+        b: usize,
+        t: usize,
+        train: bool,
+        rng: &mut Rng,
+    ) -> Result<()> {
         self.check_inputs(ids, b, t)?;
         let (c, v) = (self.config.n_embd, self.config.vocab_size);
         let n = b * t;
@@ -170,8 +201,18 @@ impl Gpt {
         self.emb_drop.forward_inplace(&mut self.emb, train, rng);
         for l in 0..self.blocks.len() {
             let (prev, rest) = self.blocks.split_at_mut(l);
-            let x = if l == 0 { &self.emb[..] } else { prev[l - 1].output() };
-            let inp = BlockInput { x, b, t, key_mask: None, memory: None };
+            let x = if l == 0 {
+                &self.emb[..]
+            } else {
+                prev[l - 1].output()
+            };
+            let inp = BlockInput {
+                x,
+                b,
+                t,
+                key_mask: None,
+                memory: None,
+            };
             rest[0].forward(p, &inp, train, rng);
         }
         let last = self.blocks.last().map_or(&self.emb[..], |blk| blk.output());
@@ -183,17 +224,36 @@ impl Gpt {
             None => last,
         };
         self.logits.resize(n * v, 0.0);
-        linear_forward(&mut self.logits, x, self.wte.of(p), None, n, c, v, WeightLayout::OutIn);
+        linear_forward(
+            &mut self.logits,
+            x,
+            self.wte.of(p),
+            None,
+            n,
+            c,
+            v,
+            WeightLayout::OutIn,
+        );
         Ok(())
     }
 
     fn check_targets(&self, targets: &[i32]) -> Result<()> {
         let n = self.b * self.t;
         if targets.len() != n {
-            return Err(Error::shape("Gpt::loss", format!("targets of length {}", targets.len()), format!("B·T = {n}")));
+            return Err(Error::shape(
+                "Gpt::loss",
+                format!("targets of length {}", targets.len()),
+                format!("B·T = {n}"),
+            ));
         }
-        if let Some(&bad) = targets.iter().find(|&&y| y != IGNORE_INDEX && (y < 0 || y as usize >= self.config.vocab_size)) {
-            return Err(Error::TokenOutOfRange { id: bad.max(0) as usize, vocab_size: self.config.vocab_size });
+        if let Some(&bad) = targets
+            .iter()
+            .find(|&&y| y != IGNORE_INDEX && (y < 0 || y as usize >= self.config.vocab_size))
+        {
+            return Err(Error::TokenOutOfRange {
+                id: bad.max(0) as usize,
+                vocab_size: self.config.vocab_size,
+            });
         }
         Ok(())
     }
@@ -204,7 +264,15 @@ impl Gpt {
         self.check_targets(targets)?;
         let n = self.b * self.t;
         self.losses.resize(n, 0.0);
-        Ok(crossentropy_forward(&mut self.losses, &self.logits, targets, n, self.config.vocab_size, IGNORE_INDEX, 0.0))
+        Ok(crossentropy_forward(
+            &mut self.losses,
+            &self.logits,
+            targets,
+            n,
+            self.config.vocab_size,
+            IGNORE_INDEX,
+            0.0,
+        ))
     }
 
     /// One training pass: forward in training mode, fused cross-entropy, and backward,
@@ -252,7 +320,18 @@ impl Gpt {
         // LM head tied to wte: logits = x · wteᵀ.
         let last = self.blocks.last().map_or(&self.emb[..], |blk| blk.output());
         let x_head = self.ln_f.as_ref().map_or(last, |ln| &ln.out[..]);
-        linear_backward(Some(&mut self.dy), self.wte.of_mut(g), None, &self.logits, x_head, self.wte.of(p), n, c, v, WeightLayout::OutIn);
+        linear_backward(
+            Some(&mut self.dy),
+            self.wte.of_mut(g),
+            None,
+            &self.logits,
+            x_head,
+            self.wte.of(p),
+            n,
+            c,
+            v,
+            WeightLayout::OutIn,
+        );
         if let Some(ln) = &self.ln_f {
             self.dx.clear();
             self.dx.resize(n * c, 0.0);
@@ -263,8 +342,18 @@ impl Gpt {
             self.dx.clear();
             self.dx.resize(n * c, 0.0);
             let (prev, rest) = self.blocks.split_at_mut(l);
-            let x = if l == 0 { &self.emb[..] } else { prev[l - 1].output() };
-            let inp = BlockInput { x, b, t, key_mask: None, memory: None };
+            let x = if l == 0 {
+                &self.emb[..]
+            } else {
+                prev[l - 1].output()
+            };
+            let inp = BlockInput {
+                x,
+                b,
+                t,
+                key_mask: None,
+                memory: None,
+            };
             rest[0].backward(p, g, &inp, &self.dy, &mut self.dx, None);
             std::mem::swap(&mut self.dx, &mut self.dy);
         }
@@ -272,7 +361,14 @@ impl Gpt {
         self.emb_drop.backward_inplace(&mut self.dy);
         embedding_backward(self.wte.of_mut(g), &self.dy, &self.ids, n, c, v);
         if let Some(wpe) = self.wpe {
-            embedding_backward(wpe.of_mut(g), &self.dy, &self.pos_ids, n, c, self.config.n_ctx);
+            embedding_backward(
+                wpe.of_mut(g),
+                &self.dy,
+                &self.pos_ids,
+                n,
+                c,
+                self.config.n_ctx,
+            );
         }
     }
 }

@@ -19,7 +19,17 @@ pub struct SampleConfig {
 /// Picks a token from `logits` (length V) per `cfg`.
 pub fn pick(logits: &[f32], cfg: &SampleConfig, rng: &mut Rng) -> u32 {
     let argmax = || {
-        logits.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |best, (i, &x)| if x > best.1 { (i, x) } else { best }).0 as u32
+        logits
+            .iter()
+            .enumerate()
+            .fold((0usize, f32::NEG_INFINITY), |best, (i, &x)| {
+                if x > best.1 {
+                    (i, x)
+                } else {
+                    best
+                }
+            })
+            .0 as u32
     };
     if cfg.temperature <= 0.0 {
         return argmax();
@@ -29,8 +39,14 @@ pub fn pick(logits: &[f32], cfg: &SampleConfig, rng: &mut Rng) -> u32 {
         idx.select_nth_unstable_by(cfg.top_k - 1, |&a, &b| logits[b].total_cmp(&logits[a]));
         idx.truncate(cfg.top_k);
     }
-    let max = idx.iter().map(|&i| logits[i]).fold(f32::NEG_INFINITY, f32::max);
-    let weights: Vec<f64> = idx.iter().map(|&i| (((logits[i] - max) / cfg.temperature) as f64).exp()).collect();
+    let max = idx
+        .iter()
+        .map(|&i| logits[i])
+        .fold(f32::NEG_INFINITY, f32::max);
+    let weights: Vec<f64> = idx
+        .iter()
+        .map(|&i| (((logits[i] - max) / cfg.temperature) as f64).exp())
+        .collect();
     let total: f64 = weights.iter().sum();
     let mut u = rng.uniform_f64() * total;
     for (k, w) in weights.iter().enumerate() {
@@ -43,9 +59,17 @@ pub fn pick(logits: &[f32], cfg: &SampleConfig, rng: &mut Rng) -> u32 {
 }
 
 /// Continues `prompt` by `cfg.max_new_tokens` tokens, calling `on_token` with each new id.
-pub fn sample(model: &mut Gpt, prompt: &[u32], cfg: &SampleConfig, rng: &mut Rng, mut on_token: impl FnMut(u32)) -> Result<Vec<u32>> {
+pub fn sample(
+    model: &mut Gpt,
+    prompt: &[u32],
+    cfg: &SampleConfig,
+    rng: &mut Rng,
+    mut on_token: impl FnMut(u32),
+) -> Result<Vec<u32>> {
     if prompt.is_empty() {
-        return Err(Error::Msg("the prompt is empty: give at least one token".into()));
+        return Err(Error::Msg(
+            "the prompt is empty: give at least one token".into(),
+        ));
     }
     let n_ctx = model.config.n_ctx;
     let v = model.config.vocab_size;

@@ -79,16 +79,36 @@ fn resize(buf: &mut Vec<f32>, n: usize) {
 }
 
 impl MultiHeadAttention {
-    fn with_proj(params: &mut ParamLayout, prefix: &str, cfg: &AttentionConfig, proj: Projections, causal: bool) -> Result<Self> {
+    fn with_proj(
+        params: &mut ParamLayout,
+        prefix: &str,
+        cfg: &AttentionConfig,
+        proj: Projections,
+        causal: bool,
+    ) -> Result<Self> {
         let c = cfg.n_embd;
-        let c_proj = Linear::new(params, &format!("{prefix}.c_proj"), c, c, cfg.bias, WeightLayout::InOut, cfg.proj_std)?;
+        let c_proj = Linear::new(
+            params,
+            &format!("{prefix}.c_proj"),
+            c,
+            c,
+            cfg.bias,
+            WeightLayout::InOut,
+            cfg.proj_std,
+        )?;
         Ok(MultiHeadAttention {
             proj,
             c_proj,
             drop: Dropout::new(cfg.dropout),
             c,
             nh: cfg.n_head,
-            dims: AttentionDims { b: 0, tq: 0, tk: 0, nh: cfg.n_head, hs: c / cfg.n_head },
+            dims: AttentionDims {
+                b: 0,
+                tq: 0,
+                tk: 0,
+                nh: cfg.n_head,
+                hs: c / cfg.n_head,
+            },
             causal,
             packed: Vec::new(),
             q: Vec::new(),
@@ -106,21 +126,66 @@ impl MultiHeadAttention {
     }
 
     /// Self-attention registering `{prefix}.c_attn` and `{prefix}.c_proj`; `causal` for decoders.
-    pub fn new_self(params: &mut ParamLayout, prefix: &str, cfg: &AttentionConfig, causal: bool) -> Result<Self> {
+    pub fn new_self(
+        params: &mut ParamLayout,
+        prefix: &str,
+        cfg: &AttentionConfig,
+        causal: bool,
+    ) -> Result<Self> {
         super::check_heads(cfg.n_embd, cfg.n_head)?;
         let c = cfg.n_embd;
-        let c_attn = Linear::new(params, &format!("{prefix}.c_attn"), c, 3 * c, cfg.bias, WeightLayout::InOut, cfg.std)?;
-        Self::with_proj(params, prefix, cfg, Projections::SelfAttention { c_attn }, causal)
+        let c_attn = Linear::new(
+            params,
+            &format!("{prefix}.c_attn"),
+            c,
+            3 * c,
+            cfg.bias,
+            WeightLayout::InOut,
+            cfg.std,
+        )?;
+        Self::with_proj(
+            params,
+            prefix,
+            cfg,
+            Projections::SelfAttention { c_attn },
+            causal,
+        )
     }
 
     /// Cross-attention registering `{prefix}.q_attn`, `{prefix}.c_attn` (keys and values) and
     /// `{prefix}.c_proj`.
-    pub fn new_cross(params: &mut ParamLayout, prefix: &str, cfg: &AttentionConfig) -> Result<Self> {
+    pub fn new_cross(
+        params: &mut ParamLayout,
+        prefix: &str,
+        cfg: &AttentionConfig,
+    ) -> Result<Self> {
         super::check_heads(cfg.n_embd, cfg.n_head)?;
         let c = cfg.n_embd;
-        let q_attn = Linear::new(params, &format!("{prefix}.q_attn"), c, c, cfg.bias, WeightLayout::InOut, cfg.std)?;
-        let kv_attn = Linear::new(params, &format!("{prefix}.c_attn"), c, 2 * c, cfg.bias, WeightLayout::InOut, cfg.std)?;
-        Self::with_proj(params, prefix, cfg, Projections::Cross { q_attn, kv_attn }, false)
+        let q_attn = Linear::new(
+            params,
+            &format!("{prefix}.q_attn"),
+            c,
+            c,
+            cfg.bias,
+            WeightLayout::InOut,
+            cfg.std,
+        )?;
+        let kv_attn = Linear::new(
+            params,
+            &format!("{prefix}.c_attn"),
+            c,
+            2 * c,
+            cfg.bias,
+            WeightLayout::InOut,
+            cfg.std,
+        )?;
+        Self::with_proj(
+            params,
+            prefix,
+            cfg,
+            Projections::Cross { q_attn, kv_attn },
+            false,
+        )
     }
 
     /// Whether this is a cross-attention module.
@@ -150,7 +215,13 @@ impl MultiHeadAttention {
             (Projections::Cross { .. }, None) => panic!("cross-attention forward needs a memory"),
             _ => tq,
         };
-        self.dims = AttentionDims { b, tq, tk, nh: self.nh, hs: c / self.nh };
+        self.dims = AttentionDims {
+            b,
+            tq,
+            tk,
+            nh: self.nh,
+            hs: c / self.nh,
+        };
         let nk = b * tk;
         resize(&mut self.q, n * c);
         resize(&mut self.k, nk * c);
@@ -179,7 +250,16 @@ impl MultiHeadAttention {
         }
         resize(&mut self.att, n * c);
         resize(&mut self.lse, b * self.nh * tq);
-        attention_forward(&mut self.att, &mut self.lse, &self.q, &self.k, &self.v, key_mask, self.causal, self.dims);
+        attention_forward(
+            &mut self.att,
+            &mut self.lse,
+            &self.q,
+            &self.k,
+            &self.v,
+            key_mask,
+            self.causal,
+            self.dims,
+        );
         resize(&mut self.out, n * c);
         self.c_proj.forward(p, &mut self.out, &self.att, n);
         self.drop.forward_inplace(&mut self.out, train, rng);
@@ -208,15 +288,30 @@ impl MultiHeadAttention {
         self.drop.backward_inplace(&mut dproj);
         resize(&mut self.datt, n * c);
         self.datt.fill(0.0);
-        self.c_proj.backward(p, g, Some(&mut self.datt), &dproj, &self.att, n);
+        self.c_proj
+            .backward(p, g, Some(&mut self.datt), &dproj, &self.att, n);
         // Attention core.
-        for (buf, len) in [(&mut self.dq, n * c), (&mut self.dk, nk * c), (&mut self.dv, nk * c)] {
+        for (buf, len) in [
+            (&mut self.dq, n * c),
+            (&mut self.dk, nk * c),
+            (&mut self.dv, nk * c),
+        ] {
             resize(buf, len);
             buf.fill(0.0);
         }
         attention_backward(
-            &mut self.dq, &mut self.dk, &mut self.dv, &self.datt, &self.att, &self.lse, &self.q, &self.k, &self.v,
-            key_mask, self.causal, self.dims,
+            &mut self.dq,
+            &mut self.dk,
+            &mut self.dv,
+            &self.datt,
+            &self.att,
+            &self.lse,
+            &self.q,
+            &self.k,
+            &self.v,
+            key_mask,
+            self.causal,
+            self.dims,
         );
         match &self.proj {
             Projections::SelfAttention { c_attn } => {

@@ -125,7 +125,8 @@ impl Block {
             proj_std: cfg.proj_std,
         };
         let ln_1 = LayerNorm::new(params, &format!("{prefix}.ln_1"), c, cfg.ln_eps)?;
-        let attn = MultiHeadAttention::new_self(params, &format!("{prefix}.attn"), &acfg, cfg.causal)?;
+        let attn =
+            MultiHeadAttention::new_self(params, &format!("{prefix}.attn"), &acfg, cfg.causal)?;
         let cross = if cfg.cross {
             Some((
                 LayerNorm::new(params, &format!("{prefix}.ln_cross_attn"), c, cfg.ln_eps)?,
@@ -193,7 +194,8 @@ impl Block {
         match self.norm {
             NormPlacement::Pre => {
                 self.ln_1.forward(p, x, n);
-                self.attn.forward(p, &self.ln_1.out, None, inp.key_mask, b, t, train, rng);
+                self.attn
+                    .forward(p, &self.ln_1.out, None, inp.key_mask, b, t, train, rng);
                 residual_forward(&mut self.r1, x, &self.attn.out);
                 let h = if let Some((ln_c, cross)) = &mut self.cross {
                     ln_c.forward(p, &self.r1, n);
@@ -205,11 +207,16 @@ impl Block {
                 };
                 self.ln_2.forward(p, h, n);
                 self.mlp.forward(p, &self.ln_2.out, n, train, rng);
-                let h = if self.cross.is_some() { &self.r2 } else { &self.r1 };
+                let h = if self.cross.is_some() {
+                    &self.r2
+                } else {
+                    &self.r1
+                };
                 residual_forward(&mut self.r3, h, &self.mlp.out);
             }
             NormPlacement::Post => {
-                self.attn.forward(p, x, None, inp.key_mask, b, t, train, rng);
+                self.attn
+                    .forward(p, x, None, inp.key_mask, b, t, train, rng);
                 residual_forward(&mut self.r1, x, &self.attn.out);
                 self.ln_1.forward(p, &self.r1, n);
                 if let Some((ln_c, cross)) = &mut self.cross {
@@ -244,13 +251,20 @@ impl Block {
         let x = inp.x;
         let mem = inp.memory.map(|m| m.data);
         let mem_mask = inp.memory.and_then(|m| m.key_mask);
-        let (mut s1, mut s2, mut s3) =
-            (std::mem::take(&mut self.s1), std::mem::take(&mut self.s2), std::mem::take(&mut self.s3));
+        let (mut s1, mut s2, mut s3) = (
+            std::mem::take(&mut self.s1),
+            std::mem::take(&mut self.s2),
+            std::mem::take(&mut self.s3),
+        );
         match self.norm {
             NormPlacement::Pre => {
                 // y = h + mlp(ln_2(h)):  s1 = ∂L/∂ln_2.out, s2 = ∂L/∂h
                 zeroed(&mut s1, n * c);
-                let h2 = if self.cross.is_some() { &self.r2 } else { &self.r1 };
+                let h2 = if self.cross.is_some() {
+                    &self.r2
+                } else {
+                    &self.r1
+                };
                 self.mlp.backward(p, g, &self.ln_2.out, dy, &mut s1);
                 s2.clear();
                 s2.extend_from_slice(dy);
@@ -266,7 +280,8 @@ impl Block {
                 }
                 // h1 = x + attn(ln_1(x)): s1 = ∂L/∂ln_1.out
                 zeroed(&mut s1, n * c);
-                self.attn.backward(p, g, &self.ln_1.out, None, inp.key_mask, &s2, &mut s1, None);
+                self.attn
+                    .backward(p, g, &self.ln_1.out, None, inp.key_mask, &s2, &mut s1, None);
                 add_inplace(dx, &s2);
                 self.ln_1.backward(p, g, dx, &s1, x);
             }
@@ -294,7 +309,8 @@ impl Block {
                 zeroed(&mut s1, n * c);
                 self.ln_1.backward(p, g, &mut s1, &s2, &self.r1);
                 add_inplace(dx, &s1);
-                self.attn.backward(p, g, x, None, inp.key_mask, &s1, dx, None);
+                self.attn
+                    .backward(p, g, x, None, inp.key_mask, &s1, dx, None);
             }
         }
         let _ = self.h2();

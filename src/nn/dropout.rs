@@ -17,7 +17,11 @@ pub struct Dropout {
 impl Dropout {
     /// A dropout of probability `p`.
     pub fn new(p: f32) -> Self {
-        Dropout { p, mask: Vec::new(), active: false }
+        Dropout {
+            p,
+            mask: Vec::new(),
+            active: false,
+        }
     }
 
     /// Whether a forward with `train` would drop anything (callers skip the copy otherwise).

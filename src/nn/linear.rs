@@ -34,20 +34,39 @@ impl Linear {
             WeightLayout::OutIn => [oc, ic],
             WeightLayout::InOut => [ic, oc],
         };
-        let weight =
-            params.add_matrix(&format!("{prefix}.weight"), &shape, Init::Normal(std), layout)?;
+        let weight = params.add_matrix(
+            &format!("{prefix}.weight"),
+            &shape,
+            Init::Normal(std),
+            layout,
+        )?;
         let bias = if bias {
             Some(params.add(&format!("{prefix}.bias"), &[oc], false, Init::Zeros)?)
         } else {
             None
         };
-        Ok(Linear { weight, bias, ic, oc, layout })
+        Ok(Linear {
+            weight,
+            bias,
+            ic,
+            oc,
+            layout,
+        })
     }
 
     /// `out (N, OC) = inp (N, IC) · Wᵀ + b`.
     pub fn forward(&self, p: &[f32], out: &mut [f32], inp: &[f32], n: usize) {
         let b = self.bias.map(|b| b.of(p));
-        linear_forward(out, inp, self.weight.of(p), b, n, self.ic, self.oc, self.layout);
+        linear_forward(
+            out,
+            inp,
+            self.weight.of(p),
+            b,
+            n,
+            self.ic,
+            self.oc,
+            self.layout,
+        );
     }
 
     /// Accumulates `dW`, `db` into `g` and, if given, `dinp += dout · W`.

@@ -61,8 +61,24 @@ impl Mlp {
     pub fn new(params: &mut ParamLayout, prefix: &str, cfg: &MlpConfig) -> Result<Self> {
         let (c, h) = (cfg.n_embd, cfg.hidden);
         Ok(Mlp {
-            c_fc: Linear::new(params, &format!("{prefix}.c_fc"), c, h, cfg.bias, WeightLayout::InOut, cfg.std)?,
-            c_proj: Linear::new(params, &format!("{prefix}.c_proj"), h, c, cfg.bias, WeightLayout::InOut, cfg.proj_std)?,
+            c_fc: Linear::new(
+                params,
+                &format!("{prefix}.c_fc"),
+                c,
+                h,
+                cfg.bias,
+                WeightLayout::InOut,
+                cfg.std,
+            )?,
+            c_proj: Linear::new(
+                params,
+                &format!("{prefix}.c_proj"),
+                h,
+                c,
+                cfg.bias,
+                WeightLayout::InOut,
+                cfg.proj_std,
+            )?,
             drop: Dropout::new(cfg.dropout),
             activation: cfg.activation,
             n: 0,
@@ -98,7 +114,8 @@ impl Mlp {
         self.drop.backward_inplace(&mut dproj);
         self.dact.resize(n * h, 0.0);
         self.dact.fill(0.0);
-        self.c_proj.backward(p, g, Some(&mut self.dact), &dproj, &self.act, n);
+        self.c_proj
+            .backward(p, g, Some(&mut self.dact), &dproj, &self.act, n);
         self.dfc.resize(n * h, 0.0);
         self.dfc.fill(0.0);
         match self.activation {

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 
 /// Errors unless `n_head` divides `n_embd`.
 pub fn check_heads(n_embd: usize, n_head: usize) -> Result<()> {
-    if n_head == 0 || n_embd % n_head != 0 {
+    if n_head == 0 || !n_embd.is_multiple_of(n_head) {
         return Err(Error::Config {
             field: "n_head".into(),
             reason: format!("n_embd {n_embd} is not divisible by n_head {n_head}"),

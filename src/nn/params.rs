@@ -108,7 +108,10 @@ impl ParamLayout {
             return Err(Error::Msg(format!("parameter `{name}` registered twice")));
         }
         let len = shape.iter().product();
-        let param = Param { offset: self.total, len };
+        let param = Param {
+            offset: self.total,
+            len,
+        };
         self.total += len;
         self.index.insert(name.to_string(), self.entries.len());
         self.entries.push(ParamEntry {
@@ -125,7 +128,10 @@ impl ParamLayout {
     /// Changes the initialisation of a registered tensor (e.g. GPT-2's scaled residual
     /// projections).
     pub fn set_init(&mut self, name: &str, init: Init) -> Result<()> {
-        let i = *self.index.get(name).ok_or_else(|| Error::UnknownParam(name.to_string()))?;
+        let i = *self
+            .index
+            .get(name)
+            .ok_or_else(|| Error::UnknownParam(name.to_string()))?;
         self.entries[i].init = init;
         Ok(())
     }
@@ -147,12 +153,20 @@ impl ParamLayout {
 
     /// `(range, decay)` per tensor, for [`crate::kernels::adamw`].
     pub fn decay_ranges(&self) -> Vec<(Range<usize>, bool)> {
-        self.entries.iter().map(|e| (e.param.range(), e.decay)).collect()
+        self.entries
+            .iter()
+            .map(|e| (e.param.range(), e.decay))
+            .collect()
     }
 
     /// Number of elements with and without weight decay.
     pub fn decay_counts(&self) -> (usize, usize) {
-        let d = self.entries.iter().filter(|e| e.decay).map(|e| e.param.len).sum();
+        let d = self
+            .entries
+            .iter()
+            .filter(|e| e.decay)
+            .map(|e| e.param.len)
+            .sum();
         (d, self.total - d)
     }
 }
@@ -172,7 +186,11 @@ impl Params {
     /// Zero-filled parameters and gradients for `layout`.
     pub fn zeros(layout: ParamLayout) -> Self {
         let n = layout.total();
-        Params { layout, data: vec![0.0; n], grad: vec![0.0; n] }
+        Params {
+            layout,
+            data: vec![0.0; n],
+            grad: vec![0.0; n],
+        }
     }
 
     /// Initialises every tensor per its [`Init`], in registration order (deterministic).
@@ -194,21 +212,47 @@ impl Params {
 
     /// A tensor's values by name.
     pub fn tensor(&self, name: &str) -> Result<&[f32]> {
-        let e = self.layout.get(name).ok_or_else(|| Error::UnknownParam(name.to_string()))?;
+        let e = self
+            .layout
+            .get(name)
+            .ok_or_else(|| Error::UnknownParam(name.to_string()))?;
         Ok(e.param.of(&self.data))
     }
 
     /// A tensor's values by name, mutable.
     pub fn tensor_mut(&mut self, name: &str) -> Result<&mut [f32]> {
-        let e = self.layout.get(name).ok_or_else(|| Error::UnknownParam(name.to_string()))?;
+        let e = self
+            .layout
+            .get(name)
+            .ok_or_else(|| Error::UnknownParam(name.to_string()))?;
         let p = e.param;
         Ok(p.of_mut(&mut self.data))
     }
 
     /// A tensor's gradient by name.
     pub fn grad_of(&self, name: &str) -> Result<&[f32]> {
-        let e = self.layout.get(name).ok_or_else(|| Error::UnknownParam(name.to_string()))?;
+        let e = self
+            .layout
+            .get(name)
+            .ok_or_else(|| Error::UnknownParam(name.to_string()))?;
         Ok(e.param.of(&self.grad))
+    }
+}
+
+/// Two disjoint mutable tensors of one flat buffer (e.g. a weight's and a bias's gradients).
+///
+/// Panics if they overlap, which a [`ParamLayout`] never produces.
+pub fn two_mut(flat: &mut [f32], a: Param, b: Param) -> (&mut [f32], &mut [f32]) {
+    assert!(
+        a.offset + a.len <= b.offset || b.offset + b.len <= a.offset,
+        "overlapping params"
+    );
+    if a.offset < b.offset {
+        let (lo, hi) = flat.split_at_mut(b.offset);
+        (&mut lo[a.range()], &mut hi[..b.len])
+    } else {
+        let (lo, hi) = flat.split_at_mut(a.offset);
+        (&mut hi[..a.len], &mut lo[b.range()])
     }
 }
 
@@ -230,19 +274,5 @@ mod tests {
         assert!(p.tensor("b").unwrap().iter().all(|&x| x == 0.0));
         assert!(p.tensor("a").unwrap().iter().any(|&x| x != 0.0));
         assert!(matches!(p.tensor("c"), Err(Error::UnknownParam(_))));
-    }
-}
-
-/// Two disjoint mutable tensors of one flat buffer (e.g. a weight's and a bias's gradients).
-///
-/// Panics if they overlap, which a [`ParamLayout`] never produces.
-pub fn two_mut(flat: &mut [f32], a: Param, b: Param) -> (&mut [f32], &mut [f32]) {
-    assert!(a.offset + a.len <= b.offset || b.offset + b.len <= a.offset, "overlapping params");
-    if a.offset < b.offset {
-        let (lo, hi) = flat.split_at_mut(b.offset);
-        (&mut lo[a.range()], &mut hi[..b.len])
-    } else {
-        let (lo, hi) = flat.split_at_mut(a.offset);
-        (&mut hi[..a.len], &mut lo[b.range()])
     }
 }

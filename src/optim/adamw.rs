@@ -21,7 +21,12 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }
+        AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+        }
     }
 }
 
@@ -44,7 +49,13 @@ impl AdamW {
     /// Zero moments for `layout`.
     pub fn new(layout: &ParamLayout, config: AdamWConfig) -> Self {
         let n = layout.total();
-        AdamW { config, m: vec![0.0; n], v: vec![0.0; n], step: 0, ranges: layout.decay_ranges() }
+        AdamW {
+            config,
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            step: 0,
+            ranges: layout.decay_ranges(),
+        }
     }
 
     /// Re-attaches the layout after deserialising saved state.

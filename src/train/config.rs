@@ -97,13 +97,24 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// Reads a TOML file over the defaults; unknown keys are errors naming the file.
     pub fn from_toml_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
-        toml::from_str(&text).map_err(|e| Error::Config { field: path.display().to_string(), reason: e.to_string() })
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        toml::from_str(&text).map_err(|e| Error::Config {
+            field: path.display().to_string(),
+            reason: e.to_string(),
+        })
     }
 
     /// Checks ranges.
     pub fn validate(&self) -> Result<()> {
-        let bad = |field: &str, reason: &str| Err(Error::Config { field: field.into(), reason: reason.into() });
+        let bad = |field: &str, reason: &str| {
+            Err(Error::Config {
+                field: field.into(),
+                reason: reason.into(),
+            })
+        };
         if self.max_steps == 0 {
             return bad("max_steps", "must be at least 1");
         }
@@ -117,7 +128,10 @@ impl TrainConfig {
             return bad("val_fraction", "must be in [0, 1)");
         }
         if self.eval_interval == 0 || self.ckpt_interval == 0 || self.eval_iters == 0 {
-            return bad("eval_interval/ckpt_interval/eval_iters", "must be at least 1");
+            return bad(
+                "eval_interval/ckpt_interval/eval_iters",
+                "must be at least 1",
+            );
         }
         Ok(())
     }
@@ -136,7 +150,9 @@ mod tests {
     fn toml_overrides_defaults_and_rejects_unknown_keys() {
         let c: TrainConfig = toml::from_str("max_steps = 7\nlr = 0.002\n").unwrap();
         assert_eq!((c.max_steps, c.lr, c.batch_size), (7, 0.002, 16));
-        let err = toml::from_str::<TrainConfig>("max_step = 7\n").unwrap_err().to_string();
+        let err = toml::from_str::<TrainConfig>("max_step = 7\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("max_step"), "{err}");
     }
 }

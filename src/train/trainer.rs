@@ -8,7 +8,9 @@
 use super::config::TrainConfig;
 use super::plot::plot_losses;
 use crate::data::loader::{Batch, BatchSampler};
-use crate::data::prepare::{load_tokenizer, prepare, read_documents, save_tokenizer, tokenizer_for};
+use crate::data::prepare::{
+    load_tokenizer, prepare, read_documents, save_tokenizer, tokenizer_for,
+};
 use crate::data::tokens::TokenFile;
 use crate::error::{Error, Result};
 use crate::kernels::adamw::clip_grad_norm;
@@ -85,13 +87,20 @@ struct Data {
 }
 
 fn io(path: &Path, e: std::io::Error) -> Error {
-    Error::Io { path: path.to_path_buf(), source: e }
+    Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    }
 }
 
 /// Resolves `cfg.data`: a prepared directory is used as is; a text file or folder (or the
 /// bundled corpus) is prepared into `out/data`.
 fn load_data(cfg: &TrainConfig) -> Result<Data> {
-    let prepared = cfg.data.as_ref().filter(|d| d.join("train.bin").exists()).cloned();
+    let prepared = cfg
+        .data
+        .as_ref()
+        .filter(|d| d.join("train.bin").exists())
+        .cloned();
     let dir = match prepared {
         Some(dir) => dir,
         None => {
@@ -118,7 +127,11 @@ fn load_data(cfg: &TrainConfig) -> Result<Data> {
             )));
         }
     }
-    Ok(Data { train, val, tokenizer })
+    Ok(Data {
+        train,
+        val,
+        tokenizer,
+    })
 }
 
 /// The model configuration a run trains.
@@ -155,7 +168,12 @@ fn estimate_loss(model: &mut Gpt, data: &TokenFile, cfg: &TrainConfig) -> Result
     if data.len() < cfg.block_size + 1 {
         return Ok(None);
     }
-    let mut sampler = BatchSampler::new(data, cfg.batch_size, cfg.block_size, cfg.seed ^ 0x5EED_0F_7A1)?;
+    let mut sampler = BatchSampler::new(
+        data,
+        cfg.batch_size,
+        cfg.block_size,
+        cfg.seed ^ 0x005E_ED0F_7A10,
+    )?;
     let mut batch = Batch::default();
     let mut rng = Rng::new(0);
     let mut total = 0.0f64;
@@ -172,18 +190,32 @@ fn save_optimizer(opt: &AdamW, path: &Path) -> Result<()> {
     let v: Vec<u8> = opt.v.iter().flat_map(|x| x.to_le_bytes()).collect();
     let err = |e: safetensors::SafeTensorError| Error::Msg(format!("{}: {e}", path.display()));
     let views = vec![
-        ("m".to_string(), TensorView::new(Dtype::F32, vec![opt.m.len()], &m).map_err(err)?),
-        ("v".to_string(), TensorView::new(Dtype::F32, vec![opt.v.len()], &v).map_err(err)?),
+        (
+            "m".to_string(),
+            TensorView::new(Dtype::F32, vec![opt.m.len()], &m).map_err(err)?,
+        ),
+        (
+            "v".to_string(),
+            TensorView::new(Dtype::F32, vec![opt.v.len()], &v).map_err(err)?,
+        ),
     ];
-    let meta = [("step".to_string(), opt.step.to_string())].into_iter().collect();
-    write_atomic(path, &safetensors::serialize(views, Some(meta)).map_err(err)?)
+    let meta = [("step".to_string(), opt.step.to_string())]
+        .into_iter()
+        .collect();
+    write_atomic(
+        path,
+        &safetensors::serialize(views, Some(meta)).map_err(err)?,
+    )
 }
 
 fn load_optimizer(opt: &mut AdamW, path: &Path, step: usize) -> Result<()> {
     let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Msg(format!("{}: {e}", path.display())))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::Msg(format!("{}: {e}", path.display())))?;
     for (name, dst) in [("m", &mut opt.m), ("v", &mut opt.v)] {
-        let t = st.tensor(name).map_err(|e| Error::Msg(format!("{}: tensor `{name}`: {e}", path.display())))?;
+        let t = st
+            .tensor(name)
+            .map_err(|e| Error::Msg(format!("{}: tensor `{name}`: {e}", path.display())))?;
         if t.dtype() != Dtype::F32 || t.shape() != [dst.len()] {
             return Err(Error::Msg(format!(
                 "{}: tensor `{name}` is {:?} {:?}, expected F32 [{}] (a checkpoint of another model?)",
@@ -203,12 +235,21 @@ fn load_optimizer(opt: &mut AdamW, path: &Path, step: usize) -> Result<()> {
 
 /// Writes a complete checkpoint into `out/checkpoint` atomically: everything goes into a
 /// temporary directory that replaces the previous checkpoint by renames.
-fn save_checkpoint(out: &Path, model: &Gpt, opt: &AdamW, state: &TrainerState, tok: &AnyTokenizer) -> Result<()> {
+fn save_checkpoint(
+    out: &Path,
+    model: &Gpt,
+    opt: &AdamW,
+    state: &TrainerState,
+    tok: &AnyTokenizer,
+) -> Result<()> {
     let tmp = out.join(format!("{CHECKPOINT_DIR}.tmp"));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
     }
-    let meta = [("precision".to_string(), "f32".to_string()), ("step".to_string(), state.step.to_string())];
+    let meta = [
+        ("precision".to_string(), "f32".to_string()),
+        ("step".to_string(), state.step.to_string()),
+    ];
     checkpoint::save(model, &tmp, Some(meta.into_iter().collect()))?;
     save_optimizer(opt, &tmp.join(OPTIMIZER_FILE))?;
     save_tokenizer(tok, &tmp)?;
@@ -260,7 +301,12 @@ struct Metric {
 /// Reads metrics up to and including `step` (to continue the file on resume).
 fn read_metrics(path: &Path, up_to: usize) -> Vec<Metric> {
     std::fs::read_to_string(path)
-        .map(|t| t.lines().filter_map(|l| serde_json::from_str::<Metric>(l).ok()).filter(|m| m.step <= up_to).collect())
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str::<Metric>(l).ok())
+                .filter(|m| m.step <= up_to)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -270,8 +316,8 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         let dir = resume_dir(&cfg.out)?;
         let path = dir.join(STATE_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
-        let mut state: TrainerState =
-            serde_json::from_str(&text).map_err(|e| Error::Msg(format!("{}: {e}", path.display())))?;
+        let mut state: TrainerState = serde_json::from_str(&text)
+            .map_err(|e| Error::Msg(format!("{}: {e}", path.display())))?;
         // The saved configuration governs the run; only the step budget may be extended.
         state.config.max_steps = cfg.max_steps.max(state.config.max_steps);
         state.config.out = cfg.out.clone();
@@ -285,9 +331,19 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     let mcfg = model_config(&cfg, data.tokenizer.vocab_size())?;
     let mut init_rng = Rng::new(cfg.seed);
     let mut model = Gpt::new(mcfg.clone(), &mut init_rng)?;
-    let adam = AdamWConfig { beta1: cfg.beta1, beta2: cfg.beta2, eps: 1e-8, weight_decay: cfg.weight_decay };
+    let adam = AdamWConfig {
+        beta1: cfg.beta1,
+        beta2: cfg.beta2,
+        eps: 1e-8,
+        weight_decay: cfg.weight_decay,
+    };
     let mut opt = AdamW::new(model.layout(), adam);
-    let mut sampler = BatchSampler::new(&data.train, cfg.batch_size, cfg.block_size, cfg.seed.wrapping_add(1))?;
+    let mut sampler = BatchSampler::new(
+        &data.train,
+        cfg.batch_size,
+        cfg.block_size,
+        cfg.seed.wrapping_add(1),
+    )?;
     let mut dropout_rng = init_rng.fork();
     let mut step = 0;
     if let Some((state, dir)) = &state {
@@ -307,8 +363,16 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     }
     let (n_decay, n_no_decay) = model.layout().decay_counts();
     let metrics_path = cfg.out.join("metrics.jsonl");
-    let mut metrics = if opts.resume { read_metrics(&metrics_path, step) } else { Vec::new() };
-    let mut metrics_text: String = metrics.iter().filter_map(|m| serde_json::to_string(m).ok()).map(|l| l + "\n").collect();
+    let mut metrics = if opts.resume {
+        read_metrics(&metrics_path, step)
+    } else {
+        Vec::new()
+    };
+    let mut metrics_text: String = metrics
+        .iter()
+        .filter_map(|m| serde_json::to_string(m).ok())
+        .map(|l| l + "\n")
+        .collect();
     if !opts.quiet && !opts.json {
         eprintln!(
             "gpt train: preset {} ({} layers, {} heads, width {}, context {}), {:.2}M parameters ({:.2}M decayed, {:.2}M not), {} threads, precision f32",
@@ -328,7 +392,11 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
             data.val.len(),
             data.tokenizer.vocab_size(),
             cfg.out.display(),
-            if opts.resume { format!("; resuming at step {step}") } else { String::new() }
+            if opts.resume {
+                format!("; resuming at step {step}")
+            } else {
+                String::new()
+            }
         );
     }
     let bar = if opts.quiet || opts.json {
@@ -346,17 +414,18 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     let tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum;
     let mut rates = Vec::new();
     let mut val_loss = None;
-    let save = |model: &Gpt, opt: &AdamW, sampler: &BatchSampler, rng: &Rng, step: usize| -> Result<()> {
-        let state = TrainerState {
-            version: 1,
-            step,
-            sampler: sampler.clone(),
-            dropout_rng: rng.clone(),
-            config: cfg.clone(),
-            model: mcfg.clone(),
+    let save =
+        |model: &Gpt, opt: &AdamW, sampler: &BatchSampler, rng: &Rng, step: usize| -> Result<()> {
+            let state = TrainerState {
+                version: 1,
+                step,
+                sampler: sampler.clone(),
+                dropout_rng: rng.clone(),
+                config: cfg.clone(),
+                model: mcfg.clone(),
+            };
+            save_checkpoint(&cfg.out, model, opt, &state, &data.tokenizer)
         };
-        save_checkpoint(&cfg.out, model, opt, &state, &data.tokenizer)
-    };
     while step < cfg.max_steps {
         let t0 = Instant::now();
         let lr = warmup_cosine(step, cfg.lr, cfg.min_lr(), cfg.warmup_steps, cfg.max_steps);
@@ -366,7 +435,15 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
             sampler.next(&data.train, &mut batch);
             let scale = 1.0 / cfg.grad_accum as f32;
             loss += scale
-                * model.forward_backward(&batch.ids, &batch.targets, cfg.batch_size, cfg.block_size, 0.0, scale, &mut dropout_rng)?;
+                * model.forward_backward(
+                    &batch.ids,
+                    &batch.targets,
+                    cfg.batch_size,
+                    cfg.block_size,
+                    0.0,
+                    scale,
+                    &mut dropout_rng,
+                )?;
         }
         if !loss.is_finite() {
             bar.abandon();
@@ -390,9 +467,19 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         if eval_now {
             val_loss = estimate_loss(&mut model, &data.val, &cfg)?;
         }
-        let m = Metric { step, loss, lr, grad_norm, tokens_per_sec: rate, val_loss: if eval_now { val_loss } else { None } };
+        let m = Metric {
+            step,
+            loss,
+            lr,
+            grad_norm,
+            tokens_per_sec: rate,
+            val_loss: if eval_now { val_loss } else { None },
+        };
         if opts.json {
-            println!("{}", serde_json::to_string(&m).map_err(|e| Error::Msg(e.to_string()))?);
+            println!(
+                "{}",
+                serde_json::to_string(&m).map_err(|e| Error::Msg(e.to_string()))?
+            );
         }
         if let Ok(line) = serde_json::to_string(&m) {
             metrics_text.push_str(&line);
@@ -402,12 +489,21 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         bar.set_position(step as u64);
         let vl = val_loss.map(|v| format!(" val {v:.4}")).unwrap_or_default();
         bar.set_message(format!("loss {loss:.4}{vl} {:.0} tok/s", rate));
-        let interrupted = opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst));
+        let interrupted = opts
+            .interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::SeqCst));
         let stop = interrupted || opts.stop_at == Some(step);
         if step % cfg.ckpt_interval == 0 || step == cfg.max_steps || stop {
             save(&model, &opt, &sampler, &dropout_rng, step)?;
             write_atomic(&metrics_path, metrics_text.as_bytes())?;
-            plot_losses(&cfg.out.join("loss.png"), &metrics.iter().map(|m| (m.step, m.loss, m.val_loss)).collect::<Vec<_>>())?;
+            plot_losses(
+                &cfg.out.join("loss.png"),
+                &metrics
+                    .iter()
+                    .map(|m| (m.step, m.loss, m.val_loss))
+                    .collect::<Vec<_>>(),
+            )?;
         }
         if stop && step < cfg.max_steps {
             outcome.stopped_early = true;
@@ -427,13 +523,21 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         eprintln!(
             "step {step}: loss {:.4}{}, median {:.0} tokens/s; checkpoint in {}",
             outcome.losses.last().copied().unwrap_or(f32::NAN),
-            val_loss.map(|v| format!(", val loss {v:.4}")).unwrap_or_default(),
+            val_loss
+                .map(|v| format!(", val loss {v:.4}"))
+                .unwrap_or_default(),
             outcome.tokens_per_sec,
             cfg.out.join(CHECKPOINT_DIR).display()
         );
     }
     if cfg.sample_tokens > 0 && !outcome.stopped_early {
-        let text = sample_text(&mut model, &data.tokenizer, "\n", cfg.sample_tokens, cfg.seed)?;
+        let text = sample_text(
+            &mut model,
+            &data.tokenizer,
+            "\n",
+            cfg.sample_tokens,
+            cfg.seed,
+        )?;
         if !opts.quiet && !opts.json {
             let mut out = std::io::stdout();
             let _ = writeln!(out, "--- sample ---\n{text}\n--------------");
@@ -444,15 +548,30 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
 }
 
 /// Samples `n` tokens after `prompt` (temperature 0.8, top-k 200, as nanoGPT's sample.py).
-pub fn sample_text(model: &mut Gpt, tok: &AnyTokenizer, prompt: &str, n: usize, seed: u64) -> Result<String> {
+pub fn sample_text(
+    model: &mut Gpt,
+    tok: &AnyTokenizer,
+    prompt: &str,
+    n: usize,
+    seed: u64,
+) -> Result<String> {
     use crate::model::sample::{sample, SampleConfig};
-    let ids = tok.encode(prompt, true).map_err(|e| Error::Msg(format!("prompt: {e}")))?;
-    let cfg = SampleConfig { max_new_tokens: n, temperature: 0.8, top_k: 200 };
+    let ids = tok
+        .encode(prompt, true)
+        .map_err(|e| Error::Msg(format!("prompt: {e}")))?;
+    let cfg = SampleConfig {
+        max_new_tokens: n,
+        temperature: 0.8,
+        top_k: 200,
+    };
     let mut rng = Rng::new(seed);
     let new = sample(model, &ids, &cfg, &mut rng, |_| {})?;
     let mut bytes = Vec::new();
     for id in ids.iter().chain(&new) {
-        bytes.extend(tok.token_bytes(*id).map_err(|e| Error::Msg(e.to_string()))?);
+        bytes.extend(
+            tok.token_bytes(*id)
+                .map_err(|e| Error::Msg(e.to_string()))?,
+        );
     }
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }

@@ -16,7 +16,9 @@ pub struct FixtureTensor {
 
 /// Path of a fixture file under `tests/fixtures/`.
 pub fn fixture_path(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
 }
 
 /// Loads every tensor of `tests/fixtures/{rel}` as f32.
@@ -28,7 +30,10 @@ pub fn load(rel: &str) -> HashMap<String, FixtureTensor> {
     for (name, view) in st.tensors() {
         let raw = view.data();
         let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect(),
             Dtype::F64 => raw
                 .chunks_exact(8)
                 .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
@@ -37,11 +42,23 @@ pub fn load(rel: &str) -> HashMap<String, FixtureTensor> {
                 .chunks_exact(8)
                 .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32)
                 .collect(),
-            Dtype::I32 => raw.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
+            Dtype::I32 => raw
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f32)
+                .collect(),
             Dtype::U8 | Dtype::BOOL => raw.iter().map(|&b| b as f32).collect(),
-            d => panic!("{}: tensor {name}: unsupported fixture dtype {d:?}", path.display()),
+            d => panic!(
+                "{}: tensor {name}: unsupported fixture dtype {d:?}",
+                path.display()
+            ),
         };
-        out.insert(name, FixtureTensor { shape: view.shape().to_vec(), data });
+        out.insert(
+            name,
+            FixtureTensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
     }
     out
 }
@@ -57,7 +74,13 @@ pub fn get<'a>(fx: &'a HashMap<String, FixtureTensor>, name: &str) -> &'a Fixtur
 
 /// Asserts `|got - want| <= atol + rtol·|want|` elementwise, reporting the worst element.
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: length {} vs {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} vs {}",
+        got.len(),
+        want.len()
+    );
     let mut worst = (0usize, 0.0f32);
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert!(g.is_finite(), "{what}: element {i} is {g}");
@@ -68,6 +91,9 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32)
     }
     if worst.1 > 0.0 {
         let i = worst.0;
-        panic!("{what}: element {i}: got {} want {} (rtol {rtol}, atol {atol})", got[i], want[i]);
+        panic!(
+            "{what}: element {i}: got {} want {} (rtol {rtol}, atol {atol})",
+            got[i], want[i]
+        );
     }
 }

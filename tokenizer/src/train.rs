@@ -21,12 +21,19 @@
 //! Ties are broken deterministically and exactly as HF does: among pairs of equal count the
 //! one with the smallest (left id, right id) wins. With the same words and counts our merges
 //! are therefore HF's, rule for rule (checked on the bundled corpus by
-//! `tools/tokenizer_train_check.py` and in CI against a committed fixture). The one
-//! deliberate difference is where special tokens go (see 2.).
+//! `tools/tokenizer_train_check.py` and in CI against a committed fixture).
+//!
+//! Where we differ from HF on purpose:
+//! - Special tokens take the last ids, not the first (see 2.); merges are unaffected.
+//! - The one rule where merges can differ: occurrences of a special token's string in the
+//!   training text (`<|endoftext|>` between documents) are cut out before counting, so the
+//!   vocabulary does not spend merges on `<|`, `endoftext`, `|>`. HF's trainer counts them
+//!   as ordinary text. On text without special-token strings the merges are identical.
 
 use crate::byte_level::bytes_in_char_order;
 use crate::error::{Result, TokenizerError};
 use crate::pretokenize::{pieces, split_at_safe_boundaries};
+use crate::special::SpecialTokens;
 use crate::tokenizer::Tokenizer;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
@@ -119,6 +126,23 @@ fn pair_key(l: u32, r: u32) -> u64 {
     ((l as u64) << 32) | r as u64
 }
 
+/// Counts the words of `text` like `count_words_in`, but first cuts out every occurrence of
+/// a special token's string (`skip`), which is never learned from: text on either side is
+/// pre-tokenized separately, as `encode_with_specials` will see it.
+pub fn count_words_skipping(text: &str, skip: &[String], counts: &mut WordCounts) -> u64 {
+    if skip.is_empty() {
+        return count_words_in(text, counts);
+    }
+    let specials = SpecialTokens::new(skip.iter().map(|s| (s.clone(), 0)).collect());
+    let mut words = 0;
+    let mut pos = 0;
+    while let Some((start, end, _)) = specials.find(text, pos) {
+        words += count_words_in(&text[pos..start], counts);
+        pos = end;
+    }
+    words + count_words_in(&text[pos..], counts)
+}
+
 /// Counts the pre-tokenized words of one text on all threads, adding them to `counts`.
 /// Returns the number of words.
 pub fn count_words_in(text: &str, counts: &mut WordCounts) -> u64 {
@@ -161,18 +185,24 @@ pub fn count_words_in(text: &str, counts: &mut WordCounts) -> u64 {
     n
 }
 
-/// Reads `path` block by block and counts its words into `counts`; the text must be UTF-8.
-/// Returns (bytes read, words counted).
-pub fn count_words_in_file(path: &Path, counts: &mut WordCounts) -> Result<(u64, u64)> {
-    count_words_in_file_blocks(path, counts, BLOCK_BYTES)
+/// Reads `path` block by block and counts its words into `counts`, skipping the strings in
+/// `skip` (special tokens); the text must be UTF-8. Returns (bytes read, words counted).
+pub fn count_words_in_file(
+    path: &Path,
+    skip: &[String],
+    counts: &mut WordCounts,
+) -> Result<(u64, u64)> {
+    count_words_in_file_blocks(path, skip, counts, BLOCK_BYTES)
 }
 
 /// `count_words_in_file` with a chosen block size (tests use small blocks to exercise the
 /// cuts between blocks). Each block is cut at its last safe boundary and the tail carried
 /// into the next, so the words counted are exactly those of the whole file; memory is one
 /// block plus the distinct words.
+/// A special token never contains a newline, so one never straddles a cut.
 pub fn count_words_in_file_blocks(
     path: &Path,
+    skip: &[String],
     counts: &mut WordCounts,
     block: usize,
 ) -> Result<(u64, u64)> {
@@ -230,7 +260,7 @@ pub fn count_words_in_file_blocks(
             }
         };
         if take > 0 {
-            words += count_words_in(&text[..take], counts);
+            words += count_words_skipping(&text[..take], skip, counts);
             buf.drain(..take);
             consumed += take as u64;
         }
@@ -310,7 +340,7 @@ impl BpeTrainer {
             .sum();
         let bar = progress_bar(self.show_progress, total, "count words");
         for p in paths {
-            let (bytes, words) = count_words_in_file(p, &mut counts)?;
+            let (bytes, words) = count_words_in_file(p, &self.special_tokens, &mut counts)?;
             stats.bytes += bytes;
             stats.words += words;
             bar.inc(bytes);
@@ -328,7 +358,7 @@ impl BpeTrainer {
         let mut stats = TrainStats::default();
         for t in texts {
             stats.bytes += t.as_ref().len() as u64;
-            stats.words += count_words_in(t.as_ref(), &mut counts);
+            stats.words += count_words_skipping(t.as_ref(), &self.special_tokens, &mut counts);
         }
         stats.count_seconds = start.elapsed().as_secs_f64();
         self.finish(counts, stats)
@@ -506,6 +536,27 @@ mod tests {
             .map(|c| c.1)
             .sum();
         assert_eq!(net, 1);
+    }
+
+    #[test]
+    fn special_token_strings_are_not_learned() {
+        let text = "xy<|endoftext|>zw".repeat(50);
+        let (tok, _) = BpeTrainer::new(270).train_texts(&[text.as_str()]).unwrap();
+        let merged: Vec<Vec<u8>> = tok
+            .merges()
+            .iter()
+            .map(|m| tok.token_bytes(m.2).unwrap().to_vec())
+            .collect();
+        assert!(merged.contains(&b"xy".to_vec()) && merged.contains(&b"zw".to_vec()));
+        assert!(!merged
+            .iter()
+            .any(|t| t.contains(&b'|') || t.contains(&b'e')));
+        assert_eq!(
+            tok.encode_with_specials("xy<|endoftext|>zw").len(),
+            3,
+            "{:?}",
+            tok.merges()
+        );
     }
 
     #[test]

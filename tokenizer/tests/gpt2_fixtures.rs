@@ -27,8 +27,7 @@ fn ids(v: &Value) -> Vec<u32> {
 }
 
 fn gpt2() -> &'static Tokenizer {
-    static T: OnceLock<Tokenizer> = OnceLock::new();
-    T.get_or_init(Tokenizer::gpt2)
+    Tokenizer::gpt2_shared()
 }
 
 #[test]
