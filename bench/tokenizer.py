@@ -29,7 +29,7 @@ HF_TRAIN = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 from tokenizer_common import hf_train, hf_merges, safe_chunks
-text = open(sys.argv[2], encoding="utf-8").read()
+text = open(sys.argv[2], encoding="utf-8", newline="").read()
 t = time.perf_counter()
 tok = hf_train(safe_chunks(text, 256 * 1024), int(sys.argv[3]))
 secs = time.perf_counter() - t
@@ -57,12 +57,12 @@ def main():
     tmp = tempfile.mkdtemp(prefix="gpt-tok-bench-")
     path = args.text
     if path is None:
-        with open(os.path.join(SHARED, "shakespeare_complete.txt"), encoding="utf-8") as f:
+        with open(os.path.join(SHARED, "shakespeare_complete.txt"), encoding="utf-8", newline="") as f:
             one = f.read()
         path = os.path.join(tmp, "shakespeare_x2.txt")
-        with open(path, "w", encoding="utf-8") as f:
+        with open(path, "w", encoding="utf-8", newline="") as f:
             f.write(one + one)
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", newline="") as f:
         text = f.read()
     mb = len(text.encode("utf-8")) / 1e6
     threads = os.cpu_count()

@@ -10,6 +10,11 @@ this Encoding gives tiktoken's pinned "hello world" -> [31373, 995] before writi
 Run from the repository root with the reference environment:
     ~/.cache/gpt-refenv/bin/python tools/tokenizer_fixtures.py
 The Rust test (tokenizer/tests/gpt2_fixtures.rs) needs no Python.
+
+With --check-corpora DIR (a dev check, nothing written), every UTF-8 file under DIR (e.g.
+../shared/data: prose, logs, JSONL tasks, Spanish/English Bible, wikitext) is encoded by
+tiktoken and by our Rust tokenizer (tokenizer/examples/tokenizer_bench.rs) and the ids
+compared file by file.
 """
 import json
 import os
@@ -119,7 +124,7 @@ def random_strings(n, seed=1234):
 
 
 def cases():
-    with open(CORPUS, encoding="utf-8") as f:
+    with open(CORPUS, encoding="utf-8", newline="") as f:
         prose = f.read()[:20000]
     code = '''def encode(self, text: str) -> list[int]:
     """Encode `text`."""
@@ -173,8 +178,39 @@ int main(void){printf("%d\\n",0x1F);return 0;}
     ]
 
 
+def check_corpora(enc, top):
+    import subprocess
+    import tempfile
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from tokenizer_common import our_binary, read_ids
+
+    binary = our_binary()
+    bad = checked = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        ids_path = os.path.join(tmp, "ids.bin")
+        for dirpath, _, files in sorted(os.walk(top)):
+            for name in sorted(files):
+                path = os.path.join(dirpath, name)
+                try:
+                    with open(path, encoding="utf-8", newline="") as f:
+                        text = f.read()
+                except UnicodeDecodeError:
+                    continue
+                subprocess.run([binary, "encode", path, "--repeat", "1", "--ids-out", ids_path],
+                               check=True, capture_output=True)
+                same = read_ids(ids_path) == enc.encode_ordinary(text)
+                checked += 1
+                bad += not same
+                print(f"{'ok  ' if same else 'DIFF'} {len(text.encode()):>10} B  {path}")
+    print(f"{checked} files, {bad} differ")
+    return 1 if bad else 0
+
+
 def main():
     enc = build_encoding()
+    if len(sys.argv) == 3 and sys.argv[1] == "--check-corpora":
+        return check_corpora(enc, sys.argv[2])
     assert enc.encode("hello world") == [31373, 995], "pinned case failed"
     assert enc.encode("hello <|endoftext|>", allowed_special="all") == [31373, 220, 50256]
     out = {

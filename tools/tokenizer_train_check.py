@@ -67,7 +67,7 @@ def main():
 
     binary = our_binary()
     ok = True
-    with open(args.corpus, encoding="utf-8") as f:
+    with open(args.corpus, encoding="utf-8", newline="") as f:
         text = f.read()
     with tempfile.TemporaryDirectory() as tmp:
         print(f"corpus {args.corpus} ({len(text.encode())} bytes), vocab {args.vocab_size}")
