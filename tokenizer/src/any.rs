@@ -2,7 +2,7 @@
 //! for callers that take `--tokenizer gpt2|DIR|FILE`).
 
 use crate::char_level::CharTokenizer;
-use crate::error::Result;
+use crate::error::{Result, TokenizerError};
 use crate::tokenizer::Tokenizer;
 use crate::vocab_io::read_file;
 use std::path::Path;
@@ -18,7 +18,8 @@ pub enum AnyTokenizer {
 
 impl AnyTokenizer {
     /// `gpt2` for the bundled GPT-2 tokenizer; else a directory (`tokenizer.json`,
-    /// `vocab.json` + `merges.txt`, or `char_tokenizer.json`) or a file (`tokenizer.json` or a char tokenizer JSON).
+    /// `vocab.json` + `merges.txt`, or `char_tokenizer.json`) or a file (`tokenizer.json`
+    /// or a char tokenizer JSON).
     pub fn load(spec: &str) -> Result<AnyTokenizer> {
         if spec == "gpt2" {
             return Ok(AnyTokenizer::Bpe(Box::new(Tokenizer::gpt2())));
@@ -26,9 +27,11 @@ impl AnyTokenizer {
         let path = Path::new(spec);
         if path.is_file() {
             let bytes = read_file(path)?;
-            if CharTokenizer::sniff(&bytes) {
-                return Ok(AnyTokenizer::Char(CharTokenizer::from_json_bytes(
-                    &bytes, path,
+            let root: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| TokenizerError::json(path, &e))?;
+            if CharTokenizer::is_char_json(&root) {
+                return Ok(AnyTokenizer::Char(CharTokenizer::from_json_value(
+                    &root, path,
                 )?));
             }
             return Ok(AnyTokenizer::Bpe(Box::new(

@@ -84,9 +84,12 @@ impl CharTokenizer {
     /// The JSON form: `{"type": "char", "chars": [...]}`.
     pub fn to_json(&self) -> String {
         let chars: Vec<String> = self.chars.iter().map(|c| c.to_string()).collect();
-        // Strings always serialize.
-        serde_json::to_string(&serde_json::json!({"type": "char", "chars": chars}))
-            .unwrap_or_default()
+        // "type" first so the kind is visible at the top of the file; strings always
+        // serialize.
+        format!(
+            "{{\"type\": \"char\", \"chars\": {}}}",
+            serde_json::to_string(&chars).unwrap_or_default()
+        )
     }
 
     /// Writes the JSON form to `path`.
@@ -104,6 +107,11 @@ impl CharTokenizer {
     pub fn from_json_bytes(bytes: &[u8], path: &Path) -> Result<CharTokenizer> {
         let root: Value =
             serde_json::from_slice(bytes).map_err(|e| TokenizerError::json(path, &e))?;
+        CharTokenizer::from_json_value(&root, path)
+    }
+
+    /// Reads the JSON form from an already parsed value; `path` names the file in errors.
+    pub fn from_json_value(root: &Value, path: &Path) -> Result<CharTokenizer> {
         let bad = |key: String, reason: &str| TokenizerError::BadKey {
             path: path.to_path_buf(),
             key,
@@ -141,10 +149,9 @@ impl CharTokenizer {
         Ok(tok)
     }
 
-    /// Whether `bytes` look like our char tokenizer JSON (used to pick a loader).
-    pub fn sniff(bytes: &[u8]) -> bool {
-        let head = &bytes[..bytes.len().min(64)];
-        head.windows(6).any(|w| w == b"\"char\"")
+    /// Whether a parsed JSON file is a char tokenizer (`"type": "char"`).
+    pub fn is_char_json(root: &Value) -> bool {
+        root.get("type").and_then(Value::as_str) == Some("char")
     }
 }
 

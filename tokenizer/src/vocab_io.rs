@@ -29,7 +29,7 @@ pub const GPT2_VOCAB_JSON: &[u8] = include_bytes!("../data/gpt2/vocab.json");
 pub const GPT2_MERGES_TXT: &str = include_str!("../data/gpt2/merges.txt");
 
 /// Ids at or above this are rejected (a typo'd id must not allocate gigabytes).
-const MAX_ID: u64 = 1 << 24;
+const MAX_ID: u64 = 1 << 21;
 
 /// One merge rule as read from a file, before ids are resolved.
 struct RawMerge {
