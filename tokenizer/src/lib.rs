@@ -23,6 +23,8 @@
 //! - `any`: one handle over either kind, for the CLI.
 //! - `error`: the error enum.
 
+#![warn(missing_docs)]
+
 pub mod any;
 pub mod bpe;
 pub mod byte_level;

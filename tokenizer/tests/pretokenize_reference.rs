@@ -80,15 +80,21 @@ fn classes_match_regex_on_every_code_point() {
     }
 }
 
+/// tiktoken's rewrite of the pattern (possessive quantifiers, `\s++$`, a final `\s`).
+const TIKTOKEN_PATTERN: &str =
+    r"'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s";
+
 #[test]
 fn scanner_equals_fancy_regex_on_random_strings() {
-    let re = fancy_regex::Regex::new(GPT2_PATTERN).unwrap();
+    let gpt2 = fancy_regex::Regex::new(GPT2_PATTERN).unwrap();
+    let tiktoken = fancy_regex::Regex::new(TIKTOKEN_PATTERN).unwrap();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     for i in 0..20_000 {
         let text = random_text(&mut rng, 24);
-        let want = reference_pieces(&re, &text);
+        let want = reference_pieces(&gpt2, &text);
         let got: Vec<&str> = pieces(&text).collect();
         assert_eq!(got, want, "case {i}: {text:?}");
+        assert_eq!(reference_pieces(&tiktoken, &text), want, "tiktoken's pattern, case {i}");
     }
 }
 
