@@ -1,23 +1,26 @@
 #!/usr/bin/env python3
 """Dev check: a checkpoint written by `gpt train` loads in Hugging Face transformers with
-GPT2LMHeadModel.from_pretrained, and its greedy continuation equals ours token for token.
+GPT2LMHeadModel.from_pretrained (pre-LN) or OpenAIGPTLMHeadModel (post-LN, `--norm post`), and its
+greedy continuation equals ours token for token.
 
 Usage (reference environment from ../shared/tools/setup-ref.sh):
   cargo run --release -- train --out /tmp/hfcheck --max-steps 200 --sample-tokens 0
   ~/.cache/gpt-refenv/bin/python tools/check_hf_load.py /tmp/hfcheck/checkpoint [gpt binary]
+  cargo run --release -- train --norm post --out /tmp/hfpost --max-steps 200 --sample-tokens 0
+  ~/.cache/gpt-refenv/bin/python tools/check_hf_load.py /tmp/hfpost/checkpoint
 """
 import json
 import subprocess
 import sys
 
 import torch
-from transformers import GPT2LMHeadModel
+from transformers import AutoModelForCausalLM
 
 
 def main():
     ck = sys.argv[1]
     gpt_bin = sys.argv[2] if len(sys.argv) > 2 else "target/release/gpt"
-    model = GPT2LMHeadModel.from_pretrained(ck)
+    model = AutoModelForCausalLM.from_pretrained(ck)  # GPT2LMHeadModel or OpenAIGPTLMHeadModel
     model.eval()
     chars = json.load(open(f"{ck}/tokenizer_char.json"))["chars"]
     prompt = "ROMEO:\n"

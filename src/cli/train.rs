@@ -2,6 +2,8 @@
 
 use super::CliResult;
 use clap::Args;
+use gpt::model::Positions;
+use gpt::nn::block::NormPlacement;
 use gpt::train::{train, TrainConfig, TrainOptions};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,6 +57,12 @@ pub struct TrainArgs {
     /// Width (overrides the preset).
     #[arg(long)]
     pub n_embd: Option<usize>,
+    /// LayerNorm placement: pre (GPT-2) or post (GPT-1).
+    #[arg(long, value_parser = ["pre", "post"])]
+    pub norm: Option<String>,
+    /// Position embeddings: learned or sinusoidal.
+    #[arg(long, value_parser = ["learned", "sinusoidal"])]
+    pub positions: Option<String>,
     /// AdamW β2.
     #[arg(long)]
     pub beta2: Option<f32>,
@@ -124,6 +132,20 @@ pub fn resolve(args: &TrainArgs) -> Result<TrainConfig, gpt::Error> {
     }
     if args.n_embd.is_some() {
         c.n_embd = args.n_embd;
+    }
+    if let Some(n) = &args.norm {
+        c.norm = Some(if n == "post" {
+            NormPlacement::Post
+        } else {
+            NormPlacement::Pre
+        });
+    }
+    if let Some(p) = &args.positions {
+        c.positions = Some(if p == "sinusoidal" {
+            Positions::Sinusoidal
+        } else {
+            Positions::Learned
+        });
     }
     Ok(c)
 }

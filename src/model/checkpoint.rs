@@ -6,8 +6,12 @@
 //! (what `save_pretrained` writes) and read with or without it. The four projection matrices are
 //! stored in `Conv1D` orientation `(in, out)` both in memory and on disk, so nothing is transposed.
 //! The tied `lm_head.weight` is not written (it is `wte`); the causal-mask buffers `attn.bias` /
-//! `attn.masked_bias` of old checkpoints are ignored. Post-LN models carry `"gpt"` keys in
-//! `config.json` that describe what GPT-2's schema cannot (norm placement, positions).
+//! `attn.masked_bias` of old checkpoints are ignored.
+//!
+//! Pre-LN models are saved as `GPT2LMHeadModel`, post-LN (GPT-1 style) models as
+//! `OpenAIGPTLMHeadModel` (same block tensor names; embeddings `tokens_embed`/`positions_embed`),
+//! and models with sinusoidal positions as `gpt-rs`, which only `gpt` loads. Our full
+//! configuration is also kept under the `"gpt"` key of `config.json`.
 //!
 //! Every write goes to a temporary file in the same directory and is renamed into place.
 
@@ -49,12 +53,76 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
 }
 
-/// The Hugging Face `config.json` for `cfg`.
+/// Which Hugging Face architecture a configuration maps onto.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HfFamily {
+    /// Pre-LN with learned positions: `GPT2LMHeadModel` (`model_type` "gpt2").
+    Gpt2,
+    /// Post-LN with learned positions: `OpenAIGPTLMHeadModel` (`model_type` "openai-gpt"),
+    /// whose embeddings are named `tokens_embed` / `positions_embed`.
+    OpenAiGpt,
+    /// Sinusoidal positions: no `transformers` class matches; only `gpt` loads it.
+    Custom,
+}
+
+/// The architecture `cfg` is saved as.
+pub fn hf_family(cfg: &GptConfig) -> HfFamily {
+    match (cfg.positions, cfg.norm) {
+        (Positions::Sinusoidal, _) => HfFamily::Custom,
+        (Positions::Learned, NormPlacement::Pre) => HfFamily::Gpt2,
+        (Positions::Learned, NormPlacement::Post) => HfFamily::OpenAiGpt,
+    }
+}
+
+/// The on-disk name of one of our tensors (with the `transformer.` prefix).
+pub fn hf_name(name: &str, family: HfFamily) -> String {
+    let renamed = match (family, name) {
+        (HfFamily::OpenAiGpt, "wte.weight") => "tokens_embed.weight",
+        (HfFamily::OpenAiGpt, "wpe.weight") => "positions_embed.weight",
+        _ => name,
+    };
+    format!("transformer.{renamed}")
+}
+
+/// The Hugging Face `config.json` for `cfg` (see [`HfFamily`]); our own full configuration is
+/// kept under the `"gpt"` key.
 pub fn hf_config(cfg: &GptConfig) -> Value {
     let act = match cfg.activation {
         Activation::Gelu => "gelu_new",
         Activation::Relu => "relu",
     };
+    match hf_family(cfg) {
+        HfFamily::OpenAiGpt => {
+            return json!({
+                "architectures": ["OpenAIGPTLMHeadModel"],
+                "model_type": "openai-gpt",
+                "vocab_size": cfg.vocab_size,
+                "n_positions": cfg.n_ctx,
+                "n_embd": cfg.n_embd,
+                "n_layer": cfg.n_layer,
+                "n_head": cfg.n_head,
+                // OpenAIGPT's "gelu" is the tanh form (its own ACT_FNS maps it to gelu_new).
+                "afn": if cfg.activation == Activation::Gelu { "gelu" } else { "relu" },
+                "resid_pdrop": cfg.dropout,
+                "embd_pdrop": cfg.dropout,
+                "attn_pdrop": 0.0,
+                "layer_norm_epsilon": cfg.ln_eps,
+                "initializer_range": 0.02,
+                "tie_word_embeddings": true,
+                "torch_dtype": "float32",
+                "gpt": cfg,
+            });
+        }
+        HfFamily::Custom => {
+            return json!({
+                "architectures": [],
+                "model_type": "gpt-rs",
+                "vocab_size": cfg.vocab_size,
+                "gpt": cfg,
+            })
+        }
+        HfFamily::Gpt2 => {}
+    }
     json!({
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
@@ -91,12 +159,16 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<GptConfig> {
         return serde_json::from_value(ours.clone()).map_err(|e| bad("gpt", &e.to_string()));
     }
     let model_type = v.get("model_type").and_then(Value::as_str).unwrap_or("");
-    if model_type != "gpt2" {
-        return Err(bad(
-            "model_type",
-            &format!("`{model_type}` is not a GPT-2 model (expected \"gpt2\")"),
-        ));
-    }
+    let norm = match model_type {
+        "gpt2" => NormPlacement::Pre,
+        "openai-gpt" => NormPlacement::Post,
+        _ => {
+            return Err(bad(
+                "model_type",
+                &format!("`{model_type}` is not a GPT model (expected \"gpt2\" or \"openai-gpt\")"),
+            ))
+        }
+    };
     let get = |k: &str| -> Result<usize> {
         v.get(k)
             .and_then(Value::as_u64)
@@ -109,16 +181,19 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<GptConfig> {
             return Err(bad("n_inner", "only n_inner = 4·n_embd is supported"));
         }
     }
-    let act = v
-        .get("activation_function")
-        .and_then(Value::as_str)
-        .unwrap_or("gelu_new");
+    let act_key = if norm == NormPlacement::Pre {
+        "activation_function"
+    } else {
+        "afn"
+    };
+    let act = v.get(act_key).and_then(Value::as_str).unwrap_or("gelu_new");
     let activation = match act {
         "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::Gelu,
+        "gelu" if norm == NormPlacement::Post => Activation::Gelu,
         "relu" => Activation::Relu,
         other => {
             return Err(bad(
-                "activation_function",
+                act_key,
                 &format!("`{other}` is not supported (gelu_new, relu)"),
             ))
         }
@@ -131,7 +206,7 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<GptConfig> {
         n_embd,
         dropout: v.get("resid_pdrop").and_then(Value::as_f64).unwrap_or(0.1) as f32,
         bias: true,
-        norm: NormPlacement::Pre,
+        norm,
         positions: Positions::Learned,
         activation,
         ln_eps: v
@@ -153,7 +228,11 @@ pub fn weights_bytes(model: &Gpt, metadata: Option<HashMap<String, String>>) -> 
         .map(|e| {
             let data = e.param.of(&model.params.data);
             let raw: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-            (format!("transformer.{}", e.name), e.shape.clone(), raw)
+            (
+                hf_name(&e.name, hf_family(&model.config)),
+                e.shape.clone(),
+                raw,
+            )
         })
         .collect();
     let views = bytes
@@ -237,11 +316,13 @@ pub fn load_weights(model: &mut Gpt, path: &PathBuf) -> Result<()> {
     })?;
     let by_name: HashMap<String, TensorView> = st.tensors().into_iter().collect();
     let entries = model.layout().entries().to_vec();
+    let family = hf_family(&model.config);
     for e in entries {
-        let prefixed = format!("transformer.{}", e.name);
+        let prefixed = hf_name(&e.name, family);
+        let bare = prefixed.trim_start_matches("transformer.").to_string();
         let view = by_name
             .get(&prefixed)
-            .or_else(|| by_name.get(&e.name))
+            .or_else(|| by_name.get(&bare))
             .ok_or_else(|| {
                 Error::Msg(format!("{}: missing tensor `{}`", path.display(), e.name))
             })?;

@@ -48,6 +48,10 @@ pub struct TrainConfig {
     pub n_head: Option<usize>,
     /// Width override.
     pub n_embd: Option<usize>,
+    /// LayerNorm placement override (`pre` or `post`).
+    pub norm: Option<crate::nn::block::NormPlacement>,
+    /// Position-embedding override (`learned` or `sinusoidal`).
+    pub positions: Option<crate::model::Positions>,
     /// Seed for initialisation, batches and dropout.
     pub seed: u64,
     /// Evaluate validation loss every this many steps (and at the end).
@@ -84,6 +88,8 @@ impl Default for TrainConfig {
             n_layer: None,
             n_head: None,
             n_embd: None,
+            norm: None,
+            positions: None,
             seed: 1337,
             eval_interval: 250,
             eval_iters: 20,

@@ -159,6 +159,12 @@ pub fn model_config(cfg: &TrainConfig, vocab_size: usize) -> Result<GptConfig> {
     if let Some(c) = cfg.n_embd {
         m.n_embd = c;
     }
+    if let Some(norm) = cfg.norm {
+        m.norm = norm;
+    }
+    if let Some(p) = cfg.positions {
+        m.positions = p;
+    }
     m.validate()?;
     Ok(m)
 }
