@@ -128,3 +128,16 @@ fn batch_and_parallel_equal_sequential() {
         tok.encode_ordinary(&joined)
     );
 }
+
+#[test]
+fn every_gpt2_token_is_its_own_encoding() {
+    // BPE on a token's own bytes gives back that token, for all 50256 ordinary tokens (the
+    // premise of the whole-piece fast path; tiktoken's ranks assume it too).
+    let tok = gpt2();
+    for id in 0..50256u32 {
+        let bytes = tok.token_bytes(id).unwrap();
+        assert_eq!(tok.token_id(bytes), Some(id), "token {id} {bytes:?}");
+    }
+    assert!(tok.is_special(50256) && !tok.is_special(50255));
+    assert_eq!(tok.token_bytes(50256).unwrap(), b"<|endoftext|>");
+}

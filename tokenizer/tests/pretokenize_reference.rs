@@ -94,7 +94,11 @@ fn scanner_equals_fancy_regex_on_random_strings() {
         let want = reference_pieces(&gpt2, &text);
         let got: Vec<&str> = pieces(&text).collect();
         assert_eq!(got, want, "case {i}: {text:?}");
-        assert_eq!(reference_pieces(&tiktoken, &text), want, "tiktoken's pattern, case {i}");
+        assert_eq!(
+            reference_pieces(&tiktoken, &text),
+            want,
+            "tiktoken's pattern, case {i}"
+        );
     }
 }
 
