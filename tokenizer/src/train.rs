@@ -192,19 +192,20 @@ pub fn count_words_in_file(
     skip: &[String],
     counts: &mut WordCounts,
 ) -> Result<(u64, u64)> {
-    count_words_in_file_blocks(path, skip, counts, BLOCK_BYTES)
+    count_words_in_file_blocks(path, skip, counts, BLOCK_BYTES, &|_| {})
 }
 
 /// `count_words_in_file` with a chosen block size (tests use small blocks to exercise the
 /// cuts between blocks). Each block is cut at its last safe boundary and the tail carried
 /// into the next, so the words counted are exactly those of the whole file; memory is one
-/// block plus the distinct words.
+/// block plus the distinct words. `progress` is told the bytes of each block counted.
 /// A special token never contains a newline, so one never straddles a cut.
 pub fn count_words_in_file_blocks(
     path: &Path,
     skip: &[String],
     counts: &mut WordCounts,
     block: usize,
+    progress: &dyn Fn(u64),
 ) -> Result<(u64, u64)> {
     let block = block.max(16);
     let mut file = std::fs::File::open(path).map_err(|e| TokenizerError::io(path, e))?;
@@ -263,6 +264,7 @@ pub fn count_words_in_file_blocks(
             words += count_words_skipping(&text[..take], skip, counts);
             buf.drain(..take);
             consumed += take as u64;
+            progress(take as u64);
         }
     }
     Ok((consumed, words))
@@ -340,10 +342,15 @@ impl BpeTrainer {
             .sum();
         let bar = progress_bar(self.show_progress, total, "count words");
         for p in paths {
-            let (bytes, words) = count_words_in_file(p, &self.special_tokens, &mut counts)?;
+            let (bytes, words) = count_words_in_file_blocks(
+                p,
+                &self.special_tokens,
+                &mut counts,
+                BLOCK_BYTES,
+                &|n| bar.inc(n),
+            )?;
             stats.bytes += bytes;
             stats.words += words;
-            bar.inc(bytes);
         }
         bar.finish_and_clear();
         stats.count_seconds = start.elapsed().as_secs_f64();

@@ -95,7 +95,8 @@ fn file_blocks_count_the_same_words_as_one_pass() {
     let n = count_words_in(corpus, &mut whole);
     for block in [100, 4096, 65536] {
         let mut blocks = WordCounts::default();
-        let (bytes, words) = count_words_in_file_blocks(&path, &[], &mut blocks, block).unwrap();
+        let (bytes, words) =
+            count_words_in_file_blocks(&path, &[], &mut blocks, block, &|_| {}).unwrap();
         assert_eq!((bytes as usize, words), (corpus.len(), n), "block {block}");
         assert!(blocks == whole, "block {block}");
     }
