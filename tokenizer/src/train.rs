@@ -439,6 +439,7 @@ impl BpeTrainer {
         let mut heap: BinaryHeap<Candidate> = where_
             .drain()
             .filter_map(|(pair, words)| {
+                // `where_` and `pair_counts` were filled with the same keys just above.
                 let count = pair_counts[&pair];
                 (count > 0).then_some(Candidate {
                     count: count as u64,
@@ -498,6 +499,7 @@ impl BpeTrainer {
                 }
             }
             for (pair, words) in updates.drain() {
+                // Every pair in `updates` had its count updated (inserted) in the loop above.
                 let count = pair_counts[&pair];
                 if count > 0 {
                     heap.push(Candidate {
