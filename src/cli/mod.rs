@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 pub mod bench;
 pub mod prepare;
 pub mod sample;
+pub mod tokenize;
+pub mod tokenizer_train;
 pub mod train;
 
 /// Errors surfaced to the user by the CLI: printed as `error: {message}`.
@@ -35,6 +37,11 @@ pub enum Command {
     Prepare(prepare::PrepareArgs),
     /// Sample text from a trained model.
     Sample(sample::SampleArgs),
+    /// Encode text with a tokenizer (ids, count, tokens or JSON).
+    Tokenize(tokenize::TokenizeArgs),
+    /// Tokenizer tools (train a byte-level BPE).
+    #[command(subcommand)]
+    Tokenizer(tokenizer_train::TokenizerCommand),
     /// Benchmarks (kernels; optionally side by side with PyTorch).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -47,6 +54,8 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Train(args) => train::run(*args),
         Command::Prepare(args) => prepare::run(args),
         Command::Sample(args) => sample::run(args),
+        Command::Tokenize(args) => tokenize::run(args),
+        Command::Tokenizer(cmd) => tokenizer_train::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }
