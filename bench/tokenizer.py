@@ -23,7 +23,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
-from tokenizer_common import SHARED, gpt2_tiktoken, hf_gpt2, our_binary, read_ids, safe_chunks
+from tokenizer_common import SHARED, gpt2_tiktoken, hf_gpt2, our_binary, read_ids
 
 HF_TRAIN = r"""
 import json, resource, sys, time
@@ -77,10 +77,14 @@ def main():
     )
     ours = json.loads(res.stdout)
     our_ids = read_ids(ids_path)
-    chunks = safe_chunks(text, 64 * 1024)
+    # The same chunks as ours: cut the UTF-8 bytes at the lengths our driver reports.
     with open(chunks_path) as f:
         our_chunk_lens = [int(x) for x in f.read().split()]
-    assert [len(c.encode("utf-8")) for c in chunks] == our_chunk_lens, "chunking differs"
+    data, chunks, at = text.encode("utf-8"), [], 0
+    for n in our_chunk_lens:
+        chunks.append(data[at:at + n].decode("utf-8"))
+        at += n
+    assert "".join(chunks) == text
 
     rows = [("ours (Rust)", mb / ours["single_s"], mb / ours["batch_s"], True)]
     enc = gpt2_tiktoken()
