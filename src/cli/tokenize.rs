@@ -33,7 +33,7 @@ pub enum TokenizeFormat {
 #[derive(Args, Debug)]
 pub struct TokenizeArgs {
     /// `gpt2` (bundled), a directory (tokenizer.json, vocab.json + merges.txt, or
-    /// char_tokenizer.json), or a tokenizer.json / char tokenizer JSON file.
+    /// tokenizer_char.json), or a tokenizer.json / char tokenizer JSON file.
     #[arg(long, default_value = "gpt2")]
     pub tokenizer: String,
     /// Output format.

@@ -6,7 +6,7 @@
 //! ```
 //! BPE writes `DIR/vocab.json`, `DIR/merges.txt` and `DIR/tokenizer.json` (loadable by
 //! Hugging Face `tokenizers` and by `gpt tokenize --tokenizer DIR`); `--char` writes
-//! `DIR/char_tokenizer.json`. A progress bar is drawn on standard error unless
+//! `DIR/tokenizer_char.json`. A progress bar is drawn on standard error unless
 //! `--no-progress`.
 
 use super::CliResult;
@@ -99,7 +99,9 @@ fn train_char(args: TrainArgs) -> CliResult {
     }
     let tok = CharTokenizer::from_chars(chars);
     std::fs::create_dir_all(&args.out).map_err(|e| TokenizerError::io(&args.out, e))?;
-    let path = args.out.join("char_tokenizer.json");
+    let path = args
+        .out
+        .join(gpt_tokenizer::char_level::CHAR_TOKENIZER_FILE);
     tok.save(&path)?;
     eprintln!("wrote {} ({} characters)", path.display(), tok.vocab_size());
     Ok(())

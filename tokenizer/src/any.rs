@@ -18,7 +18,7 @@ pub enum AnyTokenizer {
 
 impl AnyTokenizer {
     /// `gpt2` for the bundled GPT-2 tokenizer; else a directory (`tokenizer.json`,
-    /// `vocab.json` + `merges.txt`, or `char_tokenizer.json`) or a file (`tokenizer.json`
+    /// `vocab.json` + `merges.txt`, or `tokenizer_char.json`) or a file (`tokenizer.json`
     /// or a char tokenizer JSON).
     pub fn load(spec: &str) -> Result<AnyTokenizer> {
         if spec == "gpt2" {
@@ -38,7 +38,7 @@ impl AnyTokenizer {
                 Tokenizer::from_tokenizer_json_bytes(&bytes, path)?,
             )));
         }
-        let char_json = path.join("char_tokenizer.json");
+        let char_json = path.join(crate::char_level::CHAR_TOKENIZER_FILE);
         if path.is_dir() && char_json.is_file() && !path.join("tokenizer.json").is_file() {
             return Ok(AnyTokenizer::Char(CharTokenizer::load(&char_json)?));
         }

@@ -11,6 +11,9 @@ use rustc_hash::FxHashMap;
 use serde_json::Value;
 use std::path::Path;
 
+/// File name of a char tokenizer saved in a model, data or tokenizer directory.
+pub const CHAR_TOKENIZER_FILE: &str = "tokenizer_char.json";
+
 /// Character-level tokenizer: one id per distinct character of the corpus.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CharTokenizer {

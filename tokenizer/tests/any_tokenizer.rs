@@ -29,8 +29,8 @@ fn loads_every_kind() {
 
     let chars = CharTokenizer::from_text(&text);
     let cdir = temp_dir("char");
-    chars.save(&cdir.join("char_tokenizer.json")).unwrap();
-    for spec in [cdir.clone(), cdir.join("char_tokenizer.json")] {
+    chars.save(&cdir.join("tokenizer_char.json")).unwrap();
+    for spec in [cdir.clone(), cdir.join("tokenizer_char.json")] {
         let t = AnyTokenizer::load(spec.to_str().unwrap()).unwrap();
         assert!(matches!(t, AnyTokenizer::Char(_)));
         assert_eq!(
