@@ -10,6 +10,7 @@
 
 pub mod data;
 pub mod error;
+pub mod generate;
 pub mod kernels;
 pub mod model;
 pub mod nn;

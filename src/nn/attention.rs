@@ -8,6 +8,8 @@
 //! `crossattention.c_attn (C, 2C)` (keys and values), `crossattention.c_proj`. Weights are stored
 //! in `Conv1D` orientation `(IC, OC)` so GPT-2 checkpoints load in place.
 
+mod cached;
+
 use super::dropout::Dropout;
 use super::linear::Linear;
 use super::params::ParamLayout;

@@ -10,6 +10,8 @@
 //! key-padding mask) and its decoder (causal + cross-attention). Backward reads as the forward
 //! in reverse; all activations and scratch live in the block and are sized once per `(B, T)`.
 
+mod cached;
+
 use super::attention::{AttentionConfig, MultiHeadAttention};
 use super::layernorm::LayerNorm;
 use super::mlp::{Activation, Mlp, MlpConfig};

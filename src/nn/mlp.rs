@@ -90,6 +90,11 @@ impl Mlp {
         })
     }
 
+    /// The non-linearity.
+    pub fn activation(&self) -> Activation {
+        self.activation
+    }
+
     /// Forward for `x (N, C)` into `self.out`.
     pub fn forward(&mut self, p: &[f32], x: &[f32], n: usize, train: bool, rng: &mut Rng) {
         let (h, c) = (self.c_fc.oc, self.c_fc.ic);

@@ -72,12 +72,25 @@ pub struct ParamLayout {
     entries: Vec<ParamEntry>,
     index: HashMap<String, usize>,
     total: usize,
+    /// Fixed offsets by name (see [`ParamLayout::placed`]); `None`: consecutive offsets.
+    placed: Option<HashMap<String, usize>>,
 }
 
 impl ParamLayout {
     /// An empty layout.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A layout whose tensors sit at given element offsets instead of one after another, so
+    /// modules can read their parameters straight out of an existing buffer (a memory-mapped
+    /// safetensors file: see `generate::model`). Registering a name absent from `offsets` is an
+    /// error; [`ParamLayout::total`] is then one past the furthest tensor.
+    pub fn placed(offsets: HashMap<String, usize>) -> Self {
+        ParamLayout {
+            placed: Some(offsets),
+            ..Self::default()
+        }
     }
 
     /// Registers a tensor; errors if the name is taken.
@@ -108,11 +121,14 @@ impl ParamLayout {
             return Err(Error::Msg(format!("parameter `{name}` registered twice")));
         }
         let len = shape.iter().product();
-        let param = Param {
-            offset: self.total,
-            len,
+        let offset = match &self.placed {
+            None => self.total,
+            Some(map) => *map
+                .get(name)
+                .ok_or_else(|| Error::UnknownParam(name.to_string()))?,
         };
-        self.total += len;
+        let param = Param { offset, len };
+        self.total = self.total.max(offset + len);
         self.index.insert(name.to_string(), self.entries.len());
         self.entries.push(ParamEntry {
             name: name.to_string(),
