@@ -260,7 +260,7 @@ fn softmax_block(
 ) {
     for (r, (row, l)) in s.chunks_exact_mut(nk).zip(lse.iter_mut()).enumerate() {
         let lim = limit(r);
-        *l = vmath::softmax_row(&mut row[..lim], mask.map(|m| &m[..lim]));
+        *l = rows::softmax_row(&mut row[..lim], mask.map(|m| &m[..lim]));
         row[lim..].fill(0.0);
     }
 }
@@ -379,7 +379,7 @@ pub fn attention_backward(
                 for r in 0..bq {
                     let lim = d.key_limit(i0 + r, causal).min(nk);
                     let row = &mut p[r * nk..(r + 1) * nk];
-                    vmath::probs_row(&mut row[..lim], lse_bh[i0 + r], mask_b.map(|m| &m[..lim]));
+                    rows::probs_row(&mut row[..lim], lse_bh[i0 + r], mask_b.map(|m| &m[..lim]));
                     row[lim..].fill(0.0);
                     dd[r] = dot(&do_blk[r * c..r * c + d.hs], &o_bh[(i0 + r) * c..][..d.hs]);
                 }
@@ -419,7 +419,7 @@ pub fn attention_backward(
                         false,
                     );
                 }
-                vmath::softmax_grad_block(ds, p, &dd[..bq], nk);
+                rows::softmax_grad_block(ds, p, &dd[..bq], nk);
                 unsafe {
                     // dQ_blk (bq×HS) += scale · dS (bq×nk) · K (nk×HS)
                     gemm_strided(
@@ -465,113 +465,10 @@ pub fn attention_backward(
 // Vectorised row math
 // ---------------------------------------------------------------------------------------------
 
-/// Row operations built on a polynomial `exp` that the compiler vectorises, each compiled twice
-/// (baseline and AVX2+FMA) and dispatched at run time. Shared with the cross-entropy kernel.
-pub(crate) mod vmath {
-    /// `exp(x)` to about 2 ulp (Cephes `expf` polynomial), branch-free so loops over it
-    /// vectorise. Returns 0 below `ln(f32::MIN_POSITIVE)` (including `-∞`); clamps large inputs
-    /// to `exp(88.37)`.
-    #[inline(always)]
-    pub(crate) fn exp(x: f32) -> f32 {
-        const LO: f32 = -87.336_54;
-        const HI: f32 = 88.376_26;
-        const LOG2E: f32 = std::f32::consts::LOG2_E;
-        // ln 2 split in two so that n·LN2_HI is exact.
-        const LN2_HI: f32 = 0.693_359_4;
-        const LN2_LO: f32 = -2.121_944_4e-4;
-        // Adding 1.5·2^23 rounds to the nearest integer and leaves it in the low mantissa bits.
-        const MAGIC: f32 = 12_582_912.0;
-        let xc = if x > HI { HI } else { x };
-        let xc = if xc < LO { LO } else { xc };
-        let t = xc * LOG2E + MAGIC;
-        let n = t - MAGIC;
-        let r = xc - n * LN2_HI - n * LN2_LO;
-        let mut p = 1.987_569_1e-4f32;
-        p = p * r + 1.398_199_9e-3;
-        p = p * r + 8.333_452e-3;
-        p = p * r + 4.166_579_6e-2;
-        p = p * r + 1.666_666_5e-1;
-        p = p * r + 0.5;
-        let y = p * (r * r) + r + 1.0;
-        // 2^n from the integer in t's mantissa: (n + 127) << 23.
-        let bits = t.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127) << 23;
-        let e = y * f32::from_bits(bits);
-        if x < LO {
-            0.0
-        } else {
-            e
-        }
-    }
-
-    /// Declares `$name` as a run-time dispatch between an AVX2+FMA build and a baseline build
-    /// of the `#[inline(always)]` body `$body` (same arguments).
-    macro_rules! dispatch {
-        ($(#[$doc:meta])* $vis:vis fn $name:ident = $body:ident ($($arg:ident : $ty:ty),*) -> $ret:ty) => {
-            $(#[$doc])*
-            $vis fn $name($($arg: $ty),*) -> $ret {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    #[target_feature(enable = "avx2,fma")]
-                    unsafe fn avx2($($arg: $ty),*) -> $ret {
-                        $body($($arg),*)
-                    }
-                    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                        // SAFETY: the CPU supports the features `avx2` was compiled for.
-                        return unsafe { avx2($($arg),*) };
-                    }
-                }
-                $body($($arg),*)
-            }
-        };
-    }
-    pub(crate) use dispatch;
-
-    const LANES: usize = 16;
-
-    /// Maximum of a slice (`-∞` if empty), 16 lanes so it vectorises.
-    #[inline(always)]
-    pub(crate) fn max(x: &[f32]) -> f32 {
-        let mut acc = [f32::NEG_INFINITY; LANES];
-        let chunks = x.chunks_exact(LANES);
-        let tail = chunks.remainder();
-        for c in chunks {
-            for i in 0..LANES {
-                acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
-            }
-        }
-        let mut m = f32::NEG_INFINITY;
-        for &a in acc.iter().chain(tail) {
-            m = if a > m { a } else { m };
-        }
-        m
-    }
-
-    /// `x[j] = exp(x[j] - shift)` in place; returns the sum of the results.
-    #[inline(always)]
-    pub(crate) fn exp_shift_sum(x: &mut [f32], shift: f32) -> f32 {
-        let mut acc = [0.0f32; LANES];
-        let mut chunks = x.chunks_exact_mut(LANES);
-        for c in &mut chunks {
-            for i in 0..LANES {
-                c[i] = exp(c[i] - shift);
-                acc[i] += c[i];
-            }
-        }
-        let mut s = 0.0;
-        for e in chunks.into_remainder() {
-            *e = exp(*e - shift);
-            s += *e;
-        }
-        s + acc.iter().sum::<f32>()
-    }
-
-    /// `x[j] *= a` in place.
-    #[inline(always)]
-    pub(crate) fn scale(x: &mut [f32], a: f32) {
-        for e in x {
-            *e *= a;
-        }
-    }
+/// Softmax rows of the score blocks, built on the shared vectorised math in [`super::vmath`]
+/// and run through [`with_simd`](super::vmath::with_simd).
+pub(crate) mod rows {
+    use super::super::vmath::{exp_fast as exp, exp_shift_sum, max, scale, with_simd};
 
     /// Sets `x[j] = -∞` where `mask[j] == 0`.
     #[inline(always)]
@@ -596,10 +493,10 @@ pub(crate) mod vmath {
         mx + sum.ln()
     }
 
-    dispatch! {
-        /// Softmax of a score row in place, entries with `mask[j] == 0` excluded (0 probability).
-        /// Returns the row's log-sum-exp, or `-∞` (and an all-zero row) if nothing is unmasked.
-        pub(crate) fn softmax_row = softmax_row_body(x: &mut [f32], mask: Option<&[u8]>) -> f32
+    /// Softmax of a score row in place, entries with `mask[j] == 0` excluded (0 probability).
+    /// Returns the row's log-sum-exp, or `-∞` (and an all-zero row) if nothing is unmasked.
+    pub(crate) fn softmax_row(x: &mut [f32], mask: Option<&[u8]>) -> f32 {
+        with_simd(|| softmax_row_body(x, mask))
     }
 
     #[inline(always)]
@@ -616,10 +513,10 @@ pub(crate) mod vmath {
         }
     }
 
-    dispatch! {
-        /// Recomputes probabilities from scores in place: `exp(x - lse)`, 0 where masked or when
-        /// the row was fully masked (`lse = -∞`).
-        pub(crate) fn probs_row = probs_row_body(x: &mut [f32], lse: f32, mask: Option<&[u8]>) -> ()
+    /// Recomputes probabilities from scores in place: `exp(x - lse)`, 0 where masked or when
+    /// the row was fully masked (`lse = -∞`).
+    pub(crate) fn probs_row(x: &mut [f32], lse: f32, mask: Option<&[u8]>) {
+        with_simd(|| probs_row_body(x, lse, mask))
     }
 
     #[inline(always)]
@@ -631,12 +528,10 @@ pub(crate) mod vmath {
         }
     }
 
-    dispatch! {
-        /// Softmax backward on a block of rows of length `n`, in place:
-        /// `dp[r][j] = p[r][j] · (dp[r][j] - dd[r])`.
-        pub(crate) fn softmax_grad_block = softmax_grad_block_body(
-            dp: &mut [f32], p: &[f32], dd: &[f32], n: usize
-        ) -> ()
+    /// Softmax backward on a block of rows of length `n`, in place:
+    /// `dp[r][j] = p[r][j] · (dp[r][j] - dd[r])`.
+    pub(crate) fn softmax_grad_block(dp: &mut [f32], p: &[f32], dd: &[f32], n: usize) {
+        with_simd(|| softmax_grad_block_body(dp, p, dd, n))
     }
 }
 
@@ -994,15 +889,15 @@ mod tests {
         for i in 0..=200_000 {
             let x = -87.0 + 175.0 * i as f32 / 200_000.0;
             let want = (x as f64).exp();
-            worst = worst.max(((vmath::exp(x) as f64 - want) / want).abs());
+            worst = worst.max(((crate::kernels::vmath::exp_fast(x) as f64 - want) / want).abs());
         }
         assert!(worst < 4e-7, "max relative error {worst}");
-        assert_eq!(vmath::exp(f32::NEG_INFINITY), 0.0);
-        assert_eq!(vmath::exp(-1e4), 0.0);
-        assert_eq!(vmath::exp(0.0), 1.0);
-        assert!(vmath::exp(f32::NAN).is_nan());
+        assert_eq!(crate::kernels::vmath::exp_fast(f32::NEG_INFINITY), 0.0);
+        assert_eq!(crate::kernels::vmath::exp_fast(-1e4), 0.0);
+        assert_eq!(crate::kernels::vmath::exp_fast(0.0), 1.0);
+        assert!(crate::kernels::vmath::exp_fast(f32::NAN).is_nan());
         let mut row = vec![0.5f32; 37];
-        let s = vmath::exp_shift_sum(&mut row, 0.5);
+        let s = crate::kernels::vmath::exp_shift_sum(&mut row, 0.5);
         assert!((s - 37.0).abs() < 1e-5 && row.iter().all(|&e| e == 1.0));
     }
 

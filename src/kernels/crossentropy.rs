@@ -24,8 +24,8 @@
 //! `exp` with the row in L2 (a GPT-2 row is 200 KB), then the gradient write. Rows run in
 //! parallel. The `exp` is the vectorised polynomial shared with attention.
 
-use super::attention::vmath::{self, dispatch};
 use super::check_len;
+use super::vmath::{self, with_simd};
 use rayon::prelude::*;
 
 /// PyTorch's default `ignore_index`.
@@ -91,10 +91,14 @@ fn exp_sum(x: &[f32], shift: f32) -> f32 {
     let tail = chunks.remainder();
     for c in chunks {
         for i in 0..LANES {
-            acc[i] += vmath::exp(c[i] - shift);
+            acc[i] += vmath::exp_fast(c[i] - shift);
         }
     }
-    acc.iter().sum::<f32>() + tail.iter().map(|&e| vmath::exp(e - shift)).sum::<f32>()
+    acc.iter().sum::<f32>()
+        + tail
+            .iter()
+            .map(|&e| vmath::exp_fast(e - shift))
+            .sum::<f32>()
 }
 
 /// Loss of one row, from its logits (see the module docs).
@@ -105,9 +109,9 @@ fn row_loss_body(x: &[f32], t: usize, smoothing: f32) -> f32 {
     lse - (1.0 - smoothing) * x[t] - smoothing / x.len() as f32 * sum_x
 }
 
-dispatch! {
-    /// Loss of one counted row.
-    fn row_loss = row_loss_body(x: &[f32], t: usize, smoothing: f32) -> f32
+/// Loss of one counted row.
+fn row_loss(x: &[f32], t: usize, smoothing: f32) -> f32 {
+    with_simd(|| row_loss_body(x, t, smoothing))
 }
 
 /// Loss of one row, then its logits overwritten by `g·(softmax - q)`.
@@ -126,9 +130,9 @@ fn row_loss_grad_body(x: &mut [f32], t: usize, smoothing: f32, g: f32) -> f32 {
     loss
 }
 
-dispatch! {
-    /// Loss of one counted row and its gradient in place of its logits.
-    fn row_loss_grad = row_loss_grad_body(x: &mut [f32], t: usize, smoothing: f32, g: f32) -> f32
+/// Loss of one counted row and its gradient in place of its logits.
+fn row_loss_grad(x: &mut [f32], t: usize, smoothing: f32, g: f32) -> f32 {
+    with_simd(|| row_loss_grad_body(x, t, smoothing, g))
 }
 
 /// Per-row losses (`losses[i]`, 0 for ignored rows) and their mean over counted rows.

@@ -15,7 +15,7 @@
 //! forward's input, not its output, and accumulates.
 
 use super::check_len;
-use super::softmax::{exp_fast, with_simd};
+use super::vmath::{exp_fast, with_simd};
 use rayon::prelude::*;
 
 /// `√(2/π)`.

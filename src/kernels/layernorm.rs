@@ -15,7 +15,7 @@
 //! results are deterministic for a given thread count.
 
 use super::check_len;
-use super::softmax::{sum, with_simd};
+use super::vmath::{sum, with_simd};
 use rayon::prelude::*;
 
 /// Work (elements) below which a rayon task is not worth spawning.

@@ -27,6 +27,7 @@ pub mod layernorm;
 pub mod matmul;
 pub mod residual;
 pub mod softmax;
+pub mod vmath;
 
 /// Panics unless `got == want`, naming the op and the buffer. See the module docs for why
 /// kernels panic rather than return errors.

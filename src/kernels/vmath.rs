@@ -1,0 +1,178 @@
+//! Vectorised math shared by the kernels: a polynomial `exp` the compiler can vectorise,
+//! 16-lane reductions, and [`with_simd`], which runs a hot loop compiled for the widest vector
+//! extension the CPU has.
+//!
+//! Why our own `exp`: `f32::exp` is a call into libm that the compiler cannot vectorise, and it
+//! dominates softmax, attention, cross-entropy and GELU. [`exp_fast`] is straight-line arithmetic
+//! (range reduction by `ln 2` and a degree-7 polynomial, as Cephes' `expf`) with relative error
+//! ≈ 1e-7, a couple of ulp, and the loops that call it vectorise.
+//!
+//! Why [`with_simd`]: the crate builds for baseline x86-64 (SSE2, 4 lanes). Compute-bound loops
+//! (exp, GELU, normalisation) run 2–4× faster when the same code is compiled for AVX-512 or
+//! AVX2+FMA, so they run inside `with_simd`, which picks the widest at run time. Measured on the
+//! development machine (Zen 4), GELU forward+backward on 1024×3072, one thread, `-O`: 15 ms with
+//! SSE2, 3.8 ms with AVX-512.
+
+/// Inputs below this give `exp_fast(x) = 0` (`exp(-87.3)` is the smallest normal f32).
+const EXP_LO: f32 = -87.3;
+/// Inputs above this give `+∞`; `2^n` for the rounded exponent `n` then still fits a normal f32.
+const EXP_HI: f32 = 88.0;
+
+/// `e^x` for f32 in branch-free arithmetic the compiler vectorises; relative error ≈ 1e-7.
+///
+/// Returns `0` below `-87.3` (where `e^x` is subnormal), `+∞` above `88.0` (where `e^x` is
+/// within a factor 2.1 of `f32::MAX`; softmax and GELU never go there), and NaN for NaN.
+#[inline(always)]
+pub fn exp_fast(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split in two so n·C1 is exact (C1 has 9 significant bits): Cody–Waite reduction.
+    const C1: f32 = 0.693_359_4;
+    const C2: f32 = -2.121_944_4e-4;
+    // Adding 1.5·2^23 rounds to the nearest integer and leaves it in the low mantissa bits.
+    const MAGIC: f32 = 12_582_912.0;
+    let xc = x.clamp(EXP_LO, EXP_HI);
+    let t = xc * LOG2E + MAGIC;
+    let n = t - MAGIC;
+    let r = xc - n * C1 - n * C2;
+    // Cephes expf polynomial: e^r ≈ 1 + r + r²·P(r) on |r| ≤ ln2/2.
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5; // Cephes' 5.0000001201e-1 rounds to 0.5 in f32
+    let er = p * (r * r) + r + 1.0;
+    // 2^n built directly in the exponent field: (n + 127) << 23, n read from t's mantissa.
+    let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
+    let two_n = f32::from_bits(((ni + 127) << 23) as u32);
+    let y = er * two_n;
+    if x < EXP_LO {
+        0.0
+    } else if x > EXP_HI {
+        f32::INFINITY
+    } else {
+        y // NaN stays NaN: clamp passes it through
+    }
+}
+
+/// Runs `f` compiled for the widest vector extension this CPU has (AVX-512F, else AVX2+FMA,
+/// else the baseline), detected once at run time and cached by `std`.
+///
+/// `f` should be a closure holding the hot loop, with everything it calls `#[inline]`: code
+/// inlined into a `#[target_feature]` function is compiled for those features. The path never
+/// changes answers: Rust does not contract `a * b + c` into an FMA or reassociate on its own, so
+/// wider vectors run the same operations in the same order.
+#[inline(always)]
+pub fn with_simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            unsafe fn v4<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            return unsafe { v4(f) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn v3<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            return unsafe { v3(f) };
+        }
+    }
+    f()
+}
+
+/// Sum of a slice with 16 independent accumulators, so the loop vectorises.
+#[inline(always)]
+pub(crate) fn sum(xs: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let mut chunks = xs.chunks_exact(16);
+    for ch in &mut chunks {
+        for i in 0..16 {
+            acc[i] += ch[i];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for x in chunks.remainder() {
+        s += x;
+    }
+    s
+}
+
+/// Maximum of a slice (`-∞` for an empty one) with 16 independent lanes, so the loop vectorises.
+#[inline(always)]
+pub(crate) fn max(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let mut chunks = xs.chunks_exact(16);
+    for ch in &mut chunks {
+        for i in 0..16 {
+            acc[i] = if ch[i] > acc[i] { ch[i] } else { acc[i] };
+        }
+    }
+    let mut m = f32::NEG_INFINITY;
+    for &x in acc.iter().chain(chunks.remainder()) {
+        m = if x > m { x } else { m };
+    }
+    m
+}
+
+/// `x[j] = exp(x[j] - shift)` in place; returns the sum of the results.
+#[inline(always)]
+pub(crate) fn exp_shift_sum(x: &mut [f32], shift: f32) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let mut chunks = x.chunks_exact_mut(16);
+    for c in &mut chunks {
+        for i in 0..16 {
+            c[i] = exp_fast(c[i] - shift);
+            acc[i] += c[i];
+        }
+    }
+    let mut s = 0.0;
+    for e in chunks.into_remainder() {
+        *e = exp_fast(*e - shift);
+        s += *e;
+    }
+    s + acc.iter().sum::<f32>()
+}
+
+/// `x[j] *= a` in place.
+#[inline(always)]
+pub(crate) fn scale(x: &mut [f32], a: f32) {
+    for e in x {
+        *e *= a;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_fast_is_accurate_and_handles_the_edges() {
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let want = (x as f64).exp();
+            worst = worst.max(((exp_fast(x) as f64 - want) / want).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 2.5e-7, "worst relative error {worst}");
+        assert_eq!(exp_fast(0.0), 1.0);
+        assert_eq!(exp_fast(-100.0), 0.0);
+        assert_eq!(exp_fast(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_fast(100.0), f32::INFINITY);
+        assert!(exp_fast(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn exp_shift_sum_matches_libm() {
+        let mut row = vec![0.5f32, -1.0, 2.0, 0.0, -30.0];
+        let want: f64 = row.iter().map(|&x| ((x - 0.5) as f64).exp()).sum();
+        let s = exp_shift_sum(&mut row, 0.5);
+        assert!(((s as f64 - want) / want).abs() < 1e-6);
+        assert!((row[0] - 1.0).abs() < 1e-7);
+    }
+}
