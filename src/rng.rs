@@ -78,6 +78,13 @@ impl Rng {
         }
     }
 
+    /// A new vector of `n` samples from N(0, std²).
+    pub fn normal_vec(&mut self, n: usize, std: f32) -> Vec<f32> {
+        let mut v = vec![0.0; n];
+        self.fill_normal(&mut v, 0.0, std);
+        v
+    }
+
     /// Fills `out` with uniform samples in `[lo, hi)`.
     pub fn fill_uniform(&mut self, out: &mut [f32], lo: f32, hi: f32) {
         for x in out {

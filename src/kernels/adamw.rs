@@ -217,21 +217,15 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
-    fn rand(n: usize, rng: &mut Rng) -> Vec<f32> {
-        let mut v = vec![0.0; n];
-        rng.fill_normal(&mut v, 0.0, 1.0);
-        v
-    }
-
     #[test]
     fn fast_matches_naive_exactly() {
         let mut rng = Rng::new(31);
         let n = 3 * CHUNK + 17;
-        let mut p1 = rand(n, &mut rng);
+        let mut p1 = rng.normal_vec(n, 1.0);
         let (mut m1, mut v1) = (vec![0.0; n], vec![0.0; n]);
         let (mut p2, mut m2, mut v2) = (p1.clone(), m1.clone(), v1.clone());
         for step in 1..=3 {
-            let g = rand(n, &mut rng);
+            let g = rng.normal_vec(n, 1.0);
             adamw_update(
                 &mut p1, &g, &mut m1, &mut v1, 1e-2, 0.9, 0.95, 1e-8, 0.1, step,
             );
@@ -263,7 +257,7 @@ mod tests {
     #[test]
     fn norm_clip_and_zero() {
         let mut rng = Rng::new(32);
-        let mut g = rand(5 * CHUNK + 3, &mut rng);
+        let mut g = rng.normal_vec(5 * CHUNK + 3, 1.0);
         let norm = global_grad_norm(&g);
         assert_eq!(norm, global_grad_norm(&g), "deterministic");
         let naive = global_grad_norm_naive(&g);

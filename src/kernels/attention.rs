@@ -706,12 +706,6 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
-    fn rand(n: usize, rng: &mut Rng) -> Vec<f32> {
-        let mut v = vec![0.0; n];
-        rng.fill_normal(&mut v, 0.0, 1.0);
-        v
-    }
-
     fn close(what: &str, a: &[f32], b: &[f32], tol: f32) {
         assert_eq!(a.len(), b.len(), "{what}: lengths");
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
@@ -802,10 +796,10 @@ mod tests {
     #[allow(clippy::type_complexity)]
     fn inputs(d: AttentionDims, rng: &mut Rng) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
         let c = d.c();
-        let q = rand(d.b * d.tq * c, rng);
-        let k = rand(d.b * d.tk * c, rng);
-        let v = rand(d.b * d.tk * c, rng);
-        let dout = rand(d.b * d.tq * c, rng);
+        let q = rng.normal_vec(d.b * d.tq * c, 1.0);
+        let k = rng.normal_vec(d.b * d.tk * c, 1.0);
+        let v = rng.normal_vec(d.b * d.tk * c, 1.0);
+        let dout = rng.normal_vec(d.b * d.tq * c, 1.0);
         (q, k, v, dout)
     }
 

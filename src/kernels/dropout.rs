@@ -217,19 +217,13 @@ pub fn dropout_backward_naive(dinp: &mut [f32], dout: &[f32], mask: &[u8], p: f3
 mod tests {
     use super::*;
 
-    fn rand(n: usize, rng: &mut Rng) -> Vec<f32> {
-        let mut v = vec![0.0; n];
-        rng.fill_normal(&mut v, 0.0, 1.0);
-        v
-    }
-
     #[test]
     fn fast_matches_naive_and_ignores_thread_count() {
         let mut data_rng = Rng::new(51);
         // An odd small shape and one spanning several chunks with an odd tail.
         for len in [7 * 13, 3 * DROPOUT_CHUNK + 7] {
-            let x = rand(len, &mut data_rng);
-            let g = rand(len, &mut data_rng);
+            let x = data_rng.normal_vec(len, 1.0);
+            let g = data_rng.normal_vec(len, 1.0);
             let run = |threads: usize| {
                 let pool = rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
@@ -251,7 +245,7 @@ mod tests {
                 assert!((a - b).abs() <= 1e-6 * b.abs(), "out[{i}]: {a} vs {b}");
             }
 
-            let init = rand(len, &mut data_rng);
+            let init = data_rng.normal_vec(len, 1.0);
             let (mut d1, mut d2) = (init.clone(), init);
             dropout_backward(&mut d1, &g, &m1, 0.3);
             dropout_backward_naive(&mut d2, &g, &m1, 0.3);
@@ -268,7 +262,7 @@ mod tests {
     fn inplace_variants_match() {
         let mut data_rng = Rng::new(56);
         let len = 2 * DROPOUT_CHUNK + 5;
-        let (x, g) = (rand(len, &mut data_rng), rand(len, &mut data_rng));
+        let (x, g) = (data_rng.normal_vec(len, 1.0), data_rng.normal_vec(len, 1.0));
         let (mut out, mut mask, mut rng) = (vec![0.0; len], vec![0u8; len], Rng::new(7));
         dropout_forward(&mut out, &mut mask, &x, 0.2, true, &mut rng);
         let (mut y, mut mask2, mut rng2) = (x.clone(), vec![0u8; len], Rng::new(7));
@@ -323,7 +317,7 @@ mod tests {
     #[test]
     fn eval_zero_and_one_probabilities() {
         let mut rng = Rng::new(54);
-        let x = rand(91, &mut rng);
+        let x = rng.normal_vec(91, 1.0);
         let (mut out, mut mask) = (vec![0.0; 91], vec![0u8; 91]);
         for (p, train) in [(0.5, false), (0.0, true)] {
             let before = rng.clone();
@@ -345,7 +339,7 @@ mod tests {
         // state through the naive forward, so it sees the same mask.
         let mut rng = Rng::new(55);
         let n = 7 * 13;
-        let (x, g) = (rand(n, &mut rng), rand(n, &mut rng));
+        let (x, g) = (rng.normal_vec(n, 1.0), rng.normal_vec(n, 1.0));
         let p = 0.25;
         let state = rng.clone();
         let loss = |x: &[f32]| -> f64 {

@@ -202,26 +202,20 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
-    fn rand(n: usize, rng: &mut Rng) -> Vec<f32> {
-        let mut v = vec![0.0; n];
-        rng.fill_normal(&mut v, 0.0, 1.0);
-        v
-    }
-
     #[test]
     fn gather_and_scatter_match_naive_with_repeated_ids() {
         let mut rng = Rng::new(41);
         for &(n, c, v) in &[(7, 13, 11), (1, 1, 1), (300, 100, 5), (64, 768, 50)] {
             // Few distinct ids relative to n, so repeats are certain.
             let ids: Vec<u32> = (0..n).map(|_| rng.below(v as u64) as u32).collect();
-            let table = rand(v * c, &mut rng);
+            let table = rng.normal_vec(v * c, 1.0);
             let (mut o1, mut o2) = (vec![0.0; n * c], vec![0.0; n * c]);
             embedding_forward(&mut o1, &ids, &table, n, c, v);
             embedding_forward_naive(&mut o2, &ids, &table, n, c, v);
             assert_eq!(o1, o2);
 
-            let dout = rand(n * c, &mut rng);
-            let init = rand(v * c, &mut rng);
+            let dout = rng.normal_vec(n * c, 1.0);
+            let init = rng.normal_vec(v * c, 1.0);
             let (mut d1, mut d2) = (init.clone(), init.clone());
             embedding_backward(&mut d1, &dout, &ids, n, c, v);
             embedding_backward_naive(&mut d2, &dout, &ids, n, c, v);
@@ -237,7 +231,7 @@ mod tests {
         let mut rng = Rng::new(42);
         let (n, c, v) = (257, 200, 7);
         let ids: Vec<u32> = (0..n).map(|_| rng.below(v as u64) as u32).collect();
-        let dout = rand(n * c, &mut rng);
+        let dout = rng.normal_vec(n * c, 1.0);
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
@@ -257,8 +251,8 @@ mod tests {
         let mut rng = Rng::new(43);
         let (n, c, v) = (7, 13, 11);
         let ids = [3u32, 0, 3, 10, 7, 3, 0];
-        let table = rand(v * c, &mut rng);
-        let g = rand(n * c, &mut rng);
+        let table = rng.normal_vec(v * c, 1.0);
+        let g = rng.normal_vec(n * c, 1.0);
         let loss = |table: &[f32]| -> f64 {
             let mut y = vec![0.0; n * c];
             embedding_forward_naive(&mut y, &ids, table, n, c, v);

@@ -455,12 +455,6 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
-    fn rand(n: usize, rng: &mut Rng) -> Vec<f32> {
-        let mut v = vec![0.0; n];
-        rng.fill_normal(&mut v, 0.0, 1.0);
-        v
-    }
-
     fn close(a: &[f32], b: &[f32], tol: f32) {
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
             assert!(
@@ -483,9 +477,9 @@ mod tests {
             for ta in [false, true] {
                 for tb in [false, true] {
                     for acc in [false, true] {
-                        let a = rand(m * k, &mut rng);
-                        let b = rand(k * n, &mut rng);
-                        let init = rand(m * n, &mut rng);
+                        let a = rng.normal_vec(m * k, 1.0);
+                        let b = rng.normal_vec(k * n, 1.0);
+                        let init = rng.normal_vec(m * n, 1.0);
                         let mut fast = init.clone();
                         let mut slow = init.clone();
                         matmul(&mut fast, &a, &b, m, k, n, ta, tb, acc);
@@ -503,8 +497,8 @@ mod tests {
         let (batch, m, k, n) = (5, 7, 5, 9);
         for ta in [false, true] {
             for tb in [false, true] {
-                let a = rand(batch * m * k, &mut rng);
-                let b = rand(batch * k * n, &mut rng);
+                let a = rng.normal_vec(batch * m * k, 1.0);
+                let b = rng.normal_vec(batch * k * n, 1.0);
                 let mut fast = vec![1.0; batch * m * n];
                 let mut slow = fast.clone();
                 matmul_batched(&mut fast, &a, &b, batch, m, k, n, ta, tb, true);
@@ -519,10 +513,10 @@ mod tests {
         let mut rng = Rng::new(3);
         let (n, ic, oc) = (7, 13, 5);
         for layout in [WeightLayout::OutIn, WeightLayout::InOut] {
-            let x = rand(n * ic, &mut rng);
-            let w = rand(ic * oc, &mut rng);
-            let b = rand(oc, &mut rng);
-            let dout = rand(n * oc, &mut rng);
+            let x = rng.normal_vec(n * ic, 1.0);
+            let w = rng.normal_vec(ic * oc, 1.0);
+            let b = rng.normal_vec(oc, 1.0);
+            let dout = rng.normal_vec(n * oc, 1.0);
             let mut y = vec![0.0; n * oc];
             let mut y_ref = y.clone();
             linear_forward(&mut y, &x, &w, Some(&b), n, ic, oc, layout);

@@ -138,21 +138,15 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
-    fn rand(n: usize, rng: &mut Rng) -> Vec<f32> {
-        let mut v = vec![0.0; n];
-        rng.fill_normal(&mut v, 0.0, 1.0);
-        v
-    }
-
     #[test]
     fn fast_matches_naive_exactly() {
         let mut rng = Rng::new(11);
         // 7×13 and a length spanning several parallel chunks with a ragged tail.
         for len in [7 * 13, 3 * PAR_MIN + 5] {
             let (a, b, g) = (
-                rand(len, &mut rng),
-                rand(len, &mut rng),
-                rand(len, &mut rng),
+                rng.normal_vec(len, 1.0),
+                rng.normal_vec(len, 1.0),
+                rng.normal_vec(len, 1.0),
             );
             let (mut o1, mut o2) = (vec![0.0; len], vec![0.0; len]);
             residual_forward(&mut o1, &a, &b);
@@ -189,10 +183,10 @@ mod tests {
         let mut rng = Rng::new(12);
         let n = 7 * 13;
         let (a, b, g, g2) = (
-            rand(n, &mut rng),
-            rand(n, &mut rng),
-            rand(n, &mut rng),
-            rand(n, &mut rng),
+            rng.normal_vec(n, 1.0),
+            rng.normal_vec(n, 1.0),
+            rng.normal_vec(n, 1.0),
+            rng.normal_vec(n, 1.0),
         );
         let s = 0.75f32;
         let loss = |a: &[f32], b: &[f32]| -> f64 {
