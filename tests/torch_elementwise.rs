@@ -177,3 +177,95 @@ fn sinusoidal_positions_match_annotated_transformer() {
         assert_close(name, &pe, &want.data, RTOL, ATOL);
     }
 }
+
+#[test]
+fn linear_matches_torch_in_both_weight_layouts() {
+    use gpt::kernels::matmul::{linear_backward, linear_forward, WeightLayout};
+    for (file, layout) in [
+        ("outin", WeightLayout::OutIn),
+        ("inout", WeightLayout::InOut),
+    ] {
+        let fx = load(&format!("elementwise/linear_{file}.safetensors"));
+        let inp = get(&fx, "inp");
+        let (n, ic) = (inp.shape[0], inp.shape[1]);
+        let (w, b) = (data(&fx, "weight"), data(&fx, "bias"));
+        let oc = b.len();
+        let mut out = vec![0.0; n * oc];
+        linear_forward(&mut out, &inp.data, &w, Some(&b), n, ic, oc, layout);
+        assert_close("linear out", &out, &data(&fx, "out"), RTOL, ATOL);
+        let (mut dinp, mut dw, mut db) = (vec![0.0; n * ic], vec![0.0; ic * oc], vec![0.0; oc]);
+        let dout = data(&fx, "dout");
+        linear_backward(
+            Some(&mut dinp),
+            &mut dw,
+            Some(&mut db),
+            &dout,
+            &inp.data,
+            &w,
+            n,
+            ic,
+            oc,
+            layout,
+        );
+        assert_close("linear dinp", &dinp, &data(&fx, "dinp"), RTOL, ATOL);
+        assert_close("linear dweight", &dw, &data(&fx, "dweight"), RTOL, ATOL);
+        assert_close("linear dbias", &db, &data(&fx, "dbias"), RTOL, ATOL);
+    }
+}
+
+#[test]
+fn matmul_matches_torch_in_all_transpose_combinations() {
+    use gpt::kernels::matmul::matmul;
+    for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+        let name = format!(
+            "{}{}",
+            if ta { 't' } else { 'n' },
+            if tb { 't' } else { 'n' }
+        );
+        let fx = load(&format!("elementwise/matmul_{name}.safetensors"));
+        let (a, b) = (get(&fx, "a"), get(&fx, "b"));
+        let (m, k) = if ta {
+            (a.shape[1], a.shape[0])
+        } else {
+            (a.shape[0], a.shape[1])
+        };
+        let n = if tb { b.shape[0] } else { b.shape[1] };
+        let mut out = vec![0.0; m * n];
+        matmul(&mut out, &a.data, &b.data, m, k, n, ta, tb, false);
+        assert_close(
+            &format!("matmul {name} out"),
+            &out,
+            &data(&fx, "out"),
+            RTOL,
+            ATOL,
+        );
+        // Gradients through the same kernel: dÂ = dout·B̂ᵀ and dB̂ = Âᵀ·dout, in stored layouts.
+        let dout = data(&fx, "dout");
+        let mut da = vec![0.0; m * k];
+        let mut db = vec![0.0; k * n];
+        if ta {
+            matmul(&mut da, &b.data, &dout, k, n, m, tb, true, false);
+        } else {
+            matmul(&mut da, &dout, &b.data, m, n, k, false, !tb, false);
+        }
+        if tb {
+            matmul(&mut db, &dout, &a.data, n, m, k, true, ta, false);
+        } else {
+            matmul(&mut db, &a.data, &dout, k, m, n, !ta, false, false);
+        }
+        assert_close(
+            &format!("matmul {name} da"),
+            &da,
+            &data(&fx, "da"),
+            RTOL,
+            ATOL,
+        );
+        assert_close(
+            &format!("matmul {name} db"),
+            &db,
+            &data(&fx, "db"),
+            RTOL,
+            ATOL,
+        );
+    }
+}

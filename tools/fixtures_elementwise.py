@@ -104,6 +104,31 @@ def main():
         "pe_64x16": sinusoidal(64, 16),
     }
 
+    # Linear layers in both weight layouts (nn.Linear (OC, IC) and GPT-2 Conv1D (IC, OC)), and
+    # matrix products in all four transpose combinations (M=7, K=13, N=5; `a` stored (K, M) when
+    # transposed, `b` stored (N, K) when transposed). Appended last so earlier fixtures keep
+    # their random draws.
+    oc = 5
+    fixtures["linear_outin"] = run(
+        lambda inp, weight, bias: F.linear(inp, weight, bias),
+        {"inp": randn(gen, N, C), "weight": randn(gen, oc, C), "bias": randn(gen, oc)},
+        gen,
+    )
+    fixtures["linear_inout"] = run(
+        lambda inp, weight, bias: inp @ weight + bias,
+        {"inp": randn(gen, N, C), "weight": randn(gen, C, oc), "bias": randn(gen, oc)},
+        gen,
+    )
+    for ta in (False, True):
+        for tb in (False, True):
+            a = randn(gen, C, N) if ta else randn(gen, N, C)
+            b = randn(gen, oc, C) if tb else randn(gen, C, oc)
+            fixtures[f"matmul_{'t' if ta else 'n'}{'t' if tb else 'n'}"] = run(
+                lambda a, b, ta=ta, tb=tb: (a.t() if ta else a) @ (b.t() if tb else b),
+                {"a": a, "b": b},
+                gen,
+            )
+
     for name, tensors in fixtures.items():
         path = os.path.join(OUT_DIR, f"{name}.safetensors")
         save_file(tensors, path, metadata={"script": "tools/fixtures_elementwise.py", "torch": torch.__version__})
