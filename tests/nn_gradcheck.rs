@@ -393,3 +393,44 @@ fn block_gradients_pre_post_with_and_without_cross() {
         }
     }
 }
+
+#[test]
+fn dropout_in_training_mode_has_exact_gradients_for_a_fixed_mask() {
+    // Re-seeding the RNG before every forward redraws the same mask, so the loss is a smooth
+    // function of the inputs and finite differences apply.
+    let mut rng = Rng::new(7);
+    let cfg = MlpConfig {
+        n_embd: C,
+        hidden: 4 * C,
+        bias: true,
+        activation: Activation::Gelu,
+        dropout: 0.3,
+        std: 0.3,
+        proj_std: 0.3,
+    };
+    let mut pl = ParamLayout::new();
+    let mut mlp = Mlp::new(&mut pl, "mlp", &cfg).unwrap();
+    let mut params = Params::zeros(pl);
+    rng.fill_normal(&mut params.data, 0.0, 0.3);
+    let n = 7;
+    let mut x = rng.normal_vec(n * C, 1.0);
+    let r = rng.normal_vec(n * C, 1.0);
+    mlp.forward(&params.data, &x, n, true, &mut Rng::new(99));
+    assert!(
+        mlp.out.iter().filter(|&&v| v == 0.0).count() > 0,
+        "some outputs dropped"
+    );
+    let mut dx = vec![0.0; n * C];
+    mlp.backward(&params.data, &mut params.grad, &x, &r, &mut dx);
+    let xs = x.clone();
+    let mut m2 = mlp.clone();
+    check_params(&mut params, &mut |p: &[f32]| {
+        m2.forward(p, &xs, n, true, &mut Rng::new(99));
+        weighted(&m2.out, &r)
+    });
+    let p = params.data.clone();
+    check("dropout mlp dx", &dx, &mut x, &mut |x: &[f32]| {
+        m2.forward(&p, x, n, true, &mut Rng::new(99));
+        weighted(&m2.out, &r)
+    });
+}

@@ -74,6 +74,7 @@ pub struct MultiHeadAttention {
     dk: Vec<f32>,
     dv: Vec<f32>,
     dpacked: Vec<f32>,
+    dproj: Vec<f32>,
 }
 
 fn resize(buf: &mut Vec<f32>, n: usize) {
@@ -124,6 +125,7 @@ impl MultiHeadAttention {
             dk: Vec::new(),
             dv: Vec::new(),
             dpacked: Vec::new(),
+            dproj: Vec::new(),
         })
     }
 
@@ -285,13 +287,19 @@ impl MultiHeadAttention {
         let c = self.c;
         let AttentionDims { b, tq, tk, .. } = self.dims;
         let (n, nk) = (b * tq, b * tk);
-        // Residual dropout, then c_proj.
-        let mut dproj = dout.to_vec();
-        self.drop.backward_inplace(&mut dproj);
+        // Residual dropout (only copied when it was active), then c_proj.
+        let dproj: &[f32] = if self.drop.active {
+            self.dproj.clear();
+            self.dproj.extend_from_slice(dout);
+            self.drop.backward_inplace(&mut self.dproj);
+            &self.dproj
+        } else {
+            dout
+        };
         resize(&mut self.datt, n * c);
         self.datt.fill(0.0);
         self.c_proj
-            .backward(p, g, Some(&mut self.datt), &dproj, &self.att, n);
+            .backward(p, g, Some(&mut self.datt), dproj, &self.att, n);
         // Attention core.
         for (buf, len) in [
             (&mut self.dq, n * c),

@@ -54,6 +54,7 @@ pub struct Mlp {
     pub out: Vec<f32>,
     dact: Vec<f32>,
     dfc: Vec<f32>,
+    dproj: Vec<f32>,
 }
 
 impl Mlp {
@@ -87,6 +88,7 @@ impl Mlp {
             out: Vec::new(),
             dact: Vec::new(),
             dfc: Vec::new(),
+            dproj: Vec::new(),
         })
     }
 
@@ -115,12 +117,18 @@ impl Mlp {
     pub fn backward(&mut self, p: &[f32], g: &mut [f32], x: &[f32], dout: &[f32], dx: &mut [f32]) {
         let n = self.n;
         let h = self.c_fc.oc;
-        let mut dproj = dout.to_vec();
-        self.drop.backward_inplace(&mut dproj);
+        let dproj: &[f32] = if self.drop.active {
+            self.dproj.clear();
+            self.dproj.extend_from_slice(dout);
+            self.drop.backward_inplace(&mut self.dproj);
+            &self.dproj
+        } else {
+            dout
+        };
         self.dact.resize(n * h, 0.0);
         self.dact.fill(0.0);
         self.c_proj
-            .backward(p, g, Some(&mut self.dact), &dproj, &self.act, n);
+            .backward(p, g, Some(&mut self.dact), dproj, &self.act, n);
         self.dfc.resize(n * h, 0.0);
         self.dfc.fill(0.0);
         match self.activation {
