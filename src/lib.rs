@@ -19,6 +19,7 @@ pub mod rng;
 pub mod tensor;
 pub mod threads;
 pub mod train;
+pub mod translate;
 
 pub use error::{Error, Result};
 pub use gpt_tokenizer as tokenizer;

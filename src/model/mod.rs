@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod gpt;
 pub mod sample;
+pub mod transformer;
 
 pub use config::{GptConfig, Positions};
 pub use gpt::Gpt;

@@ -1,0 +1,854 @@
+//! The encoder-decoder Transformer of "Attention Is All You Need", in the shape of the annotated
+//! Transformer: `EncoderDecoder { encoder, decoder, src_embed, tgt_embed, generator }` with
+//! `encode(src, src_mask)` and `decode(memory, src_mask, tgt, tgt_mask)`.
+//!
+//! - Embeddings: `sqrt(C) · E[id] + PE[pos]` (sinusoidal, [`sinusoidal_positions`]), dropout.
+//!   One joint vocabulary, so the source embedding, the target embedding and the generator share
+//!   one matrix `embed.weight (V, C)` (paper §3.4).
+//! - Encoder: `n_layer` non-causal [`Block`]s with the source key-padding mask.
+//! - Decoder: `n_layer` causal [`Block`]s with cross-attention over the encoder output (the
+//!   source mask again) and the target padding mask.
+//! - Post-LN as in the paper; pre-LN adds a final LayerNorm to each stack (`encoder.ln_f`,
+//!   `decoder.ln_f`).
+//! - Generator: `logits = h · embed.weightᵀ` (no bias), softmax cross-entropy with label
+//!   smoothing, padding ignored.
+//!
+//! Shapes: `src (B, S)`, `tgt (B, T)`, memory `(B, S, C)`, decoder stream `(B, T, C)`, logits
+//! `(B, T, V)`. Parameter names: `embed.weight`, `encoder.h.{i}.…`, `decoder.h.{i}.…` (the
+//! [`Block`] names: `ln_1`, `attn.c_attn`, `attn.c_proj`, `ln_cross_attn`,
+//! `crossattention.{q_attn,c_attn,c_proj}`, `ln_2`, `mlp.c_fc`, `mlp.c_proj`), and
+//! `{encoder,decoder}.ln_f` for pre-LN. `tools/fixtures_transformer.py` mirrors this layout.
+
+use crate::error::{Error, Result};
+use crate::kernels::crossentropy::{crossentropy_forward, crossentropy_forward_backward};
+use crate::kernels::embedding::{embedding_backward, embedding_forward, sinusoidal_positions};
+use crate::kernels::matmul::{linear_backward, linear_forward, WeightLayout};
+use crate::kernels::residual::add_inplace;
+use crate::nn::block::{Block, BlockConfig, BlockInput, Memory, NormPlacement};
+use crate::nn::dropout::Dropout;
+use crate::nn::layernorm::LayerNorm;
+use crate::nn::mlp::Activation;
+use crate::nn::params::{Init, Param, ParamLayout, Params};
+use crate::rng::Rng;
+use serde::{Deserialize, Serialize};
+
+/// Target value that is not counted in the loss (padding).
+pub const IGNORE_INDEX: i32 = crate::kernels::crossentropy::IGNORE_INDEX;
+
+/// Hyper-parameters of an encoder-decoder Transformer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformerConfig {
+    /// Joint source/target vocabulary `V`.
+    pub vocab_size: usize,
+    /// Longest sequence (source, or target including BOS) the position table covers.
+    pub max_len: usize,
+    /// Layers in the encoder and in the decoder (`N`).
+    pub n_layer: usize,
+    /// Attention heads.
+    pub n_head: usize,
+    /// Model width `d_model`.
+    pub d_model: usize,
+    /// Feed-forward width `d_ff`.
+    pub d_ff: usize,
+    /// Dropout on embeddings and sublayer outputs.
+    pub dropout: f32,
+    /// LayerNorm placement (the paper: post).
+    pub norm: NormPlacement,
+    /// Feed-forward non-linearity (the paper: ReLU).
+    pub activation: Activation,
+    /// LayerNorm epsilon.
+    pub ln_eps: f32,
+    /// Padding id (never a target).
+    pub pad_id: u32,
+    /// Start-of-sequence id (the first decoder input).
+    pub bos_id: u32,
+    /// End-of-sequence id (appended to sources and targets).
+    pub eos_id: u32,
+}
+
+/// Names accepted by [`TransformerConfig::preset`].
+pub const PRESETS: &[&str] = &["transformer-base", "transformer-big", "transformer-small"];
+
+impl TransformerConfig {
+    /// A named preset with the given vocabulary and special ids (`pad`, `bos`, `eos`):
+    /// `transformer-base` (N=6, 512, 8 heads, 2048, dropout 0.1), `transformer-big` (N=6, 1024,
+    /// 16, 4096, 0.3), `transformer-small` (N=3, 256, 4, 1024, 0.1: trains on 2 CPU cores).
+    pub fn preset(name: &str, vocab_size: usize, specials: [u32; 3]) -> Result<Self> {
+        let (n_layer, d_model, n_head, d_ff, dropout) = match name {
+            "transformer-base" => (6, 512, 8, 2048, 0.1),
+            "transformer-big" => (6, 1024, 16, 4096, 0.3),
+            "transformer-small" => (3, 256, 4, 1024, 0.1),
+            // Tests: a few thousand parameters.
+            "transformer-tiny" => (2, 32, 4, 64, 0.0),
+            _ => {
+                return Err(Error::Config {
+                    field: "preset".into(),
+                    reason: format!("unknown preset `{name}`; one of {}", PRESETS.join(", ")),
+                })
+            }
+        };
+        let cfg = TransformerConfig {
+            vocab_size,
+            max_len: 512,
+            n_layer,
+            n_head,
+            d_model,
+            d_ff,
+            dropout,
+            norm: NormPlacement::Post,
+            activation: Activation::Relu,
+            ln_eps: 1e-5,
+            pad_id: specials[0],
+            bos_id: specials[1],
+            eos_id: specials[2],
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks sizes and special ids.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, reason: String| {
+            Err(Error::Config {
+                field: field.into(),
+                reason,
+            })
+        };
+        if self.n_layer == 0 || self.d_model == 0 || self.d_ff == 0 || self.max_len == 0 {
+            return bad(
+                "n_layer/d_model/d_ff/max_len",
+                "must be at least 1".to_string(),
+            );
+        }
+        crate::nn::check_heads(self.d_model, self.n_head)?;
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad("dropout", format!("{} is not in [0, 1)", self.dropout));
+        }
+        for (field, id) in [
+            ("pad_id", self.pad_id),
+            ("bos_id", self.bos_id),
+            ("eos_id", self.eos_id),
+        ] {
+            if id as usize >= self.vocab_size {
+                return bad(
+                    field,
+                    format!("{id} is outside the vocabulary of {}", self.vocab_size),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A padded batch of sentence pairs (right padding).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Seq2SeqBatch {
+    /// Sentences in the batch `B`.
+    pub b: usize,
+    /// Padded source length `S`.
+    pub s: usize,
+    /// Padded target length `T` (decoder inputs: BOS + target).
+    pub t: usize,
+    /// Source ids `(B, S)` ending in EOS, padded with the pad id.
+    pub src: Vec<u32>,
+    /// `(B, S)`: 1 for real source tokens.
+    pub src_mask: Vec<u8>,
+    /// Decoder inputs `(B, T)`: BOS + target.
+    pub tgt_in: Vec<u32>,
+    /// `(B, T)`: 1 for real decoder inputs.
+    pub tgt_mask: Vec<u8>,
+    /// Targets `(B, T)`: target + EOS, [`IGNORE_INDEX`] on padding.
+    pub tgt_out: Vec<i32>,
+}
+
+impl Seq2SeqBatch {
+    /// Builds a padded batch from `(source, target)` id sequences (without specials): sources
+    /// get EOS appended, decoder inputs BOS prepended, targets EOS appended.
+    pub fn from_pairs(pairs: &[(&[u32], &[u32])], cfg: &TransformerConfig) -> Self {
+        let b = pairs.len();
+        let s = pairs.iter().map(|p| p.0.len() + 1).max().unwrap_or(1);
+        let t = pairs.iter().map(|p| p.1.len() + 1).max().unwrap_or(1);
+        let mut out = Seq2SeqBatch {
+            b,
+            s,
+            t,
+            src: vec![cfg.pad_id; b * s],
+            src_mask: vec![0; b * s],
+            tgt_in: vec![cfg.pad_id; b * t],
+            tgt_mask: vec![0; b * t],
+            tgt_out: vec![IGNORE_INDEX; b * t],
+        };
+        for (i, (src, tgt)) in pairs.iter().enumerate() {
+            let row = &mut out.src[i * s..];
+            row[..src.len()].copy_from_slice(src);
+            row[src.len()] = cfg.eos_id;
+            out.src_mask[i * s..i * s + src.len() + 1].fill(1);
+            out.tgt_in[i * t] = cfg.bos_id;
+            out.tgt_in[i * t + 1..i * t + 1 + tgt.len()].copy_from_slice(tgt);
+            out.tgt_mask[i * t..i * t + tgt.len() + 1].fill(1);
+            for (j, &id) in tgt.iter().enumerate() {
+                out.tgt_out[i * t + j] = id as i32;
+            }
+            out.tgt_out[i * t + tgt.len()] = cfg.eos_id as i32;
+        }
+        out
+    }
+
+    /// Real (non-padding) target tokens: what the loss averages over.
+    pub fn target_tokens(&self) -> usize {
+        self.tgt_out.iter().filter(|&&y| y != IGNORE_INDEX).count()
+    }
+}
+
+/// Token embedding scaled by `sqrt(C)` plus sinusoidal positions, then dropout.
+#[derive(Clone, Debug, Default)]
+pub struct Embeddings {
+    ids: Vec<u32>,
+    /// Output `(B, T, C)` of the last forward.
+    pub out: Vec<f32>,
+    drop: Dropout,
+}
+
+impl Embeddings {
+    fn new(dropout: f32) -> Self {
+        Embeddings {
+            drop: Dropout::new(dropout),
+            ..Default::default()
+        }
+    }
+
+    /// `out = sqrt(C) · table[ids] + pe[pos]`, dropout in training.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &mut self,
+        table: &[f32],
+        pe: &[f32],
+        ids: &[u32],
+        t: usize,
+        c: usize,
+        v: usize,
+        train: bool,
+        rng: &mut Rng,
+    ) {
+        let n = ids.len();
+        self.ids.clear();
+        self.ids.extend_from_slice(ids);
+        self.out.resize(n * c, 0.0);
+        embedding_forward(&mut self.out, ids, table, n, c, v);
+        let scale = (c as f32).sqrt();
+        for row in self.out.chunks_exact_mut(t * c) {
+            for x in row.iter_mut() {
+                *x *= scale;
+            }
+            add_inplace(row, &pe[..t * c]);
+        }
+        self.drop.forward_inplace(&mut self.out, train, rng);
+    }
+
+    /// `dtable += sqrt(C) · scatter(dout)`; `dout` is consumed as scratch.
+    fn backward(&self, dtable: &mut [f32], dout: &mut [f32], c: usize, v: usize) {
+        self.drop.backward_inplace(dout);
+        let scale = (c as f32).sqrt();
+        for x in dout.iter_mut() {
+            *x *= scale;
+        }
+        embedding_backward(dtable, dout, &self.ids, self.ids.len(), c, v);
+    }
+}
+
+/// A stack of blocks with an optional final LayerNorm: the encoder or the decoder.
+#[derive(Clone, Debug)]
+pub struct Stack {
+    /// The layers `{prefix}.h.{i}`.
+    pub blocks: Vec<Block>,
+    /// Final LayerNorm (pre-LN only).
+    pub ln_f: Option<LayerNorm>,
+    c: usize,
+    dx: Vec<f32>,
+    dy: Vec<f32>,
+}
+
+/// What a stack reads besides its input: the padding mask of its own keys and, for the
+/// decoder, the memory.
+#[derive(Clone, Copy, Debug)]
+pub struct StackInput<'a> {
+    /// Input `(B, T, C)`.
+    pub x: &'a [f32],
+    /// Batch size.
+    pub b: usize,
+    /// Length.
+    pub t: usize,
+    /// `(B, T)` key mask of the stack's self-attention.
+    pub key_mask: Option<&'a [u8]>,
+    /// Encoder output for the decoder's cross-attention.
+    pub memory: Option<Memory<'a>>,
+}
+
+impl Stack {
+    fn new(
+        layout: &mut ParamLayout,
+        prefix: &str,
+        cfg: &TransformerConfig,
+        dec: bool,
+    ) -> Result<Self> {
+        let c = cfg.d_model;
+        // Xavier-normal-like scale for the square projections (what PyTorch's nn.Transformer and
+        // the annotated Transformer initialise with, uniform there).
+        let std = (1.0 / c as f32).sqrt();
+        let bcfg = BlockConfig {
+            n_embd: c,
+            n_head: cfg.n_head,
+            hidden: cfg.d_ff,
+            bias: true,
+            activation: cfg.activation,
+            dropout: cfg.dropout,
+            norm: cfg.norm,
+            ln_eps: cfg.ln_eps,
+            causal: dec,
+            cross: dec,
+            std,
+            proj_std: std,
+        };
+        let blocks = (0..cfg.n_layer)
+            .map(|i| Block::new(layout, &format!("{prefix}.h.{i}"), &bcfg))
+            .collect::<Result<Vec<_>>>()?;
+        let ln_f = match cfg.norm {
+            NormPlacement::Pre => Some(LayerNorm::new(
+                layout,
+                &format!("{prefix}.ln_f"),
+                c,
+                cfg.ln_eps,
+            )?),
+            NormPlacement::Post => None,
+        };
+        Ok(Stack {
+            blocks,
+            ln_f,
+            c,
+            dx: Vec::new(),
+            dy: Vec::new(),
+        })
+    }
+
+    /// Output `(B, T, C)` of the last forward.
+    pub fn output(&self) -> &[f32] {
+        match &self.ln_f {
+            Some(ln) => &ln.out,
+            None => self.blocks.last().map_or(&[][..], |b| b.output()),
+        }
+    }
+
+    fn block_input<'a>(blocks: &'a [Block], l: usize, inp: &StackInput<'a>) -> BlockInput<'a> {
+        BlockInput {
+            x: if l == 0 {
+                inp.x
+            } else {
+                blocks[l - 1].output()
+            },
+            b: inp.b,
+            t: inp.t,
+            key_mask: inp.key_mask,
+            memory: inp.memory,
+        }
+    }
+
+    /// Forward; the result is in [`Stack::output`].
+    pub fn forward(&mut self, p: &[f32], inp: &StackInput, train: bool, rng: &mut Rng) {
+        for l in 0..self.blocks.len() {
+            let (prev, rest) = self.blocks.split_at_mut(l);
+            let bin = Self::block_input(prev, l, inp);
+            rest[0].forward(p, &bin, train, rng);
+        }
+        if let Some(ln) = &mut self.ln_f {
+            let last = self.blocks.last().map_or(inp.x, |b| b.output());
+            ln.forward(p, last, inp.b * inp.t);
+        }
+    }
+
+    /// Backward of the last forward from `dy = ∂L/∂output`: parameter gradients into `g`,
+    /// `dx += ∂L/∂x`, `dmemory += ∂L/∂memory` (decoder).
+    pub fn backward(
+        &mut self,
+        p: &[f32],
+        g: &mut [f32],
+        inp: &StackInput,
+        dy: &[f32],
+        dx: &mut [f32],
+        mut dmemory: Option<&mut [f32]>,
+    ) {
+        let n = inp.b * inp.t * self.c;
+        let (mut cur, mut next) = (std::mem::take(&mut self.dy), std::mem::take(&mut self.dx));
+        cur.clear();
+        match &self.ln_f {
+            Some(ln) => {
+                cur.resize(n, 0.0);
+                let last = self.blocks.last().map_or(inp.x, |b| b.output());
+                ln.backward(p, g, &mut cur, dy, last);
+            }
+            None => cur.extend_from_slice(dy),
+        }
+        for l in (0..self.blocks.len()).rev() {
+            let (prev, rest) = self.blocks.split_at_mut(l);
+            let bin = Self::block_input(prev, l, inp);
+            if l == 0 {
+                rest[0].backward(p, g, &bin, &cur, dx, dmemory.as_deref_mut());
+            } else {
+                next.clear();
+                next.resize(n, 0.0);
+                rest[0].backward(p, g, &bin, &cur, &mut next, dmemory.as_deref_mut());
+                std::mem::swap(&mut cur, &mut next);
+            }
+        }
+        if self.blocks.is_empty() {
+            add_inplace(dx, &cur);
+        }
+        self.dy = cur;
+        self.dx = next;
+    }
+}
+
+/// The encoder-decoder model with its parameters, gradients and activations.
+pub struct EncoderDecoder {
+    /// The configuration.
+    pub config: TransformerConfig,
+    /// Parameters and gradients in one flat layout.
+    pub params: Params,
+    /// The shared embedding / generator matrix `embed.weight (V, C)`.
+    embed: Param,
+    /// Sinusoidal table `(max_len, C)`.
+    pe: Vec<f32>,
+    /// Source embedding activations.
+    pub src_embed: Embeddings,
+    /// Target embedding activations.
+    pub tgt_embed: Embeddings,
+    /// The encoder stack.
+    pub encoder: Stack,
+    /// The decoder stack.
+    pub decoder: Stack,
+    /// Logits `(B, T, V)` of the last [`EncoderDecoder::generator`] call (after
+    /// [`EncoderDecoder::forward_backward`]: their gradient).
+    pub logits: Vec<f32>,
+    losses: Vec<f32>,
+    dh: Vec<f32>,
+    demb: Vec<f32>,
+    dmemory: Vec<f32>,
+}
+
+impl EncoderDecoder {
+    /// Builds the layout and initialises it: embeddings N(0, C^-1/2) (so `sqrt(C)·E` has unit
+    /// scale, as fairseq does), projections N(0, 1/C), zero biases, unit gains.
+    pub fn new(config: TransformerConfig, rng: &mut Rng) -> Result<Self> {
+        let mut m = Self::uninit(config)?;
+        m.params.init(rng);
+        Ok(m)
+    }
+
+    /// Builds the layout with all parameters zero (for loading a checkpoint).
+    pub fn uninit(config: TransformerConfig) -> Result<Self> {
+        config.validate()?;
+        let (c, v) = (config.d_model, config.vocab_size);
+        let mut layout = ParamLayout::new();
+        let embed = layout.add(
+            "embed.weight",
+            &[v, c],
+            true,
+            Init::Normal((c as f32).powf(-0.5)),
+        )?;
+        let encoder = Stack::new(&mut layout, "encoder", &config, false)?;
+        let decoder = Stack::new(&mut layout, "decoder", &config, true)?;
+        let mut pe = vec![0.0; config.max_len * c];
+        sinusoidal_positions(&mut pe, config.max_len, c);
+        Ok(EncoderDecoder {
+            src_embed: Embeddings::new(config.dropout),
+            tgt_embed: Embeddings::new(config.dropout),
+            config,
+            params: Params::zeros(layout),
+            embed,
+            pe,
+            encoder,
+            decoder,
+            logits: Vec::new(),
+            losses: Vec::new(),
+            dh: Vec::new(),
+            demb: Vec::new(),
+            dmemory: Vec::new(),
+        })
+    }
+
+    /// The parameter layout.
+    pub fn layout(&self) -> &ParamLayout {
+        &self.params.layout
+    }
+
+    fn check_ids(&self, what: &'static str, ids: &[u32], b: usize, t: usize) -> Result<()> {
+        if b == 0 || t == 0 || ids.len() != b * t {
+            return Err(Error::shape(
+                what,
+                format!("ids of length {}", ids.len()),
+                format!("(B, T) = ({b}, {t}) with B, T > 0"),
+            ));
+        }
+        if t > self.config.max_len {
+            return Err(Error::Config {
+                field: "max_len".into(),
+                reason: format!(
+                    "{what}: length {t} exceeds the position table of {}; truncate inputs",
+                    self.config.max_len
+                ),
+            });
+        }
+        if let Some(&id) = ids
+            .iter()
+            .find(|&&id| id as usize >= self.config.vocab_size)
+        {
+            return Err(Error::TokenOutOfRange {
+                id: id as usize,
+                vocab_size: self.config.vocab_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs the encoder on `src (B, S)` with `src_mask (B, S)`; the memory `(B, S, C)` is in
+    /// [`EncoderDecoder::memory`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode(
+        &mut self,
+        src: &[u32],
+        src_mask: &[u8],
+        b: usize,
+        s: usize,
+        train: bool,
+        rng: &mut Rng,
+    ) -> Result<()> {
+        self.check_ids("EncoderDecoder::encode", src, b, s)?;
+        let (c, v) = (self.config.d_model, self.config.vocab_size);
+        let p = &self.params.data;
+        self.src_embed
+            .forward(self.embed.of(p), &self.pe, src, s, c, v, train, rng);
+        let inp = StackInput {
+            x: &self.src_embed.out,
+            b,
+            t: s,
+            key_mask: Some(src_mask),
+            memory: None,
+        };
+        self.encoder.forward(p, &inp, train, rng);
+        Ok(())
+    }
+
+    /// The encoder output `(B, S, C)` of the last [`EncoderDecoder::encode`].
+    pub fn memory(&self) -> &[f32] {
+        self.encoder.output()
+    }
+
+    /// Runs the decoder on `tgt (B, T)` over `memory (B, S, C)`; the decoder output `(B, T, C)`
+    /// is in `self.decoder.output()`. `tgt_mask` marks real target positions (`None`: all).
+    #[allow(clippy::too_many_arguments)]
+    pub fn decode(
+        &mut self,
+        memory: &[f32],
+        src_mask: &[u8],
+        s: usize,
+        tgt: &[u32],
+        tgt_mask: Option<&[u8]>,
+        b: usize,
+        t: usize,
+        train: bool,
+        rng: &mut Rng,
+    ) -> Result<()> {
+        self.check_ids("EncoderDecoder::decode", tgt, b, t)?;
+        let (c, v) = (self.config.d_model, self.config.vocab_size);
+        if memory.len() != b * s * c || src_mask.len() != b * s {
+            return Err(Error::shape(
+                "EncoderDecoder::decode",
+                format!("memory {} / src_mask {}", memory.len(), src_mask.len()),
+                format!("(B, S, C) = ({b}, {s}, {c})"),
+            ));
+        }
+        let p = &self.params.data;
+        self.tgt_embed
+            .forward(self.embed.of(p), &self.pe, tgt, t, c, v, train, rng);
+        let inp = StackInput {
+            x: &self.tgt_embed.out,
+            b,
+            t,
+            key_mask: tgt_mask,
+            memory: Some(Memory {
+                data: memory,
+                t: s,
+                key_mask: Some(src_mask),
+            }),
+        };
+        self.decoder.forward(p, &inp, train, rng);
+        Ok(())
+    }
+
+    /// The generator on rows of the decoder output: `logits (R, V) = h[rows] · Eᵀ` into
+    /// [`EncoderDecoder::logits`]. `rows = None` takes all `B·T` rows.
+    pub fn generator(&mut self, rows: Option<&[usize]>) {
+        let (c, v) = (self.config.d_model, self.config.vocab_size);
+        let h = self.decoder.output();
+        let p = &self.params.data;
+        let picked: Vec<f32>;
+        let x = match rows {
+            Some(rows) => {
+                picked = rows
+                    .iter()
+                    .flat_map(|&r| h[r * c..(r + 1) * c].iter().copied())
+                    .collect();
+                &picked[..]
+            }
+            None => h,
+        };
+        let n = x.len() / c;
+        self.logits.resize(n * v, 0.0);
+        linear_forward(
+            &mut self.logits,
+            x,
+            self.embed.of(p),
+            None,
+            n,
+            c,
+            v,
+            WeightLayout::OutIn,
+        );
+    }
+
+    fn check_batch(&self, batch: &Seq2SeqBatch) -> Result<()> {
+        let (b, s, t) = (batch.b, batch.s, batch.t);
+        if batch.src_mask.len() != b * s
+            || batch.tgt_mask.len() != b * t
+            || batch.tgt_out.len() != b * t
+        {
+            return Err(Error::shape(
+                "EncoderDecoder: batch",
+                format!(
+                    "src_mask {}, tgt_mask {}, tgt_out {}",
+                    batch.src_mask.len(),
+                    batch.tgt_mask.len(),
+                    batch.tgt_out.len()
+                ),
+                format!("(B, S, T) = ({b}, {s}, {t})"),
+            ));
+        }
+        let v = self.config.vocab_size;
+        if let Some(&y) = batch
+            .tgt_out
+            .iter()
+            .find(|&&y| y != IGNORE_INDEX && (y < 0 || y as usize >= v))
+        {
+            return Err(Error::TokenOutOfRange {
+                id: y.max(0) as usize,
+                vocab_size: v,
+            });
+        }
+        Ok(())
+    }
+
+    fn forward_batch(&mut self, batch: &Seq2SeqBatch, train: bool, rng: &mut Rng) -> Result<()> {
+        self.check_batch(batch)?;
+        self.encode(&batch.src, &batch.src_mask, batch.b, batch.s, train, rng)?;
+        // The memory lives in `self.encoder`; decode borrows it by moving the stack out.
+        let encoder = std::mem::replace(&mut self.encoder, Stack::empty());
+        let r = self.decode(
+            encoder.output(),
+            &batch.src_mask,
+            batch.s,
+            &batch.tgt_in,
+            Some(&batch.tgt_mask),
+            batch.b,
+            batch.t,
+            train,
+            rng,
+        );
+        self.encoder = encoder;
+        r?;
+        self.generator(None);
+        Ok(())
+    }
+
+    /// Mean label-smoothed cross-entropy of `batch` in evaluation mode (no dropout), and the
+    /// number of target tokens it averages over.
+    pub fn loss(&mut self, batch: &Seq2SeqBatch, label_smoothing: f32) -> Result<(f32, usize)> {
+        self.forward_batch(batch, false, &mut Rng::new(0))?;
+        let n = batch.b * batch.t;
+        self.losses.resize(n, 0.0);
+        let loss = crossentropy_forward(
+            &mut self.losses,
+            &self.logits,
+            &batch.tgt_out,
+            n,
+            self.config.vocab_size,
+            IGNORE_INDEX,
+            label_smoothing,
+        );
+        Ok((loss, batch.target_tokens()))
+    }
+
+    /// Per-position log-probabilities `log p(tgt_out[i] | …)` of `batch` in evaluation mode
+    /// (0 on padding), `(B, T)`: used to re-score decoded outputs.
+    pub fn target_log_probs(&mut self, batch: &Seq2SeqBatch) -> Result<Vec<f32>> {
+        self.forward_batch(batch, false, &mut Rng::new(0))?;
+        let n = batch.b * batch.t;
+        self.losses.resize(n, 0.0);
+        crossentropy_forward(
+            &mut self.losses,
+            &self.logits,
+            &batch.tgt_out,
+            n,
+            self.config.vocab_size,
+            IGNORE_INDEX,
+            0.0,
+        );
+        Ok(self.losses.iter().map(|&l| -l).collect())
+    }
+
+    /// One training pass: forward with dropout, fused label-smoothed cross-entropy over real
+    /// target tokens, and backward accumulating `grad_scale · ∂loss/∂θ` into `params.grad`.
+    /// Returns the mean loss.
+    pub fn forward_backward(
+        &mut self,
+        batch: &Seq2SeqBatch,
+        label_smoothing: f32,
+        grad_scale: f32,
+        rng: &mut Rng,
+    ) -> Result<f32> {
+        self.forward_batch(batch, true, rng)?;
+        let (b, s, t) = (batch.b, batch.s, batch.t);
+        let (c, v) = (self.config.d_model, self.config.vocab_size);
+        let n = b * t;
+        self.losses.resize(n, 0.0);
+        let loss = crossentropy_forward_backward(
+            &mut self.logits,
+            &mut self.losses,
+            &batch.tgt_out,
+            n,
+            v,
+            IGNORE_INDEX,
+            label_smoothing,
+            grad_scale,
+        );
+        let p = &self.params.data;
+        let g = &mut self.params.grad;
+        // Generator (tied): logits = h · Eᵀ.
+        self.dh.clear();
+        self.dh.resize(n * c, 0.0);
+        linear_backward(
+            Some(&mut self.dh),
+            self.embed.of_mut(g),
+            None,
+            &self.logits,
+            self.decoder.output(),
+            self.embed.of(p),
+            n,
+            c,
+            v,
+            WeightLayout::OutIn,
+        );
+        // Decoder, accumulating ∂L/∂memory.
+        self.demb.clear();
+        self.demb.resize(n * c, 0.0);
+        self.dmemory.clear();
+        self.dmemory.resize(b * s * c, 0.0);
+        let dinp = StackInput {
+            x: &self.tgt_embed.out,
+            b,
+            t,
+            key_mask: Some(&batch.tgt_mask),
+            memory: Some(Memory {
+                data: self.encoder.output(),
+                t: s,
+                key_mask: Some(&batch.src_mask),
+            }),
+        };
+        self.decoder.backward(
+            p,
+            g,
+            &dinp,
+            &self.dh,
+            &mut self.demb,
+            Some(&mut self.dmemory),
+        );
+        self.tgt_embed
+            .backward(self.embed.of_mut(g), &mut self.demb, c, v);
+        // Encoder from ∂L/∂memory.
+        self.demb.clear();
+        self.demb.resize(b * s * c, 0.0);
+        let einp = StackInput {
+            x: &self.src_embed.out,
+            b,
+            t: s,
+            key_mask: Some(&batch.src_mask),
+            memory: None,
+        };
+        self.encoder
+            .backward(p, g, &einp, &self.dmemory, &mut self.demb, None);
+        self.src_embed
+            .backward(self.embed.of_mut(g), &mut self.demb, c, v);
+        Ok(loss)
+    }
+}
+
+impl Stack {
+    /// A stack with no layers (a placeholder while the real one is borrowed).
+    fn empty() -> Self {
+        Stack {
+            blocks: Vec::new(),
+            ln_f: None,
+            c: 0,
+            dx: Vec::new(),
+            dy: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_and_layout_names() {
+        let cfg = TransformerConfig::preset("transformer-base", 1000, [0, 1, 2]).unwrap();
+        assert_eq!(
+            (cfg.n_layer, cfg.d_model, cfg.n_head, cfg.d_ff),
+            (6, 512, 8, 2048)
+        );
+        let big = TransformerConfig::preset("transformer-big", 1000, [0, 1, 2]).unwrap();
+        assert_eq!(
+            (big.d_model, big.n_head, big.d_ff, big.dropout),
+            (1024, 16, 4096, 0.3)
+        );
+        assert!(TransformerConfig::preset("nope", 10, [0, 1, 2]).is_err());
+        assert!(TransformerConfig::preset("transformer-small", 2, [0, 1, 2]).is_err());
+        let tiny = TransformerConfig::preset("transformer-tiny", 20, [0, 1, 2]).unwrap();
+        let m = EncoderDecoder::uninit(tiny).unwrap();
+        let names: Vec<&str> = m
+            .layout()
+            .entries()
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(names[0], "embed.weight");
+        assert!(names.contains(&"encoder.h.1.mlp.c_proj.weight"));
+        assert!(names.contains(&"decoder.h.0.crossattention.q_attn.weight"));
+        assert!(!names
+            .iter()
+            .any(|n| n.starts_with("encoder.h.0.crossattention")));
+    }
+
+    #[test]
+    fn batch_from_pairs_pads_and_shifts() {
+        let cfg = TransformerConfig::preset("transformer-tiny", 20, [0, 1, 2]).unwrap();
+        let a: &[u32] = &[5, 6, 7];
+        let b: &[u32] = &[8];
+        let batch = Seq2SeqBatch::from_pairs(&[(a, b), (b, a)], &cfg);
+        assert_eq!((batch.b, batch.s, batch.t), (2, 4, 4));
+        assert_eq!(batch.src, vec![5, 6, 7, 2, 8, 2, 0, 0]);
+        assert_eq!(batch.src_mask, vec![1, 1, 1, 1, 1, 1, 0, 0]);
+        assert_eq!(batch.tgt_in, vec![1, 8, 0, 0, 1, 5, 6, 7]);
+        assert_eq!(batch.tgt_out, vec![8, 2, -100, -100, 5, 6, 7, 2]);
+        assert_eq!(batch.target_tokens(), 6);
+    }
+}
