@@ -6,6 +6,7 @@
 use super::CliResult;
 use clap::{Args, Subcommand};
 use gpt::kernels::attention::{attention_backward, attention_forward, AttentionDims};
+use gpt::kernels::bf16::{matmul_bf16, to_bf16_vec};
 use gpt::kernels::crossentropy::crossentropy_forward_backward;
 use gpt::kernels::gelu::{gelu_backward, gelu_forward};
 use gpt::kernels::layernorm::{layernorm_backward, layernorm_forward};
@@ -153,6 +154,37 @@ fn ours(reps: usize) -> Vec<Row> {
             ms,
             work: Work::Flops(2.0 * (n * ic * oc) as f64),
         });
+        // The same three products in bf16 (inputs already bf16, as the shadow weights and the
+        // converted activations of mixed-precision training); "×f32" is f32 time / bf16 time.
+        let f32_ms: Vec<f64> = rows[rows.len() - 3..].iter().map(|r| r.ms).collect();
+        let (xb, wb, dyb) = (to_bf16_vec(&x), to_bf16_vec(&w), to_bf16_vec(&dy));
+        let products: [(&str, f64); 3] = [
+            (
+                "forward",
+                median_ms(reps, || {
+                    matmul_bf16(&mut y, &xb, &wb, n, ic, oc, false, false, false)
+                }),
+            ),
+            (
+                "dinp",
+                median_ms(reps, || {
+                    matmul_bf16(&mut dx, &dyb, &wb, n, oc, ic, false, true, false)
+                }),
+            ),
+            (
+                "dweight",
+                median_ms(reps, || {
+                    matmul_bf16(&mut dw, &xb, &dyb, ic, n, oc, true, false, false)
+                }),
+            ),
+        ];
+        for ((what, ms), f) in products.into_iter().zip(f32_ms) {
+            rows.push(Row {
+                name: format!("bf16 {tag} {what} ({:.2}x f32)", f / ms),
+                ms,
+                work: Work::Flops(2.0 * (n * ic * oc) as f64),
+            });
+        }
     }
 
     let d = AttentionDims {

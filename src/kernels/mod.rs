@@ -19,6 +19,7 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod bf16;
 pub mod crossentropy;
 pub mod dropout;
 pub mod embedding;
