@@ -173,16 +173,6 @@ impl Block {
         }
     }
 
-    /// Input of the MLP sublayer's residual branch (the stream after attention).
-    fn h2(&self) -> &[f32] {
-        match (self.norm, self.cross.is_some()) {
-            (NormPlacement::Pre, false) => &self.r1,
-            (NormPlacement::Pre, true) => &self.r2,
-            (NormPlacement::Post, false) => &self.ln_1.out,
-            (NormPlacement::Post, true) => &self.cross.as_ref().map_or(&self.ln_1, |c| &c.0).out,
-        }
-    }
-
     /// Forward; the result is in [`Block::output`].
     pub fn forward(&mut self, p: &[f32], inp: &BlockInput, train: bool, rng: &mut Rng) {
         let (b, t, c) = (inp.b, inp.t, self.c);
@@ -315,7 +305,6 @@ impl Block {
                     .backward(p, g, x, None, inp.key_mask, &s1, dx, None);
             }
         }
-        let _ = self.h2();
         self.s1 = s1;
         self.s2 = s2;
         self.s3 = s3;
