@@ -4,8 +4,10 @@
 use clap::{Parser, Subcommand};
 
 pub mod bench;
+pub mod generate;
 pub mod prepare;
 pub mod sample;
+pub mod score;
 pub mod tokenize;
 pub mod tokenizer_train;
 pub mod train;
@@ -37,6 +39,10 @@ pub enum Command {
     Prepare(prepare::PrepareArgs),
     /// Sample text from a trained model.
     Sample(sample::SampleArgs),
+    /// Continue a prompt with a GPT-2 or our checkpoint (KV cache, sampling controls, streaming).
+    Generate(generate::Args),
+    /// Per-token log-probabilities, NLL, perplexity and bits per byte of a text.
+    Score(score::Args),
     /// Encode text with a tokenizer (ids, count, tokens or JSON).
     Tokenize(tokenize::TokenizeArgs),
     /// Tokenizer tools (train a byte-level BPE).
@@ -54,6 +60,8 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Train(args) => train::run(*args),
         Command::Prepare(args) => prepare::run(args),
         Command::Sample(args) => sample::run(args),
+        Command::Generate(args) => generate::run(args),
+        Command::Score(args) => score::run(args),
         Command::Tokenize(args) => tokenize::run(args),
         Command::Tokenizer(cmd) => tokenizer_train::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),

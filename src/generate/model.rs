@@ -492,3 +492,44 @@ fn st_header_len(bytes: &[u8]) -> usize {
     n.copy_from_slice(&bytes[..8]);
     u64::from_le_bytes(n) as usize
 }
+
+/// The checkpoint directory `dir` names: itself, or its `checkpoint/` (a training output
+/// directory).
+pub fn resolve_dir(dir: &Path) -> std::path::PathBuf {
+    let inner = dir.join("checkpoint");
+    if !dir.join(checkpoint::CONFIG_FILE).exists() && inner.join(checkpoint::CONFIG_FILE).exists() {
+        return inner;
+    }
+    dir.to_path_buf()
+}
+
+/// Loads a model directory and the tokenizer beside it (`vocab.json` + `merges.txt`,
+/// `tokenizer.json`, or our char tokenizer), checking that every tokenizer id exists in the
+/// model's vocabulary.
+pub fn load_with_tokenizer(
+    dir: &Path,
+) -> Result<(
+    InferenceModel,
+    gpt_tokenizer::AnyTokenizer,
+    std::path::PathBuf,
+)> {
+    let dir = resolve_dir(dir);
+    let model = InferenceModel::load(&dir)?;
+    let tok = crate::data::prepare::load_tokenizer(&dir)?;
+    if tok.vocab_size() > model.config.vocab_size {
+        return Err(Error::Config {
+            field: format!(
+                "{}: vocab_size",
+                dir.join(checkpoint::CONFIG_FILE).display()
+            ),
+            reason: format!(
+                "the tokenizer beside the model has {} ids but the model's vocabulary is {}; \
+                 put the tokenizer the model was trained with in {}",
+                tok.vocab_size(),
+                model.config.vocab_size,
+                dir.display()
+            ),
+        });
+    }
+    Ok((model, tok, dir))
+}

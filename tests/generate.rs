@@ -1,0 +1,255 @@
+//! The inference path against the training path and against itself:
+//! - KV-cache decoding gives, at every step, the logits of a full recompute (the training model's
+//!   forward), for pre-LN, post-LN and sinusoidal models;
+//! - batched generation (prompts of different lengths) gives the tokens of one-by-one
+//!   generation, greedy and sampled, including past the context (sliding window);
+//! - a cross-attention block's cached steps equal its training forward (the encoder-decoder
+//!   decoder path);
+//! - sliding-window scoring scores each token once with the context the windows give it.
+
+use gpt::generate::kv_cache::{LayerKvCache, Scratch};
+use gpt::generate::score::token_logprobs;
+use gpt::generate::{generate, GenerateConfig, InferenceModel, SamplingConfig};
+use gpt::model::{Gpt, GptConfig, Positions};
+use gpt::nn::block::{Block, BlockConfig, BlockInput, Memory, NormPlacement};
+use gpt::nn::mlp::Activation;
+use gpt::nn::params::{ParamLayout, Params};
+use gpt::rng::Rng;
+
+fn tiny(norm: NormPlacement, positions: Positions, n_ctx: usize) -> Gpt {
+    let cfg = GptConfig {
+        dropout: 0.0,
+        norm,
+        positions,
+        n_ctx,
+        n_layer: 2,
+        n_head: 4,
+        n_embd: 32,
+        ..GptConfig::tiny(101)
+    };
+    let mut m = Gpt::new(cfg, &mut Rng::new(5)).unwrap();
+    // Larger weights than GPT-2's init so attention patterns are not uniform.
+    for x in m.params.data.iter_mut() {
+        *x *= 5.0;
+    }
+    m
+}
+
+fn full_logits(m: &mut Gpt, ids: &[u32]) -> Vec<f32> {
+    m.forward(ids, 1, ids.len(), false, &mut Rng::new(0))
+        .unwrap();
+    m.logits.clone()
+}
+
+#[test]
+fn cached_decoding_matches_full_recompute_at_every_step() {
+    for (norm, pos) in [
+        (NormPlacement::Pre, Positions::Learned),
+        (NormPlacement::Post, Positions::Learned),
+        (NormPlacement::Pre, Positions::Sinusoidal),
+    ] {
+        let mut gpt = tiny(norm, pos, 32);
+        let model = InferenceModel::from_gpt(&gpt).unwrap();
+        let v = 101;
+        let ids: Vec<u32> = (0..20).map(|i| (i * 37 % 101) as u32).collect();
+        let mut cache = model.new_cache(1);
+        let (mut s, mut h, mut l) = (Scratch::default(), Vec::new(), Vec::new());
+        // Prefill 7 tokens, then one token per step.
+        model
+            .step(&ids[..7], &[7], &mut cache, &mut s, &mut h, &mut l)
+            .unwrap();
+        let mut t = 7;
+        loop {
+            let want = full_logits(&mut gpt, &ids[..t]);
+            let want = &want[(t - 1) * v..t * v];
+            let worst = l
+                .iter()
+                .zip(want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(worst < 1e-4, "{norm:?} {pos:?} step t={t}: {worst}");
+            if t == ids.len() {
+                break;
+            }
+            model
+                .step(&ids[t..t + 1], &[1], &mut cache, &mut s, &mut h, &mut l)
+                .unwrap();
+            t += 1;
+        }
+        assert_eq!(cache.len(0), ids.len());
+    }
+}
+
+#[test]
+fn batched_generation_equals_one_by_one() {
+    let gpt = tiny(NormPlacement::Pre, Positions::Learned, 24);
+    let model = InferenceModel::from_gpt(&gpt).unwrap();
+    let prompts: Vec<Vec<u32>> = vec![vec![5], vec![1, 2, 3, 4, 5, 6, 7, 8, 9], vec![42, 7, 99]];
+    for sampling in [
+        SamplingConfig::greedy(),
+        SamplingConfig {
+            temperature: 0.9,
+            top_k: 20,
+            top_p: 0.9,
+            repetition_penalty: 1.3,
+        },
+    ] {
+        // 30 new tokens: past the context of 24, so rows slide at different steps.
+        let cfg = GenerateConfig {
+            max_new_tokens: 30,
+            sampling,
+            seed: 11,
+            eos: None,
+        };
+        let mut streamed = vec![Vec::new(); 3];
+        let (batch, _) = generate(&model, &prompts, &cfg, |b, id| {
+            streamed[b].push(id);
+            Ok(false)
+        })
+        .unwrap();
+        for (b, p) in prompts.iter().enumerate() {
+            let one = GenerateConfig {
+                seed: 11 + b as u64,
+                ..cfg.clone()
+            };
+            let (single, _) =
+                generate(&model, std::slice::from_ref(p), &one, |_, _| Ok(false)).unwrap();
+            assert_eq!(batch[b].ids, single[0].ids, "row {b}, {sampling:?}");
+            assert_eq!(batch[b].ids, streamed[b]);
+            assert_eq!(batch[b].ids.len(), 30);
+        }
+    }
+    // A callback stop ends only its row.
+    let cfg = GenerateConfig {
+        max_new_tokens: 5,
+        sampling: SamplingConfig::greedy(),
+        seed: 0,
+        eos: None,
+    };
+    let (out, _) = generate(&model, &prompts, &cfg, |b, _| Ok(b == 1)).unwrap();
+    assert_eq!(
+        out.iter().map(|g| g.ids.len()).collect::<Vec<_>>(),
+        [5, 1, 5]
+    );
+}
+
+#[test]
+fn cross_attention_block_cached_steps_match_training_forward() {
+    for norm in [NormPlacement::Pre, NormPlacement::Post] {
+        let cfg = BlockConfig {
+            n_embd: 16,
+            n_head: 2,
+            hidden: 64,
+            bias: true,
+            activation: Activation::Relu,
+            dropout: 0.0,
+            norm,
+            ln_eps: 1e-5,
+            causal: true,
+            cross: true,
+            std: 0.3,
+            proj_std: 0.3,
+        };
+        let mut layout = ParamLayout::new();
+        let mut block = Block::new(&mut layout, "h.0", &cfg).unwrap();
+        let mut params = Params::zeros(layout);
+        params.init(&mut Rng::new(3));
+        let p = &params.data;
+        let (b, t, tm, c) = (2, 6, 5, 16);
+        let mut rng = Rng::new(9);
+        let mut x = vec![0.0; b * t * c];
+        rng.fill_normal(&mut x, 0.0, 1.0);
+        let mut mem = vec![0.0; b * tm * c];
+        rng.fill_normal(&mut mem, 0.0, 1.0);
+        // Row 1's memory has two padding positions.
+        let mask: Vec<u8> = [[1u8; 5], [1, 1, 1, 0, 0]].concat();
+        let memory = Memory {
+            data: &mem,
+            t: tm,
+            key_mask: Some(&mask),
+        };
+        let inp = BlockInput {
+            x: &x,
+            b,
+            t,
+            key_mask: None,
+            memory: Some(memory),
+        };
+        block.forward(p, &inp, false, &mut rng);
+        let want = block.output().to_vec();
+        // Cached: prefill 2 positions, then one at a time, both rows together.
+        let mut cache = LayerKvCache::new(b, 8, c);
+        block.prepare_memory(p, &mut cache, &memory, b).unwrap();
+        let mut s = Scratch::default();
+        let mut got = vec![0.0; b * t * c];
+        let mut pos = 0;
+        for n in [2, 1, 1, 1, 1] {
+            let mut xs = Vec::new();
+            for r in 0..b {
+                xs.extend_from_slice(&x[(r * t + pos) * c..(r * t + pos + n) * c]);
+            }
+            block
+                .forward_cached(p, &mut xs, &[n, n], &mut cache, &mut s)
+                .unwrap();
+            for r in 0..b {
+                got[(r * t + pos) * c..(r * t + pos + n) * c]
+                    .copy_from_slice(&xs[r * n * c..(r + 1) * n * c]);
+            }
+            pos += n;
+        }
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(worst < 1e-5, "{norm:?}: {worst}");
+        // Beam reorder keeps a row's state: duplicate row 1 and step again.
+        cache.reorder(&[1, 1]).unwrap();
+        assert_eq!(cache.len, vec![6, 6]);
+        assert_eq!(
+            cache.cross.as_ref().unwrap().key_mask.as_ref().unwrap()[..5],
+            [1, 1, 1, 0, 0]
+        );
+        assert!(cache.reorder(&[2]).is_err());
+    }
+}
+
+#[test]
+fn sliding_window_scoring_gives_each_token_its_window_context() {
+    let mut gpt = tiny(NormPlacement::Pre, Positions::Learned, 16);
+    let model = InferenceModel::from_gpt(&gpt).unwrap();
+    let v = 101;
+    let ids: Vec<u32> = (0..40).map(|i| (i * 13 % 101) as u32).collect();
+    let stride = 6;
+    let lps = token_logprobs(&model, &ids, stride).unwrap();
+    assert!(lps[0].is_none() && lps[1..].iter().all(Option::is_some));
+    // Windows begin at 0, 6, 12, ...; token j is scored by the first window reaching it.
+    let mut prev_end = 0;
+    let mut begin = 0;
+    loop {
+        let end = (begin + 16).min(ids.len());
+        let logits = full_logits(&mut gpt, &ids[begin..end]);
+        for j in prev_end.max(begin + 1)..end {
+            let row = &logits[(j - begin - 1) * v..(j - begin) * v];
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let lse = max as f64
+                + row
+                    .iter()
+                    .map(|&x| ((x - max) as f64).exp())
+                    .sum::<f64>()
+                    .ln();
+            let want = row[ids[j] as usize] as f64 - lse;
+            assert!((lps[j].unwrap() as f64 - want).abs() < 1e-4, "token {j}");
+        }
+        prev_end = end;
+        if end == ids.len() {
+            break;
+        }
+        begin += stride;
+    }
+    assert!(token_logprobs(&model, &ids, 0).is_err());
+    assert!(token_logprobs(&model, &ids, 17)
+        .unwrap_err()
+        .to_string()
+        .contains("stride"));
+}
