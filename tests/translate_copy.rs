@@ -56,8 +56,8 @@ fn copy_task_greedy_and_beam_reproduce_held_out_sources() {
     let mut rng = Rng::new(12345);
     let held_out: Vec<Vec<u32>> = (0..20).map(|_| random_seq(&mut rng)).collect();
     let sources: Vec<&[u32]> = held_out.iter().map(|s| &s[..]).collect();
-    let greedy_out = greedy(&mut model, &sources, 50).unwrap();
     let beam_cfg = DecodeConfig::default();
+    let greedy_out = greedy(&mut model, &sources, &beam_cfg).unwrap();
     let beam_out = beam_search(&mut model, &sources, &beam_cfg).unwrap();
     for ((src, g), b) in held_out.iter().zip(&greedy_out).zip(&beam_out) {
         assert_eq!(&g.tokens, src, "greedy");
@@ -92,5 +92,22 @@ fn copy_task_greedy_and_beam_reproduce_held_out_sources() {
             "recomputed {lp} vs beam {expect}"
         );
         assert!((lp - h.log_prob).abs() < 1e-3 * lp.abs().max(1.0));
+    }
+
+    // The KV-cache path equals recomputing the decoder over the whole prefix.
+    let slow = DecodeConfig {
+        recompute: true,
+        ..beam_cfg
+    };
+    let oracle = beam_search(&mut model, &all, &slow).unwrap();
+    for (a, b) in hyps.iter().zip(&oracle) {
+        assert_eq!(a.tokens, b.tokens);
+        assert!((a.score - b.score).abs() < 1e-4 * a.score.abs().max(1.0));
+    }
+    let oracle = greedy(&mut model, &all, &slow).unwrap();
+    let fast = greedy(&mut model, &all, &beam_cfg).unwrap();
+    for (a, b) in oracle.iter().zip(&fast) {
+        assert_eq!(a.tokens, b.tokens);
+        assert!((a.log_prob - b.log_prob).abs() < 1e-4 * a.log_prob.abs().max(1.0));
     }
 }

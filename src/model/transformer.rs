@@ -20,8 +20,10 @@
 //! `{encoder,decoder}.ln_f` for pre-LN. `tools/fixtures_transformer.py` mirrors this layout.
 
 use crate::error::{Error, Result};
+use crate::generate::kv_cache::{KvCache, Scratch};
 use crate::kernels::crossentropy::{crossentropy_forward, crossentropy_forward_backward};
 use crate::kernels::embedding::{embedding_backward, embedding_forward, sinusoidal_positions};
+use crate::kernels::layernorm::layernorm_forward;
 use crate::kernels::matmul::{linear_backward, linear_forward, WeightLayout};
 use crate::kernels::residual::add_inplace;
 use crate::nn::block::{Block, BlockConfig, BlockInput, Memory, NormPlacement};
@@ -788,6 +790,133 @@ impl EncoderDecoder {
         self.src_embed
             .backward(self.embed.of_mut(g), &mut self.demb, c, v);
         Ok(loss)
+    }
+}
+
+/// Incremental decoding state of the decoder: a [`KvCache`] per block holding the
+/// self-attention keys/values of every row and the memory's cross-attention keys/values
+/// (computed once per source by [`EncoderDecoder::start_decoding`]).
+#[derive(Clone, Debug)]
+pub struct DecoderCache {
+    /// The per-layer caches; [`KvCache::reorder`] selects beam rows.
+    pub kv: KvCache,
+    scratch: Scratch,
+    x: Vec<f32>,
+    ln: Vec<f32>,
+    stats: Vec<f32>,
+}
+
+impl EncoderDecoder {
+    /// Starts incremental decoding of `b` rows over `memory (B, S, C)` with `src_mask (B, S)`,
+    /// for up to `cap` decoder positions per row.
+    pub fn start_decoding(
+        &self,
+        memory: &[f32],
+        src_mask: &[u8],
+        b: usize,
+        s: usize,
+        cap: usize,
+    ) -> Result<DecoderCache> {
+        let c = self.config.d_model;
+        if memory.len() != b * s * c || src_mask.len() != b * s {
+            return Err(Error::shape(
+                "EncoderDecoder::start_decoding",
+                format!("memory {} / src_mask {}", memory.len(), src_mask.len()),
+                format!("(B, S, C) = ({b}, {s}, {c})"),
+            ));
+        }
+        if cap > self.config.max_len {
+            return Err(Error::Config {
+                field: "max_len".into(),
+                reason: format!(
+                    "{cap} decoder positions exceed the position table of {}",
+                    self.config.max_len
+                ),
+            });
+        }
+        let mut kv = KvCache::new(self.decoder.blocks.len(), b, cap, c);
+        let mem = Memory {
+            data: memory,
+            t: s,
+            key_mask: Some(src_mask),
+        };
+        for (block, layer) in self.decoder.blocks.iter().zip(&mut kv.layers) {
+            block.prepare_memory(&self.params.data, layer, &mem, b)?;
+        }
+        Ok(DecoderCache {
+            kv,
+            scratch: Scratch::default(),
+            x: Vec::new(),
+            ln: Vec::new(),
+            stats: Vec::new(),
+        })
+    }
+
+    /// One incremental decoder step: `ids (R)` is the next input token of each cache row (at
+    /// the row's next position). Leaves the logits `(R, V)` in [`EncoderDecoder::logits`].
+    pub fn decode_step(&mut self, cache: &mut DecoderCache, ids: &[u32]) -> Result<()> {
+        let (c, v) = (self.config.d_model, self.config.vocab_size);
+        let r = ids.len();
+        if r != cache.kv.batch() {
+            return Err(Error::shape(
+                "EncoderDecoder::decode_step",
+                format!("{r} ids"),
+                format!("{} cache rows", cache.kv.batch()),
+            ));
+        }
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= v) {
+            return Err(Error::TokenOutOfRange {
+                id: id as usize,
+                vocab_size: v,
+            });
+        }
+        let p = &self.params.data;
+        let x = &mut cache.x;
+        x.resize(r * c, 0.0);
+        embedding_forward(x, ids, self.embed.of(p), r, c, v);
+        let scale = (c as f32).sqrt();
+        for (row, xr) in x.chunks_exact_mut(c).enumerate() {
+            let pos = cache.kv.len(row);
+            for (o, &e) in xr.iter_mut().zip(&self.pe[pos * c..(pos + 1) * c]) {
+                *o = *o * scale + e;
+            }
+        }
+        let new = vec![1usize; r];
+        for (block, layer) in self.decoder.blocks.iter().zip(&mut cache.kv.layers) {
+            block.forward_cached(p, x, &new, layer, &mut cache.scratch)?;
+        }
+        let h = match &self.decoder.ln_f {
+            Some(ln) => {
+                cache.ln.resize(r * c, 0.0);
+                cache.stats.resize(2 * r, 0.0);
+                let (mean, rstd) = cache.stats.split_at_mut(r);
+                layernorm_forward(
+                    &mut cache.ln,
+                    mean,
+                    rstd,
+                    x,
+                    ln.weight.of(p),
+                    ln.bias.of(p),
+                    r,
+                    c,
+                    ln.eps,
+                );
+                &cache.ln[..]
+            }
+            None => &x[..],
+        };
+        self.logits.resize(r * v, 0.0);
+        linear_forward(
+            &mut self.logits,
+            h,
+            self.embed.of(p),
+            None,
+            r,
+            c,
+            v,
+            WeightLayout::OutIn,
+        );
+        Ok(())
     }
 }
 

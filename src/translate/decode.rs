@@ -17,11 +17,13 @@
 //! are not renormalised away), so a hypothesis' score times its length penalty equals the
 //! log-probability the model assigns to it when re-scored with teacher forcing.
 //!
-//! Decoding recomputes the decoder over the whole prefix at every step (`O(T²)` per source);
-//! see `bench/README-translate.md` for its cost.
+//! Decoding runs the decoder incrementally over a KV cache ([`DecoderCache`]: self-attention
+//! keys/values per beam row, the source's cross-attention keys/values computed once); beams
+//! are selected with [`crate::generate::kv_cache::KvCache::reorder`]. `recompute: true` runs the
+//! decoder over the whole prefix at every step instead, the oracle of the cached path.
 
 use crate::error::{Error, Result};
-use crate::model::transformer::{EncoderDecoder, Seq2SeqBatch};
+use crate::model::transformer::{DecoderCache, EncoderDecoder, Seq2SeqBatch};
 use crate::rng::Rng;
 
 /// Decoding settings.
@@ -33,6 +35,9 @@ pub struct DecodeConfig {
     pub alpha: f32,
     /// Output tokens allowed beyond the source length (including EOS).
     pub max_extra: usize,
+    /// Recompute the decoder over the whole prefix at every step instead of using the KV cache
+    /// (the oracle the cached path is tested against).
+    pub recompute: bool,
 }
 
 impl Default for DecodeConfig {
@@ -41,6 +46,7 @@ impl Default for DecodeConfig {
             beam: 4,
             alpha: 0.6,
             max_extra: 50,
+            recompute: false,
         }
     }
 }
@@ -130,6 +136,59 @@ fn next_log_probs(
     Ok(out)
 }
 
+/// Produces next-token log-probabilities for the live rows, cached or by recomputation.
+enum Stepper {
+    Recompute,
+    Cached(Box<DecoderCache>),
+}
+
+impl Stepper {
+    fn new(model: &EncoderDecoder, enc: &Encoded, recompute: bool) -> Result<Self> {
+        if recompute {
+            return Ok(Stepper::Recompute);
+        }
+        let b = enc.max_out.len();
+        let cap = enc.max_out.iter().copied().max().unwrap_or(1);
+        Ok(Stepper::Cached(Box::new(model.start_decoding(
+            &enc.memory,
+            &enc.mask,
+            b,
+            enc.s,
+            cap,
+        )?)))
+    }
+
+    /// Log-softmax `(R, V)` of the next token after each prefix (BOS + outputs, all of one
+    /// length), row `i` of the cache being prefix `i`.
+    fn next(
+        &mut self,
+        model: &mut EncoderDecoder,
+        enc: &Encoded,
+        prefixes: &[(&[u32], usize)],
+    ) -> Result<Vec<f32>> {
+        match self {
+            Stepper::Recompute => next_log_probs(model, enc, prefixes),
+            Stepper::Cached(cache) => {
+                let last: Vec<u32> = prefixes.iter().map(|p| p.0[p.0.len() - 1]).collect();
+                model.decode_step(cache, &last)?;
+                let mut out = std::mem::take(&mut model.logits);
+                for row in out.chunks_exact_mut(model.config.vocab_size) {
+                    log_softmax_inplace(row);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// The next step's row `i` continues this step's row `parents[i]`.
+    fn select(&mut self, parents: &[usize]) -> Result<()> {
+        match self {
+            Stepper::Recompute => Ok(()),
+            Stepper::Cached(cache) => cache.kv.reorder(parents),
+        }
+    }
+}
+
 /// `x ← x - log Σ exp(x)` in f64 accumulation.
 pub fn log_softmax_inplace(x: &mut [f32]) {
     let mx = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -162,13 +221,14 @@ fn proposable(model: &EncoderDecoder, id: usize) -> bool {
 pub fn greedy(
     model: &mut EncoderDecoder,
     sources: &[&[u32]],
-    max_extra: usize,
+    cfg: &DecodeConfig,
 ) -> Result<Vec<Hypothesis>> {
     if sources.is_empty() {
         return Ok(Vec::new());
     }
     check_sources(model, sources)?;
-    let enc = encode_sources(model, sources, max_extra)?;
+    let enc = encode_sources(model, sources, cfg.max_extra)?;
+    let mut stepper = Stepper::new(model, &enc, cfg.recompute)?;
     let (bos, eos) = (model.config.bos_id, model.config.eos_id);
     let v = model.config.vocab_size;
     let mut seqs: Vec<Vec<u32>> = vec![vec![bos]; sources.len()];
@@ -177,8 +237,9 @@ pub fn greedy(
     while done.iter().any(|d| !d) {
         let live: Vec<usize> = (0..sources.len()).filter(|&i| !done[i]).collect();
         let prefixes: Vec<(&[u32], usize)> = live.iter().map(|&i| (&seqs[i][..], i)).collect();
-        let lp = next_log_probs(model, &enc, &prefixes)?;
-        for (row, &i) in lp.chunks_exact(v).zip(&live) {
+        let lp = stepper.next(model, &enc, &prefixes)?;
+        let mut parents = Vec::with_capacity(live.len());
+        for (r, (row, &i)) in lp.chunks_exact(v).zip(&live).enumerate() {
             let generated = seqs[i].len(); // outputs so far + this one, BOS excluded
             let next = if generated >= enc.max_out[i] {
                 eos as usize
@@ -199,7 +260,11 @@ pub fn greedy(
                 done[i] = true;
             } else {
                 seqs[i].push(next as u32);
+                parents.push(r);
             }
+        }
+        if !parents.is_empty() {
+            stepper.select(&parents)?;
         }
     }
     Ok(seqs
@@ -243,6 +308,7 @@ pub fn beam_search(
     check_sources(model, sources)?;
     let k = cfg.beam;
     let enc = encode_sources(model, sources, cfg.max_extra)?;
+    let mut stepper = Stepper::new(model, &enc, cfg.recompute)?;
     let (bos, eos) = (model.config.bos_id, model.config.eos_id as usize);
     let v = model.config.vocab_size;
     let n = sources.len();
@@ -267,8 +333,9 @@ pub fn beam_search(
         for &i in &active {
             prefixes.extend(live[i].iter().map(|h| (&h.seq[..], i)));
         }
-        let lp = next_log_probs(model, &enc, &prefixes)?;
+        let lp = stepper.next(model, &enc, &prefixes)?;
         let mut row0 = 0;
+        let mut parents: Vec<Vec<usize>> = Vec::with_capacity(active.len());
         for &i in &active {
             let hyps = std::mem::take(&mut live[i]);
             let force_eos = step >= enc.max_out[i];
@@ -293,6 +360,7 @@ pub fn beam_search(
             cands.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
             cands.truncate(2 * k);
             let mut next = Vec::with_capacity(k);
+            let mut rows = Vec::with_capacity(k);
             for (rank, &(lp_total, h, id)) in cands.iter().enumerate() {
                 if id == eos {
                     if rank < k && finished[i].len() < k {
@@ -309,9 +377,21 @@ pub fn beam_search(
                         seq,
                         log_prob: lp_total,
                     });
+                    rows.push(row0 - hyps.len() + h);
                 }
             }
             live[i] = next;
+            parents.push(rows);
+        }
+        // Rows of the next step: the live beams of sources that are not done, in order.
+        let mut keep = Vec::new();
+        for (&i, rows) in active.iter().zip(parents) {
+            if finished[i].len() < k && !live[i].is_empty() {
+                keep.extend(rows);
+            }
+        }
+        if !keep.is_empty() {
+            stepper.select(&keep)?;
         }
     }
     finished
@@ -334,7 +414,7 @@ pub fn translate_ids(
     cfg: &DecodeConfig,
 ) -> Result<Vec<Hypothesis>> {
     if cfg.beam <= 1 {
-        greedy(model, sources, cfg.max_extra)
+        greedy(model, sources, cfg)
     } else {
         beam_search(model, sources, cfg)
     }
