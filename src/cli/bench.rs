@@ -4,6 +4,8 @@
 //! table shows PyTorch time / our time (above 1 means we are faster).
 
 use super::CliResult;
+
+mod generate;
 use clap::{Args, Subcommand};
 use gpt::kernels::attention::{attention_backward, attention_forward, AttentionDims};
 use gpt::kernels::bf16::{matmul_bf16, to_bf16_vec};
@@ -28,6 +30,9 @@ pub enum BenchCommand {
     /// One preset's training steps in this process (used by `bench train` to measure memory).
     #[command(hide = true)]
     TrainOne(TrainOneArgs),
+    /// GPT-2 124M decoding (batch 1 and batch 8, KV cache, greedy) against the memory-bandwidth
+    /// bound, optionally beside transformers' generate.
+    Generate(generate::GenerateBenchArgs),
 }
 
 /// Options of `gpt bench train`.
@@ -81,6 +86,7 @@ pub fn run(cmd: BenchCommand) -> CliResult {
         BenchCommand::Kernels(args) => kernels(args),
         BenchCommand::Train(args) => train_bench(args),
         BenchCommand::TrainOne(args) => train_one(args),
+        BenchCommand::Generate(args) => generate::run(args),
     }
 }
 

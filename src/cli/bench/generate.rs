@@ -1,0 +1,195 @@
+//! `gpt bench generate`: decoding speed of GPT-2 124M (random weights, created in-process and
+//! saved as f32 safetensors, then memory-mapped), batch 1, a 32-token prompt and 128 new tokens
+//! greedy; prefill tokens/s; batch-8 throughput. With `--vs-transformers` the same checkpoint
+//! runs through `transformers`' `generate` (bench/generate_hf.py) on the same threads in the
+//! same run. The memory-bandwidth bound is `copy bandwidth / bytes of weights per token`, with
+//! the copy bandwidth (STREAM convention: bytes read + bytes written) measured here too.
+
+use crate::cli::CliResult;
+use gpt::generate::{generate, GenerateConfig, InferenceModel, SamplingConfig, Timing};
+use gpt::model::{checkpoint, Gpt, GptConfig};
+use gpt::rng::Rng;
+use rayon::prelude::*;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+/// Options of `gpt bench generate`.
+#[derive(clap::Args)]
+pub struct GenerateBenchArgs {
+    /// Also run `transformers` `generate` on the same checkpoint and threads.
+    #[arg(long)]
+    pub vs_transformers: bool,
+    /// Python interpreter with torch + transformers.
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// Prompt tokens.
+    #[arg(long, default_value_t = 32)]
+    pub prompt_len: usize,
+    /// New tokens (greedy).
+    #[arg(long, default_value_t = 128)]
+    pub new_tokens: usize,
+    /// Batch size of the throughput run.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Timed runs (the best is reported).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Model directory to use instead of a fresh random GPT-2 124M.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+}
+
+/// Copy bandwidth in GB/s (read + write bytes), all threads, 256 MiB buffers, best of 5.
+fn copy_bandwidth() -> f64 {
+    let n = 64 << 20;
+    let src = vec![1.0f32; n];
+    let mut dst = vec![0.0f32; n];
+    let chunk = n / (4 * rayon::current_num_threads().max(1));
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        dst.par_chunks_mut(chunk)
+            .zip(src.par_chunks(chunk))
+            .for_each(|(d, s)| d.copy_from_slice(s));
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(&dst);
+    2.0 * 4.0 * n as f64 / best / 1e9
+}
+
+fn run_ours(model: &InferenceModel, prompts: &[Vec<u32>], new: usize, reps: usize) -> Timing {
+    let cfg = GenerateConfig {
+        max_new_tokens: new,
+        sampling: SamplingConfig::greedy(),
+        seed: 0,
+        eos: None,
+    };
+    let mut best: Option<Timing> = None;
+    for _ in 0..reps.max(1) {
+        // Bench input is fixed and valid; an error here is a bug worth a panic message.
+        let (_, t) = generate(model, prompts, &cfg, |_, _| Ok(false)).expect("generate");
+        best = Some(match best {
+            Some(b) if b.decode_tokens_per_sec() >= t.decode_tokens_per_sec() => Timing {
+                prefill_secs: b.prefill_secs.min(t.prefill_secs),
+                ..b
+            },
+            Some(b) => Timing {
+                prefill_secs: b.prefill_secs.min(t.prefill_secs),
+                ..t
+            },
+            None => t,
+        });
+    }
+    best.unwrap_or_default()
+}
+
+/// Runs `gpt bench generate`.
+pub fn run(args: GenerateBenchArgs) -> CliResult {
+    let threads = rayon::current_num_threads();
+    let tmp;
+    let dir = match &args.model {
+        Some(d) => d.clone(),
+        None => {
+            tmp = std::env::temp_dir().join(format!("gpt-bench-gpt2-{}", std::process::id()));
+            eprintln!("creating a random GPT-2 124M in {} ...", tmp.display());
+            let mut cfg = GptConfig::gpt2();
+            cfg.dropout = 0.0;
+            let gpt = Gpt::new(cfg, &mut Rng::new(0))?;
+            checkpoint::save(&gpt, &tmp, None)?;
+            tmp.clone()
+        }
+    };
+    let model = InferenceModel::load(&dir)?;
+    let bw = copy_bandwidth();
+    let bytes = model.bytes_per_token() as f64;
+    let bound = bw * 1e9 / bytes;
+    let mut rng = Rng::new(1);
+    let v = model.config.vocab_size as u64;
+    let mut prompt = || -> Vec<u32> { (0..args.prompt_len).map(|_| rng.below(v) as u32).collect() };
+    let p1 = vec![prompt()];
+    let pb: Vec<Vec<u32>> = (0..args.batch).map(|_| prompt()).collect();
+    let one = run_ours(&model, &p1, args.new_tokens, args.reps);
+    let many = run_ours(&model, &pb, args.new_tokens, 1);
+    println!(
+        "GPT-2 124M {:?} weights, {threads} threads, prompt {} tokens, {} new tokens greedy",
+        model.source, args.prompt_len, args.new_tokens
+    );
+    println!(
+        "copy bandwidth {bw:.1} GB/s; weights read per token {:.3} GB; bound {bound:.1} tokens/s",
+        bytes / 1e9
+    );
+    let ours_decode = one.decode_tokens_per_sec();
+    println!(
+        "ours   batch 1: decode {ours_decode:.1} tokens/s ({:.2} of the bound), prefill {:.0} tokens/s",
+        ours_decode / bound,
+        one.prefill_tokens_per_sec()
+    );
+    println!(
+        "ours   batch {}: decode {:.1} tokens/s in all, prefill {:.0} tokens/s",
+        args.batch,
+        many.decode_tokens_per_sec(),
+        many.prefill_tokens_per_sec()
+    );
+    if args.vs_transformers {
+        let python = super::find_python(args.python.clone());
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/generate_hf.py");
+        let ids = |ps: &[Vec<u32>]| serde_json::to_string(ps).unwrap_or_default();
+        let out = Command::new(&python)
+            .arg(&script)
+            .arg("--model")
+            .arg(&dir)
+            .args(["--threads", &threads.to_string()])
+            .args(["--new-tokens", &args.new_tokens.to_string()])
+            .args(["--reps", &args.reps.to_string()])
+            .args(["--prompt", &ids(&p1), "--batch-prompts", &ids(&pb)])
+            .output()
+            .map_err(|e| format!("{}: {e}", python.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "bench/generate_hf.py failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("bench/generate_hf.py output: {e}"))?;
+        let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        let hf = f("decode_tokens_per_sec");
+        println!(
+            "transformers batch 1: decode {hf:.1} tokens/s ({:.2} of the bound), prefill {:.0} tokens/s",
+            hf / bound,
+            f("prefill_tokens_per_sec")
+        );
+        println!(
+            "transformers batch {}: decode {:.1} tokens/s in all",
+            args.batch,
+            f("batch_decode_tokens_per_sec")
+        );
+        println!(
+            "ratio ours / transformers: batch 1 decode {:.2}x, prefill {:.2}x, batch {} {:.2}x; same greedy tokens: {}",
+            ours_decode / hf,
+            one.prefill_tokens_per_sec() / f("prefill_tokens_per_sec"),
+            args.batch,
+            many.decode_tokens_per_sec() / f("batch_decode_tokens_per_sec"),
+            {
+                let cfg = GenerateConfig {
+                    max_new_tokens: args.new_tokens,
+                    sampling: SamplingConfig::greedy(),
+                    seed: 0,
+                    eos: None,
+                };
+                let (g, _) = generate(&model, &p1, &cfg, |_, _| Ok(false))?;
+                let theirs: Vec<u32> = v["ids"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect())
+                    .unwrap_or_default();
+                g[0].ids == theirs
+            }
+        );
+    }
+    if args.model.is_none() {
+        std::fs::remove_dir_all(&dir).ok();
+    }
+    Ok(())
+}
