@@ -63,6 +63,9 @@ pub struct TrainArgs {
     /// Position embeddings: learned or sinusoidal.
     #[arg(long, value_parser = ["learned", "sinusoidal"])]
     pub positions: Option<String>,
+    /// Precision of the matrix products: f32 or bf16 (mixed precision, f32 master weights).
+    #[arg(long)]
+    pub precision: Option<String>,
     /// AdamW β2.
     #[arg(long)]
     pub beta2: Option<f32>,
@@ -139,6 +142,9 @@ pub fn resolve(args: &TrainArgs) -> Result<TrainConfig, gpt::Error> {
         } else {
             NormPlacement::Pre
         });
+    }
+    if let Some(p) = &args.precision {
+        c.precision = p.parse()?;
     }
     if let Some(p) = &args.positions {
         c.positions = Some(if p == "sinusoidal" {

@@ -31,6 +31,7 @@
 //! Dimensions: `M K N` product sizes; `MR NR` microkernel block; `KC` pairs per K chunk.
 
 use super::check_len;
+use super::matmul::{bias_grad, WeightLayout};
 use super::vmath::with_simd;
 use half::bf16;
 use half::slice::HalfFloatSliceExt;
@@ -492,6 +493,68 @@ fn dot_f32_bf16(x: &[f32], w: &[u16]) -> f32 {
     s
 }
 
+/// Mixed-precision [`super::matmul::linear_forward`]: `out (N×OC) = bf16(inp) · bf16(W)ᵀ + bias`
+/// with f32 accumulation; `weight` is already bf16 (the model's shadow), `inp` is rounded here.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_forward_bf16(
+    out: &mut [f32],
+    inp: &[f32],
+    weight: &[bf16],
+    bias: Option<&[f32]>,
+    n: usize,
+    ic: usize,
+    oc: usize,
+    layout: WeightLayout,
+) {
+    check_len("linear_forward_bf16", "out", out.len(), n * oc);
+    check_len("linear_forward_bf16", "inp", inp.len(), n * ic);
+    check_len("linear_forward_bf16", "weight", weight.len(), ic * oc);
+    if let Some(b) = bias {
+        check_len("linear_forward_bf16", "bias", b.len(), oc);
+        for row in out.chunks_exact_mut(oc) {
+            row.copy_from_slice(b);
+        }
+    }
+    let x = to_bf16_vec(inp);
+    let trans_b = layout == WeightLayout::OutIn;
+    matmul_bf16(out, &x, weight, n, ic, oc, false, trans_b, bias.is_some());
+}
+
+/// Mixed-precision [`super::matmul::linear_backward`]: `dinp += bf16(dout) · bf16(W)`,
+/// `dweight += bf16(dout)ᵀ · bf16(inp)` (in the weight's layout), `dbias += Σ_rows dout` in f32.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward_bf16(
+    dinp: Option<&mut [f32]>,
+    dweight: &mut [f32],
+    dbias: Option<&mut [f32]>,
+    dout: &[f32],
+    inp: &[f32],
+    weight: &[bf16],
+    n: usize,
+    ic: usize,
+    oc: usize,
+    layout: WeightLayout,
+) {
+    check_len("linear_backward_bf16", "dout", dout.len(), n * oc);
+    check_len("linear_backward_bf16", "inp", inp.len(), n * ic);
+    check_len("linear_backward_bf16", "weight", weight.len(), ic * oc);
+    check_len("linear_backward_bf16", "dweight", dweight.len(), ic * oc);
+    let dy = to_bf16_vec(dout);
+    if let Some(dinp) = dinp {
+        let trans_b = layout == WeightLayout::InOut;
+        matmul_bf16(dinp, &dy, weight, n, oc, ic, false, trans_b, true);
+    }
+    let x = to_bf16_vec(inp);
+    match layout {
+        WeightLayout::OutIn => matmul_bf16(dweight, &dy, &x, oc, n, ic, true, false, true),
+        WeightLayout::InOut => matmul_bf16(dweight, &x, &dy, ic, n, oc, true, false, true),
+    }
+    if let Some(db) = dbias {
+        check_len("linear_backward_bf16", "dbias", db.len(), oc);
+        bias_grad(db, dout, oc);
+    }
+}
+
 /// Oracle for [`matmul_bf16`]: triple loop over the bf16 values widened to f64, summed in f64.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_bf16_naive(
@@ -614,6 +677,70 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn linear_bf16_matches_f32_linear_on_rounded_inputs() {
+        use crate::kernels::matmul::{linear_backward, linear_forward};
+        let mut rng = Rng::new(13);
+        let round = |v: &[f32]| -> Vec<f32> { to_bf16_vec(v).iter().map(|x| x.to_f32()).collect() };
+        let (n, ic, oc) = (9, 21, 35);
+        for layout in [WeightLayout::OutIn, WeightLayout::InOut] {
+            let (x, w, bias, dy) = (
+                rng.normal_vec(n * ic, 1.0),
+                rng.normal_vec(ic * oc, 1.0),
+                rng.normal_vec(oc, 1.0),
+                rng.normal_vec(n * oc, 1.0),
+            );
+            let wb = to_bf16_vec(&w);
+            let (mut y, mut y32) = (vec![0.0; n * oc], vec![0.0; n * oc]);
+            linear_forward_bf16(&mut y, &x, &wb, Some(&bias), n, ic, oc, layout);
+            linear_forward(
+                &mut y32,
+                &round(&x),
+                &round(&w),
+                Some(&bias),
+                n,
+                ic,
+                oc,
+                layout,
+            );
+            let (mut dx, mut dw, mut db) = (vec![0.5; n * ic], vec![0.5; ic * oc], vec![0.5; oc]);
+            let (mut dx32, mut dw32, mut db32) = (dx.clone(), dw.clone(), db.clone());
+            linear_backward_bf16(
+                Some(&mut dx),
+                &mut dw,
+                Some(&mut db),
+                &dy,
+                &x,
+                &wb,
+                n,
+                ic,
+                oc,
+                layout,
+            );
+            linear_backward(
+                Some(&mut dx32),
+                &mut dw32,
+                Some(&mut db32),
+                &round(&dy),
+                &round(&x),
+                &round(&w),
+                n,
+                ic,
+                oc,
+                layout,
+            );
+            for (got, want) in [(&y, &y32), (&dx, &dx32), (&dw, &dw32)] {
+                for (g, w) in got.iter().zip(want.iter()) {
+                    assert!((g - w).abs() < 1e-4 * (1.0 + w.abs()), "{g} vs {w}");
+                }
+            }
+            // The bias gradient sums the unrounded f32 dout.
+            let mut db_ref = vec![0.5; oc];
+            crate::kernels::matmul::bias_grad(&mut db_ref, &dy, oc);
+            assert_eq!(db, db_ref);
         }
     }
 

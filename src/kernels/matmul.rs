@@ -358,7 +358,7 @@ pub fn linear_backward(
 }
 
 /// `dbias += Σ_rows dout`, rows summed in parallel blocks then reduced.
-fn bias_grad(db: &mut [f32], dout: &[f32], oc: usize) {
+pub(crate) fn bias_grad(db: &mut [f32], dout: &[f32], oc: usize) {
     let rows = dout.len() / oc;
     let chunk = super::rows_per_task(rows, oc, 1 << 16);
     let partial: Vec<Vec<f32>> = dout

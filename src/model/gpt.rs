@@ -4,9 +4,14 @@
 //! Shapes: `ids (B, T)`, residual stream `(B, T, C)`, logits `(B, T, V)`.
 //! Parameter names are GPT-2's Hugging Face names without the `transformer.` prefix:
 //! `wte.weight (V, C)`, `wpe.weight (n_ctx, C)`, `h.{i}.…`, `ln_f.{weight,bias}`.
+//!
+//! Mixed precision ([`Gpt::set_precision`] with [`Precision::Bf16`]): the linear layers and the
+//! LM head multiply in bf16 over a shadow of the weights ([`crate::nn::precision`]), refreshed by
+//! [`Gpt::refresh_bf16_weights`] after each optimizer step; all else stays f32.
 
 use super::config::{GptConfig, Positions};
 use crate::error::{Error, Result};
+use crate::kernels::bf16::{linear_backward_bf16, linear_forward_bf16};
 use crate::kernels::crossentropy::{crossentropy_forward, crossentropy_forward_backward};
 use crate::kernels::embedding::{embedding_backward, embedding_forward, sinusoidal_positions};
 use crate::kernels::matmul::{linear_backward, linear_forward, WeightLayout};
@@ -15,6 +20,7 @@ use crate::nn::block::{Block, BlockConfig, BlockInput, NormPlacement};
 use crate::nn::dropout::Dropout;
 use crate::nn::layernorm::LayerNorm;
 use crate::nn::params::{Init, Param, ParamLayout, Params};
+use crate::nn::precision::{current_shadow, with_bf16_weights, Bf16Shadow, Precision};
 use crate::rng::Rng;
 
 /// Target value that is not counted in the loss (PyTorch's default `ignore_index`).
@@ -46,6 +52,9 @@ pub struct Gpt {
     losses: Vec<f32>,
     dx: Vec<f32>,
     dy: Vec<f32>,
+    precision: Precision,
+    /// bf16 copy of `params.data` read by the products when `precision` is bf16 (else empty).
+    shadow: Bf16Shadow,
 }
 
 impl Gpt {
@@ -119,7 +128,44 @@ impl Gpt {
             losses: Vec::new(),
             dx: Vec::new(),
             dy: Vec::new(),
+            precision: Precision::F32,
+            shadow: Bf16Shadow::default(),
         })
+    }
+
+    /// Sets the precision of the matrix products. bf16 builds the shadow weights from the
+    /// current parameters; f32 frees them.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+        self.shadow = Bf16Shadow::default();
+        self.refresh_bf16_weights();
+    }
+
+    /// The precision of the matrix products.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Re-rounds the bf16 shadow from the f32 parameters (a no-op in f32). Call after every
+    /// change to `params.data`: the trainer does after each optimizer step, not per micro-batch.
+    pub fn refresh_bf16_weights(&mut self) {
+        if self.precision == Precision::Bf16 {
+            self.shadow.refresh(&self.params.data);
+        }
+    }
+
+    /// Runs `f` on the model, inside the bf16 scope when the precision asks for it.
+    fn with_precision<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        if self.precision == Precision::F32 {
+            return f(self);
+        }
+        if self.shadow.data.len() != self.params.data.len() {
+            self.refresh_bf16_weights();
+        }
+        let shadow = std::mem::take(&mut self.shadow);
+        let r = with_bf16_weights(&shadow.data, || f(self));
+        self.shadow = shadow;
+        r
     }
 
     /// The parameter layout.
@@ -174,6 +220,12 @@ impl Gpt {
         rng: &mut Rng,
     ) -> Result<()> {
         self.check_inputs(ids, b, t)?;
+        self.with_precision(|m| m.forward_checked(ids, b, t, train, rng));
+        Ok(())
+    }
+
+    /// [`Gpt::forward`] after its input checks.
+    fn forward_checked(&mut self, ids: &[u32], b: usize, t: usize, train: bool, rng: &mut Rng) {
         let (c, v) = (self.config.n_embd, self.config.vocab_size);
         let n = b * t;
         let p = &self.params.data;
@@ -224,17 +276,14 @@ impl Gpt {
             None => last,
         };
         self.logits.resize(n * v, 0.0);
-        linear_forward(
-            &mut self.logits,
-            x,
-            self.wte.of(p),
-            None,
-            n,
-            c,
-            v,
-            WeightLayout::OutIn,
-        );
-        Ok(())
+        let (logits, wte) = (&mut self.logits, self.wte);
+        current_shadow(|shadow| match shadow {
+            Some(s) => {
+                let w = &s[wte.range()];
+                linear_forward_bf16(logits, x, w, None, n, c, v, WeightLayout::OutIn);
+            }
+            None => linear_forward(logits, x, wte.of(p), None, n, c, v, WeightLayout::OutIn),
+        });
     }
 
     fn check_targets(&self, targets: &[i32]) -> Result<()> {
@@ -304,7 +353,7 @@ impl Gpt {
             label_smoothing,
             grad_scale,
         );
-        self.backward_from_dlogits();
+        self.with_precision(|m| m.backward_from_dlogits());
         Ok(loss)
     }
 
@@ -320,18 +369,30 @@ impl Gpt {
         // LM head tied to wte: logits = x · wteᵀ.
         let last = self.blocks.last().map_or(&self.emb[..], |blk| blk.output());
         let x_head = self.ln_f.as_ref().map_or(last, |ln| &ln.out[..]);
-        linear_backward(
-            Some(&mut self.dy),
-            self.wte.of_mut(g),
-            None,
-            &self.logits,
-            x_head,
-            self.wte.of(p),
-            n,
-            c,
-            v,
-            WeightLayout::OutIn,
-        );
+        let (dy, dlogits, wte) = (&mut self.dy, &self.logits, self.wte);
+        let dw = wte.of_mut(g);
+        current_shadow(|shadow| match shadow {
+            Some(s) => {
+                let w = &s[wte.range()];
+                let head = WeightLayout::OutIn;
+                linear_backward_bf16(Some(dy), dw, None, dlogits, x_head, w, n, c, v, head);
+            }
+            None => {
+                let w = wte.of(p);
+                linear_backward(
+                    Some(dy),
+                    dw,
+                    None,
+                    dlogits,
+                    x_head,
+                    w,
+                    n,
+                    c,
+                    v,
+                    WeightLayout::OutIn,
+                );
+            }
+        });
         if let Some(ln) = &self.ln_f {
             self.dx.clear();
             self.dx.resize(n * c, 0.0);

@@ -1,7 +1,12 @@
 //! Linear layer: `y = x · Wᵀ + b` over the flat parameter buffer.
+//!
+//! Inside a [`super::precision::with_bf16_weights`] scope the products run in bf16 over the
+//! shadow weights (mixed-precision training); otherwise in f32, exactly as before.
 
 use super::params::{two_mut, Init, Param, ParamLayout};
+use super::precision::current_shadow;
 use crate::error::Result;
+use crate::kernels::bf16::{linear_backward_bf16, linear_forward_bf16};
 use crate::kernels::matmul::{linear_backward, linear_forward, WeightLayout};
 
 /// A linear layer. Stateless: the caller keeps the input for backward.
@@ -57,16 +62,14 @@ impl Linear {
     /// `out (N, OC) = inp (N, IC) · Wᵀ + b`.
     pub fn forward(&self, p: &[f32], out: &mut [f32], inp: &[f32], n: usize) {
         let b = self.bias.map(|b| b.of(p));
-        linear_forward(
-            out,
-            inp,
-            self.weight.of(p),
-            b,
-            n,
-            self.ic,
-            self.oc,
-            self.layout,
-        );
+        let (ic, oc, layout) = (self.ic, self.oc, self.layout);
+        current_shadow(|shadow| match shadow {
+            Some(s) => {
+                let w = &s[self.weight.range()];
+                linear_forward_bf16(out, inp, w, b, n, ic, oc, layout);
+            }
+            None => linear_forward(out, inp, self.weight.of(p), b, n, ic, oc, layout),
+        });
     }
 
     /// Accumulates `dW`, `db` into `g` and, if given, `dinp += dout · W`.
@@ -81,15 +84,19 @@ impl Linear {
     ) {
         let w = self.weight.of(p);
         let (ic, oc, layout) = (self.ic, self.oc, self.layout);
-        match self.bias {
+        let (dw, db) = match self.bias {
             Some(b) => {
                 let (dw, db) = two_mut(g, self.weight, b);
-                linear_backward(dinp, dw, Some(db), dout, inp, w, n, ic, oc, layout);
+                (dw, Some(db))
             }
-            None => {
-                let dw = self.weight.of_mut(g);
-                linear_backward(dinp, dw, None, dout, inp, w, n, ic, oc, layout);
+            None => (self.weight.of_mut(g), None),
+        };
+        current_shadow(|shadow| match shadow {
+            Some(s) => {
+                let wb = &s[self.weight.range()];
+                linear_backward_bf16(dinp, dw, db, dout, inp, wb, n, ic, oc, layout);
             }
-        }
+            None => linear_backward(dinp, dw, db, dout, inp, w, n, ic, oc, layout),
+        });
     }
 }

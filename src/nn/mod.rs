@@ -13,6 +13,7 @@ pub mod layernorm;
 pub mod linear;
 pub mod mlp;
 pub mod params;
+pub mod precision;
 
 use crate::error::{Error, Result};
 

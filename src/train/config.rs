@@ -64,6 +64,9 @@ pub struct TrainConfig {
     pub sample_tokens: usize,
     /// Fraction of the data held out for validation when preparing on the fly.
     pub val_fraction: f32,
+    /// Precision of the matrix products: `f32`, or `bf16` (mixed precision: f32 master weights,
+    /// gradients and optimizer state; bf16 products with f32 accumulation).
+    pub precision: crate::nn::precision::Precision,
 }
 
 impl Default for TrainConfig {
@@ -96,6 +99,7 @@ impl Default for TrainConfig {
             ckpt_interval: 500,
             sample_tokens: 400,
             val_fraction: 0.1,
+            precision: crate::nn::precision::Precision::F32,
         }
     }
 }

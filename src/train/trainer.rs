@@ -253,7 +253,10 @@ fn save_checkpoint(
         std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
     }
     let meta = [
-        ("precision".to_string(), "f32".to_string()),
+        (
+            "precision".to_string(),
+            model.precision().name().to_string(),
+        ),
         ("step".to_string(), state.step.to_string()),
     ];
     checkpoint::save(model, &tmp, Some(meta.into_iter().collect()))?;
@@ -367,6 +370,13 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         dropout_rng = state.dropout_rng.clone();
         step = state.step;
     }
+    // After initialising or loading: the bf16 shadow is rounded from the final master weights.
+    model.set_precision(cfg.precision);
+    if let Some(w) = cfg.precision.warning() {
+        if !opts.quiet {
+            eprintln!("{w}");
+        }
+    }
     let (n_decay, n_no_decay) = model.layout().decay_counts();
     let metrics_path = cfg.out.join("metrics.jsonl");
     let mut metrics = if opts.resume {
@@ -381,7 +391,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         .collect();
     if !opts.quiet && !opts.json {
         eprintln!(
-            "gpt train: preset {} ({} layers, {} heads, width {}, context {}), {:.2}M parameters ({:.2}M decayed, {:.2}M not), {} threads, precision f32",
+            "gpt train: preset {} ({} layers, {} heads, width {}, context {}), {:.2}M parameters ({:.2}M decayed, {:.2}M not), {} threads, precision {}",
             cfg.preset,
             mcfg.n_layer,
             mcfg.n_head,
@@ -390,7 +400,8 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
             model.layout().total() as f64 / 1e6,
             n_decay as f64 / 1e6,
             n_no_decay as f64 / 1e6,
-            crate::threads::current()
+            crate::threads::current(),
+            cfg.precision.describe()
         );
         eprintln!(
             "data: {} train / {} val tokens, vocabulary {}; out: {}{}",
@@ -465,6 +476,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
             crate::kernels::adamw::global_grad_norm(&model.params.grad)
         };
         opt.update(&mut model.params, lr);
+        model.refresh_bf16_weights();
         step += 1;
         let rate = tokens_per_step as f64 / t0.elapsed().as_secs_f64();
         rates.push(rate);

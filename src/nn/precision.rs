@@ -1,0 +1,169 @@
+//! Precision of the linear layers' matrix products, and the bf16 shadow of the weights that
+//! mixed-precision training reads.
+//!
+//! With [`Precision::Bf16`], every linear layer (and the tied LM head) rounds its weight and its
+//! input activations to bf16 (round-to-nearest-even) for the matrix products of the forward and
+//! of both backward products, accumulating in f32 ([`crate::kernels::bf16`]). Master weights,
+//! gradients, AdamW moments, LayerNorm, softmax, attention and the loss stay f32.
+//!
+//! The weights are converted once per optimizer step, not once per product: a [`Bf16Shadow`] is a
+//! bf16 copy of the whole flat parameter buffer (same offsets, so a [`super::params::Param`]
+//! indexes both), refreshed by the model's owner after each update.
+//!
+//! Why a scoped context rather than one more argument: every module takes the f32 parameter
+//! slice `p`, and the same modules serve GPT-1/2, the encoder-decoder and the inference paths.
+//! Threading a second buffer through each `forward`/`backward` signature would touch all of
+//! them for one setting that only [`super::linear::Linear`] reads. Instead the model runs its
+//! passes inside [`with_bf16_weights`], and `Linear` asks [`current_shadow`]. The context is a
+//! thread-local of the calling thread (modules run there; only the kernels fan out to rayon),
+//! restored when the scope ends, even by a panic.
+
+use crate::error::{Error, Result};
+use crate::kernels::bf16::to_bf16;
+use half::bf16;
+use std::cell::Cell;
+use std::fmt;
+use std::str::FromStr;
+
+/// Precision of the matrix products of linear layers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// bf16 products with f32 accumulation; f32 master weights and everything else.
+    Bf16,
+}
+
+impl Precision {
+    /// The accepted names.
+    pub const NAMES: [&'static str; 2] = ["f32", "bf16"];
+
+    /// `f32` or `bf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// The name with the kernel path that will run it, for logs: `f32`, `bf16 (avx512bf16)` or
+    /// `bf16 (portable)`.
+    pub fn describe(self) -> String {
+        match self {
+            Precision::F32 => "f32".into(),
+            Precision::Bf16 => {
+                format!("bf16 ({})", crate::kernels::bf16::Bf16Path::detect().name())
+            }
+        }
+    }
+
+    /// A warning to print when bf16 runs without AVX-512 BF16 (slower than f32), else `None`.
+    pub fn warning(self) -> Option<String> {
+        use crate::kernels::bf16::Bf16Path;
+        (self == Precision::Bf16 && Bf16Path::detect() == Bf16Path::Portable).then(|| {
+            "warning: this CPU lacks AVX-512 BF16; bf16 products run on the portable path \
+             (same results, slower than f32)"
+                .to_string()
+        })
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Precision::F32),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            _ => Err(Error::Config {
+                field: "precision".into(),
+                reason: format!(
+                    "unknown precision `{s}`; valid: {}",
+                    Precision::NAMES.join(", ")
+                ),
+            }),
+        }
+    }
+}
+
+/// A bf16 copy of a flat parameter buffer, at the same offsets.
+#[derive(Clone, Debug, Default)]
+pub struct Bf16Shadow {
+    /// The rounded parameters.
+    pub data: Vec<bf16>,
+}
+
+impl Bf16Shadow {
+    /// Rounds `params` (round-to-nearest-even) into the shadow, resizing it if needed.
+    pub fn refresh(&mut self, params: &[f32]) {
+        self.data.resize(params.len(), bf16::ZERO);
+        to_bf16(&mut self.data, params);
+    }
+}
+
+thread_local! {
+    /// The shadow of the innermost active [`with_bf16_weights`] scope on this thread.
+    static SHADOW: Cell<Option<(*const bf16, usize)>> = const { Cell::new(None) };
+}
+
+/// Restores the previous context when a scope ends (normally or by unwinding).
+struct Restore(Option<(*const bf16, usize)>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        SHADOW.with(|s| s.set(self.0));
+    }
+}
+
+/// Runs `f` with linear layers on this thread using bf16 products over `shadow`.
+pub fn with_bf16_weights<R>(shadow: &[bf16], f: impl FnOnce() -> R) -> R {
+    let prev = SHADOW.with(|s| s.replace(Some((shadow.as_ptr(), shadow.len()))));
+    let _restore = Restore(prev);
+    f()
+}
+
+/// Calls `f` with the active shadow of this thread, or `None` outside any scope.
+pub fn current_shadow<R>(f: impl FnOnce(Option<&[bf16]>) -> R) -> R {
+    match SHADOW.with(|s| s.get()) {
+        // SAFETY: the pointer and length come from a `&[bf16]` borrowed by a `with_bf16_weights`
+        // call that is still running on this thread (the entry is removed when it returns or
+        // unwinds), so the slice is alive and unchanged for the duration of `f`.
+        Some((ptr, len)) => f(Some(unsafe { std::slice::from_raw_parts(ptr, len) })),
+        None => f(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_and_unknown_lists_the_valid_ones() {
+        assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
+        assert_eq!("F32".parse::<Precision>().unwrap(), Precision::F32);
+        let err = "fp8".parse::<Precision>().unwrap_err().to_string();
+        assert!(err.contains("fp8") && err.contains("f32, bf16"), "{err}");
+    }
+
+    #[test]
+    fn scope_sets_and_restores_the_shadow() {
+        let a = vec![bf16::ONE; 3];
+        let b = vec![bf16::ZERO; 5];
+        assert!(current_shadow(|s| s.is_none()));
+        with_bf16_weights(&a, || {
+            assert_eq!(current_shadow(|s| s.map(|s| s.len())), Some(3));
+            with_bf16_weights(&b, || {
+                assert_eq!(current_shadow(|s| s.map(|s| s.len())), Some(5));
+            });
+            assert_eq!(current_shadow(|s| s.map(|s| s.len())), Some(3));
+        });
+        assert!(current_shadow(|s| s.is_none()));
+    }
+}
