@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """PyTorch side of `gpt bench train --vs-torch`: the same GPT (pre-LN GPT-2 architecture,
 tied head, tanh GELU, learned positions, the preset's dropout), the same batch shape, AdamW
-(0.9, 0.95, weight decay 0.1 on matrices), gradient clipping 1.0, eager f32, the same threads.
+(0.9, 0.95, weight decay 0.1 on matrices), gradient clipping 1.0, eager f32 (or, with
+--autocast, the forward and loss under torch.autocast("cpu", dtype=torch.bfloat16): PyTorch's
+mixed precision with f32 master weights), the same threads.
 Random token windows (the data loader is not what is measured). Prints one JSON line with the
 median step time, tokens/s and peak RSS.
 
 Usage: python bench/train_torch.py --vocab V --n-layer L --n-head H --n-embd C --block-size T
-       --batch-size B --dropout P --steps S --threads N
+       --batch-size B --dropout P --steps S --threads N [--autocast]
 """
 import argparse
 import json
@@ -65,6 +67,7 @@ def main():
     for k in ["vocab", "n-layer", "n-head", "n-embd", "block-size", "batch-size", "steps", "threads"]:
         ap.add_argument(f"--{k}", type=int, required=True)
     ap.add_argument("--dropout", type=float, default=0.0)
+    ap.add_argument("--autocast", action="store_true", help="bf16 autocast for forward and loss")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -80,7 +83,8 @@ def main():
         y = torch.randint(0, a.vocab, (a.batch_size, a.block_size))
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = model(x, y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.autocast):
+            loss = model(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

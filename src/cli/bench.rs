@@ -50,6 +50,10 @@ pub struct TrainBenchArgs {
     /// Python interpreter with PyTorch.
     #[arg(long)]
     pub python: Option<PathBuf>,
+    /// Precision of our matrix products: f32 or bf16. With bf16 and `--vs-torch`, PyTorch also
+    /// runs under `torch.autocast("cpu", dtype=torch.bfloat16)` beside its eager f32.
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
 }
 
 /// Options of the hidden `gpt bench train-one`.
@@ -63,6 +67,8 @@ pub struct TrainOneArgs {
     block_size: usize,
     #[arg(long)]
     steps: usize,
+    #[arg(long, default_value = "f32")]
+    precision: String,
 }
 
 /// Options of `gpt bench kernels`.
@@ -405,6 +411,7 @@ fn train_one(a: TrainOneArgs) -> CliResult {
     cfg.n_ctx = cfg.n_ctx.max(a.block_size);
     let mut rng = Rng::new(0);
     let mut model = Gpt::new(cfg, &mut rng)?;
+    model.set_precision(a.precision.parse()?);
     let mut opt = AdamW::new(model.layout(), AdamWConfig::default());
     let n = a.batch_size * a.block_size;
     let mut times = Vec::new();
@@ -424,6 +431,7 @@ fn train_one(a: TrainOneArgs) -> CliResult {
         )?;
         clip_grad_norm(&mut model.params.grad, 1.0);
         opt.update(&mut model.params, 6e-4);
+        model.refresh_bf16_weights();
         if s >= 2 {
             times.push(t0.elapsed().as_secs_f64());
         }
@@ -457,6 +465,11 @@ fn run_json(cmd: &mut Command) -> Result<serde_json::Value, String> {
 
 fn train_bench(a: TrainBenchArgs) -> CliResult {
     let threads = gpt::threads::current();
+    let precision: gpt::nn::precision::Precision = a.precision.parse()?;
+    if let Some(w) = precision.warning() {
+        eprintln!("{w}");
+    }
+    let autocast = a.vs_torch && precision == gpt::nn::precision::Precision::Bf16;
     // Matmul peak measured now, on this machine, for MFU.
     let (m, k, nn) = (1024, 768, 3072);
     let mut rng = Rng::new(1);
@@ -465,8 +478,8 @@ fn train_bench(a: TrainBenchArgs) -> CliResult {
     let mut y = vec![0.0; m * nn];
     let ms = median_ms(10, || matmul(&mut y, &x, &w, m, k, nn, false, false, false));
     let peak = 2.0 * (m * k * nn) as f64 / ms / 1e6;
-    println!("gpt bench train: {threads} threads, {} timed steps per preset; matmul peak {peak:.1} GFLOP/s (1024x768x3072, for MFU)", a.steps);
-    println!(
+    println!("gpt bench train: {threads} threads, {} timed steps per preset, precision {}; f32 matmul peak {peak:.1} GFLOP/s (1024x768x3072, for MFU)", a.steps, precision.describe());
+    print!(
         "{:<10} {:>10} {:>12} {:>7} {:>9} {:>12} {:>7} {:>9} {:>7}",
         "preset",
         "B x T",
@@ -478,6 +491,10 @@ fn train_bench(a: TrainBenchArgs) -> CliResult {
         "torch MiB",
         "ratio"
     );
+    if autocast {
+        print!(" {:>14} {:>10} {:>7}", "autocast tok/s", "MiB", "ratio");
+    }
+    println!();
     let exe = std::env::current_exe()?;
     let python = find_python(a.python.clone());
     for preset in a
@@ -508,15 +525,21 @@ fn train_bench(a: TrainBenchArgs) -> CliResult {
                     &t.to_string(),
                     "--steps",
                     &a.steps.to_string(),
+                    "--precision",
+                    precision.name(),
                 ]),
         )?;
         let ours_tps = ours["tokens_per_sec"].as_f64().unwrap_or(0.0);
         let mfu = |tps: f64| format!("{:.0}%", 100.0 * tps * flops_per_token / (peak * 1e9));
-        let (torch_tps, torch_mem) = if a.vs_torch {
+        let torch_run = |autocast: bool| -> Result<(Option<f64>, Option<f64>), String> {
             let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/train_torch.py");
+            let mut cmd = Command::new(&python);
+            cmd.arg(&script);
+            if autocast {
+                cmd.arg("--autocast");
+            }
             let v = run_json(
-                Command::new(&python)
-                    .arg(&script)
+                cmd
                     .args([
                         "--vocab",
                         &vocab.to_string(),
@@ -543,11 +566,14 @@ fn train_bench(a: TrainBenchArgs) -> CliResult {
                     ])
                     .args(["--threads", &threads.to_string()]),
             )?;
-            (v["tokens_per_sec"].as_f64(), v["peak_rss_mb"].as_f64())
+            Ok((v["tokens_per_sec"].as_f64(), v["peak_rss_mb"].as_f64()))
+        };
+        let (torch_tps, torch_mem) = if a.vs_torch {
+            torch_run(false)?
         } else {
             (None, None)
         };
-        println!(
+        print!(
             "{:<10} {:>10} {:>12.0} {:>7} {:>9.0} {:>12} {:>7} {:>9} {:>7}",
             preset,
             format!("{b} x {t}"),
@@ -559,9 +585,19 @@ fn train_bench(a: TrainBenchArgs) -> CliResult {
             torch_mem.map_or("-".into(), |v| format!("{v:.0}")),
             torch_tps.map_or("-".into(), |v| format!("{:.2}x", ours_tps / v)),
         );
+        if autocast {
+            let (tps, mem) = torch_run(true)?;
+            print!(
+                " {:>14} {:>10} {:>7}",
+                tps.map_or("-".into(), |v| format!("{v:.0}")),
+                mem.map_or("-".into(), |v| format!("{v:.0}")),
+                tps.map_or("-".into(), |v| format!("{:.2}x", ours_tps / v)),
+            );
+        }
+        println!();
     }
     if a.vs_torch {
-        println!("ratio = our tokens/s / PyTorch tokens/s (above 1: we are faster)");
+        println!("ratio = our tokens/s / PyTorch tokens/s (above 1: we are faster); MFU against the f32 matmul peak");
     }
     Ok(())
 }
