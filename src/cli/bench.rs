@@ -539,32 +539,31 @@ fn train_bench(a: TrainBenchArgs) -> CliResult {
                 cmd.arg("--autocast");
             }
             let v = run_json(
-                cmd
-                    .args([
-                        "--vocab",
-                        &vocab.to_string(),
-                        "--n-layer",
-                        &cfg.n_layer.to_string(),
-                    ])
-                    .args([
-                        "--n-head",
-                        &cfg.n_head.to_string(),
-                        "--n-embd",
-                        &cfg.n_embd.to_string(),
-                    ])
-                    .args([
-                        "--block-size",
-                        &t.to_string(),
-                        "--batch-size",
-                        &b.to_string(),
-                    ])
-                    .args([
-                        "--dropout",
-                        &cfg.dropout.to_string(),
-                        "--steps",
-                        &a.steps.to_string(),
-                    ])
-                    .args(["--threads", &threads.to_string()]),
+                cmd.args([
+                    "--vocab",
+                    &vocab.to_string(),
+                    "--n-layer",
+                    &cfg.n_layer.to_string(),
+                ])
+                .args([
+                    "--n-head",
+                    &cfg.n_head.to_string(),
+                    "--n-embd",
+                    &cfg.n_embd.to_string(),
+                ])
+                .args([
+                    "--block-size",
+                    &t.to_string(),
+                    "--batch-size",
+                    &b.to_string(),
+                ])
+                .args([
+                    "--dropout",
+                    &cfg.dropout.to_string(),
+                    "--steps",
+                    &a.steps.to_string(),
+                ])
+                .args(["--threads", &threads.to_string()]),
             )?;
             Ok((v["tokens_per_sec"].as_f64(), v["peak_rss_mb"].as_f64()))
         };
