@@ -11,6 +11,7 @@
 //! - [`stream`]: UTF-8-safe incremental text with stop strings.
 //! - [`score`]: per-token log-probabilities with a sliding window.
 
+pub mod gemv;
 pub mod generator;
 pub mod kv_cache;
 pub mod model;

@@ -17,7 +17,7 @@ use super::kv_cache::{sized, KvCache, Scratch};
 use crate::error::{Error, Result};
 use crate::kernels::embedding::sinusoidal_positions;
 use crate::kernels::layernorm::layernorm_forward;
-use crate::kernels::matmul::{linear_forward, WeightLayout};
+use crate::kernels::matmul::WeightLayout;
 use crate::model::checkpoint::{self, hf_family, hf_name, HfFamily};
 use crate::model::config::{GptConfig, Positions};
 use crate::model::Gpt;
@@ -436,7 +436,7 @@ impl InferenceModel {
     pub fn logits(&self, out: &mut Vec<f32>, hidden: &[f32]) {
         let (c, v) = (self.config.n_embd, self.config.vocab_size);
         let rows = hidden.len() / c;
-        linear_forward(
+        super::gemv::linear_small(
             sized(out, rows * v),
             hidden,
             self.wte.of(self.params()),

@@ -4,6 +4,7 @@
 
 use super::{MultiHeadAttention, Projections};
 use crate::error::{Error, Result};
+use crate::generate::gemv::linear_infer;
 use crate::generate::kv_cache::{sized, CrossKv, LayerKvCache, Scratch};
 use crate::kernels::attention::{attention_forward, AttentionDims};
 
@@ -30,7 +31,7 @@ impl MultiHeadAttention {
         cache.check_room(new)?;
         let c = self.c;
         let n: usize = new.iter().sum();
-        c_attn.forward(p, sized(&mut s.packed, n * 3 * c), x, n);
+        linear_infer(c_attn, p, sized(&mut s.packed, n * 3 * c), x, n);
         let att = sized(&mut s.att, n * c);
         let mut r0 = 0;
         for (b, &nb) in new.iter().enumerate() {
@@ -72,7 +73,7 @@ impl MultiHeadAttention {
             );
             r0 += nb;
         }
-        self.c_proj.forward(p, out, &s.att[..n * c], n);
+        linear_infer(&self.c_proj, p, out, &s.att[..n * c], n);
         Ok(())
     }
 
@@ -149,7 +150,7 @@ impl MultiHeadAttention {
                 format!("{} rows", new.len()),
             ));
         }
-        q_attn.forward(p, sized(&mut s.packed, n * c), x, n);
+        linear_infer(q_attn, p, sized(&mut s.packed, n * c), x, n);
         let att = sized(&mut s.att, n * c);
         let mut r0 = 0;
         for (b, &nb) in new.iter().enumerate() {
@@ -176,7 +177,7 @@ impl MultiHeadAttention {
             );
             r0 += nb;
         }
-        self.c_proj.forward(p, out, &s.att[..n * c], n);
+        linear_infer(&self.c_proj, p, out, &s.att[..n * c], n);
         Ok(())
     }
 }

@@ -7,6 +7,7 @@
 
 use super::{Block, Memory, NormPlacement};
 use crate::error::{Error, Result};
+use crate::generate::gemv::linear_infer;
 use crate::generate::kv_cache::{sized, LayerKvCache, Scratch};
 use crate::kernels::gelu::gelu_forward_inplace;
 use crate::kernels::layernorm::layernorm_forward;
@@ -39,12 +40,12 @@ fn ln_inplace(ln: &LayerNorm, p: &[f32], x: &mut [f32], n: usize, s: &mut Scratc
 fn mlp_into(mlp: &Mlp, p: &[f32], inp: &[f32], n: usize, fc: &mut Vec<f32>, out: &mut Vec<f32>) {
     let (c, h) = (mlp.c_fc.ic, mlp.c_fc.oc);
     let fc = sized(fc, n * h);
-    mlp.c_fc.forward(p, fc, inp, n);
+    linear_infer(&mlp.c_fc, p, fc, inp, n);
     match mlp.activation() {
         Activation::Gelu => gelu_forward_inplace(fc),
         Activation::Relu => fc.iter_mut().for_each(|v| *v = v.max(0.0)),
     }
-    mlp.c_proj.forward(p, sized(out, n * c), fc, n);
+    linear_infer(&mlp.c_proj, p, sized(out, n * c), fc, n);
 }
 
 impl Block {
