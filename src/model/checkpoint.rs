@@ -20,6 +20,7 @@ use super::gpt::Gpt;
 use crate::error::{Error, Result};
 use crate::nn::block::NormPlacement;
 use crate::nn::mlp::Activation;
+use crate::nn::params::Params;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -221,18 +222,25 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<GptConfig> {
 /// Serialises the model's parameters as safetensors bytes with HF names; `metadata` goes into
 /// the header (e.g. `{"format": "pt"}` plus our precision).
 pub fn weights_bytes(model: &Gpt, metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
-    let layout = model.layout();
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = layout
+    let family = hf_family(&model.config);
+    params_bytes(&model.params, |n| hf_name(n, family), metadata)
+}
+
+/// Serialises every tensor of `params` as f32 safetensors under `name(layout name)`; shared by
+/// every model saved from a [`Params`] layout (GPT, encoder-decoder).
+pub fn params_bytes(
+    params: &Params,
+    name: impl Fn(&str) -> String,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = params
+        .layout
         .entries()
         .iter()
         .map(|e| {
-            let data = e.param.of(&model.params.data);
+            let data = e.param.of(&params.data);
             let raw: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-            (
-                hf_name(&e.name, hf_family(&model.config)),
-                e.shape.clone(),
-                raw,
-            )
+            (name(&e.name), e.shape.clone(), raw)
         })
         .collect();
     let views = bytes
@@ -304,6 +312,21 @@ pub fn load(dir: &Path) -> Result<Gpt> {
 
 /// Fills `model`'s parameters from a safetensors file, checking every name and shape.
 pub fn load_weights(model: &mut Gpt, path: &PathBuf) -> Result<()> {
+    let family = hf_family(&model.config);
+    load_params(&mut model.params, path, |n| {
+        let prefixed = hf_name(n, family);
+        let bare = prefixed.trim_start_matches("transformer.").to_string();
+        vec![prefixed, bare]
+    })
+}
+
+/// Fills `params` from a safetensors file (f32, f16 or bf16), checking every name and shape;
+/// `names(layout name)` lists the stored names to try, first found wins.
+pub fn load_params(
+    params: &mut Params,
+    path: &Path,
+    names: impl Fn(&str) -> Vec<String>,
+) -> Result<()> {
     let file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
     // SAFETY: the file is opened read-only and not modified while mapped by this process;
     // concurrent external truncation is the same hazard every mmap-based loader accepts.
@@ -315,14 +338,11 @@ pub fn load_weights(model: &mut Gpt, path: &PathBuf) -> Result<()> {
         ))
     })?;
     let by_name: HashMap<String, TensorView> = st.tensors().into_iter().collect();
-    let entries = model.layout().entries().to_vec();
-    let family = hf_family(&model.config);
+    let entries = params.layout.entries().to_vec();
     for e in entries {
-        let prefixed = hf_name(&e.name, family);
-        let bare = prefixed.trim_start_matches("transformer.").to_string();
-        let view = by_name
-            .get(&prefixed)
-            .or_else(|| by_name.get(&bare))
+        let view = names(&e.name)
+            .iter()
+            .find_map(|n| by_name.get(n))
             .ok_or_else(|| {
                 Error::Msg(format!("{}: missing tensor `{}`", path.display(), e.name))
             })?;
@@ -334,7 +354,7 @@ pub fn load_weights(model: &mut Gpt, path: &PathBuf) -> Result<()> {
             ));
         }
         let data = to_f32(view, &e.name, path)?;
-        model.params.data[e.param.range()].copy_from_slice(&data);
+        params.data[e.param.range()].copy_from_slice(&data);
     }
     Ok(())
 }
