@@ -1,11 +1,11 @@
-//! `gpt sample`: a quick look at a trained model.
+//! `gpt sample`: a quick look at a trained model, through the KV-cache generator of
+//! [`gpt::generate`] (temperature and top-k; `gpt generate` has every control).
 
 use super::CliResult;
 use clap::Args;
-use gpt::data::prepare::load_tokenizer;
-use gpt::model::checkpoint;
-use gpt::model::sample::{sample, SampleConfig};
-use gpt::rng::Rng;
+use gpt::generate::model::load_with_tokenizer;
+use gpt::generate::stream::TextStream;
+use gpt::generate::{generate, GenerateConfig, SamplingConfig};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -35,26 +35,7 @@ pub struct SampleArgs {
 
 /// Runs `gpt sample`.
 pub fn run(args: SampleArgs) -> CliResult {
-    let mut dir = args.model.clone();
-    if !dir.join(checkpoint::CONFIG_FILE).exists()
-        && dir
-            .join("checkpoint")
-            .join(checkpoint::CONFIG_FILE)
-            .exists()
-    {
-        dir = dir.join("checkpoint");
-    }
-    let mut model = checkpoint::load(&dir)?;
-    let tok = load_tokenizer(&dir)?;
-    if tok.vocab_size() > model.config.vocab_size {
-        return Err(format!(
-            "{}: tokenizer has {} ids but the model's vocabulary is {}",
-            dir.display(),
-            tok.vocab_size(),
-            model.config.vocab_size
-        )
-        .into());
-    }
+    let (model, tok, _dir) = load_with_tokenizer(&args.model)?;
     let ids = tok.encode(&args.prompt, true)?;
     if ids.len() > model.config.n_ctx {
         return Err(format!(
@@ -64,31 +45,26 @@ pub fn run(args: SampleArgs) -> CliResult {
         )
         .into());
     }
-    let cfg = SampleConfig {
+    let cfg = GenerateConfig {
         max_new_tokens: args.max_new_tokens,
-        temperature: args.temperature,
-        top_k: args.top_k,
+        sampling: SamplingConfig {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            ..SamplingConfig::default()
+        },
+        seed: args.seed,
+        eos: None,
     };
-    let mut rng = Rng::new(args.seed);
     let mut out = std::io::stdout();
     let _ = write!(out, "{}", args.prompt);
-    let mut pending = Vec::new();
-    sample(&mut model, &ids, &cfg, &mut rng, |id| {
-        if let Ok(b) = tok.token_bytes(id) {
-            pending.extend(b);
-        }
-        // Print whole UTF-8 sequences only.
-        let valid = match std::str::from_utf8(&pending) {
-            Ok(s) => s.len(),
-            Err(e) => e.valid_up_to(),
-        };
-        if valid > 0 {
-            let _ = out.write_all(&pending[..valid]);
-            let _ = out.flush();
-            pending.drain(..valid);
-        }
+    let mut stream = TextStream::new(&tok, &[]);
+    generate(&model, &[ids], &cfg, |_, id| {
+        let piece = stream.push(id)?;
+        // A closed stdout (e.g. `| head`) must not abort sampling with a panic.
+        let _ = out.write_all(piece.as_bytes());
+        let _ = out.flush();
+        Ok(false)
     })?;
-    let _ = out.write_all(String::from_utf8_lossy(&pending).as_bytes());
-    println!();
+    let _ = writeln!(out, "{}", stream.finish());
     Ok(())
 }

@@ -565,7 +565,9 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     Ok(outcome)
 }
 
-/// Samples `n` tokens after `prompt` (temperature 0.8, top-k 200, as nanoGPT's sample.py).
+/// Samples `n` tokens after `prompt` (temperature 0.8, top-k 200, as nanoGPT's sample.py)
+/// with the KV-cache generator of [`crate::generate`] on a copy of the current weights. A prompt
+/// longer than the context keeps its last `n_ctx` tokens.
 pub fn sample_text(
     model: &mut Gpt,
     tok: &AnyTokenizer,
@@ -573,19 +575,28 @@ pub fn sample_text(
     n: usize,
     seed: u64,
 ) -> Result<String> {
-    use crate::model::sample::{sample, SampleConfig};
-    let ids = tok
+    use crate::generate::{generate, GenerateConfig, InferenceModel, SamplingConfig};
+    let mut ids = tok
         .encode(prompt, true)
         .map_err(|e| Error::Msg(format!("prompt: {e}")))?;
-    let cfg = SampleConfig {
+    let n_ctx = model.config.n_ctx;
+    if ids.len() > n_ctx {
+        ids.drain(..ids.len() - n_ctx);
+    }
+    let cfg = GenerateConfig {
         max_new_tokens: n,
-        temperature: 0.8,
-        top_k: 200,
+        sampling: SamplingConfig {
+            temperature: 0.8,
+            top_k: 200,
+            ..SamplingConfig::default()
+        },
+        seed,
+        eos: None,
     };
-    let mut rng = Rng::new(seed);
-    let new = sample(model, &ids, &cfg, &mut rng, |_| {})?;
+    let infer = InferenceModel::from_gpt(model)?;
+    let (out, _) = generate(&infer, std::slice::from_ref(&ids), &cfg, |_, _| Ok(false))?;
     let mut bytes = Vec::new();
-    for id in ids.iter().chain(&new) {
+    for id in ids.iter().chain(&out[0].ids) {
         bytes.extend(
             tok.token_bytes(*id)
                 .map_err(|e| Error::Msg(e.to_string()))?,
