@@ -238,7 +238,10 @@ impl InferenceModel {
                     }
                 }
                 let byte = view.data().as_ptr() as usize - mmap.as_ptr() as usize;
-                if view.dtype() != Dtype::F32 || byte % 4 != 0 || header_end % 4 != 0 {
+                if view.dtype() != Dtype::F32
+                    || !byte.is_multiple_of(4)
+                    || !header_end.is_multiple_of(4)
+                {
                     in_place = false;
                 }
                 offsets.insert(e.name.clone(), (byte - header_end) / 4);

@@ -168,10 +168,10 @@ impl Sampler {
         }
         let kept: f64 = self.probs[..keep].iter().sum();
         let mut u = self.rng.uniform_f64() * kept;
-        for j in 0..keep {
-            u -= self.probs[j];
+        for (&w, &id) in self.probs[..keep].iter().zip(idx.iter()) {
+            u -= w;
             if u <= 0.0 {
-                return idx[j];
+                return id;
             }
         }
         idx[keep - 1]
