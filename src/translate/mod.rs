@@ -1,7 +1,62 @@
 //! Translation with the encoder-decoder Transformer ([`crate::model::transformer`]): parallel
 //! data and token-budget batches, the training loop, greedy and beam-search decoding, checkpoint
 //! averaging, and corpus BLEU / chrF equal to sacreBLEU's.
+//!
+//! - [`data`]: TSV pairs, the joint BPE, token-budget batches over length-sorted buckets.
+//! - [`trainer`]: label-smoothed training with Adam and the inverse-square-root schedule.
+//! - [`checkpoint`]: model directories, `latest`, averaging.
+//! - [`decode`]: greedy and beam search over the decoder KV cache.
+//! - [`bleu`]: sacreBLEU-equal BLEU and chrF.
+//! - [`translate_lines`]: text in, text out, batched.
 
 pub mod bleu;
+pub mod checkpoint;
 pub mod data;
 pub mod decode;
+pub mod trainer;
+
+use crate::error::{Error, Result};
+use crate::model::transformer::EncoderDecoder;
+use crate::tokenizer::Tokenizer;
+use decode::{translate_ids, DecodeConfig};
+
+/// Translates sentences in batches of `batch` (sorted by length inside each call so a batch
+/// pads little), returning one line per input in input order. Sources longer than the model's
+/// limit are truncated; the count of truncated sources is returned alongside.
+pub fn translate_lines(
+    model: &mut EncoderDecoder,
+    tok: &Tokenizer,
+    lines: &[String],
+    cfg: &DecodeConfig,
+    batch: usize,
+) -> Result<(Vec<String>, usize)> {
+    let limit = model.config.max_len.saturating_sub(1);
+    let mut truncated = 0;
+    let ids: Vec<Vec<u32>> = tok
+        .encode_batch(lines)
+        .into_iter()
+        .map(|mut v| {
+            if v.len() > limit {
+                v.truncate(limit);
+                truncated += 1;
+            }
+            v
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by_key(|&i| (ids[i].len(), i));
+    let mut out = vec![String::new(); lines.len()];
+    for chunk in order.chunks(batch.max(1)) {
+        let srcs: Vec<&[u32]> = chunk.iter().map(|&i| &ids[i][..]).collect();
+        let hyps = translate_ids(model, &srcs, cfg)?;
+        for (&i, h) in chunk.iter().zip(hyps) {
+            // Byte-level BPE words carry their leading space; the line does not.
+            out[i] = tok
+                .decode_lossy(&h.tokens)
+                .map_err(|e| Error::Msg(format!("decoding output {}: {e}", i + 1)))?
+                .trim()
+                .to_string();
+        }
+    }
+    Ok((out, truncated))
+}

@@ -1,0 +1,85 @@
+//! `gpt bleu --ref REF [HYP|-] [--json]`: corpus BLEU (sacreBLEU's default: 13a tokenizer, exp
+//! smoothing) and chrF2 of a hypothesis file against a reference file, one segment per line.
+
+use super::CliResult;
+use clap::Args;
+use gpt::translate::bleu::{corpus_bleu, corpus_chrf, Smooth};
+use std::io::Read;
+use std::path::PathBuf;
+
+/// Options of `gpt bleu`.
+#[derive(Args, Debug)]
+pub struct BleuArgs {
+    /// Reference file, one segment per line.
+    #[arg(long = "ref")]
+    pub reference: PathBuf,
+    /// Hypothesis file (`-` or absent: standard input).
+    pub hyp: Option<PathBuf>,
+    /// Print `{"bleu":..,"chrf":..,"bp":..,"precisions":[..]}`.
+    #[arg(long)]
+    pub json: bool,
+    /// Turn sacreBLEU's default exp smoothing off (`--smooth-method none`).
+    #[arg(long)]
+    pub no_smooth: bool,
+}
+
+/// Lines of a text: split on `\n` (a final newline does not start another line; `\r\n` kept
+/// as sacreBLEU keeps it, the `\r` is stripped as trailing whitespace).
+fn lines_of(text: &str) -> Vec<&str> {
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    if text.is_empty() {
+        return Vec::new();
+    }
+    body.split('\n').collect()
+}
+
+/// Runs `gpt bleu`.
+pub fn run(a: BleuArgs) -> CliResult {
+    let refs = std::fs::read_to_string(&a.reference)
+        .map_err(|e| format!("{}: {e}", a.reference.display()))?;
+    let (hyp_name, hyps) = match a.hyp.as_ref().filter(|p| p.as_os_str() != "-") {
+        Some(p) => (
+            p.display().to_string(),
+            std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        ),
+        None => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| format!("standard input: {e}"))?;
+            ("standard input".to_string(), s)
+        }
+    };
+    let (r, h) = (lines_of(&refs), lines_of(&hyps));
+    if r.len() != h.len() {
+        return Err(format!(
+            "{hyp_name} has {} lines but {} has {}; they must align line by line",
+            h.len(),
+            a.reference.display(),
+            r.len()
+        )
+        .into());
+    }
+    let smooth = if a.no_smooth {
+        Smooth::None
+    } else {
+        Smooth::Exp
+    };
+    let bleu = corpus_bleu(&h, &r, smooth);
+    let chrf = corpus_chrf(&h, &r);
+    if a.json {
+        let v = serde_json::json!({
+            "bleu": bleu.score,
+            "chrf": chrf,
+            "bp": bleu.bp,
+            "precisions": bleu.precisions,
+            "sys_len": bleu.sys_len,
+            "ref_len": bleu.ref_len,
+        });
+        println!("{v}");
+    } else {
+        println!("{bleu}");
+        println!("chrF2 = {chrf:.2}");
+    }
+    Ok(())
+}

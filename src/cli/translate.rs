@@ -1,0 +1,337 @@
+//! `gpt translate`: train an encoder-decoder on parallel text, translate, evaluate (BLEU, chrF,
+//! sentences/s) and average checkpoints.
+//!
+//! ```text
+//! gpt translate train --train train.tsv --valid valid.tsv [--preset transformer-small] --out DIR
+//! gpt translate --model DIR [--beam 4] [FILE|-]        one source per line in, one out
+//! gpt translate eval --model DIR --pairs test.tsv      BLEU, chrF, sentences/s
+//! gpt translate average --model RUN [--last 5] --out DIR
+//! ```
+
+use super::CliResult;
+use clap::{Args, Subcommand};
+use gpt::translate::bleu::{corpus_bleu, corpus_chrf, Smooth};
+use gpt::translate::checkpoint::{average, list_checkpoints, load_model};
+use gpt::translate::data::read_tsv;
+use gpt::translate::decode::DecodeConfig;
+use gpt::translate::trainer::{train, TranslateConfig, TranslateOptions};
+use gpt::translate::translate_lines;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// `gpt translate`: with a subcommand, train / eval / average; without, translate lines.
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct TranslateArgs {
+    /// Subcommand (train, eval, average); none: translate.
+    #[command(subcommand)]
+    pub command: Option<TranslateCommand>,
+    /// Translation options (when no subcommand is given).
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// The subcommands of `gpt translate`.
+#[derive(Subcommand, Debug)]
+pub enum TranslateCommand {
+    /// Train an encoder-decoder on TSV `source<TAB>target` pairs.
+    Train(Box<TrainArgs>),
+    /// Translate the sources of a TSV file and score against its targets.
+    Eval(EvalArgs),
+    /// Average the parameters of the last k checkpoints of a run.
+    Average(AverageArgs),
+}
+
+/// Decoding options shared by translate and eval.
+#[derive(Args, Debug, Clone)]
+pub struct DecodeArgs {
+    /// Model directory, or a `gpt translate train` output directory (its latest checkpoint).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Beam size (1: greedy).
+    #[arg(long, default_value_t = 4)]
+    pub beam: usize,
+    /// Length-penalty exponent α (GNMT).
+    #[arg(long, default_value_t = 0.6)]
+    pub alpha: f32,
+    /// Output tokens allowed beyond the source length.
+    #[arg(long, default_value_t = 50)]
+    pub max_extra: usize,
+    /// Sentences decoded together.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+}
+
+impl DecodeArgs {
+    fn config(&self) -> DecodeConfig {
+        DecodeConfig {
+            beam: self.beam,
+            alpha: self.alpha,
+            max_extra: self.max_extra,
+            recompute: false,
+        }
+    }
+
+    fn model(&self) -> Result<PathBuf, String> {
+        self.model
+            .clone()
+            .ok_or_else(|| "--model DIR is required (a trained model directory)".to_string())
+    }
+}
+
+/// `gpt translate --model DIR [FILE|-]`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Decoding options.
+    #[command(flatten)]
+    pub decode: DecodeArgs,
+    /// Source sentences, one per line (`-` or absent: standard input).
+    pub input: Option<PathBuf>,
+}
+
+/// `gpt translate train`; each option overrides the TOML file, which overrides the defaults.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// TOML file with `TranslateConfig` keys (unknown keys are errors).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Training pairs (TSV).
+    #[arg(long)]
+    pub train: Option<PathBuf>,
+    /// Validation pairs (TSV).
+    #[arg(long)]
+    pub valid: Option<PathBuf>,
+    /// Preset: transformer-small, transformer-base, transformer-big.
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Output directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Joint BPE vocabulary size.
+    #[arg(long)]
+    pub vocab_size: Option<usize>,
+    /// Token budget per micro-batch.
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    /// Micro-batches per optimizer step.
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    /// Optimizer steps.
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Time budget in minutes (a checkpoint is saved when it runs out).
+    #[arg(long)]
+    pub max_minutes: Option<f64>,
+    /// Warmup steps of the inverse-square-root schedule.
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
+    /// Multiplier of the schedule.
+    #[arg(long)]
+    pub lr_scale: Option<f32>,
+    /// Dropout (default: the preset's).
+    #[arg(long)]
+    pub dropout: Option<f32>,
+    /// Longest sentence in tokens (longer ones are truncated).
+    #[arg(long)]
+    pub max_len: Option<usize>,
+    /// Error (with the line number) on a TSV line without a tab or with an empty side.
+    #[arg(long)]
+    pub strict: bool,
+    /// Validation loss every N steps.
+    #[arg(long)]
+    pub eval_interval: Option<usize>,
+    /// Checkpoint every N steps.
+    #[arg(long)]
+    pub ckpt_interval: Option<usize>,
+    /// Seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Continue from OUT's latest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// One JSON object per step on standard output instead of a progress bar.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `gpt translate eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Decoding options.
+    #[command(flatten)]
+    pub decode: DecodeArgs,
+    /// Test pairs (TSV).
+    #[arg(long)]
+    pub pairs: PathBuf,
+    /// Evaluate only the first N pairs.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Write the translations here, one per line.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `gpt translate average`.
+#[derive(Args, Debug)]
+pub struct AverageArgs {
+    /// A `gpt translate train` output directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// How many of the newest checkpoints to average.
+    #[arg(long, default_value_t = 5)]
+    pub last: usize,
+    /// Output model directory.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Runs `gpt translate …`.
+pub fn run(args: TranslateArgs) -> CliResult {
+    match args.command {
+        Some(TranslateCommand::Train(a)) => run_train(*a),
+        Some(TranslateCommand::Eval(a)) => run_eval(a),
+        Some(TranslateCommand::Average(a)) => run_average(a),
+        None => run_translate(args.run),
+    }
+}
+
+fn run_train(a: TrainArgs) -> CliResult {
+    let mut c = match &a.config {
+        Some(p) => TranslateConfig::from_toml_file(p)?,
+        None => TranslateConfig::default(),
+    };
+    macro_rules! set {
+        ($($f:ident),*) => { $(if let Some(v) = a.$f.clone() { c.$f = v; })* };
+    }
+    set!(train, valid, preset, out, vocab_size, max_tokens, grad_accum, max_steps);
+    set!(
+        warmup_steps,
+        lr_scale,
+        max_len,
+        eval_interval,
+        ckpt_interval,
+        seed
+    );
+    if a.max_minutes.is_some() {
+        c.max_minutes = a.max_minutes;
+    }
+    if a.dropout.is_some() {
+        c.dropout = a.dropout;
+    }
+    c.strict |= a.strict;
+    let flag = Arc::new(AtomicBool::new(false));
+    let f2 = flag.clone();
+    let _ = ctrlc::set_handler(move || {
+        if f2.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to quit now)");
+    });
+    let opts = TranslateOptions {
+        json: a.json,
+        resume: a.resume,
+        quiet: false,
+        stop_at: None,
+        interrupt: Some(flag),
+    };
+    train(&c, &opts)?;
+    Ok(())
+}
+
+fn read_lines(input: Option<&PathBuf>) -> Result<Vec<String>, String> {
+    match input.filter(|p| p.as_os_str() != "-") {
+        Some(p) => std::fs::read_to_string(p)
+            .map(|t| t.lines().map(str::to_string).collect())
+            .map_err(|e| format!("{}: {e}", p.display())),
+        None => std::io::stdin()
+            .lock()
+            .lines()
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("standard input: {e}")),
+    }
+}
+
+fn run_translate(a: RunArgs) -> CliResult {
+    let (mut model, tok) = load_model(&a.decode.model()?)?;
+    let lines = read_lines(a.input.as_ref())?;
+    let (out, truncated) =
+        translate_lines(&mut model, &tok, &lines, &a.decode.config(), a.decode.batch)?;
+    if truncated > 0 {
+        eprintln!("note: {truncated} source(s) truncated to the model's length limit");
+    }
+    let mut stdout = std::io::stdout().lock();
+    for l in out {
+        writeln!(stdout, "{l}")?;
+    }
+    Ok(())
+}
+
+fn run_eval(a: EvalArgs) -> CliResult {
+    let (mut model, tok) = load_model(&a.decode.model()?)?;
+    let text = read_tsv(&a.pairs, false)?;
+    let mut pairs = text.pairs;
+    if let Some(n) = a.limit {
+        pairs.truncate(n);
+    }
+    let sources: Vec<String> = pairs.iter().map(|p| p.0.clone()).collect();
+    let refs: Vec<String> = pairs.iter().map(|p| p.1.clone()).collect();
+    let t0 = Instant::now();
+    let (hyps, truncated) = translate_lines(
+        &mut model,
+        &tok,
+        &sources,
+        &a.decode.config(),
+        a.decode.batch,
+    )?;
+    let secs = t0.elapsed().as_secs_f64();
+    if let Some(p) = &a.output {
+        std::fs::write(p, hyps.join("\n") + "\n").map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    let bleu = corpus_bleu(&hyps, &refs, Smooth::Exp);
+    let chrf = corpus_chrf(&hyps, &refs);
+    let rate = hyps.len() as f64 / secs.max(1e-9);
+    if a.json {
+        let v = serde_json::json!({
+            "bleu": bleu.score, "chrf": chrf, "bp": bleu.bp, "precisions": bleu.precisions,
+            "sentences": hyps.len(), "seconds": secs, "sentences_per_sec": rate,
+            "beam": a.decode.beam, "skipped_lines": text.skipped, "truncated": truncated,
+        });
+        println!("{v}");
+    } else {
+        println!("{bleu}");
+        println!("chrF2 = {chrf:.2}");
+        println!(
+            "{} sentences in {secs:.1} s ({rate:.2} sentences/s, beam {}); {} bad lines skipped, {truncated} truncated",
+            hyps.len(),
+            a.decode.beam,
+            text.skipped
+        );
+    }
+    Ok(())
+}
+
+fn run_average(a: AverageArgs) -> CliResult {
+    if a.last == 0 {
+        return Err("--last must be at least 1".into());
+    }
+    let all = list_checkpoints(&a.model)?;
+    if all.is_empty() {
+        return Err(format!("{}: no checkpoints to average", a.model.display()).into());
+    }
+    let take = &all[all.len().saturating_sub(a.last)..];
+    average(take, &a.out)?;
+    eprintln!(
+        "averaged {} checkpoint(s) ({} … {}) into {}",
+        take.len(),
+        take[0].display(),
+        take[take.len() - 1].display(),
+        a.out.display()
+    );
+    Ok(())
+}

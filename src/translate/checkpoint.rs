@@ -1,0 +1,180 @@
+//! Encoder-decoder model directories: `config.json` (`"model_type": "gpt-rs-transformer"`, our
+//! [`TransformerConfig`] under `"transformer"`), `model.safetensors` (layout names, f32) and the
+//! joint tokenizer files, so one directory is everything `gpt translate --model DIR` needs.
+//!
+//! A training run writes one such directory per checkpoint step under `OUT/checkpoints/` and
+//! names the newest in `OUT/latest`; `--model OUT` resolves through it. Checkpoint averaging
+//! (the paper averages the last 5 or 20) takes the element-wise mean of several directories.
+
+use crate::data::prepare::{load_tokenizer, save_tokenizer};
+use crate::error::{Error, Result};
+use crate::model::checkpoint::{
+    load_params, params_bytes, write_atomic, CONFIG_FILE, WEIGHTS_FILE,
+};
+use crate::model::transformer::{EncoderDecoder, TransformerConfig};
+use crate::tokenizer::{AnyTokenizer, Tokenizer};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// `model_type` of our encoder-decoder directories.
+pub const MODEL_TYPE: &str = "gpt-rs-transformer";
+/// File in a run directory naming its newest checkpoint directory.
+pub const LATEST_FILE: &str = "latest";
+/// Subdirectory of a run with one directory per saved step.
+pub const CHECKPOINTS_DIR: &str = "checkpoints";
+
+fn io(path: &Path, e: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+/// Writes `config.json`, `model.safetensors` and the tokenizer into `dir`.
+pub fn save_model(
+    model: &EncoderDecoder,
+    tok: &Tokenizer,
+    dir: &Path,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    write_atomic(
+        &dir.join(WEIGHTS_FILE),
+        &params_bytes(&model.params, str::to_string, metadata)?,
+    )?;
+    save_tokenizer(&AnyTokenizer::Bpe(Box::new(tok.clone())), dir)?;
+    let cfg = json!({
+        "architectures": ["EncoderDecoder"],
+        "model_type": MODEL_TYPE,
+        "vocab_size": model.config.vocab_size,
+        "transformer": model.config,
+    });
+    let bytes = serde_json::to_vec_pretty(&cfg).map_err(|e| Error::Msg(e.to_string()))?;
+    write_atomic(&dir.join(CONFIG_FILE), &bytes)
+}
+
+/// The model directory `path` names: itself if it has a `config.json`, else the checkpoint
+/// its `latest` file names (a training run's output directory).
+pub fn resolve_model_dir(path: &Path) -> Result<PathBuf> {
+    if path.join(CONFIG_FILE).exists() {
+        return Ok(path.to_path_buf());
+    }
+    let latest = path.join(LATEST_FILE);
+    if latest.exists() {
+        let name = std::fs::read_to_string(&latest).map_err(|e| io(&latest, e))?;
+        let dir = path.join(name.trim());
+        if dir.join(CONFIG_FILE).exists() {
+            return Ok(dir);
+        }
+        return Err(Error::Msg(format!(
+            "{}: names {}, which has no {CONFIG_FILE}",
+            latest.display(),
+            dir.display()
+        )));
+    }
+    Err(Error::Msg(format!(
+        "{}: not a model directory (no {CONFIG_FILE}) nor a `gpt translate train` output (no {LATEST_FILE})",
+        path.display()
+    )))
+}
+
+/// Reads the [`TransformerConfig`] of a model directory; errors if it is not an encoder-decoder.
+pub fn load_config(dir: &Path) -> Result<TransformerConfig> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| Error::Config {
+        field: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let Some(cfg) = v.get("transformer") else {
+        let kind = v
+            .get("model_type")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown");
+        return Err(Error::Msg(format!(
+            "{}: not an encoder-decoder model (model_type `{kind}`, expected `{MODEL_TYPE}`); \
+             train one with `gpt translate train`",
+            path.display()
+        )));
+    };
+    let cfg: TransformerConfig =
+        serde_json::from_value(cfg.clone()).map_err(|e| Error::Config {
+            field: format!("{}: transformer", path.display()),
+            reason: e.to_string(),
+        })?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Loads a model and its tokenizer from a model directory (or a run directory, see
+/// [`resolve_model_dir`]).
+pub fn load_model(path: &Path) -> Result<(EncoderDecoder, Tokenizer)> {
+    let dir = resolve_model_dir(path)?;
+    let cfg = load_config(&dir)?;
+    let mut model = EncoderDecoder::uninit(cfg)?;
+    load_params(&mut model.params, &dir.join(WEIGHTS_FILE), |n| {
+        vec![n.to_string()]
+    })?;
+    let tok = match load_tokenizer(&dir)? {
+        AnyTokenizer::Bpe(t) => t,
+        AnyTokenizer::Char(_) => {
+            return Err(Error::Msg(format!(
+                "{}: a translation model needs a BPE tokenizer, found a char tokenizer",
+                dir.display()
+            )))
+        }
+    };
+    if tok.vocab_size() != model.config.vocab_size {
+        return Err(Error::Msg(format!(
+            "{}: the tokenizer has {} ids but the model {}",
+            dir.display(),
+            tok.vocab_size(),
+            model.config.vocab_size
+        )));
+    }
+    Ok((model, *tok))
+}
+
+/// Checkpoint directories of a run, oldest first (by step).
+pub fn list_checkpoints(run: &Path) -> Result<Vec<PathBuf>> {
+    let dir = run.join(CHECKPOINTS_DIR);
+    let mut out: Vec<(usize, PathBuf)> = Vec::new();
+    for e in std::fs::read_dir(&dir).map_err(|e| io(&dir, e))? {
+        let e = e.map_err(|err| io(&dir, err))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(step) = name.strip_prefix("step_").and_then(|s| s.parse().ok()) {
+            if e.path().join(CONFIG_FILE).exists() {
+                out.push((step, e.path()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out.into_iter().map(|p| p.1).collect())
+}
+
+/// Averages the parameters of `dirs` (same configuration) into a model directory `out`, with
+/// the tokenizer of the last one.
+pub fn average(dirs: &[PathBuf], out: &Path) -> Result<()> {
+    let Some(last) = dirs.last() else {
+        return Err(Error::Msg("average: no checkpoints given".into()));
+    };
+    let (mut acc, tok) = load_model(last)?;
+    for d in &dirs[..dirs.len() - 1] {
+        let (m, _) = load_model(d)?;
+        if m.config != acc.config {
+            return Err(Error::Msg(format!(
+                "average: {} has a different configuration from {}",
+                d.display(),
+                last.display()
+            )));
+        }
+        for (a, b) in acc.params.data.iter_mut().zip(&m.params.data) {
+            *a += b;
+        }
+    }
+    let k = dirs.len() as f32;
+    acc.params.data.iter_mut().for_each(|x| *x /= k);
+    let meta = [("averaged".to_string(), dirs.len().to_string())];
+    save_model(&acc, &tok, out, Some(meta.into_iter().collect()))
+}
