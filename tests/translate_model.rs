@@ -71,3 +71,90 @@ fn gradients_match_finite_differences_post_ln() {
 fn gradients_match_finite_differences_pre_ln() {
     gradcheck(NormPlacement::Pre);
 }
+
+mod common;
+
+/// Our loss and every parameter gradient equal PyTorch's (tools/fixtures_transformer.py) on a
+/// padded batch of unequal source and target lengths, with label smoothing 0.1.
+fn torch_fixture(name: &str, norm: NormPlacement) {
+    let fx = common::load(&format!("transformer/{name}.safetensors"));
+    let mut cfg = TransformerConfig::preset("transformer-tiny", 19, [0, 1, 2]).unwrap();
+    cfg.d_model = 16;
+    cfg.n_head = 4;
+    cfg.d_ff = 24;
+    cfg.n_layer = 2;
+    cfg.norm = norm;
+    cfg.dropout = 0.0;
+    let mut m = EncoderDecoder::uninit(cfg.clone()).unwrap();
+    let entries = m.layout().entries().to_vec();
+    for e in &entries {
+        let t = &fx[&format!("param.{}", e.name)];
+        assert_eq!(t.shape, e.shape, "{}", e.name);
+        m.params.data[e.param.range()].copy_from_slice(&t.data);
+    }
+    // The same batch built by our batching.
+    let pairs: [(&[u32], &[u32]); 3] = [
+        (&[5, 6, 7, 8, 9], &[10, 3]),
+        (&[10, 3], &[4, 4, 11, 12, 13, 14]),
+        (&[4, 4, 11, 12], &[5, 6, 7]),
+    ];
+    let b = Seq2SeqBatch::from_pairs(&pairs, &cfg);
+    let as_u32 = |k: &str| fx[k].data.iter().map(|&x| x as u32).collect::<Vec<_>>();
+    assert_eq!(b.src, as_u32("src"));
+    assert_eq!(b.tgt_in, as_u32("tgt_in"));
+    assert_eq!(
+        b.tgt_out,
+        fx["tgt_out"]
+            .data
+            .iter()
+            .map(|&x| x as i32)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        b.src_mask,
+        fx["src_mask"]
+            .data
+            .iter()
+            .map(|&x| x as u8)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        b.tgt_mask,
+        fx["tgt_mask"]
+            .data
+            .iter()
+            .map(|&x| x as u8)
+            .collect::<Vec<_>>()
+    );
+    m.params.zero_grad();
+    let loss = m.forward_backward(&b, 0.1, 1.0, &mut Rng::new(0)).unwrap();
+    let want = fx["loss"].data[0];
+    assert!(
+        (loss - want).abs() <= 1e-4 * want.abs(),
+        "loss {loss} vs {want}"
+    );
+    for e in &entries {
+        let theirs = &fx[&format!("grad.{}", e.name)].data;
+        let ours = e.param.of(&m.params.grad);
+        let scale = theirs.iter().fold(0.0f32, |a, &x| a.max(x.abs())).max(1e-6);
+        let worst = ours
+            .iter()
+            .zip(theirs)
+            .fold(0.0f32, |a, (x, y)| a.max((x - y).abs()));
+        assert!(
+            worst <= 1e-4 * scale,
+            "{name} {}: max |ours - torch| = {worst:e}, max |torch| = {scale:e}",
+            e.name
+        );
+    }
+}
+
+#[test]
+fn loss_and_gradients_equal_pytorch_post_ln() {
+    torch_fixture("post", NormPlacement::Post);
+}
+
+#[test]
+fn loss_and_gradients_equal_pytorch_pre_ln() {
+    torch_fixture("pre", NormPlacement::Pre);
+}
