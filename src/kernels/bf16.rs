@@ -125,6 +125,30 @@ pub fn to_bf16(dst: &mut [bf16], src: &[f32]) {
     }
 }
 
+thread_local! {
+    /// Conversion buffers of the mixed-precision linear layers, reused across calls.
+    static CONVERTED: std::cell::Cell<[Vec<bf16>; 2]> = const {
+        std::cell::Cell::new([Vec::new(), Vec::new()])
+    };
+}
+
+/// Runs `f` on `src` rounded to bf16 in a per-thread buffer (`slot` 0 or 1, so two conversions
+/// can be alive at once), avoiding a fresh allocation and its page faults on every call.
+fn with_converted<R>(slot: usize, src: &[f32], f: impl FnOnce(&[bf16]) -> R) -> R {
+    let mut bufs = CONVERTED.with(|c| c.take());
+    let mut buf = std::mem::take(&mut bufs[slot]);
+    CONVERTED.with(|c| c.set(bufs));
+    if buf.len() < src.len() {
+        buf.resize(src.len(), bf16::ZERO);
+    }
+    to_bf16(&mut buf[..src.len()], src);
+    let r = f(&buf[..src.len()]);
+    let mut bufs = CONVERTED.with(|c| c.take());
+    bufs[slot] = buf;
+    CONVERTED.with(|c| c.set(bufs));
+    r
+}
+
 /// A new bf16 vector holding `src` rounded to nearest even.
 pub fn to_bf16_vec(src: &[f32]) -> Vec<bf16> {
     let mut v = vec![bf16::ZERO; src.len()];
@@ -164,15 +188,23 @@ fn pack(dst: &mut [u32], x: &[u16], rows: usize, k: usize, width: usize, stored_
                 out[w..].fill(0);
             }
         } else {
-            // X stored (rows × k): each row's pairs are contiguous; write them at stride `width`.
-            for r in 0..w {
-                let row = &x[(r0 + r) * k..(r0 + r + 1) * k];
-                let (pairs, tail) = row.split_at(k / 2 * 2);
-                for (p, pr) in pairs.chunks_exact(2).enumerate() {
-                    panel[p * width + r] = pr[0] as u32 | (pr[1] as u32) << 16;
+            // X stored (rows × k): each row's pairs are contiguous; write them at stride `width`,
+            // a block of pairs at a time so the block being transposed stays in L1 (row by row
+            // over the whole panel would touch every cache line of it once per row).
+            const PB: usize = 64;
+            let full = k / 2;
+            for pb in (0..full).step_by(PB) {
+                let pe = (pb + PB).min(full);
+                for r in 0..w {
+                    let row = &x[(r0 + r) * k + 2 * pb..(r0 + r) * k + 2 * pe];
+                    for (p, pr) in (pb..pe).zip(row.chunks_exact(2)) {
+                        panel[p * width + r] = pr[0] as u32 | (pr[1] as u32) << 16;
+                    }
                 }
-                if let Some(&lo) = tail.first() {
-                    panel[(kp - 1) * width + r] = lo as u32;
+            }
+            if k % 2 == 1 {
+                for r in 0..w {
+                    panel[(kp - 1) * width + r] = x[(r0 + r) * k + k - 1] as u32;
                 }
             }
             if w < width {
@@ -371,15 +403,24 @@ pub fn matmul_bf16_on(
     };
     let kp = k.div_ceil(2);
     let (mp, np) = (m.div_ceil(MR), n.div_ceil(NR));
-    let mut ap = vec![0u32; mp * kp * MR];
-    let mut bp = vec![0u32; np * kp * NR];
-    pack(&mut ap, a.reinterpret_cast(), m, k, MR, trans_a);
+    // Packing buffers are kept per thread and reused: fresh allocations of this size cost a
+    // page fault per 4 KiB on every call (measured: a third of the time of a 1024×50304×768
+    // product). `pack` overwrites every word it is given, so stale contents never leak.
+    let (mut ap_buf, mut bp_buf) = PACK_BUFFERS.with(|c| c.take());
+    for (buf, len) in [(&mut ap_buf, mp * kp * MR), (&mut bp_buf, np * kp * NR)] {
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+    }
+    let ap = &mut ap_buf[..mp * kp * MR];
+    pack(ap, a.reinterpret_cast(), m, k, MR, trans_a);
+    let bp = &mut bp_buf[..np * kp * NR];
     // op(B) columns are the packed "rows": B stored (N×K) when trans_b is the (rows × k) layout.
-    pack(&mut bp, b.reinterpret_cast(), n, k, NR, !trans_b);
+    pack(bp, b.reinterpret_cast(), n, k, NR, !trans_b);
 
     let (tm, tn) = (m.div_ceil(MC), n.div_ceil(NC));
     let c = OutPtr(out.as_mut_ptr());
-    let (ap, bp) = (&ap[..], &bp[..]);
+    let (ap, bp) = (&*ap, &*bp);
     let tile = move |t: usize| {
         let c = c;
         let (ti, tj) = (t / tn, t % tn);
@@ -430,6 +471,14 @@ pub fn matmul_bf16_on(
     } else {
         (0..tm * tn).for_each(tile);
     }
+    PACK_BUFFERS.with(|c| c.set((ap_buf, bp_buf)));
+}
+
+thread_local! {
+    /// Packing buffers of [`matmul_bf16_on`] for `A` and `B`, reused across calls.
+    static PACK_BUFFERS: std::cell::Cell<(Vec<u32>, Vec<u32>)> = const {
+        std::cell::Cell::new((Vec::new(), Vec::new()))
+    };
 }
 
 /// Single-row product with bf16 weights: `out (N) (+)= x (K) · op(W)`, `W` stored `(K×N)` or,
@@ -515,9 +564,10 @@ pub fn linear_forward_bf16(
             row.copy_from_slice(b);
         }
     }
-    let x = to_bf16_vec(inp);
     let trans_b = layout == WeightLayout::OutIn;
-    matmul_bf16(out, &x, weight, n, ic, oc, false, trans_b, bias.is_some());
+    with_converted(0, inp, |x| {
+        matmul_bf16(out, x, weight, n, ic, oc, false, trans_b, bias.is_some())
+    });
 }
 
 /// Mixed-precision [`super::matmul::linear_backward`]: `dinp += bf16(dout) · bf16(W)`,
@@ -539,16 +589,16 @@ pub fn linear_backward_bf16(
     check_len("linear_backward_bf16", "inp", inp.len(), n * ic);
     check_len("linear_backward_bf16", "weight", weight.len(), ic * oc);
     check_len("linear_backward_bf16", "dweight", dweight.len(), ic * oc);
-    let dy = to_bf16_vec(dout);
-    if let Some(dinp) = dinp {
-        let trans_b = layout == WeightLayout::InOut;
-        matmul_bf16(dinp, &dy, weight, n, oc, ic, false, trans_b, true);
-    }
-    let x = to_bf16_vec(inp);
-    match layout {
-        WeightLayout::OutIn => matmul_bf16(dweight, &dy, &x, oc, n, ic, true, false, true),
-        WeightLayout::InOut => matmul_bf16(dweight, &x, &dy, ic, n, oc, true, false, true),
-    }
+    with_converted(0, dout, |dy| {
+        if let Some(dinp) = dinp {
+            let trans_b = layout == WeightLayout::InOut;
+            matmul_bf16(dinp, dy, weight, n, oc, ic, false, trans_b, true);
+        }
+        with_converted(1, inp, |x| match layout {
+            WeightLayout::OutIn => matmul_bf16(dweight, dy, x, oc, n, ic, true, false, true),
+            WeightLayout::InOut => matmul_bf16(dweight, x, dy, ic, n, oc, true, false, true),
+        })
+    });
     if let Some(db) = dbias {
         check_len("linear_backward_bf16", "dbias", db.len(), oc);
         bias_grad(db, dout, oc);
