@@ -24,7 +24,7 @@ use crate::nn::params::Params;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// File name of the weights.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -311,7 +311,7 @@ pub fn load(dir: &Path) -> Result<Gpt> {
 }
 
 /// Fills `model`'s parameters from a safetensors file, checking every name and shape.
-pub fn load_weights(model: &mut Gpt, path: &PathBuf) -> Result<()> {
+pub fn load_weights(model: &mut Gpt, path: &Path) -> Result<()> {
     let family = hf_family(&model.config);
     load_params(&mut model.params, path, |n| {
         let prefixed = hf_name(n, family);

@@ -3,7 +3,6 @@
 pub mod checkpoint;
 pub mod config;
 pub mod gpt;
-pub mod sample;
 pub mod transformer;
 
 pub use config::{GptConfig, Positions};
