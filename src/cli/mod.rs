@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod bench;
+pub mod bleu;
 pub mod generate;
 pub mod prepare;
 pub mod sample;
@@ -11,6 +12,7 @@ pub mod score;
 pub mod tokenize;
 pub mod tokenizer_train;
 pub mod train;
+pub mod translate;
 
 /// Errors surfaced to the user by the CLI: printed as `error: {message}`.
 pub type CliResult = std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -51,6 +53,10 @@ pub enum Command {
     /// Benchmarks (kernels; optionally side by side with PyTorch).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Encoder-decoder translation: train, translate lines, eval (BLEU, chrF), average.
+    Translate(Box<translate::TranslateArgs>),
+    /// Corpus BLEU (sacreBLEU default) and chrF of a hypothesis file against references.
+    Bleu(bleu::BleuArgs),
 }
 
 /// Runs the parsed command line.
@@ -65,5 +71,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Tokenize(args) => tokenize::run(args),
         Command::Tokenizer(cmd) => tokenizer_train::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Translate(args) => translate::run(*args),
+        Command::Bleu(args) => bleu::run(args),
     }
 }
