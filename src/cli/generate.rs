@@ -56,6 +56,9 @@ pub struct Args {
     /// Keep generating after `<|endoftext|>`.
     #[arg(long)]
     pub ignore_eos: bool,
+    /// dtype of the streamed weight matrices: f32, or bf16 (half the bytes per token).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
 }
 
 /// Runs `gpt generate`.
@@ -67,7 +70,9 @@ pub fn run(args: Args) -> CliResult {
         repetition_penalty: args.repetition_penalty,
     };
     sampling.validate()?;
-    let (model, tok, _dir) = load_with_tokenizer(&args.model)?;
+    let dtype = gpt::nn::precision::Precision::parse_for("dtype", &args.dtype)?;
+    let (mut model, tok, _dir) = load_with_tokenizer(&args.model)?;
+    model.set_dtype(dtype);
     let n_ctx = model.config.n_ctx;
     let mut prompts = Vec::new();
     for (i, text) in args.prompt.iter().enumerate() {
@@ -148,16 +153,18 @@ pub fn run(args: Args) -> CliResult {
                 "prefill_tokens": timing.prefill_tokens,
                 "decode_tokens": timing.decode_tokens,
                 "weights": format!("{:?}", model.source),
+                "dtype": dtype.name(),
             });
             writeln!(out, "{obj}")?;
         }
     } else {
         eprintln!(
-            "[prefill {} tokens at {:.1} tokens/s, decode {} tokens at {:.1} tokens/s]",
+            "[prefill {} tokens at {:.1} tokens/s, decode {} tokens at {:.1} tokens/s, weights {}]",
             timing.prefill_tokens,
             timing.prefill_tokens_per_sec(),
             timing.decode_tokens,
-            timing.decode_tokens_per_sec()
+            timing.decode_tokens_per_sec(),
+            dtype.describe()
         );
     }
     Ok(())

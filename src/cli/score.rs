@@ -33,6 +33,9 @@ pub struct Args {
     /// Prepend `<|endoftext|>` so the first token is scored too.
     #[arg(long)]
     pub bos: bool,
+    /// dtype of the weight matrices: f32, or bf16 (products over bf16-rounded weights).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
 }
 
 /// Runs `gpt score`.
@@ -52,7 +55,9 @@ pub fn run(args: Args) -> CliResult {
     if text.is_empty() {
         return Err("the text to score is empty".into());
     }
-    let (model, tok, _dir) = load_with_tokenizer(&args.model)?;
+    let dtype = gpt::nn::precision::Precision::parse_for("dtype", &args.dtype)?;
+    let (mut model, tok, _dir) = load_with_tokenizer(&args.model)?;
+    model.set_dtype(dtype);
     let mut ids = tok.encode(&text, true)?;
     let lead = if args.bos {
         let eot = match &tok {
@@ -96,6 +101,7 @@ pub fn run(args: Args) -> CliResult {
         let obj = json!({
             "tokens": toks, "nll": nll, "ppl": ppl, "bpb": bpb,
             "scored_tokens": n, "scored_bytes": bytes, "stride": stride, "bos": args.bos,
+            "dtype": dtype.name(),
         });
         writeln!(out, "{obj}")?;
     } else {
@@ -107,6 +113,7 @@ pub fn run(args: Args) -> CliResult {
             out,
             "tokens scored {n}, nll {nll:.4} nats, ppl {ppl:.4}, bits/byte {bpb:.4}"
         )?;
+        eprintln!("[weights {}]", dtype.describe());
     }
     Ok(())
 }

@@ -23,9 +23,19 @@ pub const SMALL_ROWS: usize = 8;
 const STRIP: usize = 4096;
 
 /// `out = inp · Wᵀ + b` through [`linear_small`] for few rows, else the general kernel.
+///
+/// Inside a [`crate::nn::precision::with_bf16_weights`] scope (`--dtype bf16`) the weight is
+/// read from the bf16 copy instead: [`crate::kernels::bf16::linear_small_bf16`], half the bytes.
 pub fn linear_infer(lin: &Linear, p: &[f32], out: &mut [f32], inp: &[f32], n: usize) {
     let b = lin.bias.map(|b| b.of(p));
-    linear_small(out, inp, lin.weight.of(p), b, n, lin.ic, lin.oc, lin.layout);
+    let (ic, oc, layout) = (lin.ic, lin.oc, lin.layout);
+    crate::nn::precision::current_shadow(|shadow| match shadow {
+        Some(s) => {
+            let w = &s[lin.weight.range()];
+            crate::kernels::bf16::linear_small_bf16(out, inp, w, b, n, ic, oc, layout);
+        }
+        None => linear_small(out, inp, lin.weight.of(p), b, n, ic, oc, layout),
+    });
 }
 
 /// Column (InOut) or row (OutIn) range of task `t` of `tasks` over `len`, in multiples of 16.

@@ -24,6 +24,7 @@ use crate::model::Gpt;
 use crate::nn::block::{Block, BlockConfig, NormPlacement};
 use crate::nn::layernorm::LayerNorm;
 use crate::nn::params::{Init, Param, ParamLayout};
+use crate::nn::precision::{with_bf16_weights, Bf16Shadow, Precision};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
@@ -90,6 +91,9 @@ pub struct InferenceModel {
     /// The blocks `h.0 … h.{L-1}`.
     pub blocks: Vec<Block>,
     ln_f: Option<LayerNorm>,
+    /// bf16 copy of the weights that the linear layers and the LM head stream instead of the
+    /// f32 ones (`--dtype bf16`, see [`InferenceModel::set_dtype`]); `None` in f32.
+    bf16: Option<Bf16Shadow>,
 }
 
 struct Parts {
@@ -339,6 +343,7 @@ impl InferenceModel {
             sinusoid,
             blocks: parts.blocks,
             ln_f: parts.ln_f,
+            bf16: None,
         }
     }
 
@@ -373,10 +378,44 @@ impl InferenceModel {
     }
 
     /// Bytes of weights read per decoded token: every parameter except the position table
-    /// (one row of `wpe` is read per token), in f32.
+    /// (one row of `wpe` is read per token), in f32, or in bf16 with `--dtype bf16` (the few
+    /// f32 biases and LayerNorm gains are counted as bf16 too).
     pub fn bytes_per_token(&self) -> usize {
         let wpe = self.wpe.map_or(0, |w| w.len);
-        4 * (self.config.num_params() - wpe)
+        let bytes = if self.bf16.is_some() { 2 } else { 4 };
+        bytes * (self.config.num_params() - wpe)
+    }
+
+    /// Sets the dtype of the weight matrices that decoding streams. `Bf16` rounds the weights
+    /// to bf16 once (round-to-nearest-even; a bf16 checkpoint, loaded exactly into f32, gets
+    /// its own values back bit for bit) and the linear layers and the LM head then read those,
+    /// half the bytes per token; LayerNorm, attention, biases and the embedding lookup stay f32.
+    pub fn set_dtype(&mut self, dtype: Precision) {
+        self.bf16 = match dtype {
+            Precision::F32 => None,
+            Precision::Bf16 => {
+                let mut s = Bf16Shadow::default();
+                s.refresh(self.params());
+                Some(s)
+            }
+        };
+    }
+
+    /// The dtype of the streamed weight matrices.
+    pub fn dtype(&self) -> Precision {
+        if self.bf16.is_some() {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        }
+    }
+
+    /// Runs `f` inside the bf16 scope when the weights are bf16.
+    fn with_dtype<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.bf16 {
+            Some(s) => with_bf16_weights(&s.data, f),
+            None => f(),
+        }
     }
 
     /// An empty cache for `b` rows of up to `n_ctx` positions.
@@ -393,6 +432,18 @@ impl InferenceModel {
     /// leaving the final hidden states `(Σ new, C)` in `hidden`. Row `b`'s tokens sit at
     /// positions `cache.len(b)..cache.len(b) + new[b]`.
     pub fn forward_hidden(
+        &self,
+        ids: &[u32],
+        new: &[usize],
+        cache: &mut KvCache,
+        s: &mut Scratch,
+        hidden: &mut Vec<f32>,
+    ) -> Result<()> {
+        self.with_dtype(|| self.forward_hidden_f(ids, new, cache, s, hidden))
+    }
+
+    /// [`InferenceModel::forward_hidden`] in the current dtype scope.
+    fn forward_hidden_f(
         &self,
         ids: &[u32],
         new: &[usize],
@@ -472,16 +523,18 @@ impl InferenceModel {
     pub fn logits(&self, out: &mut Vec<f32>, hidden: &[f32]) {
         let (c, v) = (self.config.n_embd, self.config.vocab_size);
         let rows = hidden.len() / c;
-        super::gemv::linear_small(
-            sized(out, rows * v),
-            hidden,
-            self.wte.of(self.params()),
-            None,
-            rows,
-            c,
-            v,
-            WeightLayout::OutIn,
-        );
+        let out = sized(out, rows * v);
+        let head = WeightLayout::OutIn;
+        match &self.bf16 {
+            Some(s) => {
+                let w = &s.data[self.wte.range()];
+                crate::kernels::bf16::linear_small_bf16(out, hidden, w, None, rows, c, v, head);
+            }
+            None => {
+                let w = self.wte.of(self.params());
+                super::gemv::linear_small(out, hidden, w, None, rows, c, v, head);
+            }
+        }
     }
 
     /// One step: runs packed `ids` and writes the logits `(R, V)` of the last new token of each

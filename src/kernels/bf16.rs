@@ -524,6 +524,141 @@ pub fn matvec_bf16(
     });
 }
 
+/// Rows up to this go through [`linear_small_bf16`]'s streaming path; more rows are packed.
+pub const SMALL_ROWS: usize = 8;
+
+/// Linear layer for decoding with bf16 weights: `out (n, OC) = inp (n, IC) · Wᵀ + bias`, `W` in
+/// bf16 (`(OC, IC)` or `(IC, OC)` per `layout`), `inp` and the accumulation in f32.
+///
+/// Up to [`SMALL_ROWS`] rows, each thread streams one contiguous share of `W` once for all rows
+/// (a block of output columns for `(IC, OC)`, a block of rows for `(OC, IC)`), widening each
+/// weight exactly: the cost is the bytes of `W`, half those of f32. More rows (prefill) round the
+/// input to bf16 and use the packed [`matmul_bf16`].
+#[allow(clippy::too_many_arguments)]
+pub fn linear_small_bf16(
+    out: &mut [f32],
+    inp: &[f32],
+    w: &[bf16],
+    bias: Option<&[f32]>,
+    n: usize,
+    ic: usize,
+    oc: usize,
+    layout: WeightLayout,
+) {
+    if n > SMALL_ROWS || n == 0 {
+        return linear_forward_bf16(out, inp, w, bias, n, ic, oc, layout);
+    }
+    check_len("linear_small_bf16", "out", out.len(), n * oc);
+    check_len("linear_small_bf16", "inp", inp.len(), n * ic);
+    check_len("linear_small_bf16", "weight", w.len(), ic * oc);
+    let w: &[u16] = w.reinterpret_cast();
+    let tasks = rayon::current_num_threads().max(1);
+    let per = oc.div_ceil(tasks).div_ceil(16) * 16;
+    let parts: Vec<(usize, Vec<f32>)> = (0..tasks)
+        .into_par_iter()
+        .map(|t| {
+            let (j0, j1) = ((t * per).min(oc), ((t + 1) * per).min(oc));
+            let wd = j1 - j0;
+            let mut acc = vec![0.0f32; n * wd];
+            if let Some(b) = bias {
+                for row in acc.chunks_exact_mut(wd.max(1)).take(n) {
+                    row.copy_from_slice(&b[j0..j1]);
+                }
+            }
+            if wd > 0 {
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F (checked just above).
+                    unsafe { small_block_avx512(&mut acc, inp, w, n, ic, oc, j0, j1, layout) };
+                    return (j0, acc);
+                }
+                small_block(&mut acc, inp, w, n, ic, oc, j0, j1, layout);
+            }
+            (j0, acc)
+        })
+        .collect();
+    for (j0, acc) in parts {
+        let wd = acc.len() / n;
+        for r in 0..n {
+            out[r * oc + j0..r * oc + j0 + wd].copy_from_slice(&acc[r * wd..(r + 1) * wd]);
+        }
+    }
+}
+
+/// [`small_block`] compiled for AVX-512 (an explicit wrapper: the loops must be inlined into a
+/// `#[target_feature]` function to be compiled for it).
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn small_block_avx512(
+    acc: &mut [f32],
+    inp: &[f32],
+    w: &[u16],
+    n: usize,
+    ic: usize,
+    oc: usize,
+    j0: usize,
+    j1: usize,
+    layout: WeightLayout,
+) {
+    small_block(acc, inp, w, n, ic, oc, j0, j1, layout)
+}
+
+/// Output columns `j0..j1` of `inp · Wᵀ` for bf16 `W`, added into `acc (n, j1 - j0)`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn small_block(
+    acc: &mut [f32],
+    inp: &[f32],
+    w: &[u16],
+    n: usize,
+    ic: usize,
+    oc: usize,
+    j0: usize,
+    j1: usize,
+    layout: WeightLayout,
+) {
+    let wd = j1 - j0;
+    match layout {
+        WeightLayout::InOut => {
+            // Strips of columns whose accumulators for all rows stay in L1.
+            const STRIP: usize = 4096;
+            let strip = (STRIP / n).max(16);
+            let mut wide = [0.0f32; STRIP];
+            let mut s0 = j0;
+            while s0 < j1 {
+                let s1 = (s0 + strip).min(j1);
+                let len = s1 - s0;
+                for i in 0..ic {
+                    let wrow = &w[i * oc + s0..i * oc + s1];
+                    for (d, &b) in wide[..len].iter_mut().zip(wrow) {
+                        *d = bf16_bits_to_f32(b);
+                    }
+                    for r in 0..n {
+                        let xv = inp[r * ic + i];
+                        let a = &mut acc[r * wd + (s0 - j0)..r * wd + (s0 - j0) + len];
+                        for (a, &b) in a.iter_mut().zip(&wide[..len]) {
+                            *a += xv * b;
+                        }
+                    }
+                }
+                s0 = s1;
+            }
+        }
+        WeightLayout::OutIn => {
+            for j in j0..j1 {
+                let row = &w[j * ic..(j + 1) * ic];
+                for r in 0..n {
+                    acc[r * wd + j - j0] += dot_f32_bf16(&inp[r * ic..(r + 1) * ic], row);
+                }
+            }
+        }
+    }
+}
+
 /// `Σ x[i]·w[i]` with bf16 `w`, 16 independent accumulators so the loop vectorises.
 #[inline(always)]
 fn dot_f32_bf16(x: &[f32], w: &[u16]) -> f32 {
@@ -791,6 +926,36 @@ mod tests {
             let mut db_ref = vec![0.5; oc];
             crate::kernels::matmul::bias_grad(&mut db_ref, &dy, oc);
             assert_eq!(db, db_ref);
+        }
+    }
+
+    #[test]
+    fn linear_small_matches_f32_linear_on_bf16_weights() {
+        use crate::kernels::matmul::linear_forward_naive;
+        let mut rng = Rng::new(14);
+        for &(n, ic, oc) in &[(1, 64, 100), (3, 37, 53), (8, 128, 4100), (9, 40, 30)] {
+            for layout in [WeightLayout::OutIn, WeightLayout::InOut] {
+                let x = rng.normal_vec(n * ic, 1.0);
+                let wb = to_bf16_vec(&rng.normal_vec(ic * oc, 1.0));
+                let b = rng.normal_vec(oc, 1.0);
+                let mut got = vec![0.0; n * oc];
+                linear_small_bf16(&mut got, &x, &wb, Some(&b), n, ic, oc, layout);
+                // Prefill (n > SMALL_ROWS) also rounds the input; decode keeps it f32.
+                let xr: Vec<f32> = if n > SMALL_ROWS {
+                    to_bf16_vec(&x).iter().map(|v| v.to_f32()).collect()
+                } else {
+                    x.clone()
+                };
+                let w32: Vec<f32> = wb.iter().map(|v| v.to_f32()).collect();
+                let mut want = vec![0.0; n * oc];
+                linear_forward_naive(&mut want, &xr, &w32, Some(&b), n, ic, oc, layout);
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (g - w).abs() < 1e-4 * (1.0 + w.abs()),
+                        "{n}x{ic}x{oc}: {g} vs {w}"
+                    );
+                }
+            }
         }
     }
 

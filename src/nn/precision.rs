@@ -76,20 +76,28 @@ impl fmt::Display for Precision {
     }
 }
 
-impl FromStr for Precision {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
+impl Precision {
+    /// Parses a precision given for `field` (`precision`, `dtype`); an unknown name is an error
+    /// naming the field and listing the valid names.
+    pub fn parse_for(field: &str, s: &str) -> Result<Self> {
         match s.to_ascii_lowercase().as_str() {
             "f32" | "fp32" | "float32" => Ok(Precision::F32),
             "bf16" | "bfloat16" => Ok(Precision::Bf16),
             _ => Err(Error::Config {
-                field: "precision".into(),
+                field: field.into(),
                 reason: format!(
-                    "unknown precision `{s}`; valid: {}",
+                    "unknown {field} `{s}`; valid: {}",
                     Precision::NAMES.join(", ")
                 ),
             }),
         }
+    }
+}
+
+impl FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Precision::parse_for("precision", s)
     }
 }
 
