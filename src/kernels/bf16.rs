@@ -624,24 +624,45 @@ fn small_block(
     let wd = j1 - j0;
     match layout {
         WeightLayout::InOut => {
-            // Strips of columns whose accumulators for all rows stay in L1.
-            const STRIP: usize = 4096;
+            // Strips of columns whose accumulators for all rows stay in L1; four weight rows
+            // per pass over the accumulators, widened on the fly (no temporary), so each
+            // accumulator is loaded and stored once per four rows of W.
+            const STRIP: usize = 2048;
             let strip = (STRIP / n).max(16);
-            let mut wide = [0.0f32; STRIP];
+            let w_of = |i: usize, s0: usize, s1: usize| &w[i * oc + s0..i * oc + s1];
             let mut s0 = j0;
             while s0 < j1 {
                 let s1 = (s0 + strip).min(j1);
                 let len = s1 - s0;
-                for i in 0..ic {
-                    let wrow = &w[i * oc + s0..i * oc + s1];
-                    for (d, &b) in wide[..len].iter_mut().zip(wrow) {
-                        *d = bf16_bits_to_f32(b);
+                let mut i = 0;
+                while i + 4 <= ic {
+                    let (w0, w1, w2, w3) = (
+                        w_of(i, s0, s1),
+                        w_of(i + 1, s0, s1),
+                        w_of(i + 2, s0, s1),
+                        w_of(i + 3, s0, s1),
+                    );
+                    for r in 0..n {
+                        let x = &inp[r * ic + i..r * ic + i + 4];
+                        let a = &mut acc[r * wd + (s0 - j0)..r * wd + (s0 - j0) + len];
+                        for ((((a, &b0), &b1), &b2), &b3) in
+                            a.iter_mut().zip(w0).zip(w1).zip(w2).zip(w3)
+                        {
+                            *a += x[0] * bf16_bits_to_f32(b0)
+                                + x[1] * bf16_bits_to_f32(b1)
+                                + x[2] * bf16_bits_to_f32(b2)
+                                + x[3] * bf16_bits_to_f32(b3);
+                        }
                     }
+                    i += 4;
+                }
+                for i in i..ic {
+                    let wr = w_of(i, s0, s1);
                     for r in 0..n {
                         let xv = inp[r * ic + i];
                         let a = &mut acc[r * wd + (s0 - j0)..r * wd + (s0 - j0) + len];
-                        for (a, &b) in a.iter_mut().zip(&wide[..len]) {
-                            *a += xv * b;
+                        for (a, &b) in a.iter_mut().zip(wr) {
+                            *a += xv * bf16_bits_to_f32(b);
                         }
                     }
                 }

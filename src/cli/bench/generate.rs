@@ -38,6 +38,10 @@ pub struct GenerateBenchArgs {
     /// Model directory to use instead of a fresh random GPT-2 124M.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Also decode with the weight matrices in this dtype (`bf16`: half the bytes per token);
+    /// `f32` runs only the f32 rows.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
 }
 
 /// Copy bandwidth in GB/s (read + write bytes), all threads, 256 MiB buffers, best of 5.
@@ -87,6 +91,7 @@ fn run_ours(model: &InferenceModel, prompts: &[Vec<u32>], new: usize, reps: usiz
 /// Runs `gpt bench generate`.
 pub fn run(args: GenerateBenchArgs) -> CliResult {
     let threads = rayon::current_num_threads();
+    let dtype = gpt::nn::precision::Precision::parse_for("dtype", &args.dtype)?;
     let tmp;
     let dir = match &args.model {
         Some(d) => d.clone(),
@@ -141,6 +146,23 @@ pub fn run(args: GenerateBenchArgs) -> CliResult {
         many.decode_tokens_per_sec(),
         many.prefill_tokens_per_sec()
     );
+    // bf16 weights: the same batch-1 decode, against the bound for the halved bytes.
+    let bf16_decode = if dtype == gpt::nn::precision::Precision::Bf16 {
+        let mut m = InferenceModel::load(&dir)?;
+        m.set_dtype(dtype);
+        let bound16 = bw * 1e9 / m.bytes_per_token() as f64;
+        let r = run_ours(&m, &p1, args.new_tokens, args.reps);
+        let d = r.decode_tokens_per_sec();
+        println!(
+            "ours   batch 1, {} weights: decode {d:.1} tokens/s ({:.2} of its bound {bound16:.1}), prefill {:.0} tokens/s",
+            dtype.describe(),
+            d / bound16,
+            r.prefill_tokens_per_sec()
+        );
+        Some(d)
+    } else {
+        None
+    };
     if args.vs_transformers {
         let python = super::find_python(args.python.clone());
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/generate_hf.py");
@@ -166,6 +188,12 @@ pub fn run(args: GenerateBenchArgs) -> CliResult {
             .map_err(|e| format!("bench/generate_hf.py output: {e}"))?;
         let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
         let hf = f("decode_tokens_per_sec");
+        if let Some(d) = bf16_decode {
+            println!(
+                "ratio ours bf16 weights / transformers f32: batch 1 decode {:.2}x",
+                d / hf
+            );
+        }
         println!(
             "transformers batch 1: decode {hf:.1} tokens/s ({:.2} of the bound), prefill {:.0} tokens/s",
             hf / bound,
