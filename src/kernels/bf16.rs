@@ -225,17 +225,29 @@ fn pack(dst: &mut [u32], x: &[u16], rows: usize, k: usize, width: usize, stored_
 // Microkernels
 // ---------------------------------------------------------------------------------------------
 
+/// Where the `A` words of one microkernel call are: word (pair `p`, row `r`) at
+/// `ptr + p·ps + r·rs` (in 32-bit words, possibly unaligned). A packed panel has `ps = MR`,
+/// `rs = 1`; a row-major bf16 `A` with even `K` is read in place with `ps = 1`, `rs = K/2`.
+#[derive(Clone, Copy)]
+struct AWords {
+    ptr: *const u32,
+    ps: usize,
+    rs: usize,
+}
+
 /// One `MR × NR` block: `C[0..mr, 0..nr] = (load ? C : 0) + Σ_p A[p] · B[p]` over `kc` pairs.
+/// Rows of `A` at and beyond `mr` re-read row `mr − 1` (their results are not stored).
 ///
 /// # Safety
-/// `a` holds `kc·MR` words, `b` holds `kc·NR` words, and `c` is valid for `mr` rows of `nr`
-/// values at row stride `ldc`, with `mr ≤ MR`, `nr ≤ NR`. The CPU has AVX-512F and AVX-512 BF16.
+/// `a` is readable for `p < kc`, `r < mr`; `b` holds `kc·NR` words; `c` is valid for `mr` rows
+/// of `nr` values at row stride `ldc`, with `1 ≤ mr ≤ MR`, `nr ≤ NR`. The CPU has AVX-512F and
+/// AVX-512 BF16.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn kernel_avx512bf16(
     kc: usize,
-    a: *const u32,
+    a: AWords,
     b: *const u32,
     c: *mut f32,
     ldc: usize,
@@ -252,6 +264,7 @@ unsafe fn kernel_avx512bf16(
     } else {
         0
     };
+    let roff: [usize; MR] = std::array::from_fn(|r| r.min(mr - 1) * a.rs);
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     if load {
         for (r, row) in acc.iter_mut().enumerate().take(mr) {
@@ -265,9 +278,10 @@ unsafe fn kernel_avx512bf16(
         let bp = b.add(p * NR);
         let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp as *const _));
         let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(16) as *const _));
-        let ap = a.add(p * MR);
-        for (r, row) in acc.iter_mut().enumerate() {
-            let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*ap.add(r) as i32));
+        let ap = a.ptr.add(p * a.ps);
+        for (row, &off) in acc.iter_mut().zip(&roff) {
+            let word = ap.add(off).read_unaligned();
+            let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(word as i32));
             row[0] = _mm512_dpbf16_ps(row[0], av, b0);
             row[1] = _mm512_dpbf16_ps(row[1], av, b1);
         }
@@ -287,7 +301,7 @@ unsafe fn kernel_avx512bf16(
 #[allow(clippy::too_many_arguments)]
 unsafe fn kernel_portable(
     kc: usize,
-    a: *const u32,
+    a: AWords,
     b: *const u32,
     c: *mut f32,
     ldc: usize,
@@ -295,8 +309,8 @@ unsafe fn kernel_portable(
     nr: usize,
     load: bool,
 ) {
-    let a = std::slice::from_raw_parts(a, kc * MR);
     let b = std::slice::from_raw_parts(b, kc * NR);
+    let roff: [usize; MR] = std::array::from_fn(|r| r.min(mr - 1) * a.rs);
     let mut acc = [[0.0f32; NR]; MR];
     if load {
         for (r, row) in acc.iter_mut().enumerate().take(mr) {
@@ -306,14 +320,16 @@ unsafe fn kernel_portable(
         }
     }
     with_simd(|| {
-        for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
+        for (p, bp) in b.chunks_exact(NR).enumerate() {
             let mut blo = [0.0f32; NR];
             let mut bhi = [0.0f32; NR];
             for j in 0..NR {
                 blo[j] = f32::from_bits(bp[j] << 16);
                 bhi[j] = f32::from_bits(bp[j] & 0xFFFF_0000);
             }
-            for (row, &aw) in acc.iter_mut().zip(ap) {
+            for (row, &off) in acc.iter_mut().zip(&roff) {
+                // SAFETY: (p, r) is readable per this function's contract.
+                let aw = unsafe { a.ptr.add(p * a.ps + off).read_unaligned() };
                 let alo = f32::from_bits(aw << 16);
                 let ahi = f32::from_bits(aw & 0xFFFF_0000);
                 for j in 0..NR {
@@ -329,6 +345,13 @@ unsafe fn kernel_portable(
         }
     }
 }
+
+/// `A` read in place, shared by the tiles (read-only).
+#[derive(Clone, Copy)]
+struct AWordsPtr(*const u32);
+// SAFETY: the tasks only read through it, while the borrowed `A` outlives them.
+unsafe impl Send for AWordsPtr {}
+unsafe impl Sync for AWordsPtr {}
 
 /// The output pointer shared by disjoint tiles.
 #[derive(Clone, Copy)]
@@ -412,8 +435,13 @@ pub fn matmul_bf16_on(
             buf.resize(len, 0);
         }
     }
-    let ap = &mut ap_buf[..mp * kp * MR];
-    pack(ap, a.reinterpret_cast(), m, k, MR, trans_a);
+    // A row-major A with even K already holds its pairs as words: read it in place.
+    let direct = !trans_a && k % 2 == 0;
+    let ap = &mut ap_buf[..if direct { 0 } else { mp * kp * MR }];
+    if !direct {
+        pack(ap, a.reinterpret_cast(), m, k, MR, trans_a);
+    }
+    let a_raw = AWordsPtr(a.as_ptr().cast::<u32>());
     let bp = &mut bp_buf[..np * kp * NR];
     // op(B) columns are the packed "rows": B stored (N×K) when trans_b is the (rows × k) layout.
     pack(bp, b.reinterpret_cast(), n, k, NR, !trans_b);
@@ -422,7 +450,7 @@ pub fn matmul_bf16_on(
     let c = OutPtr(out.as_mut_ptr());
     let (ap, bp) = (&*ap, &*bp);
     let tile = move |t: usize| {
-        let c = c;
+        let (c, a_raw) = (c, a_raw);
         let (ti, tj) = (t / tn, t % tn);
         let (i0, j0) = (ti * MC, tj * NC);
         let (i1, j1) = ((i0 + MC).min(m), (j0 + NC).min(n));
@@ -432,34 +460,31 @@ pub fn matmul_bf16_on(
             for j in (j0..j1).step_by(NR) {
                 let bpan = &bp[(j / NR) * kp * NR + p0 * NR..][..kc * NR];
                 for i in (i0..i1).step_by(MR) {
-                    let apan = &ap[(i / MR) * kp * MR + p0 * MR..][..kc * MR];
                     let (mr, nr) = (MR.min(m - i), NR.min(n - j));
+                    let apan = if direct {
+                        AWords {
+                            // SAFETY: row i, pair p0 lies inside A (i < m, 2·p0 < k).
+                            ptr: unsafe { a_raw.0.add(i * kp + p0) },
+                            ps: 1,
+                            rs: kp,
+                        }
+                    } else {
+                        AWords {
+                            ptr: ap[(i / MR) * kp * MR + p0 * MR..][..kc * MR].as_ptr(),
+                            ps: MR,
+                            rs: 1,
+                        }
+                    };
                     // SAFETY: the panels hold kc pairs; the block (i, j, mr, nr) lies inside
                     // the M×N output and inside this task's tile, which no other task touches.
                     unsafe {
                         let cij = c.0.add(i * n + j);
                         match path {
                             #[cfg(target_arch = "x86_64")]
-                            Bf16Path::Avx512Bf16 => kernel_avx512bf16(
-                                kc,
-                                apan.as_ptr(),
-                                bpan.as_ptr(),
-                                cij,
-                                n,
-                                mr,
-                                nr,
-                                load,
-                            ),
-                            _ => kernel_portable(
-                                kc,
-                                apan.as_ptr(),
-                                bpan.as_ptr(),
-                                cij,
-                                n,
-                                mr,
-                                nr,
-                                load,
-                            ),
+                            Bf16Path::Avx512Bf16 => {
+                                kernel_avx512bf16(kc, apan, bpan.as_ptr(), cij, n, mr, nr, load)
+                            }
+                            _ => kernel_portable(kc, apan, bpan.as_ptr(), cij, n, mr, nr, load),
                         }
                     }
                 }
@@ -977,6 +1002,47 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// Large training shapes against the f32 `gemm` on the same rounded inputs (slow in debug:
+    /// `cargo test --release --lib kernels::bf16 -- --ignored`).
+    #[test]
+    #[ignore]
+    fn large_shapes_match_f32_gemm() {
+        use crate::kernels::matmul::matmul;
+        let mut rng = Rng::new(15);
+        for &(m, k, n, ta, tb) in &[
+            (1024, 768, 2304, false, false),
+            (1024, 2304, 768, false, true),
+            (768, 1024, 2304, true, false),
+            (256, 768, 50257, false, true),
+        ] {
+            let a = to_bf16_vec(&rng.normal_vec(m * k, 1.0));
+            let b = to_bf16_vec(&rng.normal_vec(k * n, 1.0));
+            let (a32, b32): (Vec<f32>, Vec<f32>) = (
+                a.iter().map(|x| x.to_f32()).collect(),
+                b.iter().map(|x| x.to_f32()).collect(),
+            );
+            let mut want = vec![0.0; m * n];
+            matmul(&mut want, &a32, &b32, m, k, n, ta, tb, false);
+            let mut got = vec![0.0; m * n];
+            matmul_bf16(&mut got, &a, &b, m, k, n, ta, tb, false);
+            let t0 = std::time::Instant::now();
+            for _ in 0..5 {
+                matmul_bf16(&mut got, &a, &b, m, k, n, ta, tb, false);
+            }
+            let dt = t0.elapsed().as_secs_f64() / 5.0;
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| (g - w).abs() / (k as f32).sqrt())
+                .fold(0.0f32, f32::max);
+            eprintln!(
+                "{m}x{k}x{n}: {:.0} GFLOP/s, worst |diff|/sqrt(K) {worst:e}",
+                2.0 * (m * n * k) as f64 / dt / 1e9
+            );
+            assert!(worst < 1e-4, "{m}x{k}x{n}: {worst}");
         }
     }
 
