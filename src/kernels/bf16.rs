@@ -436,7 +436,7 @@ pub fn matmul_bf16_on(
         }
     }
     // A row-major A with even K already holds its pairs as words: read it in place.
-    let direct = !trans_a && k % 2 == 0;
+    let direct = !trans_a && k.is_multiple_of(2);
     let ap = &mut ap_buf[..if direct { 0 } else { mp * kp * MR }];
     if !direct {
         pack(ap, a.reinterpret_cast(), m, k, MR, trans_a);
