@@ -71,6 +71,9 @@ pub fn run(args: Args) -> CliResult {
     };
     sampling.validate()?;
     let dtype = gpt::nn::precision::Precision::parse_for("dtype", &args.dtype)?;
+    if let Some(w) = dtype.warning() {
+        eprintln!("{w}");
+    }
     let (mut model, tok, _dir) = load_with_tokenizer(&args.model)?;
     model.set_dtype(dtype);
     let n_ctx = model.config.n_ctx;

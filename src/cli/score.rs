@@ -56,6 +56,9 @@ pub fn run(args: Args) -> CliResult {
         return Err("the text to score is empty".into());
     }
     let dtype = gpt::nn::precision::Precision::parse_for("dtype", &args.dtype)?;
+    if let Some(w) = dtype.warning() {
+        eprintln!("{w}");
+    }
     let (mut model, tok, _dir) = load_with_tokenizer(&args.model)?;
     model.set_dtype(dtype);
     let mut ids = tok.encode(&text, true)?;
