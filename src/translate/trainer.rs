@@ -29,8 +29,7 @@ use crate::tokenizer::{AnyTokenizer, Tokenizer};
 use crate::train::plot::plot_losses;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 const STATE_FILE: &str = "trainer_state.json";
@@ -124,14 +123,7 @@ impl Default for TranslateConfig {
 impl TranslateConfig {
     /// Reads a TOML file over the defaults; unknown keys are errors naming the file.
     pub fn from_toml_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
-        toml::from_str(&text).map_err(|e| Error::Config {
-            field: path.display().to_string(),
-            reason: e.to_string(),
-        })
+        crate::train::config::read_toml(path)
     }
 
     /// Checks ranges.
@@ -170,20 +162,9 @@ impl TranslateConfig {
     }
 }
 
-/// How a run reports and whether it resumes (as [`crate::train::TrainOptions`]).
-#[derive(Clone, Debug, Default)]
-pub struct TranslateOptions {
-    /// One JSON object per line instead of a progress bar.
-    pub json: bool,
-    /// Continue from `OUT/latest`.
-    pub resume: bool,
-    /// No output at all (tests).
-    pub quiet: bool,
-    /// Stop (saving a checkpoint) once this step is reached.
-    pub stop_at: Option<usize>,
-    /// Set to request a clean stop (Ctrl-C).
-    pub interrupt: Option<Arc<AtomicBool>>,
-}
+/// How a run reports and whether it resumes: the GPT trainer's options (`resume` continues
+/// from `OUT/latest`).
+pub use crate::train::TrainOptions as TranslateOptions;
 
 /// What a run did.
 #[derive(Clone, Debug, Default)]
