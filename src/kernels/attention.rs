@@ -468,7 +468,7 @@ pub fn attention_backward(
 /// Softmax rows of the score blocks, built on the shared vectorised math in [`super::vmath`]
 /// and run through [`with_simd`](super::vmath::with_simd).
 pub(crate) mod rows {
-    use super::super::vmath::{exp_fast as exp, exp_shift_sum, max, scale, with_simd};
+    use super::super::vmath::{dispatch, exp_nonpositive as exp, exp_shift_sum, max, scale};
 
     /// Sets `x[j] = -∞` where `mask[j] == 0`.
     #[inline(always)]
@@ -493,10 +493,10 @@ pub(crate) mod rows {
         mx + sum.ln()
     }
 
-    /// Softmax of a score row in place, entries with `mask[j] == 0` excluded (0 probability).
-    /// Returns the row's log-sum-exp, or `-∞` (and an all-zero row) if nothing is unmasked.
-    pub(crate) fn softmax_row(x: &mut [f32], mask: Option<&[u8]>) -> f32 {
-        with_simd(|| softmax_row_body(x, mask))
+    dispatch! {
+        /// Softmax of a score row in place, entries with `mask[j] == 0` excluded (0 probability).
+        /// Returns the row's log-sum-exp, or `-∞` (and an all-zero row) if nothing is unmasked.
+        pub(crate) fn softmax_row = softmax_row_body(x: &mut [f32], mask: Option<&[u8]>) -> f32
     }
 
     #[inline(always)]
@@ -513,10 +513,10 @@ pub(crate) mod rows {
         }
     }
 
-    /// Recomputes probabilities from scores in place: `exp(x - lse)`, 0 where masked or when
-    /// the row was fully masked (`lse = -∞`).
-    pub(crate) fn probs_row(x: &mut [f32], lse: f32, mask: Option<&[u8]>) {
-        with_simd(|| probs_row_body(x, lse, mask))
+    dispatch! {
+        /// Recomputes probabilities from scores in place: `exp(x - lse)`, 0 where masked or when
+        /// the row was fully masked (`lse = -∞`).
+        pub(crate) fn probs_row = probs_row_body(x: &mut [f32], lse: f32, mask: Option<&[u8]>) -> ()
     }
 
     #[inline(always)]
@@ -528,10 +528,10 @@ pub(crate) mod rows {
         }
     }
 
-    /// Softmax backward on a block of rows of length `n`, in place:
-    /// `dp[r][j] = p[r][j] · (dp[r][j] - dd[r])`.
-    pub(crate) fn softmax_grad_block(dp: &mut [f32], p: &[f32], dd: &[f32], n: usize) {
-        with_simd(|| softmax_grad_block_body(dp, p, dd, n))
+    dispatch! {
+        /// Softmax backward on a block of rows of length `n`, in place:
+        /// `dp[r][j] = p[r][j] · (dp[r][j] - dd[r])`.
+        pub(crate) fn softmax_grad_block = softmax_grad_block_body(dp: &mut [f32], p: &[f32], dd: &[f32], n: usize) -> ()
     }
 }
 

@@ -25,7 +25,7 @@
 //! parallel. The `exp` is the vectorised polynomial shared with attention.
 
 use super::check_len;
-use super::vmath::{self, with_simd};
+use super::vmath::{self, dispatch};
 use rayon::prelude::*;
 
 /// PyTorch's default `ignore_index`.
@@ -91,13 +91,13 @@ fn exp_sum(x: &[f32], shift: f32) -> f32 {
     let tail = chunks.remainder();
     for c in chunks {
         for i in 0..LANES {
-            acc[i] += vmath::exp_fast(c[i] - shift);
+            acc[i] += vmath::exp_nonpositive(c[i] - shift);
         }
     }
     acc.iter().sum::<f32>()
         + tail
             .iter()
-            .map(|&e| vmath::exp_fast(e - shift))
+            .map(|&e| vmath::exp_nonpositive(e - shift))
             .sum::<f32>()
 }
 
@@ -109,9 +109,9 @@ fn row_loss_body(x: &[f32], t: usize, smoothing: f32) -> f32 {
     lse - (1.0 - smoothing) * x[t] - smoothing / x.len() as f32 * sum_x
 }
 
-/// Loss of one counted row.
-fn row_loss(x: &[f32], t: usize, smoothing: f32) -> f32 {
-    with_simd(|| row_loss_body(x, t, smoothing))
+dispatch! {
+    /// Loss of one counted row.
+    fn row_loss = row_loss_body(x: &[f32], t: usize, smoothing: f32) -> f32
 }
 
 /// Loss of one row, then its logits overwritten by `g·(softmax - q)`.
@@ -130,9 +130,9 @@ fn row_loss_grad_body(x: &mut [f32], t: usize, smoothing: f32, g: f32) -> f32 {
     loss
 }
 
-/// Loss of one counted row and its gradient in place of its logits.
-fn row_loss_grad(x: &mut [f32], t: usize, smoothing: f32, g: f32) -> f32 {
-    with_simd(|| row_loss_grad_body(x, t, smoothing, g))
+dispatch! {
+    /// Loss of one counted row and its gradient in place of its logits.
+    fn row_loss_grad = row_loss_grad_body(x: &mut [f32], t: usize, smoothing: f32, g: f32) -> f32
 }
 
 /// Per-row losses (`losses[i]`, 0 for ignored rows) and their mean over counted rows.

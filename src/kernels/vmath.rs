@@ -53,6 +53,33 @@ pub fn exp_fast(x: f32) -> f32 {
     }
 }
 
+/// `e^x` for arguments known to be at most 0 (shifted logits, scores minus their row maximum):
+/// the [`exp_fast`] polynomial with one select instead of two and a single clamp, which
+/// measures ~1.7× faster in the cross-entropy row passes. Returns 0 below `-87.3`; NaN stays NaN.
+#[inline(always)]
+pub fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const C1: f32 = 0.693_359_4;
+    const C2: f32 = -2.121_944_4e-4;
+    const MAGIC: f32 = 12_582_912.0;
+    let xc = if x < EXP_LO { EXP_LO } else { x };
+    let t = xc * LOG2E + MAGIC;
+    let n = t - MAGIC;
+    let r = xc - n * C1 - n * C2;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let er = p * (r * r) + r + 1.0;
+    let bits = t.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127) << 23;
+    let y = er * f32::from_bits(bits);
+    if x < EXP_LO {
+        0.0
+    } else {
+        y
+    }
+}
+
 /// Runs `f` compiled for the widest vector extension this CPU has (AVX-512F, else AVX2+FMA,
 /// else the baseline), detected once at run time and cached by `std`.
 ///
@@ -84,6 +111,34 @@ pub fn with_simd<R>(f: impl FnOnce() -> R) -> R {
     }
     f()
 }
+
+/// Declares `$name` as a run-time dispatch between an AVX2+FMA build and a baseline build of
+/// the `#[inline(always)]` function `$body` (same arguments).
+///
+/// Why a macro beside [`with_simd`]: a closure handed to a generic dispatcher is not always
+/// inlined into the `#[target_feature]` function, and then its loop stays baseline SSE2. Row
+/// passes of cross-entropy and attention measured ~1.5× slower that way; the macro names the
+/// target-feature function's arguments so `$body` is inlined into it.
+macro_rules! dispatch {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident = $body:ident ($($arg:ident : $ty:ty),*) -> $ret:ty) => {
+        $(#[$doc])*
+        $vis fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) -> $ret {
+                    $body($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU supports the features `avx2` was compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+pub(crate) use dispatch;
 
 /// Sum of a slice with 16 independent accumulators, so the loop vectorises.
 #[inline(always)]
@@ -119,20 +174,20 @@ pub(crate) fn max(xs: &[f32]) -> f32 {
     m
 }
 
-/// `x[j] = exp(x[j] - shift)` in place; returns the sum of the results.
+/// `x[j] = exp(x[j] - shift)` in place for `shift ≥ max x` (a row maximum); returns the sum.
 #[inline(always)]
 pub(crate) fn exp_shift_sum(x: &mut [f32], shift: f32) -> f32 {
     let mut acc = [0.0f32; 16];
     let mut chunks = x.chunks_exact_mut(16);
     for c in &mut chunks {
         for i in 0..16 {
-            c[i] = exp_fast(c[i] - shift);
+            c[i] = exp_nonpositive(c[i] - shift);
             acc[i] += c[i];
         }
     }
     let mut s = 0.0;
     for e in chunks.into_remainder() {
-        *e = exp_fast(*e - shift);
+        *e = exp_nonpositive(*e - shift);
         s += *e;
     }
     s + acc.iter().sum::<f32>()
@@ -165,6 +220,22 @@ mod tests {
         assert_eq!(exp_fast(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp_fast(100.0), f32::INFINITY);
         assert!(exp_fast(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn exp_nonpositive_is_accurate_on_its_domain() {
+        let mut worst = 0.0f64;
+        for i in 0..20_000 {
+            let x = -90.0 + 90.0 * i as f32 / 20_000.0;
+            let want = (x as f64).exp();
+            if x >= EXP_LO {
+                worst = worst.max(((exp_nonpositive(x) as f64 - want) / want).abs());
+            }
+        }
+        assert!(worst < 3e-7, "worst relative error {worst}");
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
+        assert!(exp_nonpositive(f32::NAN).is_nan());
     }
 
     #[test]
