@@ -3,6 +3,19 @@
 use crate::error::{Error, Result};
 use plotters::prelude::*;
 use std::path::Path;
+use std::sync::Once;
+
+/// DejaVu Sans, bundled so labels render without system fonts (licence: data/fonts/LICENSE).
+const FONT: &[u8] = include_bytes!("../../data/fonts/DejaVuSans.ttf");
+
+/// Registers the bundled font as `sans-serif` once per process.
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // A failure only means unlabeled axes; the curves are still drawn.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
 
 /// Draws training (blue) and validation (red) loss against step into a PNG at `path`,
 /// written to a temporary file and renamed.
@@ -28,9 +41,20 @@ pub fn plot_losses(path: &Path, points: &[(usize, f32, Option<f32>)]) -> Result<
         } else {
             (lo - 1.0, lo + 1.0)
         };
-        let area = root.margin(20, 20, 20, 20);
-        let mut chart = ChartBuilder::on(&area)
+        register_font();
+        let mut chart = ChartBuilder::on(&root)
+            .caption("loss (blue: train, red: validation)", ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
             .build_cartesian_2d(0f32..max_step, (lo * 0.95)..(hi * 1.02))
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc("loss")
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
             .map_err(|e| err(e.to_string()))?;
         chart
             .draw_series(LineSeries::new(
