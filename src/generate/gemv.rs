@@ -19,9 +19,6 @@ use rayon::prelude::*;
 /// Row counts up to this use the streaming kernel; more rows go to `gemm`.
 pub const SMALL_ROWS: usize = 8;
 
-/// Accumulator strip, in floats, for all rows together (16 KiB).
-const STRIP: usize = 4096;
-
 /// `out = inp · Wᵀ + b` through [`linear_small`] for few rows, else the general kernel.
 ///
 /// Inside a [`crate::nn::precision::with_bf16_weights`] scope (`--dtype bf16`) the weight is
@@ -64,6 +61,35 @@ pub fn linear_small(
     crate::kernels::check_len("linear_small", "inp", inp.len(), n * ic);
     crate::kernels::check_len("linear_small", "weight", w.len(), ic * oc);
     let tasks = rayon::current_num_threads().max(1);
+    if layout == WeightLayout::InOut {
+        // Each thread streams one contiguous block of weight rows (input channels) and
+        // produces a partial sum of every output; the partials are added at the end. Fully
+        // sequential reads let the hardware prefetchers run at the read bandwidth.
+        let partials: Vec<Vec<f32>> = (0..tasks)
+            .into_par_iter()
+            .map(|t| {
+                let (i0, i1) = share(t, tasks, ic);
+                let mut acc = vec![0.0f32; n * oc];
+                if i1 > i0 {
+                    simd_in_out_rows(&mut acc, inp, w, n, ic, oc, i0, i1);
+                }
+                acc
+            })
+            .collect();
+        for r in 0..n {
+            let o = &mut out[r * oc..(r + 1) * oc];
+            match bias {
+                Some(b) => o.copy_from_slice(b),
+                None => o.fill(0.0),
+            }
+            for part in &partials {
+                for (d, s) in o.iter_mut().zip(&part[r * oc..(r + 1) * oc]) {
+                    *d += s;
+                }
+            }
+        }
+        return;
+    }
     let parts: Vec<(usize, usize, Vec<f32>)> = (0..tasks)
         .into_par_iter()
         .map(|t| {
@@ -78,10 +104,7 @@ pub fn linear_small(
                     acc[r * wd..(r + 1) * wd].copy_from_slice(&b[j0..j1]);
                 }
             }
-            match layout {
-                WeightLayout::InOut => simd_in_out(&mut acc, inp, w, n, ic, oc, j0, j1),
-                WeightLayout::OutIn => simd_out_in(&mut acc, inp, w, n, ic, j0, j1),
-            }
+            simd_out_in(&mut acc, inp, w, n, ic, j0, j1);
             (j0, j1, acc)
         })
         .collect();
@@ -123,39 +146,31 @@ macro_rules! dispatch {
     };
 }
 
-dispatch!(simd_in_out, in_out_block, (acc: &mut [f32], inp: &[f32], w: &[f32], n: usize, ic: usize, oc: usize, j0: usize, j1: usize));
+dispatch!(simd_in_out_rows, in_out_rows_block, (acc: &mut [f32], inp: &[f32], w: &[f32], n: usize, ic: usize, oc: usize, i0: usize, i1: usize));
 dispatch!(simd_out_in, out_in_block, (acc: &mut [f32], inp: &[f32], w: &[f32], n: usize, ic: usize, j0: usize, j1: usize));
 
-/// Columns `j0..j1` of `inp · W` for `W (IC, OC)`, accumulated into `acc (n, j1 - j0)`.
+/// Partial `inp[:, i0..i1] · W[i0..i1, :]` for `W (IC, OC)`, added into `acc (n, OC)`: weight
+/// rows `i0..i1` are read once, in order.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn in_out_block(
+fn in_out_rows_block(
     acc: &mut [f32],
     inp: &[f32],
     w: &[f32],
     n: usize,
     ic: usize,
     oc: usize,
-    j0: usize,
-    j1: usize,
+    i0: usize,
+    i1: usize,
 ) {
-    let wd = j1 - j0;
-    let strip = (STRIP / n).max(16);
-    let mut s0 = j0;
-    while s0 < j1 {
-        let s1 = (s0 + strip).min(j1);
-        let len = s1 - s0;
-        for i in 0..ic {
-            let wrow = &w[i * oc + s0..i * oc + s1];
-            for r in 0..n {
-                let xv = inp[r * ic + i];
-                let a = &mut acc[r * wd + (s0 - j0)..r * wd + (s0 - j0) + len];
-                for (a, &b) in a.iter_mut().zip(wrow) {
-                    *a += xv * b;
-                }
+    for i in i0..i1 {
+        let wrow = &w[i * oc..(i + 1) * oc];
+        for r in 0..n {
+            let xv = inp[r * ic + i];
+            for (a, &b) in acc[r * oc..(r + 1) * oc].iter_mut().zip(wrow) {
+                *a += xv * b;
             }
         }
-        s0 = s1;
     }
 }
 
