@@ -76,18 +76,7 @@ pub fn linear_small(
                 acc
             })
             .collect();
-        for r in 0..n {
-            let o = &mut out[r * oc..(r + 1) * oc];
-            match bias {
-                Some(b) => o.copy_from_slice(b),
-                None => o.fill(0.0),
-            }
-            for part in &partials {
-                for (d, s) in o.iter_mut().zip(&part[r * oc..(r + 1) * oc]) {
-                    *d += s;
-                }
-            }
-        }
+        crate::kernels::matmul::sum_partials(out, &partials, bias, n, oc);
         return;
     }
     let parts: Vec<(usize, usize, Vec<f32>)> = (0..tasks)

@@ -578,6 +578,37 @@ pub fn linear_small_bf16(
     check_len("linear_small_bf16", "weight", w.len(), ic * oc);
     let w: &[u16] = w.reinterpret_cast();
     let tasks = rayon::current_num_threads().max(1);
+    if layout == WeightLayout::InOut {
+        // Each thread streams one contiguous block of weight rows (input channels) and
+        // produces a partial sum of every output, added at the end: one sequential read
+        // stream per thread, as in the f32 decode kernel (`generate::gemv`).
+        let per = ic.div_ceil(tasks).div_ceil(4) * 4;
+        let partials: Vec<Vec<f32>> = (0..tasks)
+            .into_par_iter()
+            .map(|t| {
+                let (i0, i1) = ((t * per).min(ic), ((t + 1) * per).min(ic));
+                let mut acc = vec![0.0f32; n * oc];
+                if i1 > i0 {
+                    let k = i1 - i0;
+                    let mut xs = vec![0.0f32; n * k];
+                    for r in 0..n {
+                        xs[r * k..(r + 1) * k].copy_from_slice(&inp[r * ic + i0..r * ic + i1]);
+                    }
+                    let ws = &w[i0 * oc..i1 * oc];
+                    #[cfg(target_arch = "x86_64")]
+                    if std::arch::is_x86_feature_detected!("avx512f") {
+                        // SAFETY: the CPU has AVX-512F (checked just above).
+                        unsafe { small_block_avx512(&mut acc, &xs, ws, n, k, oc, 0, oc, layout) };
+                        return acc;
+                    }
+                    small_block(&mut acc, &xs, ws, n, k, oc, 0, oc, layout);
+                }
+                acc
+            })
+            .collect();
+        super::matmul::sum_partials(out, &partials, bias, n, oc);
+        return;
+    }
     let per = oc.div_ceil(tasks).div_ceil(16) * 16;
     let parts: Vec<(usize, Vec<f32>)> = (0..tasks)
         .into_par_iter()
@@ -653,7 +684,12 @@ fn small_block(
             // per pass over the accumulators, widened on the fly (no temporary), so each
             // accumulator is loaded and stored once per four rows of W.
             const STRIP: usize = 2048;
-            let strip = (STRIP / n).max(16);
+            // One row of accumulators (≤ 12 KiB at GPT-2 widths) stays in L1 as a whole strip.
+            let strip = if n == 1 {
+                wd.max(16)
+            } else {
+                (STRIP / n).max(16)
+            };
             let w_of = |i: usize, s0: usize, s1: usize| &w[i * oc + s0..i * oc + s1];
             let mut s0 = j0;
             while s0 < j1 {

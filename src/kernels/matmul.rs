@@ -229,6 +229,29 @@ pub fn matmul_batched(
     });
 }
 
+/// `out (n, oc) = bias + Σ partials`, each partial an `(n, oc)` sum over one thread's block of
+/// input channels (the row-split decode kernels in f32 and bf16).
+pub(crate) fn sum_partials(
+    out: &mut [f32],
+    partials: &[Vec<f32>],
+    bias: Option<&[f32]>,
+    n: usize,
+    oc: usize,
+) {
+    for r in 0..n {
+        let o = &mut out[r * oc..(r + 1) * oc];
+        match bias {
+            Some(b) => o.copy_from_slice(b),
+            None => o.fill(0.0),
+        }
+        for part in partials {
+            for (d, s) in o.iter_mut().zip(&part[r * oc..(r + 1) * oc]) {
+                *d += s;
+            }
+        }
+    }
+}
+
 /// Oracle for [`matmul`]: triple loop with f64 accumulation.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_naive(
