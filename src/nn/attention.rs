@@ -7,6 +7,10 @@
 //! `attn.c_proj (C, C)`; cross-attention `crossattention.q_attn (C, C)`,
 //! `crossattention.c_attn (C, 2C)` (keys and values), `crossattention.c_proj`. Weights are stored
 //! in `Conv1D` orientation `(IC, OC)` so GPT-2 checkpoints load in place.
+//!
+//! Not implemented: dropout on the attention probabilities (GPT-2's `attn_pdrop`), since the
+//! fused kernel never materialises them; checkpoints record `attn_pdrop = 0`. Residual dropout
+//! after `c_proj` is applied.
 
 mod cached;
 
