@@ -52,6 +52,14 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// An I/O error on the file at `path`.
+    pub fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
     /// A shape mismatch for `op` between two shapes.
     pub fn shape(op: &'static str, left: impl Into<String>, right: impl Into<String>) -> Self {
         Error::Shape {

@@ -25,51 +25,25 @@ import unicodedata
 import tiktoken
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(ROOT, "tokenizer", "data", "gpt2")
 OUT = os.path.join(ROOT, "tokenizer", "tests", "fixtures", "gpt2_tiktoken.json")
 CORPUS = os.environ.get(
     "GPT_CORPUS", os.path.join(ROOT, "..", "shared", "data", "corpus", "shakespeare.txt")
 )
 
-# tiktoken_ext/openai_public.py's pattern for gpt2 (equivalent to encoder.py's).
-PAT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
-
-
-def bytes_to_unicode():
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs]))
+from tokenizer_common import DATA, PAT, gpt2_tiktoken  # noqa: E402  (PAT: tiktoken's gpt2 pattern)
 
 
 def build_encoding():
-    u2b = {v: k for k, v in bytes_to_unicode().items()}
+    """tiktoken's gpt2 Encoding from the bundled files, after checking that merges.txt agrees
+    with vocab.json's ranks (rule k makes token 256 + k)."""
     with open(os.path.join(DATA, "vocab.json"), encoding="utf-8") as f:
         vocab = json.load(f)
-    ranks = {
-        bytes(u2b[c] for c in tok): i for tok, i in vocab.items() if tok != "<|endoftext|>"
-    }
-    # merges.txt must agree with the ranks: rule k makes token 256 + k.
     with open(os.path.join(DATA, "merges.txt"), encoding="utf-8") as f:
         lines = [l.rstrip("\n") for l in f if l.strip() and not l.startswith("#version")]
     for k, line in enumerate(lines):
         a, b = line.split(" ")
         assert vocab[a + b] == 256 + k, line
-    return tiktoken.Encoding(
-        name="gpt2_local",
-        pat_str=PAT,
-        mergeable_ranks=ranks,
-        special_tokens={"<|endoftext|>": 50256},
-    )
+    return gpt2_tiktoken()
 
 
 def rle(ids):

@@ -31,16 +31,9 @@ pub struct PrepareStats {
     pub tokenizer: String,
 }
 
-fn io(path: &Path, e: std::io::Error) -> Error {
-    Error::Io {
-        path: path.to_path_buf(),
-        source: e,
-    }
-}
-
 /// Reads a file as UTF-8, naming the file and byte offset if it is not.
 pub fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     String::from_utf8(bytes).map_err(|e| {
         Error::Msg(format!(
             "{}: invalid UTF-8 at byte {}; convert the file to UTF-8",
@@ -83,13 +76,13 @@ pub fn read_documents(inputs: &[PathBuf]) -> Result<Vec<String>> {
 }
 
 fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let meta = std::fs::metadata(path).map_err(|e| io(path, e))?;
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.is_file() {
         out.push(path.to_path_buf());
         return Ok(());
     }
     let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(|e| io(path, e))?
+        .map_err(|e| Error::io(path, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             !p.file_name()
@@ -119,7 +112,7 @@ pub fn tokenizer_for(spec: &str, docs: &[String]) -> Result<AnyTokenizer> {
 /// Saves a tokenizer into a model or data directory (BPE: vocab.json, merges.txt,
 /// tokenizer.json; char: tokenizer_char.json).
 pub fn save_tokenizer(tok: &AnyTokenizer, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     match tok {
         AnyTokenizer::Bpe(t) => t
             .save(dir)

@@ -48,15 +48,9 @@ pub struct TokenFile {
 impl TokenFile {
     /// Opens and validates a token file.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|e| Error::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         // SAFETY: mapped read-only; the trainer never writes token files while they are mapped.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let bad = |why: String| {
             Error::Msg(format!(
                 "{}: bad token file header: {why} (re-run `gpt prepare`)",

@@ -193,10 +193,7 @@ impl InferenceModel {
         })?;
         // SAFETY: mapped read-only; the file must not be modified while the model lives (the
         // hazard every mmap-based loader accepts).
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::Io {
-            path: path.clone(),
-            source: e,
-        })?;
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
         let mut layout = ParamLayout::new();
         let parts = build(&config, &mut layout)?;
         let family = hf_family(&config);

@@ -775,12 +775,7 @@ pub fn linear_forward_bf16(
     check_len("linear_forward_bf16", "out", out.len(), n * oc);
     check_len("linear_forward_bf16", "inp", inp.len(), n * ic);
     check_len("linear_forward_bf16", "weight", weight.len(), ic * oc);
-    if let Some(b) = bias {
-        check_len("linear_forward_bf16", "bias", b.len(), oc);
-        for row in out.chunks_exact_mut(oc) {
-            row.copy_from_slice(b);
-        }
-    }
+    super::matmul::broadcast_bias("linear_forward_bf16", out, bias, oc);
     let trans_b = layout == WeightLayout::OutIn;
     with_converted(0, inp, |x| {
         matmul_bf16(out, x, weight, n, ic, oc, false, trans_b, bias.is_some())

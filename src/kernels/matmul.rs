@@ -308,6 +308,17 @@ pub fn matmul_batched_naive(
     }
 }
 
+/// Copies `bias (OC)` into every row of `out (N×OC)` (when given), so a product can accumulate
+/// on top of it; shared by the f32 and bf16 linear layers.
+pub(crate) fn broadcast_bias(op: &str, out: &mut [f32], bias: Option<&[f32]>, oc: usize) {
+    if let Some(b) = bias {
+        check_len(op, "bias", b.len(), oc);
+        for row in out.chunks_exact_mut(oc) {
+            row.copy_from_slice(b);
+        }
+    }
+}
+
 /// `out (N×OC) = inp (N×IC) · Wᵀ + bias`; the bias is broadcast into `out` first and the product
 /// accumulated on top, so bias addition costs no extra pass.
 #[allow(clippy::too_many_arguments)]
@@ -324,12 +335,7 @@ pub fn linear_forward(
     check_len("linear_forward", "out", out.len(), n * oc);
     check_len("linear_forward", "inp", inp.len(), n * ic);
     check_len("linear_forward", "weight", weight.len(), ic * oc);
-    if let Some(b) = bias {
-        check_len("linear_forward", "bias", b.len(), oc);
-        for row in out.chunks_exact_mut(oc) {
-            row.copy_from_slice(b);
-        }
-    }
+    broadcast_bias("linear_forward", out, bias, oc);
     // OutIn: W stored (OC, IC) so op(B) = Wᵀ is a transposed view; InOut: W is (IC, OC) as is.
     let trans_b = layout == WeightLayout::OutIn;
     matmul(out, inp, weight, n, ic, oc, false, trans_b, bias.is_some());

@@ -31,27 +31,20 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// File name of the configuration.
 pub const CONFIG_FILE: &str = "config.json";
 
-fn io_err(path: &Path, source: std::io::Error) -> Error {
-    Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| io_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 /// Which Hugging Face architecture a configuration maps onto.
@@ -259,7 +252,7 @@ pub fn params_bytes(
 /// Saves `config.json` and `model.safetensors` into `dir` atomically (weights first, so a
 /// config never describes weights that are not there).
 pub fn save(model: &Gpt, dir: &Path, metadata: Option<HashMap<String, String>>) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     write_atomic(&dir.join(WEIGHTS_FILE), &weights_bytes(model, metadata)?)?;
     let cfg = serde_json::to_vec_pretty(&hf_config(&model.config))
         .map_err(|e| Error::Msg(e.to_string()))?;
@@ -269,7 +262,7 @@ pub fn save(model: &Gpt, dir: &Path, metadata: Option<HashMap<String, String>>) 
 /// Reads the model configuration of a checkpoint directory.
 pub fn load_config(dir: &Path) -> Result<GptConfig> {
     let path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| Error::Config {
         field: path.display().to_string(),
         reason: e.to_string(),
@@ -327,10 +320,10 @@ pub fn load_params(
     path: &Path,
     names: impl Fn(&str) -> Vec<String>,
 ) -> Result<()> {
-    let file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     // SAFETY: the file is opened read-only and not modified while mapped by this process;
     // concurrent external truncation is the same hazard every mmap-based loader accepts.
-    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io_err(path, e))?;
+    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
     let st = SafeTensors::deserialize(&mmap).map_err(|e| {
         Error::Msg(format!(
             "{}: not a valid safetensors file: {e}",

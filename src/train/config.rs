@@ -107,10 +107,7 @@ impl Default for TrainConfig {
 /// Reads a TOML file into a config struct with `#[serde(default, deny_unknown_fields)]`:
 /// missing keys keep their defaults, unknown keys are errors naming the file.
 pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     toml::from_str(&text).map_err(|e| Error::Config {
         field: path.display().to_string(),
         reason: e.to_string(),

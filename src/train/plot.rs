@@ -70,8 +70,5 @@ pub fn plot_losses(path: &Path, points: &[(usize, f32, Option<f32>)]) -> Result<
             .map_err(|e| err(e.to_string()))?;
         root.present().map_err(|e| err(e.to_string()))?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| Error::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }

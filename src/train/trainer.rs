@@ -86,13 +86,6 @@ struct Data {
     tokenizer: AnyTokenizer,
 }
 
-fn io(path: &Path, e: std::io::Error) -> Error {
-    Error::Io {
-        path: path.to_path_buf(),
-        source: e,
-    }
-}
-
 /// Resolves `cfg.data`: a prepared directory is used as is; a text file or folder (or the
 /// bundled corpus) is prepared into `out/data`.
 fn load_data(cfg: &TrainConfig) -> Result<Data> {
@@ -215,7 +208,7 @@ fn save_optimizer(opt: &AdamW, path: &Path) -> Result<()> {
 }
 
 fn load_optimizer(opt: &mut AdamW, path: &Path, step: usize) -> Result<()> {
-    let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::Msg(format!("{}: {e}", path.display())))?;
     for (name, dst) in [("m", &mut opt.m), ("v", &mut opt.v)] {
@@ -250,7 +243,7 @@ fn save_checkpoint(
 ) -> Result<()> {
     let tmp = out.join(format!("{CHECKPOINT_DIR}.tmp"));
     if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }
     let meta = [
         (
@@ -268,13 +261,13 @@ fn save_checkpoint(
     let old = out.join(format!("{CHECKPOINT_DIR}.old"));
     if dst.exists() {
         if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
+            std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
         }
-        std::fs::rename(&dst, &old).map_err(|e| io(&dst, e))?;
+        std::fs::rename(&dst, &old).map_err(|e| Error::io(&dst, e))?;
     }
-    std::fs::rename(&tmp, &dst).map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, &dst).map_err(|e| Error::io(&tmp, e))?;
     if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
+        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
     }
     Ok(())
 }
@@ -295,20 +288,20 @@ fn resume_dir(out: &Path) -> Result<PathBuf> {
     )))
 }
 
-/// One line of metrics.jsonl.
+/// One line of metrics.jsonl (shared with the translation trainer).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct Metric {
-    step: usize,
-    loss: f32,
-    lr: f32,
-    grad_norm: f32,
-    tokens_per_sec: f64,
+pub(crate) struct Metric {
+    pub(crate) step: usize,
+    pub(crate) loss: f32,
+    pub(crate) lr: f32,
+    pub(crate) grad_norm: f32,
+    pub(crate) tokens_per_sec: f64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    val_loss: Option<f32>,
+    pub(crate) val_loss: Option<f32>,
 }
 
 /// Reads metrics up to and including `step` (to continue the file on resume).
-fn read_metrics(path: &Path, up_to: usize) -> Vec<Metric> {
+pub(crate) fn read_metrics(path: &Path, up_to: usize) -> Vec<Metric> {
     std::fs::read_to_string(path)
         .map(|t| {
             t.lines()
@@ -324,7 +317,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     let (cfg, state) = if opts.resume {
         let dir = resume_dir(&cfg.out)?;
         let path = dir.join(STATE_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let mut state: TrainerState = serde_json::from_str(&text)
             .map_err(|e| Error::Msg(format!("{}: {e}", path.display())))?;
         // The saved configuration governs the run; only the step budget may be extended.
@@ -335,7 +328,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         (cfg.clone(), None)
     };
     cfg.validate()?;
-    std::fs::create_dir_all(&cfg.out).map_err(|e| io(&cfg.out, e))?;
+    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let data = load_data(&cfg)?;
     let mcfg = model_config(&cfg, data.tokenizer.vocab_size())?;
     let mut init_rng = Rng::new(cfg.seed);

@@ -24,13 +24,6 @@ pub const LATEST_FILE: &str = "latest";
 /// Subdirectory of a run with one directory per saved step.
 pub const CHECKPOINTS_DIR: &str = "checkpoints";
 
-fn io(path: &Path, e: std::io::Error) -> Error {
-    Error::Io {
-        path: path.to_path_buf(),
-        source: e,
-    }
-}
-
 /// Writes `config.json`, `model.safetensors` and the tokenizer into `dir`.
 pub fn save_model(
     model: &EncoderDecoder,
@@ -38,7 +31,7 @@ pub fn save_model(
     dir: &Path,
     metadata: Option<HashMap<String, String>>,
 ) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     write_atomic(
         &dir.join(WEIGHTS_FILE),
         &params_bytes(&model.params, str::to_string, metadata)?,
@@ -62,7 +55,7 @@ pub fn resolve_model_dir(path: &Path) -> Result<PathBuf> {
     }
     let latest = path.join(LATEST_FILE);
     if latest.exists() {
-        let name = std::fs::read_to_string(&latest).map_err(|e| io(&latest, e))?;
+        let name = std::fs::read_to_string(&latest).map_err(|e| Error::io(&latest, e))?;
         let dir = path.join(name.trim());
         if dir.join(CONFIG_FILE).exists() {
             return Ok(dir);
@@ -82,7 +75,7 @@ pub fn resolve_model_dir(path: &Path) -> Result<PathBuf> {
 /// Reads the [`TransformerConfig`] of a model directory; errors if it is not an encoder-decoder.
 pub fn load_config(dir: &Path) -> Result<TransformerConfig> {
     let path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| Error::Config {
         field: path.display().to_string(),
         reason: e.to_string(),
@@ -140,8 +133,8 @@ pub fn load_model(path: &Path) -> Result<(EncoderDecoder, Tokenizer)> {
 pub fn list_checkpoints(run: &Path) -> Result<Vec<PathBuf>> {
     let dir = run.join(CHECKPOINTS_DIR);
     let mut out: Vec<(usize, PathBuf)> = Vec::new();
-    for e in std::fs::read_dir(&dir).map_err(|e| io(&dir, e))? {
-        let e = e.map_err(|err| io(&dir, err))?;
+    for e in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+        let e = e.map_err(|err| Error::io(&dir, err))?;
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(step) = name.strip_prefix("step_").and_then(|s| s.parse().ok()) {
             if e.path().join(CONFIG_FILE).exists() {

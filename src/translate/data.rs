@@ -32,10 +32,7 @@ pub struct ParallelText {
 /// counted, or with `strict` is an error with its line number. Blank lines at the end are
 /// ignored. Text after a second tab belongs to the target.
 pub fn read_tsv(path: &Path, strict: bool) -> Result<ParallelText> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut out = ParallelText::default();
     let body = text.trim_end_matches(['\n', '\r']);
     if body.is_empty() {

@@ -27,6 +27,7 @@ use crate::optim::{AdamW, AdamWConfig};
 use crate::rng::Rng;
 use crate::tokenizer::{AnyTokenizer, Tokenizer};
 use crate::train::plot::plot_losses;
+use crate::train::trainer::{read_metrics, Metric};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -195,25 +196,6 @@ struct TrainerState {
     model: TransformerConfig,
 }
 
-/// One line of metrics.jsonl.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Metric {
-    step: usize,
-    loss: f32,
-    lr: f32,
-    grad_norm: f32,
-    tokens_per_sec: f64,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    val_loss: Option<f32>,
-}
-
-fn io(path: &Path, e: std::io::Error) -> Error {
-    Error::Io {
-        path: path.to_path_buf(),
-        source: e,
-    }
-}
-
 /// A flat buffer in the model's layout (the optimizer moments), as safetensors tensors named
 /// `{prefix}.{tensor}`.
 fn moments_params(model: &EncoderDecoder, data: &[f32]) -> Params {
@@ -261,19 +243,8 @@ fn validation_loss(
 
 fn read_state(dir: &Path) -> Result<TrainerState> {
     let path = dir.join(STATE_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     serde_json::from_str(&text).map_err(|e| Error::Msg(format!("{}: {e}", path.display())))
-}
-
-fn read_metrics(path: &Path, up_to: usize) -> Vec<Metric> {
-    std::fs::read_to_string(path)
-        .map(|t| {
-            t.lines()
-                .filter_map(|l| serde_json::from_str::<Metric>(l).ok())
-                .filter(|m| m.step <= up_to)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The tokenizer of a run: learned on the training pairs on the first start, read back after.
@@ -336,7 +307,7 @@ pub fn train(cfg: &TranslateConfig, opts: &TranslateOptions) -> Result<Translate
         None => cfg.clone(),
     };
     cfg.validate()?;
-    std::fs::create_dir_all(&cfg.out).map_err(|e| io(&cfg.out, e))?;
+    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let say = |msg: String| {
         if !opts.quiet && !opts.json {
             eprintln!("{msg}");
@@ -566,7 +537,7 @@ fn save_checkpoint(
     let dst = root.join(&name);
     for d in [&tmp, &dst] {
         if d.exists() {
-            std::fs::remove_dir_all(d).map_err(|e| io(d, e))?;
+            std::fs::remove_dir_all(d).map_err(|e| Error::io(d, e))?;
         }
     }
     let meta = [("step".to_string(), state.step.to_string())];
@@ -574,7 +545,7 @@ fn save_checkpoint(
     save_optimizer(model, opt, &tmp.join(OPTIMIZER_FILE))?;
     let json = serde_json::to_vec_pretty(state).map_err(|e| Error::Msg(e.to_string()))?;
     write_atomic(&tmp.join(STATE_FILE), &json)?;
-    std::fs::rename(&tmp, &dst).map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, &dst).map_err(|e| Error::io(&tmp, e))?;
     write_atomic(
         &cfg.out.join(LATEST_FILE),
         format!("{CHECKPOINTS_DIR}/{name}\n").as_bytes(),
@@ -582,7 +553,7 @@ fn save_checkpoint(
     let all = list_checkpoints(&cfg.out)?;
     if all.len() > cfg.keep_checkpoints {
         for old in &all[..all.len() - cfg.keep_checkpoints] {
-            std::fs::remove_dir_all(old).map_err(|e| io(old, e))?;
+            std::fs::remove_dir_all(old).map_err(|e| Error::io(old, e))?;
         }
     }
     Ok(dst)
