@@ -10,15 +10,16 @@ length + 50, fairseq bookkeeping, see src/translate/decode.rs), with an incremen
 
 Modes:
   quality  train for --minutes, then translate the test split and print sacreBLEU BLEU / chrF
-  speed    training tokens/s on the first --steps batches, and beam-4 sentences/s on --limit
-           test sentences (no training; random weights decode to the length limit, so use
-           --limit small or compare against `gpt translate eval` on the same untrained model)
+  train-speed  training tokens/s on the exact batches (token ids) that `gpt bench translate`
+               wrote to --work, the first two untimed; median of the rest
+  beam-speed   beam-4 sentences/s on the source ids in --work with the weights of a `gpt
+               translate` model directory (--model), loaded into nn.Transformer; prints the
+               output ids too so the caller can check both implementations agree
 
 Usage:
   python bench/translate_torch.py quality --tokenizer RUN/tokenizer --data data/bible_es_en \
       --preset transformer-small --minutes 10 --threads 2
-  python bench/translate_torch.py speed --tokenizer RUN/tokenizer --data data/bible_es_en \
-      --preset transformer-base --steps 5 --threads 2
+  gpt bench translate --model RUN --vs-torch      (runs the two speed modes itself)
 Prints one JSON line.
 """
 import argparse
@@ -74,11 +75,13 @@ class Model(nn.Module):
     def encode(self, src, src_pad):
         return self.tf.encoder(self.emb(src), src_key_padding_mask=src_pad)
 
-    def decode(self, mem, src_pad, tgt, tgt_pad=None):
+    def decode(self, mem, src_pad, tgt, tgt_pad=None, last_only=False):
         t = tgt.shape[1]
         causal = torch.triu(torch.full((t, t), float("-inf")), 1)
         y = self.tf.decoder(self.emb(tgt), mem, tgt_mask=causal, tgt_key_padding_mask=tgt_pad,
                             memory_key_padding_mask=src_pad)
+        if last_only:  # decoding needs the newest position's logits only
+            y = y[:, -1]
         return y @ self.embed.weight.T
 
 
@@ -141,7 +144,7 @@ def beam_search(model, src_ids, pad, bos, eos, k=4, alpha=0.6, extra=50):
         rows = [(i, h) for i in act for h in live[i]]
         tgt = torch.tensor([h[0] for _, h in rows])
         ridx = torch.tensor([i for i, _ in rows])
-        logp = model.decode(mem[ridx], src_pad[ridx], tgt)[:, -1].log_softmax(-1)
+        logp = model.decode(mem[ridx], src_pad[ridx], tgt, last_only=True).log_softmax(-1)
         logp[:, pad] = float("-inf")
         logp[:, bos] = float("-inf")
         r0 = 0
@@ -167,6 +170,67 @@ def beam_search(model, src_ids, pad, bos, eos, k=4, alpha=0.6, extra=50):
                     nxt.append((hyps[h][0] + [tok], score))
             live[i] = nxt
     return [max(f, key=lambda x: x[1])[0] for f in fin]
+
+
+def load_gpt_model(model_dir):
+    """nn.Transformer with the weights of a `gpt translate` model directory (`config.json` +
+    `model.safetensors`, names in src/model/transformer.rs: linear weights stored (in, out))."""
+    from safetensors.torch import load_file
+    d = model_dir
+    if not os.path.exists(os.path.join(d, "config.json")):
+        with open(os.path.join(d, "latest")) as f:
+            d = os.path.join(d, f.read().strip())
+    with open(os.path.join(d, "config.json")) as f:
+        cfg = json.load(f)["transformer"]
+    if cfg["activation"] != "relu":
+        raise SystemExit(f"{d}: only ReLU models are supported here")
+    pre = cfg["norm"] == "pre"
+    c, n = cfg["d_model"], cfg["n_layer"]
+    model = Model(cfg["vocab_size"], n, c, cfg["n_head"], cfg["d_ff"], 0.0, cfg["max_len"])
+    if pre:
+        model.tf = nn.Transformer(c, cfg["n_head"], n, n, cfg["d_ff"], 0.0, activation="relu",
+                                  batch_first=True, norm_first=True)
+    w = load_file(os.path.join(d, "model.safetensors"))
+    sd = {"embed.weight": w["embed.weight"]}
+
+    def lin(dst, src):
+        sd[f"{dst}.weight"] = w[f"{src}.weight"].T.contiguous()
+        sd[f"{dst}.bias"] = w[f"{src}.bias"]
+
+    def norm(dst, src):
+        sd[f"{dst}.weight"] = w[f"{src}.weight"]
+        sd[f"{dst}.bias"] = w[f"{src}.bias"]
+
+    for stack in ("encoder", "decoder"):
+        for i in range(n):
+            o, g = f"tf.{stack}.layers.{i}", f"{stack}.h.{i}"
+            lin(f"{o}.self_attn.in_proj", f"{g}.attn.c_attn")
+            sd[f"{o}.self_attn.in_proj_weight"] = sd.pop(f"{o}.self_attn.in_proj.weight")
+            sd[f"{o}.self_attn.in_proj_bias"] = sd.pop(f"{o}.self_attn.in_proj.bias")
+            lin(f"{o}.self_attn.out_proj", f"{g}.attn.c_proj")
+            lin(f"{o}.linear1", f"{g}.mlp.c_fc")
+            lin(f"{o}.linear2", f"{g}.mlp.c_proj")
+            norm(f"{o}.norm1", f"{g}.ln_1")
+            if stack == "decoder":
+                q, kv = f"{g}.crossattention.q_attn", f"{g}.crossattention.c_attn"
+                sd[f"{o}.multihead_attn.in_proj_weight"] = torch.cat(
+                    [w[f"{q}.weight"].T, w[f"{kv}.weight"].T]).contiguous()
+                sd[f"{o}.multihead_attn.in_proj_bias"] = torch.cat([w[f"{q}.bias"], w[f"{kv}.bias"]])
+                lin(f"{o}.multihead_attn.out_proj", f"{g}.crossattention.c_proj")
+                norm(f"{o}.norm2", f"{g}.ln_cross_attn")
+                norm(f"{o}.norm3", f"{g}.ln_2")
+            else:
+                norm(f"{o}.norm2", f"{g}.ln_2")
+        if pre:
+            norm(f"tf.{stack}.norm", f"{stack}.ln_f")
+        else:
+            # nn.Transformer always ends each stack with a LayerNorm; the paper's post-LN
+            # model (ours) has none after the last block's own.
+            getattr(model.tf, stack).norm = None
+    sd["pe"] = model.pe
+    model.load_state_dict(sd, strict=True)
+    model.eval()
+    return model, (cfg["pad_id"], cfg["bos_id"], cfg["eos_id"])
 
 
 def setup(args):
@@ -219,52 +283,97 @@ def train_steps(model, pairs, specials, args, budget_s=None, max_steps=None):
     return step, statistics.median(rates), loss.item()
 
 
+def timed_steps(model, batches, specials):
+    """Training steps on fixed batches of (source ids, target ids) pairs; the first two are
+    warm-up. Returns the median tokens/s (real source + target tokens incl. EOS) of the rest."""
+    pad, bos, eos = specials
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
+    model.train()
+    rates = []
+    for step, pairs in enumerate(batches):
+        src, tin, tout = make_batch(pairs, list(range(len(pairs))), pad, bos, eos)
+        t0 = time.perf_counter()
+        logits = model.decode(model.encode(src, src == pad), src == pad, tin, tin == pad)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tout.reshape(-1),
+                               ignore_index=-100, label_smoothing=0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        dt = time.perf_counter() - t0
+        if step >= 2:
+            rates.append(int((src != pad).sum() + (tout != -100).sum()) / dt)
+    return statistics.median(rates)
+
+
+def beam_all(model, src, specials, batch=16, k=4):
+    """Beam search over `src` (lists of ids) in length-sorted groups of `batch`, as `gpt
+    translate` does; returns the outputs in input order and the seconds taken."""
+    t0 = time.perf_counter()
+    order = sorted(range(len(src)), key=lambda i: len(src[i]))
+    res = {}
+    for j in range(0, len(order), batch):
+        chunk = order[j: j + batch]
+        for i, h in zip(chunk, beam_search(model, [src[i] for i in chunk], *specials, k=k)):
+            res[i] = h
+    return [res[i] for i in range(len(src))], time.perf_counter() - t0
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["quality", "speed"])
-    ap.add_argument("--tokenizer", required=True)
+    ap.add_argument("mode", choices=["quality", "train-speed", "beam-speed"])
+    ap.add_argument("--tokenizer", help="quality: the run's tokenizer directory")
+    ap.add_argument("--work", help="train-speed / beam-speed: JSON written by gpt bench translate")
+    ap.add_argument("--model", help="beam-speed: a gpt translate model or run directory")
     ap.add_argument("--data", default="data/bible_es_en")
     ap.add_argument("--preset", default="transformer-small")
     ap.add_argument("--minutes", type=float, default=10.0)
-    ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--max-tokens", type=int, default=3000)
     ap.add_argument("--warmup", type=int, default=400)
     ap.add_argument("--lr-scale", type=float, default=1.0)
     ap.add_argument("--max-len", type=int, default=200)
+    ap.add_argument("--beam", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1234)
     args = ap.parse_args()
-    tok, specials, model = setup(args)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
     out = {"mode": args.mode, "preset": args.preset, "threads": args.threads,
            "torch": torch.__version__}
-    if args.mode == "quality":
-        train = encode(tok, read_tsv(os.path.join(args.data, "train.tsv")), args.max_len)
-        steps, rate, loss = train_steps(model, train, specials, args, budget_s=args.minutes * 60)
-        out.update(steps=steps, train_tokens_per_sec=rate, last_loss=loss)
-    else:
-        train = encode(tok, read_tsv(os.path.join(args.data, "train.tsv"))[:5000], args.max_len)
-        steps, rate, _ = train_steps(model, train, specials, args, max_steps=args.steps)
-        out.update(steps=steps, train_tokens_per_sec=rate)
+    if args.mode == "train-speed":
+        with open(args.work) as f:
+            work = json.load(f)
+        specials = (work["pad"], work["bos"], work["eos"])
+        n, c, h, ff, p = PRESETS[args.preset]
+        model = Model(work["vocab_size"], n, c, h, ff, p)
+        out.update(steps=len(work["batches"]) - 2,
+                   train_tokens_per_sec=timed_steps(model, work["batches"], specials))
+        print(json.dumps(out))
+        return
+    if args.mode == "beam-speed":
+        with open(args.work) as f:
+            work = json.load(f)
+        model, specials = load_gpt_model(args.model)
+        with torch.no_grad():
+            hyps, secs = beam_all(model, work["sources"], specials, k=args.beam)
+        out.update(sentences=len(hyps), seconds=secs, sentences_per_sec=len(hyps) / secs,
+                   outputs=hyps)
+        print(json.dumps(out))
+        return
+    tok, specials, model = setup(args)
+    train = encode(tok, read_tsv(os.path.join(args.data, "train.tsv")), args.max_len)
+    steps, rate, loss = train_steps(model, train, specials, args, budget_s=args.minutes * 60)
+    out.update(steps=steps, train_tokens_per_sec=rate, last_loss=loss)
     test = read_tsv(os.path.join(args.data, "test.tsv"))[: args.limit]
     src = [e.ids[: args.max_len] for e in tok.encode_batch([s for s, _ in test],
                                                            add_special_tokens=False)]
-    t0 = time.time()
-    hyps = []
-    order = sorted(range(len(src)), key=lambda i: len(src[i]))
-    res = {}
-    for j in range(0, len(order), 16):
-        chunk = order[j: j + 16]
-        for i, h in zip(chunk, beam_search(model, [src[i] for i in chunk], *specials)):
-            res[i] = tok.decode(h).strip()
-    hyps = [res[i] for i in range(len(src))]
-    secs = time.time() - t0
+    ids, secs = beam_all(model, src, specials, k=args.beam)
+    hyps = [tok.decode(h).strip() for h in ids]
     out.update(sentences=len(hyps), sentences_per_sec=len(hyps) / secs)
-    if args.mode == "quality":
-        from sacrebleu.metrics import BLEU, CHRF
-        refs = [t for _, t in test]
-        out.update(bleu=BLEU().corpus_score(hyps, [refs]).score,
-                   chrf=CHRF().corpus_score(hyps, [refs]).score)
+    from sacrebleu.metrics import BLEU, CHRF
+    refs = [t for _, t in test]
+    out.update(bleu=BLEU().corpus_score(hyps, [refs]).score,
+               chrf=CHRF().corpus_score(hyps, [refs]).score)
     print(json.dumps(out))
 
 

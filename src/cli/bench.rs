@@ -6,6 +6,7 @@
 use super::CliResult;
 
 mod generate;
+mod translate;
 use clap::{Args, Subcommand};
 use gpt::kernels::attention::{attention_backward, attention_forward, AttentionDims};
 use gpt::kernels::bf16::{matmul_bf16, to_bf16_vec};
@@ -33,6 +34,9 @@ pub enum BenchCommand {
     /// GPT-2 124M decoding (batch 1 and batch 8, KV cache, greedy) against the memory-bandwidth
     /// bound, optionally beside transformers' generate.
     Generate(generate::GenerateBenchArgs),
+    /// Encoder-decoder training tokens/s (transformer-small, -base) and beam-4 sentences/s of a
+    /// trained model, optionally beside PyTorch `nn.Transformer` on the same batches and weights.
+    Translate(Box<translate::TranslateBenchArgs>),
 }
 
 /// Options of `gpt bench train`.
@@ -93,6 +97,7 @@ pub fn run(cmd: BenchCommand) -> CliResult {
         BenchCommand::Train(args) => train_bench(args),
         BenchCommand::TrainOne(args) => train_one(args),
         BenchCommand::Generate(args) => generate::run(args),
+        BenchCommand::Translate(args) => translate::run(*args),
     }
 }
 
