@@ -31,9 +31,18 @@
 //! of at most `Tq×Tk` in the forward, two half-height blocks (`P` and `dS`) in the backward. The
 //! exponentials go through a polynomial `exp` that vectorises (AVX2 when the CPU has it), since
 //! scalar `expf` would cost as much as the products.
+//!
+//! Mixed precision: [`attention_forward_bf16`] / [`attention_backward_bf16`] run the same
+//! algorithm with every block product in bf16 (inputs rounded to nearest even, f32
+//! accumulation, [`bf16_products`]); the softmax, `lse`, `D` and all accumulators stay f32.
+//! At char-baby's shapes (T = 256, HS = 64) that removed about 11% of a bf16 training step.
+
+mod bf16_products;
 
 use super::check_len;
+
 use super::matmul::{dot, gemm_strided};
+use bf16_products::gemm_strided_bf16;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -149,6 +158,55 @@ fn kv_len(key_mask: Option<&[u8]>, b: usize, tk: usize) -> usize {
 /// `key_mask` `(B, Tk)`. Overwrites `out` and `lse`. See the module docs for the masks.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward(
+    out: &mut [f32],
+    lse: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    key_mask: Option<&[u8]>,
+    causal: bool,
+    d: AttentionDims,
+) {
+    forward_with(gemm_strided, out, lse, q, k, v, key_mask, causal, d);
+}
+
+/// [`attention_forward`] with the two block products (`Q Kᵀ`, `P V`) in bf16 with f32
+/// accumulation (mixed-precision training); the softmax and `lse` stay f32.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward_bf16(
+    out: &mut [f32],
+    lse: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    key_mask: Option<&[u8]>,
+    causal: bool,
+    d: AttentionDims,
+) {
+    forward_with(gemm_strided_bf16, out, lse, q, k, v, key_mask, causal, d);
+}
+
+/// A block product on strided views with `gemm_strided`'s contract (f32 or bf16 inputs).
+type BlockProduct = unsafe fn(
+    *mut f32,
+    isize,
+    *const f32,
+    isize,
+    isize,
+    *const f32,
+    isize,
+    isize,
+    usize,
+    usize,
+    usize,
+    bool,
+    f32,
+    bool,
+);
+
+#[allow(clippy::too_many_arguments)]
+fn forward_with(
+    gemm_strided: BlockProduct,
     out: &mut [f32],
     lse: &mut [f32],
     q: &[f32],
@@ -282,6 +340,73 @@ fn softmax_block(
 /// the ones the forward used. Fully masked rows contribute nothing.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+    dout: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    key_mask: Option<&[u8]>,
+    causal: bool,
+    d: AttentionDims,
+) {
+    backward_with(
+        gemm_strided,
+        dq,
+        dk,
+        dv,
+        dout,
+        out,
+        lse,
+        q,
+        k,
+        v,
+        key_mask,
+        causal,
+        d,
+    );
+}
+
+/// [`attention_backward`] with its five block products in bf16 with f32 accumulation (the
+/// backward of [`attention_forward_bf16`]); probabilities, `D` and `dS` stay f32.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward_bf16(
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+    dout: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    key_mask: Option<&[u8]>,
+    causal: bool,
+    d: AttentionDims,
+) {
+    backward_with(
+        gemm_strided_bf16,
+        dq,
+        dk,
+        dv,
+        dout,
+        out,
+        lse,
+        q,
+        k,
+        v,
+        key_mask,
+        causal,
+        d,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_with(
+    gemm_strided: BlockProduct,
     dq: &mut [f32],
     dk: &mut [f32],
     dv: &mut [f32],
@@ -785,6 +910,14 @@ mod tests {
         v
     }
 
+    type Forward =
+        fn(&mut [f32], &mut [f32], &[f32], &[f32], &[f32], Option<&[u8]>, bool, AttentionDims);
+    #[rustfmt::skip]
+    type Backward = fn(
+        &mut [f32], &mut [f32], &mut [f32], &[f32], &[f32], &[f32], &[f32], &[f32], &[f32],
+        Option<&[u8]>, bool, AttentionDims,
+    );
+
     struct Run {
         out: Vec<f32>,
         lse: Vec<f32>,
@@ -803,7 +936,14 @@ mod tests {
         (q, k, v, dout)
     }
 
-    fn run(case: &Case, q: &[f32], k: &[f32], v: &[f32], dout: &[f32], naive: bool) -> Run {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Kernel {
+        Fast,
+        Naive,
+        Bf16,
+    }
+
+    fn run(case: &Case, q: &[f32], k: &[f32], v: &[f32], dout: &[f32], kernel: Kernel) -> Run {
         let d = case.d;
         let c = d.c();
         let mask = case.mask.as_deref();
@@ -813,7 +953,7 @@ mod tests {
         let mut dq = vec![1.0; q.len()];
         let mut dk = vec![1.0; k.len()];
         let mut dv = vec![1.0; v.len()];
-        if naive {
+        if kernel == Kernel::Naive {
             attention_forward_naive(&mut out, &mut lse, q, k, v, mask, case.causal, d);
             attention_backward_naive(
                 &mut dq,
@@ -830,8 +970,13 @@ mod tests {
                 d,
             );
         } else {
-            attention_forward(&mut out, &mut lse, q, k, v, mask, case.causal, d);
-            attention_backward(
+            let (forward, backward): (Forward, Backward) = if kernel == Kernel::Bf16 {
+                (attention_forward_bf16, attention_backward_bf16)
+            } else {
+                (attention_forward, attention_backward)
+            };
+            forward(&mut out, &mut lse, q, k, v, mask, case.causal, d);
+            backward(
                 &mut dq,
                 &mut dk,
                 &mut dv,
@@ -863,8 +1008,8 @@ mod tests {
         let mut rng = Rng::new(11);
         for (ci, case) in cases(&mut rng).iter().enumerate() {
             let (q, k, v, dout) = inputs(case.d, &mut rng);
-            let fast = run(case, &q, &k, &v, &dout, false);
-            let slow = run(case, &q, &k, &v, &dout, true);
+            let fast = run(case, &q, &k, &v, &dout, Kernel::Fast);
+            let slow = run(case, &q, &k, &v, &dout, Kernel::Naive);
             let tag = |s: &str| format!("case {ci} {:?} causal {}: {s}", case.d, case.causal);
             close(&tag("out"), &fast.out, &slow.out, 2e-5);
             for (i, (a, b)) in fast.lse.iter().zip(&slow.lse).enumerate() {
@@ -874,6 +1019,46 @@ mod tests {
             close(&tag("dq"), &fast.dq, &slow.dq, 5e-5);
             close(&tag("dk"), &fast.dk, &slow.dk, 5e-5);
             close(&tag("dv"), &fast.dv, &slow.dv, 5e-5);
+        }
+    }
+
+    /// The bf16 products round Q, K, V, dO, P and dS to bf16 (relative error 2^-9 each) and
+    /// accumulate in f32: every output stays within 1% (in norm) of the f64 oracle, and differs
+    /// from the f32 kernel (so the bf16 path really ran). Fully masked rows stay zero.
+    #[test]
+    fn bf16_products_stay_within_bf16_rounding_of_the_oracle() {
+        let mut rng = Rng::new(13);
+        let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        let rel = |a: &[f32], b: &[f32]| {
+            let diff: Vec<f32> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+            norm(&diff) / norm(b).max(1e-30)
+        };
+        for (ci, case) in cases(&mut rng).iter().enumerate() {
+            let (q, k, v, dout) = inputs(case.d, &mut rng);
+            let half = run(case, &q, &k, &v, &dout, Kernel::Bf16);
+            let fast = run(case, &q, &k, &v, &dout, Kernel::Fast);
+            let slow = run(case, &q, &k, &v, &dout, Kernel::Naive);
+            let tag = |s: &str| format!("case {ci} {:?} causal {}: {s}", case.d, case.causal);
+            for (name, a, f, b) in [
+                ("out", &half.out, &fast.out, &slow.out),
+                ("lse", &half.lse, &fast.lse, &slow.lse),
+                ("dq", &half.dq, &fast.dq, &slow.dq),
+                ("dk", &half.dk, &fast.dk, &slow.dk),
+                ("dv", &half.dv, &fast.dv, &slow.dv),
+            ] {
+                assert!(a.iter().all(|x| !x.is_nan()), "{}: NaN", tag(name));
+                let finite = |x: &[f32]| {
+                    x.iter()
+                        .map(|&y| if y.is_finite() { y } else { 0.0 })
+                        .collect::<Vec<_>>()
+                };
+                let (a, f, b) = (finite(a), finite(f), finite(b));
+                let e = rel(&a, &b);
+                assert!(e < 1e-2, "{}: relative error {e}", tag(name));
+                if norm(&b) > 0.0 && name != "lse" {
+                    assert!(a != f, "{}: bf16 result equals f32", tag(name));
+                }
+            }
         }
     }
 
@@ -908,7 +1093,7 @@ mod tests {
             mask: Some(mask),
         };
         let (q, k, v, dout) = inputs(d, &mut rng);
-        let r = run(&case, &q, &k, &v, &dout, false);
+        let r = run(&case, &q, &k, &v, &dout, Kernel::Fast);
         let c = d.c();
         for x in r
             .out
@@ -942,7 +1127,7 @@ mod tests {
         for (ci, case) in all.iter().enumerate() {
             let d = case.d;
             let (q, k, v, dout) = inputs(d, &mut rng);
-            let r = run(case, &q, &k, &v, &dout, false);
+            let r = run(case, &q, &k, &v, &dout, Kernel::Fast);
             let mask = case.mask.as_deref();
             // L = Σ dout ⊙ out in f64 through the naive forward.
             let loss = |q: &[f32], k: &[f32], v: &[f32]| -> f64 {

@@ -8,6 +8,9 @@
 //! `crossattention.c_attn (C, 2C)` (keys and values), `crossattention.c_proj`. Weights are stored
 //! in `Conv1D` orientation `(IC, OC)` so GPT-2 checkpoints load in place.
 //!
+//! Inside a bf16 scope ([`super::precision::with_bf16_weights`]) the attention's block products
+//! run in bf16 with f32 accumulation as well; the softmax and its statistics stay f32.
+//!
 //! Not implemented: dropout on the attention probabilities (GPT-2's `attn_pdrop`), since the
 //! fused kernel never materialises them; checkpoints record `attn_pdrop = 0`. Residual dropout
 //! after `c_proj` is applied.
@@ -17,8 +20,12 @@ mod cached;
 use super::dropout::Dropout;
 use super::linear::Linear;
 use super::params::ParamLayout;
+use super::precision::current_shadow;
 use crate::error::Result;
-use crate::kernels::attention::{attention_backward, attention_forward, AttentionDims};
+use crate::kernels::attention::{
+    attention_backward, attention_backward_bf16, attention_forward, attention_forward_bf16,
+    AttentionDims,
+};
 use crate::kernels::matmul::WeightLayout;
 use crate::rng::Rng;
 
@@ -258,6 +265,12 @@ impl MultiHeadAttention {
         }
         resize(&mut self.att, n * c);
         resize(&mut self.lse, b * self.nh * tq);
+        // Inside a bf16 scope (mixed precision) the score and value products run in bf16 too.
+        let attention_forward = if current_shadow(|s| s.is_some()) {
+            attention_forward_bf16
+        } else {
+            attention_forward
+        };
         attention_forward(
             &mut self.att,
             &mut self.lse,
@@ -313,6 +326,11 @@ impl MultiHeadAttention {
             resize(buf, len);
             buf.fill(0.0);
         }
+        let attention_backward = if current_shadow(|s| s.is_some()) {
+            attention_backward_bf16
+        } else {
+            attention_backward
+        };
         attention_backward(
             &mut self.dq,
             &mut self.dk,
