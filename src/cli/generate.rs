@@ -8,7 +8,7 @@
 
 use super::CliResult;
 
-use gpt::generate::model::load_with_tokenizer;
+use gpt::generate::model::load_with_tokenizer_as;
 use gpt::generate::stream::TextStream;
 use gpt::generate::{generate, GenerateConfig, SamplingConfig};
 use serde_json::json;
@@ -74,8 +74,7 @@ pub fn run(args: Args) -> CliResult {
     if let Some(w) = dtype.warning() {
         eprintln!("{w}");
     }
-    let (mut model, tok, _dir) = load_with_tokenizer(&args.model)?;
-    model.set_dtype(dtype);
+    let (model, tok, _dir) = load_with_tokenizer_as(&args.model, dtype)?;
     let n_ctx = model.config.n_ctx;
     let mut prompts = Vec::new();
     for (i, text) in args.prompt.iter().enumerate() {

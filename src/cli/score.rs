@@ -9,7 +9,7 @@
 
 use super::CliResult;
 
-use gpt::generate::model::load_with_tokenizer;
+use gpt::generate::model::load_with_tokenizer_as;
 use gpt::generate::score::token_logprobs;
 use serde_json::json;
 use std::io::{Read, Write};
@@ -59,8 +59,7 @@ pub fn run(args: Args) -> CliResult {
     if let Some(w) = dtype.warning() {
         eprintln!("{w}");
     }
-    let (mut model, tok, _dir) = load_with_tokenizer(&args.model)?;
-    model.set_dtype(dtype);
+    let (model, tok, _dir) = load_with_tokenizer_as(&args.model, dtype)?;
     let mut ids = tok.encode(&text, true)?;
     let lead = if args.bos {
         let eot = match &tok {

@@ -2,6 +2,7 @@
 //! score.
 //!
 //! - [`model`]: [`model::InferenceModel`], weights mapped in place or converted once.
+//! - [`bf16_weights`]: the bf16 weight matrices of `--dtype bf16` (packed, no f32 copy).
 //! - [`kv_cache`]: the per-layer key/value cache (per-row lengths) and the scratch buffers.
 //! - The cached forwards are methods of the modules: `MultiHeadAttention::forward_cached` /
 //!   `cross_kv` / `forward_cross_cached` and `Block::forward_cached` / `prepare_memory`, so an
@@ -11,6 +12,7 @@
 //! - [`stream`]: UTF-8-safe incremental text with stop strings.
 //! - [`score`]: per-token log-probabilities with a sliding window.
 
+pub mod bf16_weights;
 pub mod gemv;
 pub mod generator;
 pub mod kv_cache;

@@ -10,11 +10,20 @@
 //! offsets point at each tensor inside the file. Other files (f16, bf16, misaligned) are
 //! converted tensor by tensor into a `Vec<f32>` in our usual consecutive layout.
 //!
+//! With `--dtype bf16` ([`InferenceModel::load_as`], [`InferenceModel::set_dtype`]) the weight
+//! matrices are held only in bf16, packed for the decode kernel (see
+//! [`super::bf16_weights`]); the f32 buffer then holds just the biases, LayerNorm parameters and
+//! `wpe`, so the resident weights are about half those of f32.
+//!
 //! Shapes: packed rows `(N, C)` with `N = Σ new` (see [`crate::generate::kv_cache`]), logits
 //! `(rows, V)`.
 
+use super::bf16_weights::{
+    bf16_layout, in_out_dims, read_packed, with_bf16_matrices, Bf16Matrices,
+};
 use super::kv_cache::{sized, KvCache, Scratch};
 use crate::error::{Error, Result};
+use crate::kernels::bf16_decode::{linear_packed_bf16, PackedBf16};
 use crate::kernels::embedding::sinusoidal_positions;
 use crate::kernels::layernorm::layernorm_forward;
 use crate::kernels::matmul::WeightLayout;
@@ -24,7 +33,7 @@ use crate::model::Gpt;
 use crate::nn::block::{Block, BlockConfig, NormPlacement};
 use crate::nn::layernorm::LayerNorm;
 use crate::nn::params::{Init, Param, ParamLayout};
-use crate::nn::precision::{with_bf16_weights, Bf16Shadow, Precision};
+use crate::nn::precision::Precision;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
@@ -74,6 +83,9 @@ pub enum WeightsSource {
     Converted(String),
     /// Copied from a training model in memory.
     Copied,
+    /// Matrices packed into bf16 (from the named dtype, read chunk by chunk from the file, or
+    /// from f32 weights in memory), the other tensors in f32.
+    Bf16(String),
 }
 
 /// A GPT ready for cached inference.
@@ -91,9 +103,8 @@ pub struct InferenceModel {
     /// The blocks `h.0 … h.{L-1}`.
     pub blocks: Vec<Block>,
     ln_f: Option<LayerNorm>,
-    /// bf16 copy of the weights that the linear layers and the LM head stream instead of the
-    /// f32 ones (`--dtype bf16`, see [`InferenceModel::set_dtype`]); `None` in f32.
-    bf16: Option<Bf16Shadow>,
+    /// The weight matrices in bf16 (`--dtype bf16`), which `weights` then lacks; `None` in f32.
+    bf16: Option<Bf16Matrices>,
 }
 
 struct Parts {
@@ -147,10 +158,9 @@ fn msg(path: &Path, text: String) -> Error {
     Error::Msg(format!("{}: {text}", path.display()))
 }
 
-/// Converts one stored tensor to f32 (f32, f16 and bf16).
-fn convert(view: &TensorView, dst: &mut [f32], name: &str, path: &Path) -> Result<()> {
-    let raw = view.data();
-    match view.dtype() {
+/// Converts one stored tensor's bytes (`dtype` F32, F16 or BF16, little-endian) to f32.
+fn convert(dtype: Dtype, raw: &[u8], dst: &mut [f32], name: &str, path: &Path) -> Result<()> {
+    match dtype {
         Dtype::F32 => {
             for (d, b) in dst.iter_mut().zip(raw.chunks_exact(4)) {
                 *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
@@ -179,13 +189,56 @@ fn convert(view: &TensorView, dst: &mut [f32], name: &str, path: &Path) -> Resul
     Ok(())
 }
 
+/// Where one tensor sits in the file.
+#[derive(Clone, Copy)]
+struct Stored {
+    dtype: Dtype,
+    /// First byte of its data, from the start of the file.
+    start: usize,
+    /// Bytes of data.
+    len: usize,
+}
+
+/// A layout for bf16 weights: the tensors that stay f32 ([`bf16_layout`] is `None`) at
+/// consecutive offsets `0..small` of a compact f32 buffer, each matrix at a distinct offset from
+/// `small` on, which indexes nothing in that buffer and serves as its key in [`Bf16Matrices`].
+fn bf16_placed(config: &GptConfig) -> Result<(ParamLayout, Parts, usize)> {
+    let mut consecutive = ParamLayout::new();
+    build(config, &mut consecutive)?;
+    let mut offsets = HashMap::new();
+    let mut small = 0;
+    for e in consecutive.entries() {
+        if bf16_layout(e).is_none() {
+            offsets.insert(e.name.clone(), small);
+            small += e.param.len;
+        }
+    }
+    let mut key = small;
+    for e in consecutive.entries() {
+        if bf16_layout(e).is_some() {
+            offsets.insert(e.name.clone(), key);
+            key += e.param.len;
+        }
+    }
+    let mut placed = ParamLayout::placed(offsets);
+    let parts = build(config, &mut placed)?;
+    Ok((placed, parts, small))
+}
+
 impl InferenceModel {
     /// Loads a model directory: `config.json` (GPT-2 / OpenAI GPT / ours) and
     /// `model.safetensors` (f32, f16 or bf16). f32 files are used in place through a memory map.
     pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_as(dir, Precision::F32)
+    }
+
+    /// [`InferenceModel::load`] with the weight matrices in `dtype`. `Bf16` reads each matrix
+    /// from the file in chunks straight into packed bf16 (a bf16 checkpoint bit for bit, f32 and
+    /// f16 rounded to nearest even), never holding an f32 copy of it; the other tensors are f32.
+    pub fn load_as(dir: &Path, dtype: Precision) -> Result<Self> {
         let config = checkpoint::load_config(dir)?;
         let path = dir.join(checkpoint::WEIGHTS_FILE);
-        let file = std::fs::File::open(&path).map_err(|e| {
+        let mut file = std::fs::File::open(&path).map_err(|e| {
             msg(
                 &path,
                 format!("cannot open the weights ({e}); a model directory holds config.json and model.safetensors"),
@@ -197,8 +250,9 @@ impl InferenceModel {
         let mut layout = ParamLayout::new();
         let parts = build(&config, &mut layout)?;
         let family = hf_family(&config);
-        // Validate every tensor (presence, shape, dtype) and note whether it can be used in place.
-        let (header_end, in_place_offsets) = {
+        // Validate every tensor (presence, shape, dtype) and note where it is. This reads only
+        // the header: the data pages of the map are not touched.
+        let (header_end, stored) = {
             let st = SafeTensors::deserialize(&mmap).map_err(|e| {
                 msg(
                     &path,
@@ -208,8 +262,7 @@ impl InferenceModel {
                 )
             })?;
             let by_name: HashMap<String, TensorView> = st.tensors().into_iter().collect();
-            let mut offsets = HashMap::new();
-            let mut in_place = cfg!(target_endian = "little");
+            let mut stored = HashMap::new();
             let header_end = 8 + st_header_len(&mmap);
             for e in layout.entries() {
                 let view = find(&by_name, &e.name, family).ok_or_else(|| {
@@ -246,18 +299,64 @@ impl InferenceModel {
                         ))
                     }
                 }
-                let byte = view.data().as_ptr() as usize - mmap.as_ptr() as usize;
-                if view.dtype() != Dtype::F32
-                    || !byte.is_multiple_of(4)
-                    || !header_end.is_multiple_of(4)
-                {
-                    in_place = false;
-                }
-                offsets.insert(e.name.clone(), (byte - header_end) / 4);
+                let start = view.data().as_ptr() as usize - mmap.as_ptr() as usize;
+                let len = view.data().len();
+                let dtype = view.dtype();
+                stored.insert(e.name.clone(), Stored { dtype, start, len });
             }
-            (header_end, in_place.then_some(offsets))
+            (header_end, stored)
         };
-        if let Some(offsets) = in_place_offsets {
+        let mut dtypes = Vec::new();
+        for e in layout.entries() {
+            let d = format!("{:?}", stored[&e.name].dtype);
+            if !dtypes.contains(&d) {
+                dtypes.push(d);
+            }
+        }
+        let dtypes = dtypes.join("+");
+        if dtype == Precision::Bf16 {
+            // Only the f32 tensors are read through the map (a few MB); the matrices go through
+            // `read_packed`'s buffer, so the map's data pages for them are never touched.
+            let (placed, parts, small) = bf16_placed(&config)?;
+            let mut data = vec![0.0f32; small];
+            let mut mats = Bf16Matrices::default();
+            for e in placed.entries() {
+                let s = stored[&e.name];
+                let name = hf_name(&e.name, family);
+                match bf16_layout(e) {
+                    None => convert(
+                        s.dtype,
+                        &mmap[s.start..s.start + s.len],
+                        e.param.of_mut(&mut data),
+                        &name,
+                        &path,
+                    )?,
+                    Some(l) => mats.insert(
+                        e.param,
+                        read_packed(&mut file, &path, &name, s.dtype, s.start, &e.shape, l)?,
+                    ),
+                }
+            }
+            let mut m = Self::assemble(
+                config,
+                Weights::Owned(data),
+                placed,
+                WeightsSource::Bf16(dtypes),
+                parts,
+            );
+            m.bf16 = Some(mats);
+            return Ok(m);
+        }
+        let in_place = cfg!(target_endian = "little")
+            && header_end.is_multiple_of(4)
+            && stored
+                .values()
+                .all(|s| s.dtype == Dtype::F32 && s.start.is_multiple_of(4));
+        if in_place {
+            let offsets = stored
+                .iter()
+                .map(|(name, s)| (name.clone(), (s.start - header_end) / 4))
+                .collect();
             let mut placed = ParamLayout::placed(offsets);
             let parts = build(&config, &mut placed)?;
             let len = (mmap.len() - header_end) / 4;
@@ -273,27 +372,18 @@ impl InferenceModel {
                 parts,
             ));
         }
-        let st = SafeTensors::deserialize(&mmap)
-            .map_err(|e| msg(&path, format!("not a valid safetensors file ({e})")))?;
-        let by_name: HashMap<String, TensorView> = st.tensors().into_iter().collect();
         let mut data = vec![0.0f32; layout.total()];
-        let mut dtypes = Vec::new();
         for e in layout.entries() {
-            // Presence was checked above.
-            let Some(view) = find(&by_name, &e.name, family) else {
-                continue;
-            };
-            let d = format!("{:?}", view.dtype());
-            if !dtypes.contains(&d) {
-                dtypes.push(d);
-            }
-            convert(view, e.param.of_mut(&mut data), &e.name, &path)?;
+            let s = stored[&e.name];
+            let name = hf_name(&e.name, family);
+            let raw = &mmap[s.start..s.start + s.len];
+            convert(s.dtype, raw, e.param.of_mut(&mut data), &name, &path)?;
         }
         Ok(Self::assemble(
             config,
             Weights::Owned(data),
             layout,
-            WeightsSource::Converted(dtypes.join("+")),
+            WeightsSource::Converted(dtypes),
             parts,
         ))
     }
@@ -375,30 +465,111 @@ impl InferenceModel {
     }
 
     /// Bytes of weights read per decoded token: every parameter except the position table
-    /// (one row of `wpe` is read per token), in f32, or in bf16 with `--dtype bf16` (the few
-    /// f32 biases and LayerNorm gains are counted as bf16 too).
+    /// (one row of `wpe` is read per token); with bf16 matrices, their packed bytes plus the f32
+    /// bytes of the other tensors.
     pub fn bytes_per_token(&self) -> usize {
         let wpe = self.wpe.map_or(0, |w| w.len);
-        let bytes = if self.bf16.is_some() { 2 } else { 4 };
-        bytes * (self.config.num_params() - wpe)
+        match &self.bf16 {
+            Some(m) => m.bytes() + 4 * (self.params().len() - wpe),
+            None => 4 * (self.config.num_params() - wpe),
+        }
     }
 
-    /// Sets the dtype of the weight matrices that decoding streams. `Bf16` rounds the weights
-    /// to bf16 once (round-to-nearest-even; a bf16 checkpoint, loaded exactly into f32, gets
-    /// its own values back bit for bit) and the linear layers and the LM head then read those,
-    /// half the bytes per token; LayerNorm, attention, biases and the embedding lookup stay f32.
+    /// Bytes of weights the model holds in memory: the f32 buffer (for a mapped file, the part
+    /// of the map that decoding touches) plus the bf16 matrices.
+    pub fn weight_bytes(&self) -> usize {
+        4 * self.params().len() + self.bf16.as_ref().map_or(0, |m| m.bytes())
+    }
+
+    /// Sets the dtype of the weight matrices. `Bf16` rounds the f32 matrices to bf16 once
+    /// (round-to-nearest-even; a bf16 checkpoint, loaded exactly into f32, gets its own values
+    /// back bit for bit), packs them for the decode kernel and **drops the f32 weights** (an
+    /// owned buffer is freed, a file map released), keeping the biases, LayerNorm parameters and
+    /// `wpe` in a small f32 buffer. `F32` on a bf16 model widens the bf16 matrices back (exactly;
+    /// the rounding is not undone). To avoid the f32 round trip altogether, load with
+    /// [`InferenceModel::load_as`].
     pub fn set_dtype(&mut self, dtype: Precision) {
-        self.bf16 = match dtype {
-            Precision::F32 => None,
-            Precision::Bf16 => {
-                let mut s = Bf16Shadow::default();
-                s.refresh(self.params());
-                Some(s)
-            }
-        };
+        match (dtype, self.bf16.is_some()) {
+            (Precision::Bf16, false) => self.convert_to_bf16(),
+            (Precision::F32, true) => self.convert_to_f32(),
+            _ => {}
+        }
     }
 
-    /// The dtype of the streamed weight matrices.
+    /// f32 weights → bf16 matrices + small f32 buffer (see [`InferenceModel::set_dtype`]).
+    fn convert_to_bf16(&mut self) {
+        // The layout was valid when the model was built from this config.
+        let (placed, parts, small) = bf16_placed(&self.config).expect("layout of a built model");
+        let p = self.params();
+        let mut data = vec![0.0f32; small];
+        let mut mats = Bf16Matrices::default();
+        for e in placed.entries() {
+            let Some(old) = self.layout.get(&e.name) else {
+                continue;
+            };
+            let src = old.param.of(p);
+            match bf16_layout(e) {
+                None => e.param.of_mut(&mut data).copy_from_slice(src),
+                Some(l) => {
+                    let (ic, oc) = in_out_dims(&e.shape, l);
+                    mats.insert(e.param, PackedBf16::from_f32(src, ic, oc, l));
+                }
+            }
+        }
+        let from = match &self.source {
+            WeightsSource::Mapped => "F32".to_string(),
+            WeightsSource::Converted(d) => d.clone(),
+            WeightsSource::Copied => "F32 (copied)".to_string(),
+            WeightsSource::Bf16(d) => d.clone(),
+        };
+        self.replace(Weights::Owned(data), placed, parts, Some(mats));
+        self.source = WeightsSource::Bf16(from);
+    }
+
+    /// bf16 matrices → f32 weights in the consecutive layout.
+    fn convert_to_f32(&mut self) {
+        let mut layout = ParamLayout::new();
+        let parts = build(&self.config, &mut layout).expect("layout of a built model");
+        let mut data = vec![0.0f32; layout.total()];
+        let (p, mats) = (self.params(), self.bf16.as_ref());
+        for e in layout.entries() {
+            let Some(old) = self.layout.get(&e.name) else {
+                continue;
+            };
+            let dst = e.param.of_mut(&mut data);
+            match mats.and_then(|m| m.get(old.param)) {
+                Some(m) => {
+                    let mut bits = vec![0u16; dst.len()];
+                    m.unpack(&mut bits);
+                    for (d, b) in dst.iter_mut().zip(bits) {
+                        *d = crate::kernels::bf16::bf16_bits_to_f32(b);
+                    }
+                }
+                None => dst.copy_from_slice(old.param.of(p)),
+            }
+        }
+        self.replace(Weights::Owned(data), layout, parts, None);
+        self.source = WeightsSource::Copied;
+    }
+
+    /// Swaps in new weights, the layout they follow and the modules built on it.
+    fn replace(
+        &mut self,
+        weights: Weights,
+        layout: ParamLayout,
+        parts: Parts,
+        bf16: Option<Bf16Matrices>,
+    ) {
+        self.weights = weights;
+        self.layout = layout;
+        self.wte = parts.wte;
+        self.wpe = parts.wpe;
+        self.blocks = parts.blocks;
+        self.ln_f = parts.ln_f;
+        self.bf16 = bf16;
+    }
+
+    /// The dtype of the weight matrices.
     pub fn dtype(&self) -> Precision {
         if self.bf16.is_some() {
             Precision::Bf16
@@ -410,9 +581,14 @@ impl InferenceModel {
     /// Runs `f` inside the bf16 scope when the weights are bf16.
     fn with_dtype<R>(&self, f: impl FnOnce() -> R) -> R {
         match &self.bf16 {
-            Some(s) => with_bf16_weights(&s.data, f),
+            Some(m) => with_bf16_matrices(m, f),
             None => f(),
         }
+    }
+
+    /// The packed tied embedding / LM head (bf16 models only).
+    fn wte_bf16(&self) -> Option<&PackedBf16> {
+        self.bf16.as_ref().and_then(|m| m.get(self.wte))
     }
 
     /// An empty cache for `b` rows of up to `n_ctx` positions.
@@ -475,23 +651,24 @@ impl InferenceModel {
         }
         let p = self.params();
         let x = sized(hidden, n * c);
-        let wte = self.wte.of(p);
         let pos_table = match self.wpe {
             Some(w) => w.of(p),
             None => &self.sinusoid[..],
         };
+        let wte_bf16 = self.wte_bf16();
         let mut r = 0;
         for (b, &nb) in new.iter().enumerate() {
             let start = cache.len(b);
             for i in 0..nb {
                 let (id, pos) = (ids[r] as usize, start + i);
                 let dst = &mut x[r * c..(r + 1) * c];
-                let (e, q) = (
-                    &wte[id * c..(id + 1) * c],
-                    &pos_table[pos * c..(pos + 1) * c],
-                );
-                for ((d, a), b) in dst.iter_mut().zip(e).zip(q) {
-                    *d = a + b;
+                // The token's embedding row: widened from bf16, or read from the f32 weights.
+                match wte_bf16 {
+                    Some(w) => w.row_f32(id, dst),
+                    None => dst.copy_from_slice(&self.wte.of(p)[id * c..(id + 1) * c]),
+                }
+                for (d, q) in dst.iter_mut().zip(&pos_table[pos * c..(pos + 1) * c]) {
+                    *d += q;
                 }
                 r += 1;
             }
@@ -522,11 +699,8 @@ impl InferenceModel {
         let rows = hidden.len() / c;
         let out = sized(out, rows * v);
         let head = WeightLayout::OutIn;
-        match &self.bf16 {
-            Some(s) => {
-                let w = &s.data[self.wte.range()];
-                crate::kernels::bf16::linear_small_bf16(out, hidden, w, None, rows, c, v, head);
-            }
+        match self.wte_bf16() {
+            Some(w) => linear_packed_bf16(out, hidden, w, None, rows),
             None => {
                 let w = self.wte.of(self.params());
                 super::gemv::linear_small(out, hidden, w, None, rows, c, v, head);
@@ -599,8 +773,20 @@ pub fn load_with_tokenizer(
     gpt_tokenizer::AnyTokenizer,
     std::path::PathBuf,
 )> {
+    load_with_tokenizer_as(dir, Precision::F32)
+}
+
+/// [`load_with_tokenizer`] with the weight matrices in `dtype` (see [`InferenceModel::load_as`]).
+pub fn load_with_tokenizer_as(
+    dir: &Path,
+    dtype: Precision,
+) -> Result<(
+    InferenceModel,
+    gpt_tokenizer::AnyTokenizer,
+    std::path::PathBuf,
+)> {
     let dir = resolve_dir(dir);
-    let model = InferenceModel::load(&dir)?;
+    let model = InferenceModel::load_as(&dir, dtype)?;
     let tok = crate::data::prepare::load_tokenizer(&dir)?;
     if tok.vocab_size() > model.config.vocab_size {
         return Err(Error::Config {

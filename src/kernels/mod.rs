@@ -20,6 +20,7 @@
 pub mod adamw;
 pub mod attention;
 pub mod bf16;
+pub mod bf16_decode;
 pub mod crossentropy;
 pub mod dropout;
 pub mod embedding;

@@ -4,10 +4,17 @@
 //! runs through `transformers`' `generate` (bench/generate_hf.py) on the same threads in the
 //! same run. The memory-bandwidth bound is `copy bandwidth / bytes of weights per token`, with
 //! the copy bandwidth (STREAM convention: bytes read + bytes written) measured here too.
+//!
+//! With `--dtype bf16` the checkpoint is also loaded with the weight matrices in bf16
+//! (`InferenceModel::load_as`: no f32 copy) and decoded the same way; and each dtype's peak
+//! resident memory is measured in a child process of its own (`--peak-rss-child`: load, then one
+//! batch-1 generation), since this process's peak includes the random model it created and the
+//! bandwidth probes' buffers.
 
 use crate::cli::CliResult;
 use gpt::generate::{generate, GenerateConfig, InferenceModel, SamplingConfig, Timing};
 use gpt::model::{checkpoint, Gpt, GptConfig};
+use gpt::nn::precision::Precision;
 use gpt::rng::Rng;
 use rayon::prelude::*;
 use std::path::PathBuf;
@@ -42,6 +49,10 @@ pub struct GenerateBenchArgs {
     /// `f32` runs only the f32 rows.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Internal: load `--model` in `--dtype`, generate once at batch 1 and print one JSON line
+    /// with the decode speed and this process's peak RSS.
+    #[arg(long, hide = true, requires = "model")]
+    pub peak_rss_child: bool,
 }
 
 /// Sum of a slice with 64 lanes (the decode kernel's inner loop shape).
@@ -134,10 +145,79 @@ fn run_ours(model: &InferenceModel, prompts: &[Vec<u32>], new: usize, reps: usiz
     best.unwrap_or_default()
 }
 
+/// The batch-1 prompt of the benchmark and the batch prompts (the same in every process).
+fn prompts(args: &GenerateBenchArgs, vocab: usize) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
+    let mut rng = Rng::new(1);
+    let v = vocab as u64;
+    let mut prompt = || -> Vec<u32> { (0..args.prompt_len).map(|_| rng.below(v) as u32).collect() };
+    let p1 = vec![prompt()];
+    let pb = (0..args.batch).map(|_| prompt()).collect();
+    (p1, pb)
+}
+
+/// `--peak-rss-child`: load, one batch-1 generation, one JSON line.
+fn peak_rss_child(args: &GenerateBenchArgs, dtype: Precision) -> CliResult {
+    let dir = args
+        .model
+        .as_ref()
+        .ok_or("--peak-rss-child needs --model")?;
+    let model = InferenceModel::load_as(dir, dtype)?;
+    let (p1, _) = prompts(args, model.config.vocab_size);
+    let t = run_ours(&model, &p1, args.new_tokens, 1);
+    println!(
+        "{}",
+        serde_json::json!({
+            "dtype": dtype.name(),
+            "decode_tokens_per_sec": t.decode_tokens_per_sec(),
+            "weight_mb": model.weight_bytes() as f64 / (1 << 20) as f64,
+            "peak_rss_mb": super::peak_rss_mb(),
+        })
+    );
+    Ok(())
+}
+
+/// Runs [`peak_rss_child`] for `dtype` in a new process of this executable.
+fn measure_peak_rss(
+    args: &GenerateBenchArgs,
+    dir: &std::path::Path,
+    dtype: Precision,
+) -> Result<serde_json::Value, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    let threads = rayon::current_num_threads().to_string();
+    let out = Command::new(&exe)
+        .args([
+            "--threads",
+            &threads,
+            "bench",
+            "generate",
+            "--peak-rss-child",
+        ])
+        .arg("--model")
+        .arg(dir)
+        .args(["--dtype", dtype.name()])
+        .args(["--prompt-len", &args.prompt_len.to_string()])
+        .args(["--new-tokens", &args.new_tokens.to_string()])
+        .output()
+        .map_err(|e| format!("{}: {e}", exe.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "peak-RSS child ({}) failed: {}",
+            dtype.name(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or("");
+    serde_json::from_str(line).map_err(|e| format!("peak-RSS child output `{line}`: {e}"))
+}
+
 /// Runs `gpt bench generate`.
 pub fn run(args: GenerateBenchArgs) -> CliResult {
     let threads = rayon::current_num_threads();
-    let dtype = gpt::nn::precision::Precision::parse_for("dtype", &args.dtype)?;
+    let dtype = Precision::parse_for("dtype", &args.dtype)?;
+    if args.peak_rss_child {
+        return peak_rss_child(&args, dtype);
+    }
     let tmp;
     let dir = match &args.model {
         Some(d) => d.clone(),
@@ -157,11 +237,7 @@ pub fn run(args: GenerateBenchArgs) -> CliResult {
     let bytes = model.bytes_per_token() as f64;
     let bound = bw * 1e9 / bytes;
     let read_bound = read_bw * 1e9 / bytes;
-    let mut rng = Rng::new(1);
-    let v = model.config.vocab_size as u64;
-    let mut prompt = || -> Vec<u32> { (0..args.prompt_len).map(|_| rng.below(v) as u32).collect() };
-    let p1 = vec![prompt()];
-    let pb: Vec<Vec<u32>> = (0..args.batch).map(|_| prompt()).collect();
+    let (p1, pb) = prompts(&args, model.config.vocab_size);
     let one = run_ours(&model, &p1, args.new_tokens, args.reps);
     let many = run_ours(&model, &pb, args.new_tokens, 1);
     let huge = {
@@ -198,23 +274,60 @@ pub fn run(args: GenerateBenchArgs) -> CliResult {
         many.decode_tokens_per_sec(),
         many.prefill_tokens_per_sec()
     );
-    // bf16 weights: the same batch-1 decode, against the bound for the halved bytes.
-    let bf16_decode = if dtype == gpt::nn::precision::Precision::Bf16 {
-        let mut m = InferenceModel::load(&dir)?;
-        m.set_dtype(dtype);
-        let bound16 = bw * 1e9 / m.bytes_per_token() as f64;
+    // bf16 weights: the same batch-1 decode, against the bounds for the halved bytes.
+    let bf16_decode = if dtype == Precision::Bf16 {
+        let m = InferenceModel::load_as(&dir, dtype)?;
+        let bytes16 = m.bytes_per_token() as f64;
+        let (bound16, read_bound16) = (bw * 1e9 / bytes16, read_bw * 1e9 / bytes16);
         let r = run_ours(&m, &p1, args.new_tokens, args.reps);
         let d = r.decode_tokens_per_sec();
         println!(
-            "ours   batch 1, {} weights: decode {d:.1} tokens/s ({:.2} of its bound {bound16:.1}), prefill {:.0} tokens/s",
+            "ours   batch 1, {} weights ({:.3} GB per token): decode {d:.1} tokens/s ({:.2} of its copy bound {bound16:.1}, {:.2} of its read bound {read_bound16:.1}), prefill {:.0} tokens/s",
             dtype.describe(),
+            bytes16 / 1e9,
             d / bound16,
+            d / read_bound16,
             r.prefill_tokens_per_sec()
         );
         Some(d)
     } else {
         None
     };
+    // Peak resident memory per dtype, each in a fresh process (load + one batch-1 generation).
+    let mut rss = Vec::new();
+    for dt in [Precision::F32, dtype] {
+        if rss.iter().any(|(d, _)| *d == dt) {
+            continue;
+        }
+        match measure_peak_rss(&args, &dir, dt) {
+            Ok(v) => rss.push((dt, v)),
+            Err(e) => eprintln!("warning: {e}"),
+        }
+    }
+    if !rss.is_empty() {
+        let parts: Vec<String> = rss
+            .iter()
+            .map(|(dt, v)| {
+                format!(
+                    "{} {:.0} MiB (weights {:.0} MiB{})",
+                    dt.name(),
+                    v["peak_rss_mb"].as_f64().unwrap_or(f64::NAN),
+                    v["weight_mb"].as_f64().unwrap_or(f64::NAN),
+                    if *dt == Precision::F32
+                        && model.source == gpt::generate::model::WeightsSource::Mapped
+                    {
+                        ", memory-mapped file pages"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect();
+        println!(
+            "peak RSS (a separate process per dtype: load + one batch-1 generation): {}",
+            parts.join("; ")
+        );
+    }
     if args.vs_transformers {
         let python = super::find_python(args.python.clone());
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/generate_hf.py");
