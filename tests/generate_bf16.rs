@@ -5,7 +5,8 @@
 //! - a checkpoint whose matrices are bf16 loads straight into bf16 and gives the same logits, bit
 //!   for bit, as rounding the f32 checkpoint, by every route (`load_as`, `load` + `set_dtype`);
 //! - cached decoding equals a full recompute in bf16 (the decode kernel against the chunked and
-//!   the tiled prefill paths), and greedy generation follows the recomputed argmax.
+//!   the tiled prefill paths), greedy generation follows the recomputed argmax, and a batch of
+//!   prompts generates exactly what each prompt generates alone.
 
 use gpt::generate::model::WeightsSource;
 use gpt::generate::score::token_logprobs;
@@ -220,4 +221,29 @@ fn bf16_cached_decoding_matches_recompute_and_greedy_follows_it() {
         seq.push(tok);
     }
     assert_eq!(out[0].ids.len(), 12);
+}
+
+#[test]
+fn bf16_batched_generation_equals_one_by_one() {
+    // The decode kernel computes each row with the same additions whatever the batch, so a
+    // batch of prompts of different lengths gives exactly the tokens of each prompt alone.
+    let gpt = random_gpt2(64);
+    let mut model = InferenceModel::from_gpt(&gpt).unwrap();
+    model.set_dtype(Precision::Bf16);
+    let mut rng = Rng::new(10);
+    let prompts: Vec<Vec<u32>> = [3, 9, 1]
+        .iter()
+        .map(|&len| (0..len).map(|_| rng.below(50257) as u32).collect())
+        .collect();
+    let cfg = GenerateConfig {
+        max_new_tokens: 8,
+        sampling: SamplingConfig::greedy(),
+        seed: 0,
+        eos: None,
+    };
+    let (batched, _) = generate(&model, &prompts, &cfg, |_, _| Ok(false)).unwrap();
+    for (p, b) in prompts.iter().zip(&batched) {
+        let (alone, _) = generate(&model, std::slice::from_ref(p), &cfg, |_, _| Ok(false)).unwrap();
+        assert_eq!(alone[0].ids, b.ids, "prompt of {} tokens", p.len());
+    }
 }

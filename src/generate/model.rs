@@ -93,7 +93,8 @@ pub struct InferenceModel {
     /// The configuration.
     pub config: GptConfig,
     weights: Weights,
-    /// The layout the modules read (file offsets when mapped).
+    /// The layout the modules read (file offsets when mapped; with bf16 matrices, see
+    /// [`super::bf16_weights`]).
     pub layout: ParamLayout,
     /// How the weights were obtained.
     pub source: WeightsSource,
@@ -459,7 +460,8 @@ impl InferenceModel {
         Ok(())
     }
 
-    /// The flat parameter buffer the modules read.
+    /// The flat f32 parameter buffer the modules read: every tensor, or with bf16 matrices only
+    /// the biases, LayerNorm parameters and `wpe` (the matrices' handles point past its end).
     pub fn params(&self) -> &[f32] {
         self.weights.as_slice()
     }
