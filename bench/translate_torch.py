@@ -28,6 +28,7 @@ import math
 import os
 import random
 import statistics
+import sys
 import time
 
 import torch
@@ -249,7 +250,24 @@ def encode(tok, pairs, max_len):
     return list(zip(ids[0::2], ids[1::2]))
 
 
-def train_steps(model, pairs, specials, args, budget_s=None, max_steps=None):
+@torch.no_grad()
+def validation_loss(model, pairs, specials, max_tokens):
+    """Token-weighted mean label-smoothed loss over the validation batches (as ours)."""
+    pad, bos, eos = specials
+    model.eval()
+    total, count = 0.0, 0
+    for idx in token_batches(pairs, max_tokens):
+        src, tin, tout = make_batch(pairs, idx, pad, bos, eos)
+        logits = model.decode(model.encode(src, src == pad), src == pad, tin, tin == pad)
+        n = int((tout != -100).sum())
+        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tout.reshape(-1),
+                                 ignore_index=-100, label_smoothing=0.1).item() * n
+        count += n
+    model.train()
+    return total / count
+
+
+def train_steps(model, pairs, specials, args, budget_s=None, max_steps=None, valid=None):
     pad, bos, eos = specials
     opt = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
     c = model.c
@@ -276,9 +294,14 @@ def train_steps(model, pairs, specials, args, budget_s=None, max_steps=None):
         step += 1
         ntok = int((src != pad).sum() + (tout != -100).sum())
         rates.append(ntok / (time.time() - t0))
-        if max_steps and step >= max_steps:
-            break
-        if budget_s and time.time() - t_start >= budget_s:
+        done = (max_steps and step >= max_steps) or (budget_s and time.time() - t_start >= budget_s)
+        if valid is not None and (step % args.eval_interval == 0 or done):
+            t_eval = time.time()
+            vl = validation_loss(model, valid, specials, args.max_tokens)
+            t_start += time.time() - t_eval  # evaluation is not charged to the training budget
+            print(json.dumps({"step": step, "loss": loss.item(), "val_loss": vl}),
+                  file=sys.stderr, flush=True)
+        if done:
             break
     return step, statistics.median(rates), loss.item()
 
@@ -333,6 +356,8 @@ def main():
     ap.add_argument("--lr-scale", type=float, default=1.0)
     ap.add_argument("--max-len", type=int, default=200)
     ap.add_argument("--beam", type=int, default=4)
+    ap.add_argument("--eval-interval", type=int, default=250,
+                    help="quality: validation loss every N steps (JSON lines on stderr)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1234)
     args = ap.parse_args()
@@ -362,7 +387,9 @@ def main():
         return
     tok, specials, model = setup(args)
     train = encode(tok, read_tsv(os.path.join(args.data, "train.tsv")), args.max_len)
-    steps, rate, loss = train_steps(model, train, specials, args, budget_s=args.minutes * 60)
+    valid = encode(tok, read_tsv(os.path.join(args.data, "valid.tsv")), args.max_len)
+    steps, rate, loss = train_steps(model, train, specials, args, budget_s=args.minutes * 60,
+                                    valid=valid)
     out.update(steps=steps, train_tokens_per_sec=rate, last_loss=loss)
     test = read_tsv(os.path.join(args.data, "test.tsv"))[: args.limit]
     src = [e.ids[: args.max_len] for e in tok.encode_batch([s for s, _ in test],
