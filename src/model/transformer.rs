@@ -437,9 +437,41 @@ pub struct EncoderDecoder {
     dmemory: Vec<f32>,
 }
 
+/// Xavier (Glorot) initialisation of every projection matrix, as PyTorch's `nn.Transformer`
+/// and the annotated Transformer do (`xavier_uniform_` on every matrix; here the normal with the
+/// same variance, `2 / (fan_in + fan_out)`). The query/key/value projections count as one
+/// `(C, 3C)` matrix, PyTorch's `in_proj`, also for cross-attention where they are stored as
+/// `q_attn (C, C)` + `c_attn (C, 2C)`. Measured on the Spanish→English set: the validation loss
+/// after 250–500 steps trails PyTorch's by ≈ 0.1–0.2 with the GPT-style N(0, 1/C) for all
+/// projections, which makes the initial attention sharper and the FFN larger.
+fn xavier_init(layout: &mut ParamLayout) -> Result<()> {
+    let updates: Vec<(String, f32)> = layout
+        .entries()
+        .iter()
+        .filter(|e| e.shape.len() == 2 && e.name != "embed.weight")
+        .map(|e| {
+            let (fan_in, fan_out) = (e.shape[0], e.shape[1]);
+            let qkv = [
+                ".attn.c_attn.weight",
+                ".crossattention.q_attn.weight",
+                ".crossattention.c_attn.weight",
+            ]
+            .iter()
+            .any(|suffix| e.name.ends_with(suffix));
+            let fans = if qkv { 4 * fan_in } else { fan_in + fan_out };
+            (e.name.clone(), (2.0 / fans as f32).sqrt())
+        })
+        .collect();
+    for (name, std) in updates {
+        layout.set_init(&name, Init::Normal(std))?;
+    }
+    Ok(())
+}
+
 impl EncoderDecoder {
     /// Builds the layout and initialises it: embeddings N(0, C^-1/2) (so `sqrt(C)·E` has unit
-    /// scale, as fairseq does), projections N(0, 1/C), zero biases, unit gains.
+    /// scale, as fairseq does), projection matrices Xavier-normal ([`xavier_init`]), zero
+    /// biases, unit gains.
     pub fn new(config: TransformerConfig, rng: &mut Rng) -> Result<Self> {
         let mut m = Self::uninit(config)?;
         m.params.init(rng);
@@ -459,6 +491,7 @@ impl EncoderDecoder {
         )?;
         let encoder = Stack::new(&mut layout, "encoder", &config, false)?;
         let decoder = Stack::new(&mut layout, "decoder", &config, true)?;
+        xavier_init(&mut layout)?;
         let mut pe = vec![0.0; config.max_len * c];
         sinusoidal_positions(&mut pe, config.max_len, c);
         Ok(EncoderDecoder {
