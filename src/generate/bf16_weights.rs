@@ -116,6 +116,26 @@ pub fn current_bf16_matrices<R>(f: impl FnOnce(Option<&Bf16Matrices>) -> R) -> R
     }
 }
 
+/// `len` bytes of tensor `name` from byte `start` of `file` (a small tensor kept in f32).
+pub fn read_bytes(
+    file: &mut std::fs::File,
+    path: &Path,
+    name: &str,
+    start: usize,
+    len: usize,
+) -> Result<Vec<u8>> {
+    let mut bytes = vec![0u8; len];
+    file.seek(SeekFrom::Start(start as u64))
+        .and_then(|_| file.read_exact(&mut bytes))
+        .map_err(|e| {
+            Error::Msg(format!(
+                "{}: reading tensor `{name}`: {e}; is the file truncated?",
+                path.display()
+            ))
+        })?;
+    Ok(bytes)
+}
+
 /// Bytes read from the file per chunk while packing (whole stored rows, at least one).
 const CHUNK_BYTES: usize = 1 << 20;
 

@@ -559,6 +559,10 @@ pub const SMALL_ROWS: usize = 8;
 /// (a block of output columns for `(IC, OC)`, a block of rows for `(OC, IC)`), widening each
 /// weight exactly: the cost is the bytes of `W`, half those of f32. More rows (prefill) round the
 /// input to bf16 and use the packed [`matmul_bf16`].
+///
+/// This reads `W` in its stored layout (a training model's bf16 shadow). An inference model with
+/// `--dtype bf16` packs its weights once instead and runs the `vdpbf16ps` decode kernel,
+/// [`super::bf16_decode::linear_packed_bf16`].
 #[allow(clippy::too_many_arguments)]
 pub fn linear_small_bf16(
     out: &mut [f32],
