@@ -18,7 +18,8 @@ use gpt::optim::{AdamW, AdamWConfig};
 use gpt::rng::Rng;
 use gpt::translate::checkpoint::load_model;
 use gpt::translate::data::{encode_pairs, make_batch, read_tsv, special_ids, token_batches};
-use gpt::translate::decode::{translate_ids, DecodeConfig};
+use gpt::translate::decode::DecodeConfig;
+use gpt::translate::translate_in_batches;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::Command;
@@ -229,16 +230,9 @@ fn beam_speed(
     sources: &[Vec<u32>],
     cfg: &DecodeConfig,
 ) -> Result<(f64, Vec<Vec<u32>>), gpt::error::Error> {
-    let mut order: Vec<usize> = (0..sources.len()).collect();
-    order.sort_by_key(|&i| (sources[i].len(), i));
-    let mut out = vec![Vec::new(); sources.len()];
     let t0 = Instant::now();
-    for chunk in order.chunks(16) {
-        let srcs: Vec<&[u32]> = chunk.iter().map(|&i| &sources[i][..]).collect();
-        for (&i, h) in chunk.iter().zip(translate_ids(model, &srcs, cfg)?) {
-            out[i] = h.tokens;
-        }
-    }
+    let hyps = translate_in_batches(model, sources, cfg, 16)?;
     let secs = t0.elapsed().as_secs_f64();
+    let out = hyps.into_iter().map(|h| h.tokens).collect();
     Ok((sources.len() as f64 / secs.max(1e-9), out))
 }
