@@ -16,7 +16,8 @@ pub enum Error {
         /// The second shape, formatted.
         right: String,
     },
-    /// A configuration value is invalid.
+    /// A field (of a configuration, a data record, a request or a command-line flag) has an
+    /// invalid value.
     #[error("invalid config: {field}: {reason}")]
     Config {
         /// The offending field.
@@ -43,6 +44,35 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A file exists but its contents are wrong (malformed, truncated, inconsistent).
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and, where not obvious, what to do.
+        reason: String,
+    },
+    /// A size is over a limit.
+    #[error("{what} is {value}, over the limit of {limit}{hint}")]
+    Limit {
+        /// The size, named as the user knows it (a flag, a field).
+        what: String,
+        /// Its value.
+        value: u64,
+        /// The largest accepted value.
+        limit: u64,
+        /// What to do, starting with `"; "` (or empty).
+        hint: String,
+    },
+    /// An API was called in a way its contract forbids (a programming error of the caller,
+    /// not bad user input), named by the function.
+    #[error("{op}: {reason}")]
+    Usage {
+        /// The function.
+        op: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
     /// Anything else, with a message.
     #[error("{0}")]
     Msg(String),
@@ -57,6 +87,44 @@ impl Error {
         Error::Io {
             path: path.to_path_buf(),
             source,
+        }
+    }
+
+    /// A malformed or inconsistent file at `path`.
+    pub fn file(path: &std::path::Path, reason: impl Into<String>) -> Self {
+        Error::File {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+
+    /// An invalid value of `field`.
+    pub fn field(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Config {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// `what` is `value`, over `limit`; `hint` says what to do (may be empty).
+    pub fn limit(what: impl Into<String>, value: u64, limit: u64, hint: &str) -> Self {
+        Error::Limit {
+            what: what.into(),
+            value,
+            limit,
+            hint: if hint.is_empty() {
+                String::new()
+            } else {
+                format!("; {hint}")
+            },
+        }
+    }
+
+    /// A contract violation in `op`.
+    pub fn usage(op: &'static str, reason: impl Into<String>) -> Self {
+        Error::Usage {
+            op,
+            reason: reason.into(),
         }
     }
 
