@@ -7,7 +7,8 @@
 //!   decoder path);
 //! - sliding-window scoring scores each token once with the context the windows give it.
 
-use gpt::generate::kv_cache::{LayerKvCache, Scratch};
+use gpt::nn::weights::Weights;
+use gpt::nn::kv_cache::{LayerKvCache, Scratch};
 use gpt::generate::score::token_logprobs;
 use gpt::generate::{generate, GenerateConfig, InferenceModel, SamplingConfig};
 use gpt::model::{Gpt, GptConfig, Positions};
@@ -175,11 +176,11 @@ fn cross_attention_block_cached_steps_match_training_forward() {
             key_mask: None,
             memory: Some(memory),
         };
-        block.forward(p, &inp, false, &mut rng);
+        block.forward(Weights::new(p), &inp, false, &mut rng);
         let want = block.output().to_vec();
         // Cached: prefill 2 positions, then one at a time, both rows together.
         let mut cache = LayerKvCache::new(b, 8, c);
-        block.prepare_memory(p, &mut cache, &memory, b).unwrap();
+        block.prepare_memory(Weights::new(p), &mut cache, &memory, b).unwrap();
         let mut s = Scratch::default();
         let mut got = vec![0.0; b * t * c];
         let mut pos = 0;
@@ -189,7 +190,7 @@ fn cross_attention_block_cached_steps_match_training_forward() {
                 xs.extend_from_slice(&x[(r * t + pos) * c..(r * t + pos + n) * c]);
             }
             block
-                .forward_cached(p, &mut xs, &[n, n], &mut cache, &mut s)
+                .forward_cached(Weights::new(p), &mut xs, &[n, n], &mut cache, &mut s)
                 .unwrap();
             for r in 0..b {
                 got[(r * t + pos) * c..(r * t + pos + n) * c]

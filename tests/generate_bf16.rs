@@ -8,7 +8,7 @@
 //!   the tiled prefill paths), greedy generation follows the recomputed argmax, and a batch of
 //!   prompts generates exactly what each prompt generates alone.
 
-use gpt::generate::model::WeightsSource;
+use gpt::model::inference::WeightsSource;
 use gpt::generate::score::token_logprobs;
 use gpt::generate::{generate, GenerateConfig, InferenceModel, SamplingConfig};
 use gpt::model::{checkpoint, Gpt, GptConfig};

@@ -3,7 +3,7 @@
 
 mod common;
 
-use gpt::generate::model::load_with_tokenizer;
+use gpt::model::inference::load_with_tokenizer;
 use gpt::generate::InferenceModel;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::path::{Path, PathBuf};

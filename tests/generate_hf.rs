@@ -6,7 +6,7 @@
 mod common;
 
 use gpt::data::prepare::load_tokenizer;
-use gpt::generate::model::WeightsSource;
+use gpt::model::inference::WeightsSource;
 use gpt::generate::score::token_logprobs;
 use gpt::generate::{generate, GenerateConfig, InferenceModel, SamplingConfig};
 use serde_json::Value;

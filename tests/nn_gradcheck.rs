@@ -9,6 +9,7 @@ use gpt::nn::layernorm::LayerNorm;
 use gpt::nn::linear::Linear;
 use gpt::nn::mlp::{Activation, Mlp, MlpConfig};
 use gpt::nn::params::{ParamLayout, Params};
+use gpt::nn::weights::Weights;
 use gpt::rng::Rng;
 
 const B: usize = 2;
@@ -83,19 +84,19 @@ fn linear_gradients() {
         let mut x = randn(n * 13, 1.0, &mut rng);
         let r = randn(n * 5, 1.0, &mut rng);
         let mut y = vec![0.0; n * 5];
-        lin.forward(&params.data, &mut y, &x, n);
+        lin.forward(Weights::new(&params.data), &mut y, &x, n);
         let mut dx = vec![0.0; n * 13];
-        lin.backward(&params.data, &mut params.grad, Some(&mut dx), &r, &x, n);
+        lin.backward(Weights::new(&params.data), &mut params.grad, Some(&mut dx), &r, &x, n);
         let xs = x.clone();
         check_params(&mut params, &mut |p: &[f32]| {
             let mut y = vec![0.0; n * 5];
-            lin.forward(p, &mut y, &xs, n);
+            lin.forward(Weights::new(p), &mut y, &xs, n);
             weighted(&y, &r)
         });
         let p = params.data.clone();
         check("linear dx", &dx, &mut x, &mut |x: &[f32]| {
             let mut y = vec![0.0; n * 5];
-            lin.forward(&p, &mut y, x, n);
+            lin.forward(Weights::new(&p), &mut y, x, n);
             weighted(&y, &r)
         });
     }
@@ -111,18 +112,18 @@ fn layernorm_gradients() {
     let n = 7;
     let mut x = randn(n * 13, 2.0, &mut rng);
     let r = randn(n * 13, 1.0, &mut rng);
-    ln.forward(&params.data, &x, n);
+    ln.forward(Weights::new(&params.data), &x, n);
     let mut dx = vec![0.0; n * 13];
-    ln.backward(&params.data, &mut params.grad, &mut dx, &r, &x);
+    ln.backward(Weights::new(&params.data), &mut params.grad, &mut dx, &r, &x);
     let xs = x.clone();
     let mut ln2 = ln.clone();
     check_params(&mut params, &mut |p: &[f32]| {
-        ln2.forward(p, &xs, n);
+        ln2.forward(Weights::new(p), &xs, n);
         weighted(&ln2.out, &r)
     });
     let p = params.data.clone();
     check("layernorm dx", &dx, &mut x, &mut |x: &[f32]| {
-        ln2.forward(&p, x, n);
+        ln2.forward(Weights::new(&p), x, n);
         weighted(&ln2.out, &r)
     });
 }
@@ -170,14 +171,14 @@ fn self_attention_gradients_causal_and_padded() {
         let mut x = randn(B * T * C, 1.0, &mut rng);
         let r = randn(B * T * C, 1.0, &mut rng);
         let km = mask.as_deref();
-        attn.forward(&params.data, &x, None, km, B, T, false, &mut rng);
+        attn.forward(Weights::new(&params.data), &x, None, km, B, T, false, &mut rng);
         assert!(
             attn.out.iter().all(|v| v.is_finite()),
             "masked rows must not give NaN"
         );
         let mut dx = vec![0.0; B * T * C];
         attn.backward(
-            &params.data,
+            Weights::new(&params.data),
             &mut params.grad,
             &x,
             None,
@@ -191,12 +192,12 @@ fn self_attention_gradients_causal_and_padded() {
         let mut a2 = attn.clone();
         let mut rng2 = Rng::new(0);
         check_params(&mut params, &mut |p: &[f32]| {
-            a2.forward(p, &xs, None, km, B, T, false, &mut rng2);
+            a2.forward(Weights::new(p), &xs, None, km, B, T, false, &mut rng2);
             weighted(&a2.out, &r)
         });
         let p = params.data.clone();
         check("attention dx", &dx, &mut x, &mut |x: &[f32]| {
-            a2.forward(&p, x, None, km, B, T, false, &mut rng2);
+            a2.forward(Weights::new(&p), x, None, km, B, T, false, &mut rng2);
             weighted(&a2.out, &r)
         });
     }
@@ -214,7 +215,7 @@ fn cross_attention_gradients_with_padded_memory() {
     let r = randn(B * T * C, 1.0, &mut rng);
     let mask = padded(TK);
     attn.forward(
-        &params.data,
+        Weights::new(&params.data),
         &x,
         Some((&mem, TK)),
         Some(&mask),
@@ -225,7 +226,7 @@ fn cross_attention_gradients_with_padded_memory() {
     );
     let (mut dx, mut dmem) = (vec![0.0; B * T * C], vec![0.0; B * TK * C]);
     attn.backward(
-        &params.data,
+        Weights::new(&params.data),
         &mut params.grad,
         &x,
         Some(&mem),
@@ -240,16 +241,16 @@ fn cross_attention_gradients_with_padded_memory() {
     let mut a2 = attn.clone();
     let mut rng2 = Rng::new(0);
     check_params(&mut params, &mut |p: &[f32]| {
-        a2.forward(p, &xs, Some((&ms, TK)), Some(&mask), B, T, false, &mut rng2);
+        a2.forward(Weights::new(p), &xs, Some((&ms, TK)), Some(&mask), B, T, false, &mut rng2);
         weighted(&a2.out, &r)
     });
     let p = params.data.clone();
     check("cross dx", &dx, &mut x, &mut |x: &[f32]| {
-        a2.forward(&p, x, Some((&ms, TK)), Some(&mask), B, T, false, &mut rng2);
+        a2.forward(Weights::new(&p), x, Some((&ms, TK)), Some(&mask), B, T, false, &mut rng2);
         weighted(&a2.out, &r)
     });
     check("cross dmemory", &dmem, &mut mem, &mut |m: &[f32]| {
-        a2.forward(&p, &xs, Some((m, TK)), Some(&mask), B, T, false, &mut rng2);
+        a2.forward(Weights::new(&p), &xs, Some((m, TK)), Some(&mask), B, T, false, &mut rng2);
         weighted(&a2.out, &r)
     });
 }
@@ -281,19 +282,19 @@ fn mlp_gradients_gelu_and_relu() {
         let n = 7;
         let mut x = randn(n * C, 1.0, &mut rng);
         let r = randn(n * C, 1.0, &mut rng);
-        mlp.forward(&params.data, &x, n, false, &mut rng);
+        mlp.forward(Weights::new(&params.data), &x, n, false, &mut rng);
         let mut dx = vec![0.0; n * C];
-        mlp.backward(&params.data, &mut params.grad, &x, &r, &mut dx);
+        mlp.backward(Weights::new(&params.data), &mut params.grad, &x, &r, &mut dx);
         let xs = x.clone();
         let mut m2 = mlp.clone();
         let mut rng2 = Rng::new(0);
         check_params(&mut params, &mut |p: &[f32]| {
-            m2.forward(p, &xs, n, false, &mut rng2);
+            m2.forward(Weights::new(p), &xs, n, false, &mut rng2);
             weighted(&m2.out, &r)
         });
         let p = params.data.clone();
         check("mlp dx", &dx, &mut x, &mut |x: &[f32]| {
-            m2.forward(&p, x, n, false, &mut rng2);
+            m2.forward(Weights::new(&p), x, n, false, &mut rng2);
             weighted(&m2.out, &r)
         });
     }
@@ -348,7 +349,7 @@ fn block_gradients_pre_post_with_and_without_cross() {
                     key_mask: Some(&self_mask),
                     memory,
                 };
-                block.forward(p, &inp, false, &mut Rng::new(0));
+                block.forward(Weights::new(p), &inp, false, &mut Rng::new(0));
                 weighted(block.output(), &r)
             };
             run(&mut block, &params.data, &x, &mem);
@@ -367,7 +368,7 @@ fn block_gradients_pre_post_with_and_without_cross() {
                     memory,
                 };
                 block.backward(
-                    &params.data,
+                    Weights::new(&params.data),
                     &mut params.grad,
                     &inp,
                     &r,
@@ -415,22 +416,22 @@ fn dropout_in_training_mode_has_exact_gradients_for_a_fixed_mask() {
     let n = 7;
     let mut x = rng.normal_vec(n * C, 1.0);
     let r = rng.normal_vec(n * C, 1.0);
-    mlp.forward(&params.data, &x, n, true, &mut Rng::new(99));
+    mlp.forward(Weights::new(&params.data), &x, n, true, &mut Rng::new(99));
     assert!(
         mlp.out.iter().filter(|&&v| v == 0.0).count() > 0,
         "some outputs dropped"
     );
     let mut dx = vec![0.0; n * C];
-    mlp.backward(&params.data, &mut params.grad, &x, &r, &mut dx);
+    mlp.backward(Weights::new(&params.data), &mut params.grad, &x, &r, &mut dx);
     let xs = x.clone();
     let mut m2 = mlp.clone();
     check_params(&mut params, &mut |p: &[f32]| {
-        m2.forward(p, &xs, n, true, &mut Rng::new(99));
+        m2.forward(Weights::new(p), &xs, n, true, &mut Rng::new(99));
         weighted(&m2.out, &r)
     });
     let p = params.data.clone();
     check("dropout mlp dx", &dx, &mut x, &mut |x: &[f32]| {
-        m2.forward(&p, x, n, true, &mut Rng::new(99));
+        m2.forward(Weights::new(&p), x, n, true, &mut Rng::new(99));
         weighted(&m2.out, &r)
     });
 }

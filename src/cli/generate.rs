@@ -8,7 +8,7 @@
 
 use super::CliResult;
 
-use gpt::generate::model::load_with_tokenizer_as;
+use gpt::model::inference::load_with_tokenizer_as;
 use gpt::generate::stream::TextStream;
 use gpt::generate::{generate, GenerateConfig, SamplingConfig};
 use serde_json::json;

@@ -3,7 +3,7 @@
 
 use super::CliResult;
 use clap::Args;
-use gpt::generate::model::load_with_tokenizer;
+use gpt::model::inference::load_with_tokenizer;
 use gpt::generate::stream::TextStream;
 use gpt::generate::{generate, GenerateConfig, SamplingConfig};
 use std::io::Write;

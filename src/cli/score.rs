@@ -9,7 +9,7 @@
 
 use super::CliResult;
 
-use gpt::generate::model::load_with_tokenizer_as;
+use gpt::model::inference::load_with_tokenizer_as;
 use gpt::generate::score::token_logprobs;
 use serde_json::json;
 use std::io::{Read, Write};

@@ -13,40 +13,10 @@
 //! whose accumulators `(n, strip)` stay in L1.
 
 use crate::kernels::matmul::{linear_forward, WeightLayout};
-use crate::nn::linear::Linear;
 use rayon::prelude::*;
 
 /// Row counts up to this use the streaming kernel; more rows go to `gemm`.
 pub const SMALL_ROWS: usize = 8;
-
-/// `out = inp · Wᵀ + b` through [`linear_small`] for few rows, else the general kernel.
-///
-/// The weight is read, in this order of precedence, from:
-/// - the packed bf16 matrices of a bf16 [`super::InferenceModel`] (inside
-///   [`super::bf16_weights::with_bf16_matrices`]):
-///   [`crate::kernels::bf16_decode::linear_packed_bf16`], half the bytes of f32;
-/// - a training model's bf16 shadow (inside [`crate::nn::precision::with_bf16_weights`]):
-///   [`crate::kernels::bf16::linear_small_bf16`];
-/// - the f32 parameters `p`.
-pub fn linear_infer(lin: &Linear, p: &[f32], out: &mut [f32], inp: &[f32], n: usize) {
-    let b = lin.bias.map(|b| b.of(p));
-    let (ic, oc, layout) = (lin.ic, lin.oc, lin.layout);
-    let packed = super::bf16_weights::current_bf16_matrices(|mats| {
-        let w = mats.and_then(|m| m.get(lin.weight))?;
-        crate::kernels::bf16_decode::linear_packed_bf16(out, inp, w, b, n);
-        Some(())
-    });
-    if packed.is_some() {
-        return;
-    }
-    crate::nn::precision::current_shadow(|shadow| match shadow {
-        Some(s) => {
-            let w = &s[lin.weight.range()];
-            crate::kernels::bf16::linear_small_bf16(out, inp, w, b, n, ic, oc, layout);
-        }
-        None => linear_small(out, inp, lin.weight.of(p), b, n, ic, oc, layout),
-    });
-}
 
 /// Column (InOut) or row (OutIn) range of task `t` of `tasks` over `len`, in multiples of 16.
 fn share(t: usize, tasks: usize, len: usize) -> (usize, usize) {

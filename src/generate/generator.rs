@@ -1,7 +1,7 @@
 //! The generation loop: prefill every prompt in one pass, then decode all rows together one
 //! token per step over the KV cache, sampling each row with its own [`Sampler`].
 //!
-//! Rows of a batch are independent (per-row lengths, see [`super::kv_cache`]): row `b` gives the
+//! Rows of a batch are independent (per-row lengths, see [`crate::nn::kv_cache`]): row `b` gives the
 //! tokens a single generation of its prompt gives with seed `seed + b`. A row stops at
 //! `max_new_tokens`, at its end-of-text token when `stop_at_eos` is set, or when the `on_token`
 //! callback says so (stop strings live there, since they need the tokenizer).
@@ -11,8 +11,8 @@
 //! window that costs one prefill every `n_ctx / 2` tokens, instead of a full recompute per
 //! token as the naive sampler did).
 
-use super::kv_cache::Scratch;
-use super::model::InferenceModel;
+use crate::nn::kv_cache::Scratch;
+use crate::model::inference::InferenceModel;
 use super::sampler::{Sampler, SamplingConfig};
 use crate::error::{Error, Result};
 use std::time::Instant;

@@ -7,8 +7,8 @@
 //! of the sequence has no logprob (nothing precedes it); prepend `<|endoftext|>` (`--bos`) to
 //! score it too.
 
-use super::kv_cache::Scratch;
-use super::model::InferenceModel;
+use crate::nn::kv_cache::Scratch;
+use crate::model::inference::InferenceModel;
 use crate::error::{Error, Result};
 
 /// Rows of logits computed at once (bounds memory to `rows × V` floats).

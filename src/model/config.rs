@@ -5,15 +5,7 @@ use crate::nn::block::NormPlacement;
 use crate::nn::mlp::Activation;
 use serde::{Deserialize, Serialize};
 
-/// Position information added to token embeddings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Positions {
-    /// A learned table `wpe (n_ctx, C)` (GPT-1, GPT-2).
-    Learned,
-    /// The fixed sine/cosine table of "Attention Is All You Need".
-    Sinusoidal,
-}
+pub use crate::nn::embedding::Positions;
 
 /// Configuration of a GPT (decoder-only Transformer with an LM head tied to `wte`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

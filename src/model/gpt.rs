@@ -1,89 +1,69 @@
-//! The GPT: token (+ position) embeddings, a stack of [`Block`]s, an optional final LayerNorm
-//! and an LM head tied to the token embedding, trained with fused softmax cross-entropy.
+//! The GPT: an [`Embedding`] (token + position), a [`Stack`] of blocks with the final LayerNorm
+//! of pre-LN models, and an LM head that is a [`Linear`] view of the token table, trained with
+//! fused softmax cross-entropy.
+//!
+//! The modules are registered once, by [`GptModules::register`], which both this training model
+//! and the inference model ([`super::inference::InferenceModel`]) call, so the two can never
+//! disagree on names, order or shapes. A task head (classifier, reward, value) is one more
+//! module registered after the trunk ([`Gpt::uninit_with`]), reading the trunk's hidden states
+//! ([`Gpt::forward_hidden`]) and sending their gradient back ([`Gpt::backward_hidden`]).
 //!
 //! Shapes: `ids (B, T)`, residual stream `(B, T, C)`, logits `(B, T, V)`.
 //! Parameter names are GPT-2's Hugging Face names without the `transformer.` prefix:
 //! `wte.weight (V, C)`, `wpe.weight (n_ctx, C)`, `h.{i}.…`, `ln_f.{weight,bias}`.
 //!
-//! Mixed precision ([`Gpt::set_precision`] with [`Precision::Bf16`]): the linear layers and the
-//! LM head multiply in bf16 over a shadow of the weights ([`crate::nn::precision`]), refreshed by
+//! Mixed precision ([`Gpt::set_precision`] with [`Precision::Bf16`]): the linear layers, the LM
+//! head and the attention products multiply in bf16 over a shadow of the weights
+//! ([`crate::nn::precision`]) passed in the [`Weights`] view, refreshed by
 //! [`Gpt::refresh_bf16_weights`] after each optimizer step; all else stays f32.
 
-use super::config::{GptConfig, Positions};
+use super::config::GptConfig;
 use crate::error::{Error, Result};
-use crate::kernels::bf16::{linear_backward_bf16, linear_forward_bf16};
 use crate::kernels::crossentropy::{crossentropy_forward, crossentropy_forward_backward};
-use crate::kernels::embedding::{embedding_backward, embedding_forward, sinusoidal_positions};
-use crate::kernels::matmul::{linear_backward, linear_forward, WeightLayout};
-use crate::kernels::residual::add_inplace;
-use crate::nn::block::{Block, BlockConfig, BlockInput, NormPlacement};
-use crate::nn::dropout::Dropout;
-use crate::nn::layernorm::LayerNorm;
-use crate::nn::params::{Init, Param, ParamLayout, Params};
-use crate::nn::precision::{current_shadow, with_bf16_weights, Bf16Shadow, Precision};
+use crate::nn::block::{BlockConfig, NormPlacement};
+use crate::nn::embedding::{Embedding, EmbeddingConfig};
+use crate::nn::linear::Linear;
+use crate::nn::params::{ParamLayout, Params};
+use crate::nn::precision::{Bf16Shadow, Precision};
+use crate::nn::stack::{Stack, StackInput};
+use crate::nn::weights::Weights;
 use crate::rng::Rng;
 
 /// Target value that is not counted in the loss (PyTorch's default `ignore_index`).
 pub const IGNORE_INDEX: i32 = -100;
 
-/// A GPT model with its parameters, gradients and activations.
-pub struct Gpt {
-    /// The configuration.
-    pub config: GptConfig,
-    /// Parameters and gradients in one flat layout.
-    pub params: Params,
-    wte: Param,
-    wpe: Option<Param>,
-    sinusoid: Vec<f32>,
-    /// The blocks `h.0 … h.{L-1}`.
-    pub blocks: Vec<Block>,
-    /// Final LayerNorm (pre-LN models only).
-    pub ln_f: Option<LayerNorm>,
-    emb_drop: Dropout,
-    // Activations of the last forward, sized once per (B, T).
-    b: usize,
-    t: usize,
-    ids: Vec<u32>,
-    pos_ids: Vec<u32>,
-    emb: Vec<f32>,
-    /// Logits `(B, T, V)` of the last [`Gpt::forward`]; after [`Gpt::forward_backward`] it holds
-    /// their gradient instead (the fused loss overwrites them in place).
-    pub logits: Vec<f32>,
-    losses: Vec<f32>,
-    dx: Vec<f32>,
-    dy: Vec<f32>,
-    precision: Precision,
-    /// bf16 copy of `params.data` read by the products when `precision` is bf16 (else empty).
-    shadow: Bf16Shadow,
+/// The modules of a GPT, registered in one place (see the module docs).
+#[derive(Clone, Debug)]
+pub struct GptModules {
+    /// Token + position embedding (`wte`, `wpe`).
+    pub embed: Embedding,
+    /// The blocks `h.0 … h.{L-1}` and, for pre-LN models, `ln_f`.
+    pub stack: Stack,
+    /// The LM head: a view of `wte` as an `(V, C)` matrix, no bias.
+    pub head: Linear,
 }
 
-impl Gpt {
-    /// Builds the layout for `config` and initialises it as GPT-2 does: N(0, 0.02) for matrices
-    /// and embeddings, N(0, 0.02/sqrt(2·n_layer)) for residual output projections, zero biases,
-    /// unit LayerNorm gains.
-    pub fn new(config: GptConfig, rng: &mut Rng) -> Result<Self> {
-        let mut m = Self::uninit(config)?;
-        m.params.init(rng);
-        Ok(m)
-    }
-
-    /// Builds the layout with all parameters zero (for loading a checkpoint).
-    pub fn uninit(config: GptConfig) -> Result<Self> {
+impl GptModules {
+    /// Registers `wte`, `wpe`, `h.*`, `ln_f` in that order, with GPT-2's initialisation: N(0,
+    /// 0.02) for matrices and embeddings, N(0, 0.02/sqrt(2·n_layer)) for residual output
+    /// projections, zero biases, unit LayerNorm gains.
+    pub fn register(config: &GptConfig, layout: &mut ParamLayout) -> Result<Self> {
         config.validate()?;
         let c = config.n_embd;
-        let mut layout = ParamLayout::new();
-        let wte = layout.add(
-            "wte.weight",
-            &[config.vocab_size, c],
-            true,
-            Init::Normal(0.02),
+        let embed = Embedding::new(
+            layout,
+            &EmbeddingConfig {
+                table: "wte.weight",
+                position_table: "wpe.weight",
+                vocab_size: config.vocab_size,
+                n_embd: c,
+                n_pos: config.n_ctx,
+                positions: config.positions,
+                scaled: false,
+                std: 0.02,
+                dropout: config.dropout,
+            },
         )?;
-        let wpe = match config.positions {
-            Positions::Learned => {
-                Some(layout.add("wpe.weight", &[config.n_ctx, c], true, Init::Normal(0.02))?)
-            }
-            Positions::Sinusoidal => None,
-        };
         let bcfg = BlockConfig {
             n_embd: c,
             n_head: config.n_head,
@@ -98,39 +78,73 @@ impl Gpt {
             std: 0.02,
             proj_std: 0.02 / (2.0 * config.n_layer as f32).sqrt(),
         };
-        let blocks = (0..config.n_layer)
-            .map(|i| Block::new(&mut layout, &format!("h.{i}"), &bcfg))
-            .collect::<Result<Vec<_>>>()?;
-        let ln_f = match config.norm {
-            NormPlacement::Pre => Some(LayerNorm::new(&mut layout, "ln_f", c, config.ln_eps)?),
-            NormPlacement::Post => None,
-        };
-        let mut sinusoid = Vec::new();
-        if config.positions == Positions::Sinusoidal {
-            sinusoid = vec![0.0; config.n_ctx * c];
-            sinusoidal_positions(&mut sinusoid, config.n_ctx, c);
-        }
-        Ok(Gpt {
-            emb_drop: Dropout::new(config.dropout),
-            config,
-            params: Params::zeros(layout),
-            wte,
-            wpe,
-            sinusoid,
-            blocks,
-            ln_f,
-            b: 0,
-            t: 0,
-            ids: Vec::new(),
-            pos_ids: Vec::new(),
-            emb: Vec::new(),
-            logits: Vec::new(),
-            losses: Vec::new(),
-            dx: Vec::new(),
-            dy: Vec::new(),
-            precision: Precision::F32,
-            shadow: Bf16Shadow::default(),
-        })
+        let final_ln = config.norm == NormPlacement::Pre;
+        let stack = Stack::new(layout, "", &bcfg, config.n_layer, final_ln)?;
+        let head = Linear::tied(embed.wte, c, config.vocab_size);
+        Ok(GptModules { embed, stack, head })
+    }
+}
+
+/// A GPT model with its parameters, gradients and activations.
+pub struct Gpt {
+    /// The configuration.
+    pub config: GptConfig,
+    /// Parameters and gradients in one flat layout.
+    pub params: Params,
+    /// The embedding, the block stack and the tied LM head.
+    pub modules: GptModules,
+    b: usize,
+    t: usize,
+    /// Logits `(B, T, V)` of the last [`Gpt::forward`]; after [`Gpt::forward_backward`] it holds
+    /// their gradient instead (the fused loss overwrites them in place).
+    pub logits: Vec<f32>,
+    losses: Vec<f32>,
+    dh: Vec<f32>,
+    demb: Vec<f32>,
+    precision: Precision,
+    /// bf16 copy of `params.data` read by the products when `precision` is bf16 (else empty).
+    shadow: Bf16Shadow,
+}
+
+impl Gpt {
+    /// Builds the layout for `config` and initialises it as GPT-2 does (see
+    /// [`GptModules::register`]).
+    pub fn new(config: GptConfig, rng: &mut Rng) -> Result<Self> {
+        let mut m = Self::uninit(config)?;
+        m.params.init(rng);
+        Ok(m)
+    }
+
+    /// Builds the layout with all parameters zero (for loading a checkpoint).
+    pub fn uninit(config: GptConfig) -> Result<Self> {
+        Ok(Self::uninit_with(config, |_| Ok(()))?.0)
+    }
+
+    /// Builds the layout of the trunk and LM head, then lets `extra` register more modules
+    /// after them (a task head), returning what it built. All parameters are zero.
+    pub fn uninit_with<H>(
+        config: GptConfig,
+        extra: impl FnOnce(&mut ParamLayout) -> Result<H>,
+    ) -> Result<(Self, H)> {
+        let mut layout = ParamLayout::new();
+        let modules = GptModules::register(&config, &mut layout)?;
+        let head = extra(&mut layout)?;
+        Ok((
+            Gpt {
+                config,
+                params: Params::zeros(layout),
+                modules,
+                b: 0,
+                t: 0,
+                logits: Vec::new(),
+                losses: Vec::new(),
+                dh: Vec::new(),
+                demb: Vec::new(),
+                precision: Precision::F32,
+                shadow: Bf16Shadow::default(),
+            },
+            head,
+        ))
     }
 
     /// Sets the precision of the matrix products. bf16 builds the shadow weights from the
@@ -154,23 +168,26 @@ impl Gpt {
         }
     }
 
-    /// Runs `f` on the model, inside the bf16 scope when the precision asks for it.
-    fn with_precision<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
-        if self.precision == Precision::F32 {
-            return f(self);
-        }
-        if self.shadow.data.len() != self.params.data.len() {
-            self.refresh_bf16_weights();
-        }
-        let shadow = std::mem::take(&mut self.shadow);
-        let r = with_bf16_weights(&shadow.data, || f(self));
-        self.shadow = shadow;
-        r
-    }
-
     /// The parameter layout.
     pub fn layout(&self) -> &ParamLayout {
         &self.params.layout
+    }
+
+    /// Refreshes a stale shadow (parameters replaced since the last refresh).
+    fn ensure_shadow(&mut self) {
+        if self.precision == Precision::Bf16 && self.shadow.data.len() != self.params.data.len()
+        {
+            self.refresh_bf16_weights();
+        }
+    }
+
+    /// The weights the modules read: f32, plus the bf16 shadow in mixed precision.
+    fn weights<'a>(data: &'a [f32], shadow: &'a Bf16Shadow, precision: Precision) -> Weights<'a> {
+        let w = Weights::new(data);
+        match precision {
+            Precision::Bf16 => w.with_bf16(&shadow.data),
+            Precision::F32 => w,
+        }
     }
 
     fn check_inputs(&self, ids: &[u32], b: usize, t: usize) -> Result<()> {
@@ -209,6 +226,60 @@ impl Gpt {
         Ok(())
     }
 
+    /// Runs the trunk (embedding and blocks, final LayerNorm included) on `ids (B, T)`; the
+    /// hidden states `(B, T, C)` are in [`Gpt::hidden`]. In training mode dropout is active and
+    /// activations are kept for [`Gpt::backward_hidden`].
+    pub fn forward_hidden(
+        &mut self,
+        ids: &[u32],
+        b: usize,
+        t: usize,
+        train: bool,
+        rng: &mut Rng,
+    ) -> Result<()> {
+        self.check_inputs(ids, b, t)?;
+        self.ensure_shadow();
+        self.b = b;
+        self.t = t;
+        let p = Self::weights(&self.params.data, &self.shadow, self.precision);
+        let m = &mut self.modules;
+        m.embed.forward(p, ids, b, t, train, rng);
+        let inp = StackInput {
+            x: &m.embed.out,
+            b,
+            t,
+            key_mask: None,
+            memory: None,
+        };
+        m.stack.forward(p, &inp, train, rng);
+        Ok(())
+    }
+
+    /// Hidden states `(B, T, C)` of the last forward (the LM head's input).
+    pub fn hidden(&self) -> &[f32] {
+        self.modules.stack.output()
+    }
+
+    /// Backward of the last [`Gpt::forward_hidden`] from `dh = ∂L/∂hidden (B, T, C)`:
+    /// accumulates every trunk parameter's gradient into `params.grad`.
+    pub fn backward_hidden(&mut self, dh: &[f32]) {
+        let n = self.b * self.t * self.config.n_embd;
+        let p = Self::weights(&self.params.data, &self.shadow, self.precision);
+        let g = &mut self.params.grad;
+        let m = &mut self.modules;
+        self.demb.clear();
+        self.demb.resize(n, 0.0);
+        let inp = StackInput {
+            x: &m.embed.out,
+            b: self.b,
+            t: self.t,
+            key_mask: None,
+            memory: None,
+        };
+        m.stack.backward(p, g, &inp, dh, &mut self.demb, None);
+        m.embed.backward(g, &mut self.demb);
+    }
+
     /// Runs the model on `ids (B, T)`, leaving logits `(B, T, V)` in [`Gpt::logits`]. In training
     /// mode dropout is active and activations are kept for [`Gpt::forward_backward`].
     pub fn forward(
@@ -219,71 +290,13 @@ impl Gpt {
         train: bool,
         rng: &mut Rng,
     ) -> Result<()> {
-        self.check_inputs(ids, b, t)?;
-        self.with_precision(|m| m.forward_checked(ids, b, t, train, rng));
-        Ok(())
-    }
-
-    /// [`Gpt::forward`] after its input checks.
-    fn forward_checked(&mut self, ids: &[u32], b: usize, t: usize, train: bool, rng: &mut Rng) {
-        let (c, v) = (self.config.n_embd, self.config.vocab_size);
+        self.forward_hidden(ids, b, t, train, rng)?;
         let n = b * t;
-        let p = &self.params.data;
-        self.b = b;
-        self.t = t;
-        self.ids.clear();
-        self.ids.extend_from_slice(ids);
-        self.emb.resize(n * c, 0.0);
-        embedding_forward(&mut self.emb, ids, self.wte.of(p), n, c, v);
-        match self.wpe {
-            Some(wpe) => {
-                self.pos_ids.clear();
-                self.pos_ids.extend((0..n).map(|i| (i % t) as u32));
-                let table = &wpe.of(p)[..t * c];
-                for row in self.emb.chunks_exact_mut(t * c) {
-                    add_inplace(row, table);
-                }
-            }
-            None => {
-                for row in self.emb.chunks_exact_mut(t * c) {
-                    add_inplace(row, &self.sinusoid[..t * c]);
-                }
-            }
-        }
-        self.emb_drop.forward_inplace(&mut self.emb, train, rng);
-        for l in 0..self.blocks.len() {
-            let (prev, rest) = self.blocks.split_at_mut(l);
-            let x = if l == 0 {
-                &self.emb[..]
-            } else {
-                prev[l - 1].output()
-            };
-            let inp = BlockInput {
-                x,
-                b,
-                t,
-                key_mask: None,
-                memory: None,
-            };
-            rest[0].forward(p, &inp, train, rng);
-        }
-        let last = self.blocks.last().map_or(&self.emb[..], |blk| blk.output());
-        let x = match &mut self.ln_f {
-            Some(ln) => {
-                ln.forward(p, last, n);
-                &ln.out[..]
-            }
-            None => last,
-        };
-        self.logits.resize(n * v, 0.0);
-        let (logits, wte) = (&mut self.logits, self.wte);
-        current_shadow(|shadow| match shadow {
-            Some(s) => {
-                let w = &s[wte.range()];
-                linear_forward_bf16(logits, x, w, None, n, c, v, WeightLayout::OutIn);
-            }
-            None => linear_forward(logits, x, wte.of(p), None, n, c, v, WeightLayout::OutIn),
-        });
+        let p = Self::weights(&self.params.data, &self.shadow, self.precision);
+        self.logits.resize(n * self.config.vocab_size, 0.0);
+        let m = &self.modules;
+        m.head.forward(p, &mut self.logits, m.stack.output(), n);
+        Ok(())
     }
 
     fn check_targets(&self, targets: &[i32]) -> Result<()> {
@@ -340,7 +353,7 @@ impl Gpt {
     ) -> Result<f32> {
         self.forward(ids, b, t, true, rng)?;
         self.check_targets(targets)?;
-        let v = self.config.vocab_size;
+        let (c, v) = (self.config.n_embd, self.config.vocab_size);
         let n = b * t;
         self.losses.resize(n, 0.0);
         let loss = crossentropy_forward_backward(
@@ -353,83 +366,19 @@ impl Gpt {
             label_smoothing,
             grad_scale,
         );
-        self.with_precision(|m| m.backward_from_dlogits());
+        // LM head tied to wte: logits = h · wteᵀ; self.logits now holds ∂L/∂logits.
+        let mut dh = std::mem::take(&mut self.dh);
+        dh.clear();
+        dh.resize(n * c, 0.0);
+        {
+            let p = Self::weights(&self.params.data, &self.shadow, self.precision);
+            let m = &self.modules;
+            let g = &mut self.params.grad;
+            m.head
+                .backward(p, g, Some(&mut dh), &self.logits, m.stack.output(), n);
+        }
+        self.backward_hidden(&dh);
+        self.dh = dh;
         Ok(loss)
-    }
-
-    /// Backward from `self.logits` holding ∂L/∂logits.
-    fn backward_from_dlogits(&mut self) {
-        let (b, t) = (self.b, self.t);
-        let (c, v) = (self.config.n_embd, self.config.vocab_size);
-        let n = b * t;
-        let p = &self.params.data;
-        let g = &mut self.params.grad;
-        self.dy.clear();
-        self.dy.resize(n * c, 0.0);
-        // LM head tied to wte: logits = x · wteᵀ.
-        let last = self.blocks.last().map_or(&self.emb[..], |blk| blk.output());
-        let x_head = self.ln_f.as_ref().map_or(last, |ln| &ln.out[..]);
-        let (dy, dlogits, wte) = (&mut self.dy, &self.logits, self.wte);
-        let dw = wte.of_mut(g);
-        current_shadow(|shadow| match shadow {
-            Some(s) => {
-                let w = &s[wte.range()];
-                let head = WeightLayout::OutIn;
-                linear_backward_bf16(Some(dy), dw, None, dlogits, x_head, w, n, c, v, head);
-            }
-            None => {
-                let w = wte.of(p);
-                linear_backward(
-                    Some(dy),
-                    dw,
-                    None,
-                    dlogits,
-                    x_head,
-                    w,
-                    n,
-                    c,
-                    v,
-                    WeightLayout::OutIn,
-                );
-            }
-        });
-        if let Some(ln) = &self.ln_f {
-            self.dx.clear();
-            self.dx.resize(n * c, 0.0);
-            ln.backward(p, g, &mut self.dx, &self.dy, last);
-            std::mem::swap(&mut self.dx, &mut self.dy);
-        }
-        for l in (0..self.blocks.len()).rev() {
-            self.dx.clear();
-            self.dx.resize(n * c, 0.0);
-            let (prev, rest) = self.blocks.split_at_mut(l);
-            let x = if l == 0 {
-                &self.emb[..]
-            } else {
-                prev[l - 1].output()
-            };
-            let inp = BlockInput {
-                x,
-                b,
-                t,
-                key_mask: None,
-                memory: None,
-            };
-            rest[0].backward(p, g, &inp, &self.dy, &mut self.dx, None);
-            std::mem::swap(&mut self.dx, &mut self.dy);
-        }
-        // self.dy now holds ∂L/∂emb.
-        self.emb_drop.backward_inplace(&mut self.dy);
-        embedding_backward(self.wte.of_mut(g), &self.dy, &self.ids, n, c, v);
-        if let Some(wpe) = self.wpe {
-            embedding_backward(
-                wpe.of_mut(g),
-                &self.dy,
-                &self.pos_ids,
-                n,
-                c,
-                self.config.n_ctx,
-            );
-        }
     }
 }

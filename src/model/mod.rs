@@ -3,6 +3,8 @@
 pub mod checkpoint;
 pub mod config;
 pub mod gpt;
+pub mod inference;
+pub mod packed_weights;
 pub mod transformer;
 
 pub use config::{GptConfig, Positions};

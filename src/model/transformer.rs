@@ -20,17 +20,15 @@
 //! `{encoder,decoder}.ln_f` for pre-LN. `tools/fixtures_transformer.py` mirrors this layout.
 
 use crate::error::{Error, Result};
-use crate::generate::kv_cache::{KvCache, Scratch};
 use crate::kernels::crossentropy::{crossentropy_forward, crossentropy_forward_backward};
-use crate::kernels::embedding::{embedding_backward, embedding_forward, sinusoidal_positions};
-use crate::kernels::layernorm::layernorm_forward;
-use crate::kernels::matmul::{linear_backward, linear_forward, WeightLayout};
-use crate::kernels::residual::add_inplace;
-use crate::nn::block::{Block, BlockConfig, BlockInput, Memory, NormPlacement};
-use crate::nn::dropout::Dropout;
-use crate::nn::layernorm::LayerNorm;
+use crate::nn::block::{BlockConfig, Memory, NormPlacement};
+use crate::nn::embedding::{Embedding, EmbeddingConfig, Positions};
+use crate::nn::kv_cache::{KvCache, Scratch};
+use crate::nn::linear::Linear;
 use crate::nn::mlp::Activation;
-use crate::nn::params::{Init, Param, ParamLayout, Params};
+use crate::nn::params::{Init, ParamLayout, Params};
+use crate::nn::stack::{Stack, StackInput};
+use crate::nn::weights::Weights;
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -203,227 +201,18 @@ impl Seq2SeqBatch {
     }
 }
 
-/// Token embedding scaled by `sqrt(C)` plus sinusoidal positions, then dropout.
-#[derive(Clone, Debug, Default)]
-pub struct Embeddings {
-    ids: Vec<u32>,
-    /// Output `(B, T, C)` of the last forward.
-    pub out: Vec<f32>,
-    drop: Dropout,
-}
-
-impl Embeddings {
-    fn new(dropout: f32) -> Self {
-        Embeddings {
-            drop: Dropout::new(dropout),
-            ..Default::default()
-        }
-    }
-
-    /// `out = sqrt(C) · table[ids] + pe[pos]`, dropout in training.
-    #[allow(clippy::too_many_arguments)]
-    fn forward(
-        &mut self,
-        table: &[f32],
-        pe: &[f32],
-        ids: &[u32],
-        t: usize,
-        c: usize,
-        v: usize,
-        train: bool,
-        rng: &mut Rng,
-    ) {
-        let n = ids.len();
-        self.ids.clear();
-        self.ids.extend_from_slice(ids);
-        self.out.resize(n * c, 0.0);
-        embedding_forward(&mut self.out, ids, table, n, c, v);
-        let scale = (c as f32).sqrt();
-        for row in self.out.chunks_exact_mut(t * c) {
-            for x in row.iter_mut() {
-                *x *= scale;
-            }
-            add_inplace(row, &pe[..t * c]);
-        }
-        self.drop.forward_inplace(&mut self.out, train, rng);
-    }
-
-    /// `dtable += sqrt(C) · scatter(dout)`; `dout` is consumed as scratch.
-    fn backward(&self, dtable: &mut [f32], dout: &mut [f32], c: usize, v: usize) {
-        self.drop.backward_inplace(dout);
-        let scale = (c as f32).sqrt();
-        for x in dout.iter_mut() {
-            *x *= scale;
-        }
-        embedding_backward(dtable, dout, &self.ids, self.ids.len(), c, v);
-    }
-}
-
-/// A stack of blocks with an optional final LayerNorm: the encoder or the decoder.
-#[derive(Clone, Debug)]
-pub struct Stack {
-    /// The layers `{prefix}.h.{i}`.
-    pub blocks: Vec<Block>,
-    /// Final LayerNorm (pre-LN only).
-    pub ln_f: Option<LayerNorm>,
-    c: usize,
-    dx: Vec<f32>,
-    dy: Vec<f32>,
-}
-
-/// What a stack reads besides its input: the padding mask of its own keys and, for the
-/// decoder, the memory.
-#[derive(Clone, Copy, Debug)]
-pub struct StackInput<'a> {
-    /// Input `(B, T, C)`.
-    pub x: &'a [f32],
-    /// Batch size.
-    pub b: usize,
-    /// Length.
-    pub t: usize,
-    /// `(B, T)` key mask of the stack's self-attention.
-    pub key_mask: Option<&'a [u8]>,
-    /// Encoder output for the decoder's cross-attention.
-    pub memory: Option<Memory<'a>>,
-}
-
-impl Stack {
-    fn new(
-        layout: &mut ParamLayout,
-        prefix: &str,
-        cfg: &TransformerConfig,
-        dec: bool,
-    ) -> Result<Self> {
-        let c = cfg.d_model;
-        // Xavier-normal-like scale for the square projections (what PyTorch's nn.Transformer and
-        // the annotated Transformer initialise with, uniform there).
-        let std = (1.0 / c as f32).sqrt();
-        let bcfg = BlockConfig {
-            n_embd: c,
-            n_head: cfg.n_head,
-            hidden: cfg.d_ff,
-            bias: true,
-            activation: cfg.activation,
-            dropout: cfg.dropout,
-            norm: cfg.norm,
-            ln_eps: cfg.ln_eps,
-            causal: dec,
-            cross: dec,
-            std,
-            proj_std: std,
-        };
-        let blocks = (0..cfg.n_layer)
-            .map(|i| Block::new(layout, &format!("{prefix}.h.{i}"), &bcfg))
-            .collect::<Result<Vec<_>>>()?;
-        let ln_f = match cfg.norm {
-            NormPlacement::Pre => Some(LayerNorm::new(
-                layout,
-                &format!("{prefix}.ln_f"),
-                c,
-                cfg.ln_eps,
-            )?),
-            NormPlacement::Post => None,
-        };
-        Ok(Stack {
-            blocks,
-            ln_f,
-            c,
-            dx: Vec::new(),
-            dy: Vec::new(),
-        })
-    }
-
-    /// Output `(B, T, C)` of the last forward.
-    pub fn output(&self) -> &[f32] {
-        match &self.ln_f {
-            Some(ln) => &ln.out,
-            None => self.blocks.last().map_or(&[][..], |b| b.output()),
-        }
-    }
-
-    fn block_input<'a>(blocks: &'a [Block], l: usize, inp: &StackInput<'a>) -> BlockInput<'a> {
-        BlockInput {
-            x: if l == 0 {
-                inp.x
-            } else {
-                blocks[l - 1].output()
-            },
-            b: inp.b,
-            t: inp.t,
-            key_mask: inp.key_mask,
-            memory: inp.memory,
-        }
-    }
-
-    /// Forward; the result is in [`Stack::output`].
-    pub fn forward(&mut self, p: &[f32], inp: &StackInput, train: bool, rng: &mut Rng) {
-        for l in 0..self.blocks.len() {
-            let (prev, rest) = self.blocks.split_at_mut(l);
-            let bin = Self::block_input(prev, l, inp);
-            rest[0].forward(p, &bin, train, rng);
-        }
-        if let Some(ln) = &mut self.ln_f {
-            let last = self.blocks.last().map_or(inp.x, |b| b.output());
-            ln.forward(p, last, inp.b * inp.t);
-        }
-    }
-
-    /// Backward of the last forward from `dy = ∂L/∂output`: parameter gradients into `g`,
-    /// `dx += ∂L/∂x`, `dmemory += ∂L/∂memory` (decoder).
-    pub fn backward(
-        &mut self,
-        p: &[f32],
-        g: &mut [f32],
-        inp: &StackInput,
-        dy: &[f32],
-        dx: &mut [f32],
-        mut dmemory: Option<&mut [f32]>,
-    ) {
-        let n = inp.b * inp.t * self.c;
-        let (mut cur, mut next) = (std::mem::take(&mut self.dy), std::mem::take(&mut self.dx));
-        cur.clear();
-        match &self.ln_f {
-            Some(ln) => {
-                cur.resize(n, 0.0);
-                let last = self.blocks.last().map_or(inp.x, |b| b.output());
-                ln.backward(p, g, &mut cur, dy, last);
-            }
-            None => cur.extend_from_slice(dy),
-        }
-        for l in (0..self.blocks.len()).rev() {
-            let (prev, rest) = self.blocks.split_at_mut(l);
-            let bin = Self::block_input(prev, l, inp);
-            if l == 0 {
-                rest[0].backward(p, g, &bin, &cur, dx, dmemory.as_deref_mut());
-            } else {
-                next.clear();
-                next.resize(n, 0.0);
-                rest[0].backward(p, g, &bin, &cur, &mut next, dmemory.as_deref_mut());
-                std::mem::swap(&mut cur, &mut next);
-            }
-        }
-        if self.blocks.is_empty() {
-            add_inplace(dx, &cur);
-        }
-        self.dy = cur;
-        self.dx = next;
-    }
-}
-
 /// The encoder-decoder model with its parameters, gradients and activations.
 pub struct EncoderDecoder {
     /// The configuration.
     pub config: TransformerConfig,
     /// Parameters and gradients in one flat layout.
     pub params: Params,
-    /// The shared embedding / generator matrix `embed.weight (V, C)`.
-    embed: Param,
-    /// Sinusoidal table `(max_len, C)`.
-    pe: Vec<f32>,
-    /// Source embedding activations.
-    pub src_embed: Embeddings,
-    /// Target embedding activations.
-    pub tgt_embed: Embeddings,
+    /// Source embedding: `sqrt(C) · E[id] + PE[pos]` over the shared `embed.weight (V, C)`.
+    pub src_embed: Embedding,
+    /// Target embedding: the same module over the same table, with its own activations.
+    pub tgt_embed: Embedding,
+    /// The generator: a view of `embed.weight` as the `(V, C)` output matrix.
+    pub head: Linear,
     /// The encoder stack.
     pub encoder: Stack,
     /// The decoder stack.
@@ -435,6 +224,27 @@ pub struct EncoderDecoder {
     dh: Vec<f32>,
     demb: Vec<f32>,
     dmemory: Vec<f32>,
+}
+
+/// The blocks of the encoder (`dec = false`: non-causal, no cross-attention) or the decoder.
+fn block_config(cfg: &TransformerConfig, dec: bool) -> BlockConfig {
+    // Xavier-normal-like scale for the square projections (what PyTorch's nn.Transformer and
+    // the annotated Transformer initialise with, uniform there); [`xavier_init`] refines it.
+    let std = (1.0 / cfg.d_model as f32).sqrt();
+    BlockConfig {
+        n_embd: cfg.d_model,
+        n_head: cfg.n_head,
+        hidden: cfg.d_ff,
+        bias: true,
+        activation: cfg.activation,
+        dropout: cfg.dropout,
+        norm: cfg.norm,
+        ln_eps: cfg.ln_eps,
+        causal: dec,
+        cross: dec,
+        std,
+        proj_std: std,
+    }
 }
 
 /// Xavier (Glorot) initialisation of every projection matrix, as PyTorch's `nn.Transformer`
@@ -483,24 +293,42 @@ impl EncoderDecoder {
         config.validate()?;
         let (c, v) = (config.d_model, config.vocab_size);
         let mut layout = ParamLayout::new();
-        let embed = layout.add(
-            "embed.weight",
-            &[v, c],
-            true,
-            Init::Normal((c as f32).powf(-0.5)),
+        let src_embed = Embedding::new(
+            &mut layout,
+            &EmbeddingConfig {
+                table: "embed.weight",
+                position_table: "",
+                vocab_size: v,
+                n_embd: c,
+                n_pos: config.max_len,
+                positions: Positions::Sinusoidal,
+                scaled: true,
+                std: (c as f32).powf(-0.5),
+                dropout: config.dropout,
+            },
         )?;
-        let encoder = Stack::new(&mut layout, "encoder", &config, false)?;
-        let decoder = Stack::new(&mut layout, "decoder", &config, true)?;
+        let final_ln = config.norm == NormPlacement::Pre;
+        let encoder = Stack::new(
+            &mut layout,
+            "encoder.",
+            &block_config(&config, false),
+            config.n_layer,
+            final_ln,
+        )?;
+        let decoder = Stack::new(
+            &mut layout,
+            "decoder.",
+            &block_config(&config, true),
+            config.n_layer,
+            final_ln,
+        )?;
         xavier_init(&mut layout)?;
-        let mut pe = vec![0.0; config.max_len * c];
-        sinusoidal_positions(&mut pe, config.max_len, c);
         Ok(EncoderDecoder {
-            src_embed: Embeddings::new(config.dropout),
-            tgt_embed: Embeddings::new(config.dropout),
+            tgt_embed: src_embed.clone(),
+            head: Linear::tied(src_embed.wte, c, v),
+            src_embed,
             config,
             params: Params::zeros(layout),
-            embed,
-            pe,
             encoder,
             decoder,
             logits: Vec::new(),
@@ -558,10 +386,8 @@ impl EncoderDecoder {
         rng: &mut Rng,
     ) -> Result<()> {
         self.check_ids("EncoderDecoder::encode", src, b, s)?;
-        let (c, v) = (self.config.d_model, self.config.vocab_size);
-        let p = &self.params.data;
-        self.src_embed
-            .forward(self.embed.of(p), &self.pe, src, s, c, v, train, rng);
+        let p = Weights::new(&self.params.data);
+        self.src_embed.forward(p, src, b, s, train, rng);
         let inp = StackInput {
             x: &self.src_embed.out,
             b,
@@ -594,7 +420,7 @@ impl EncoderDecoder {
         rng: &mut Rng,
     ) -> Result<()> {
         self.check_ids("EncoderDecoder::decode", tgt, b, t)?;
-        let (c, v) = (self.config.d_model, self.config.vocab_size);
+        let c = self.config.d_model;
         if memory.len() != b * s * c || src_mask.len() != b * s {
             return Err(Error::shape(
                 "EncoderDecoder::decode",
@@ -602,9 +428,8 @@ impl EncoderDecoder {
                 format!("(B, S, C) = ({b}, {s}, {c})"),
             ));
         }
-        let p = &self.params.data;
-        self.tgt_embed
-            .forward(self.embed.of(p), &self.pe, tgt, t, c, v, train, rng);
+        let p = Weights::new(&self.params.data);
+        self.tgt_embed.forward(p, tgt, b, t, train, rng);
         let inp = StackInput {
             x: &self.tgt_embed.out,
             b,
@@ -625,7 +450,7 @@ impl EncoderDecoder {
     pub fn generator(&mut self, rows: Option<&[usize]>) {
         let (c, v) = (self.config.d_model, self.config.vocab_size);
         let h = self.decoder.output();
-        let p = &self.params.data;
+        let p = Weights::new(&self.params.data);
         let picked: Vec<f32>;
         let x = match rows {
             Some(rows) => {
@@ -639,16 +464,7 @@ impl EncoderDecoder {
         };
         let n = x.len() / c;
         self.logits.resize(n * v, 0.0);
-        linear_forward(
-            &mut self.logits,
-            x,
-            self.embed.of(p),
-            None,
-            n,
-            c,
-            v,
-            WeightLayout::OutIn,
-        );
+        self.head.forward(p, &mut self.logits, x, n);
     }
 
     fn check_batch(&self, batch: &Seq2SeqBatch) -> Result<()> {
@@ -765,23 +581,14 @@ impl EncoderDecoder {
             label_smoothing,
             grad_scale,
         );
-        let p = &self.params.data;
+        let p = Weights::new(&self.params.data);
         let g = &mut self.params.grad;
         // Generator (tied): logits = h · Eᵀ.
         self.dh.clear();
         self.dh.resize(n * c, 0.0);
-        linear_backward(
-            Some(&mut self.dh),
-            self.embed.of_mut(g),
-            None,
-            &self.logits,
-            self.decoder.output(),
-            self.embed.of(p),
-            n,
-            c,
-            v,
-            WeightLayout::OutIn,
-        );
+        let h = self.decoder.output();
+        self.head
+            .backward(p, g, Some(&mut self.dh), &self.logits, h, n);
         // Decoder, accumulating ∂L/∂memory.
         self.demb.clear();
         self.demb.resize(n * c, 0.0);
@@ -806,8 +613,7 @@ impl EncoderDecoder {
             &mut self.demb,
             Some(&mut self.dmemory),
         );
-        self.tgt_embed
-            .backward(self.embed.of_mut(g), &mut self.demb, c, v);
+        self.tgt_embed.backward(g, &mut self.demb);
         // Encoder from ∂L/∂memory.
         self.demb.clear();
         self.demb.resize(b * s * c, 0.0);
@@ -820,8 +626,7 @@ impl EncoderDecoder {
         };
         self.encoder
             .backward(p, g, &einp, &self.dmemory, &mut self.demb, None);
-        self.src_embed
-            .backward(self.embed.of_mut(g), &mut self.demb, c, v);
+        self.src_embed.backward(g, &mut self.demb);
         Ok(loss)
     }
 }
@@ -835,8 +640,6 @@ pub struct DecoderCache {
     pub kv: KvCache,
     scratch: Scratch,
     x: Vec<f32>,
-    ln: Vec<f32>,
-    stats: Vec<f32>,
 }
 
 impl EncoderDecoder {
@@ -873,15 +676,12 @@ impl EncoderDecoder {
             t: s,
             key_mask: Some(src_mask),
         };
-        for (block, layer) in self.decoder.blocks.iter().zip(&mut kv.layers) {
-            block.prepare_memory(&self.params.data, layer, &mem, b)?;
-        }
+        let p = Weights::new(&self.params.data);
+        self.decoder.prepare_memory(p, &mut kv, &mem, b)?;
         Ok(DecoderCache {
             kv,
             scratch: Scratch::default(),
             x: Vec::new(),
-            ln: Vec::new(),
-            stats: Vec::new(),
         })
     }
 
@@ -903,66 +703,17 @@ impl EncoderDecoder {
                 vocab_size: v,
             });
         }
-        let p = &self.params.data;
+        let p = Weights::new(&self.params.data);
         let x = &mut cache.x;
         x.resize(r * c, 0.0);
-        embedding_forward(x, ids, self.embed.of(p), r, c, v);
-        let scale = (c as f32).sqrt();
-        for (row, xr) in x.chunks_exact_mut(c).enumerate() {
-            let pos = cache.kv.len(row);
-            for (o, &e) in xr.iter_mut().zip(&self.pe[pos * c..(pos + 1) * c]) {
-                *o = *o * scale + e;
-            }
-        }
         let new = vec![1usize; r];
-        for (block, layer) in self.decoder.blocks.iter().zip(&mut cache.kv.layers) {
-            block.forward_cached(p, x, &new, layer, &mut cache.scratch)?;
-        }
-        let h = match &self.decoder.ln_f {
-            Some(ln) => {
-                cache.ln.resize(r * c, 0.0);
-                cache.stats.resize(2 * r, 0.0);
-                let (mean, rstd) = cache.stats.split_at_mut(r);
-                layernorm_forward(
-                    &mut cache.ln,
-                    mean,
-                    rstd,
-                    x,
-                    ln.weight.of(p),
-                    ln.bias.of(p),
-                    r,
-                    c,
-                    ln.eps,
-                );
-                &cache.ln[..]
-            }
-            None => &x[..],
-        };
+        let start: Vec<usize> = (0..r).map(|row| cache.kv.len(row)).collect();
+        self.tgt_embed.forward_cached(p, x, ids, &new, &start)?;
+        self.decoder
+            .forward_cached(p, x, &new, &mut cache.kv, &mut cache.scratch)?;
         self.logits.resize(r * v, 0.0);
-        linear_forward(
-            &mut self.logits,
-            h,
-            self.embed.of(p),
-            None,
-            r,
-            c,
-            v,
-            WeightLayout::OutIn,
-        );
+        self.head.forward_infer(p, &mut self.logits, x, r);
         Ok(())
-    }
-}
-
-impl Stack {
-    /// A stack with no layers (a placeholder while the real one is borrowed).
-    fn empty() -> Self {
-        Stack {
-            blocks: Vec::new(),
-            ln_f: None,
-            c: 0,
-            dx: Vec::new(),
-            dy: Vec::new(),
-        }
     }
 }
 

@@ -8,7 +8,7 @@
 //! `crossattention.c_attn (C, 2C)` (keys and values), `crossattention.c_proj`. Weights are stored
 //! in `Conv1D` orientation `(IC, OC)` so GPT-2 checkpoints load in place.
 //!
-//! Inside a bf16 scope ([`super::precision::with_bf16_weights`]) the attention's block products
+//! With a bf16 shadow in the [`Weights`](super::weights::Weights) (mixed precision) the attention's block products
 //! run in bf16 with f32 accumulation as well; the softmax and its statistics stay f32.
 //!
 //! Not implemented: dropout on the attention probabilities (GPT-2's `attn_pdrop`), since the
@@ -17,10 +17,10 @@
 
 mod cached;
 
+use crate::nn::weights::Weights;
 use super::dropout::Dropout;
 use super::linear::Linear;
 use super::params::ParamLayout;
-use super::precision::current_shadow;
 use crate::error::Result;
 use crate::kernels::attention::{
     attention_backward, attention_backward_bf16, attention_forward, attention_forward_bf16,
@@ -214,7 +214,7 @@ impl MultiHeadAttention {
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &mut self,
-        p: &[f32],
+        p: Weights,
         x: &[f32],
         memory: Option<(&[f32], usize)>,
         key_mask: Option<&[u8]>,
@@ -266,7 +266,7 @@ impl MultiHeadAttention {
         resize(&mut self.att, n * c);
         resize(&mut self.lse, b * self.nh * tq);
         // Inside a bf16 scope (mixed precision) the score and value products run in bf16 too.
-        let attention_forward = if current_shadow(|s| s.is_some()) {
+        let attention_forward = if p.is_bf16() {
             attention_forward_bf16
         } else {
             attention_forward
@@ -292,7 +292,7 @@ impl MultiHeadAttention {
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &mut self,
-        p: &[f32],
+        p: Weights,
         g: &mut [f32],
         x: &[f32],
         memory: Option<&[f32]>,
@@ -326,7 +326,7 @@ impl MultiHeadAttention {
             resize(buf, len);
             buf.fill(0.0);
         }
-        let attention_backward = if current_shadow(|s| s.is_some()) {
+        let attention_backward = if p.is_bf16() {
             attention_backward_bf16
         } else {
             attention_backward

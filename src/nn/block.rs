@@ -12,6 +12,7 @@
 
 mod cached;
 
+use crate::nn::weights::Weights;
 use super::attention::{AttentionConfig, MultiHeadAttention};
 use super::layernorm::LayerNorm;
 use super::mlp::{Activation, Mlp, MlpConfig};
@@ -174,7 +175,7 @@ impl Block {
     }
 
     /// Forward; the result is in [`Block::output`].
-    pub fn forward(&mut self, p: &[f32], inp: &BlockInput, train: bool, rng: &mut Rng) {
+    pub fn forward(&mut self, p: Weights, inp: &BlockInput, train: bool, rng: &mut Rng) {
         let (b, t, c) = (inp.b, inp.t, self.c);
         let n = b * t;
         let x = inp.x;
@@ -231,7 +232,7 @@ impl Block {
     /// `g`, `dx += ∂L/∂x` and `dmemory += ∂L/∂memory` for cross-attention blocks.
     pub fn backward(
         &mut self,
-        p: &[f32],
+        p: Weights,
         g: &mut [f32],
         inp: &BlockInput,
         dy: &[f32],

@@ -1,5 +1,6 @@
 //! LayerNorm module: owns its output and the per-row statistics backward needs.
 
+use crate::nn::weights::Weights;
 use super::params::{two_mut, Init, Param, ParamLayout};
 use crate::error::Result;
 use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
@@ -38,7 +39,7 @@ impl LayerNorm {
     }
 
     /// Normalises `inp (N, C)` into `self.out`.
-    pub fn forward(&mut self, p: &[f32], inp: &[f32], n: usize) {
+    pub fn forward(&mut self, p: Weights, inp: &[f32], n: usize) {
         self.out.resize(n * self.c, 0.0);
         self.mean.resize(n, 0.0);
         self.rstd.resize(n, 0.0);
@@ -47,8 +48,8 @@ impl LayerNorm {
             &mut self.mean,
             &mut self.rstd,
             inp,
-            self.weight.of(p),
-            self.bias.of(p),
+            self.weight.of(p.f32),
+            self.bias.of(p.f32),
             n,
             self.c,
             self.eps,
@@ -56,7 +57,7 @@ impl LayerNorm {
     }
 
     /// Accumulates parameter gradients into `g` and `dinp += ∂L/∂inp`; `inp` is the forward input.
-    pub fn backward(&self, p: &[f32], g: &mut [f32], dinp: &mut [f32], dout: &[f32], inp: &[f32]) {
+    pub fn backward(&self, p: Weights, g: &mut [f32], dinp: &mut [f32], dout: &[f32], inp: &[f32]) {
         let n = self.mean.len();
         let (dw, db) = two_mut(g, self.weight, self.bias);
         layernorm_backward(
@@ -65,7 +66,7 @@ impl LayerNorm {
             db,
             dout,
             inp,
-            self.weight.of(p),
+            self.weight.of(p.f32),
             &self.mean,
             &self.rstd,
             n,

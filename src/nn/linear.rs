@@ -1,12 +1,17 @@
-//! Linear layer: `y = x · Wᵀ + b` over the flat parameter buffer.
+//! Linear layer: `y = x · Wᵀ + b` over the flat parameter buffer, and the tied LM head (a
+//! `Linear` view of the token embedding).
 //!
-//! Inside a [`super::precision::with_bf16_weights`] scope the products run in bf16 over the
-//! shadow weights (mixed-precision training); otherwise in f32, exactly as before.
+//! Which product runs is decided here, once, from the [`Weights`] view: in training
+//! ([`Linear::forward`], [`Linear::backward`]) bf16 products over the shadow when it is present
+//! (mixed precision), else f32 `gemm`; in inference ([`Linear::forward_infer`], a handful of
+//! rows streaming the weights) the packed bf16 matrix when the model holds one, else the bf16
+//! shadow, else f32, each through the few-row decode kernel.
 
 use super::params::{two_mut, Init, Param, ParamLayout};
-use super::precision::current_shadow;
+use super::weights::Weights;
 use crate::error::Result;
-use crate::kernels::bf16::{linear_backward_bf16, linear_forward_bf16};
+use crate::kernels::bf16::{linear_backward_bf16, linear_forward_bf16, linear_small_bf16};
+use crate::kernels::bf16_decode::linear_packed_bf16;
 use crate::kernels::matmul::{linear_backward, linear_forward, WeightLayout};
 
 /// A linear layer. Stateless: the caller keeps the input for backward.
@@ -59,30 +64,38 @@ impl Linear {
         })
     }
 
-    /// `out (N, OC) = inp (N, IC) · Wᵀ + b`.
-    pub fn forward(&self, p: &[f32], out: &mut [f32], inp: &[f32], n: usize) {
-        let b = self.bias.map(|b| b.of(p));
+    /// A bias-free view of an already registered `(OC, IC)` matrix: the LM head tied to the
+    /// token embedding `(V, C)` (`ic = C`, `oc = V`). Registers nothing.
+    pub fn tied(weight: Param, ic: usize, oc: usize) -> Self {
+        Linear {
+            weight,
+            bias: None,
+            ic,
+            oc,
+            layout: WeightLayout::OutIn,
+        }
+    }
+
+    /// `out (N, OC) = inp (N, IC) · Wᵀ + b` (training and full-sequence evaluation).
+    pub fn forward(&self, w: Weights, out: &mut [f32], inp: &[f32], n: usize) {
+        let b = self.bias.map(|b| w.of(b));
         let (ic, oc, layout) = (self.ic, self.oc, self.layout);
-        current_shadow(|shadow| match shadow {
-            Some(s) => {
-                let w = &s[self.weight.range()];
-                linear_forward_bf16(out, inp, w, b, n, ic, oc, layout);
-            }
-            None => linear_forward(out, inp, self.weight.of(p), b, n, ic, oc, layout),
-        });
+        match w.bf16_of(self.weight) {
+            Some(wb) => linear_forward_bf16(out, inp, wb, b, n, ic, oc, layout),
+            None => linear_forward(out, inp, w.of(self.weight), b, n, ic, oc, layout),
+        }
     }
 
     /// Accumulates `dW`, `db` into `g` and, if given, `dinp += dout · W`.
     pub fn backward(
         &self,
-        p: &[f32],
+        w: Weights,
         g: &mut [f32],
         dinp: Option<&mut [f32]>,
         dout: &[f32],
         inp: &[f32],
         n: usize,
     ) {
-        let w = self.weight.of(p);
         let (ic, oc, layout) = (self.ic, self.oc, self.layout);
         let (dw, db) = match self.bias {
             Some(b) => {
@@ -91,12 +104,32 @@ impl Linear {
             }
             None => (self.weight.of_mut(g), None),
         };
-        current_shadow(|shadow| match shadow {
-            Some(s) => {
-                let wb = &s[self.weight.range()];
-                linear_backward_bf16(dinp, dw, db, dout, inp, wb, n, ic, oc, layout);
+        match w.bf16_of(self.weight) {
+            Some(wb) => linear_backward_bf16(dinp, dw, db, dout, inp, wb, n, ic, oc, layout),
+            None => {
+                let wf = w.of(self.weight);
+                linear_backward(dinp, dw, db, dout, inp, wf, n, ic, oc, layout)
             }
-            None => linear_backward(dinp, dw, db, dout, inp, w, n, ic, oc, layout),
-        });
+        }
+    }
+
+    /// Inference product for a few rows (decoding) or more (prefill): the weights are read, in
+    /// this order of precedence, from the packed bf16 matrix of a bf16 model (half the bytes of
+    /// f32), the bf16 shadow of a mixed-precision model, or the f32 parameters; each through
+    /// the few-row kernel that streams the matrix once, which hands over to `gemm` past its row
+    /// threshold.
+    pub fn forward_infer(&self, w: Weights, out: &mut [f32], inp: &[f32], n: usize) {
+        let b = self.bias.map(|b| w.of(b));
+        let (ic, oc, layout) = (self.ic, self.oc, self.layout);
+        if let Some(m) = w.packed_of(self.weight) {
+            return linear_packed_bf16(out, inp, m, b, n);
+        }
+        match w.bf16_of(self.weight) {
+            Some(wb) => linear_small_bf16(out, inp, wb, b, n, ic, oc, layout),
+            None => {
+                let wf = w.of(self.weight);
+                crate::generate::gemv::linear_small(out, inp, wf, b, n, ic, oc, layout)
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Position-wise feed-forward network: `c_fc (C → 4C)`, GELU or ReLU, `c_proj (4C → C)`, dropout.
 
+use crate::nn::weights::Weights;
 use super::dropout::Dropout;
 use super::linear::Linear;
 use super::params::ParamLayout;
@@ -98,7 +99,7 @@ impl Mlp {
     }
 
     /// Forward for `x (N, C)` into `self.out`.
-    pub fn forward(&mut self, p: &[f32], x: &[f32], n: usize, train: bool, rng: &mut Rng) {
+    pub fn forward(&mut self, p: Weights, x: &[f32], n: usize, train: bool, rng: &mut Rng) {
         let (h, c) = (self.c_fc.oc, self.c_fc.ic);
         self.n = n;
         self.fc.resize(n * h, 0.0);
@@ -114,7 +115,7 @@ impl Mlp {
     }
 
     /// Accumulates parameter gradients into `g` and `dx += ∂L/∂x`; `x` is the forward input.
-    pub fn backward(&mut self, p: &[f32], g: &mut [f32], x: &[f32], dout: &[f32], dx: &mut [f32]) {
+    pub fn backward(&mut self, p: Weights, g: &mut [f32], x: &[f32], dout: &[f32], dx: &mut [f32]) {
         let n = self.n;
         let h = self.c_fc.oc;
         let dproj: &[f32] = if self.drop.active {

@@ -9,11 +9,15 @@
 pub mod attention;
 pub mod block;
 pub mod dropout;
+pub mod embedding;
+pub mod kv_cache;
 pub mod layernorm;
 pub mod linear;
 pub mod mlp;
 pub mod params;
 pub mod precision;
+pub mod stack;
+pub mod weights;
 
 use crate::error::{Error, Result};
 

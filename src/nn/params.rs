@@ -84,7 +84,7 @@ impl ParamLayout {
 
     /// A layout whose tensors sit at given element offsets instead of one after another, so
     /// modules can read their parameters straight out of an existing buffer (a memory-mapped
-    /// safetensors file: see `generate::model`). Registering a name absent from `offsets` is an
+    /// safetensors file: see `model::inference`). Registering a name absent from `offsets` is an
     /// error; [`ParamLayout::total`] is then one past the furthest tensor.
     pub fn placed(offsets: HashMap<String, usize>) -> Self {
         ParamLayout {

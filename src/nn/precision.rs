@@ -10,18 +10,12 @@
 //! bf16 copy of the whole flat parameter buffer (same offsets, so a [`super::params::Param`]
 //! indexes both), refreshed by the model's owner after each update.
 //!
-//! Why a scoped context rather than one more argument: every module takes the f32 parameter
-//! slice `p`, and the same modules serve GPT-1/2, the encoder-decoder and the inference paths.
-//! Threading a second buffer through each `forward`/`backward` signature would touch all of
-//! them for one setting that only [`super::linear::Linear`] reads. Instead the model runs its
-//! passes inside [`with_bf16_weights`], and `Linear` asks [`current_shadow`]. The context is a
-//! thread-local of the calling thread (modules run there; only the kernels fan out to rayon),
-//! restored when the scope ends, even by a panic.
+//! The model passes the shadow to its modules in the [`super::weights::Weights`] view
+//! (`Weights::with_bf16`); the linear layers and the attention products read it from there.
 
 use crate::error::{Error, Result};
 use crate::kernels::bf16::to_bf16;
 use half::bf16;
-use std::cell::Cell;
 use std::fmt;
 use std::str::FromStr;
 
@@ -116,38 +110,6 @@ impl Bf16Shadow {
     }
 }
 
-thread_local! {
-    /// The shadow of the innermost active [`with_bf16_weights`] scope on this thread.
-    static SHADOW: Cell<Option<(*const bf16, usize)>> = const { Cell::new(None) };
-}
-
-/// Restores the previous context when a scope ends (normally or by unwinding).
-struct Restore(Option<(*const bf16, usize)>);
-
-impl Drop for Restore {
-    fn drop(&mut self) {
-        SHADOW.with(|s| s.set(self.0));
-    }
-}
-
-/// Runs `f` with linear layers on this thread using bf16 products over `shadow`.
-pub fn with_bf16_weights<R>(shadow: &[bf16], f: impl FnOnce() -> R) -> R {
-    let prev = SHADOW.with(|s| s.replace(Some((shadow.as_ptr(), shadow.len()))));
-    let _restore = Restore(prev);
-    f()
-}
-
-/// Calls `f` with the active shadow of this thread, or `None` outside any scope.
-pub fn current_shadow<R>(f: impl FnOnce(Option<&[bf16]>) -> R) -> R {
-    match SHADOW.with(|s| s.get()) {
-        // SAFETY: the pointer and length come from a `&[bf16]` borrowed by a `with_bf16_weights`
-        // call that is still running on this thread (the entry is removed when it returns or
-        // unwinds), so the slice is alive and unchanged for the duration of `f`.
-        Some((ptr, len)) => f(Some(unsafe { std::slice::from_raw_parts(ptr, len) })),
-        None => f(None),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,20 +120,5 @@ mod tests {
         assert_eq!("F32".parse::<Precision>().unwrap(), Precision::F32);
         let err = "fp8".parse::<Precision>().unwrap_err().to_string();
         assert!(err.contains("fp8") && err.contains("f32, bf16"), "{err}");
-    }
-
-    #[test]
-    fn scope_sets_and_restores_the_shadow() {
-        let a = vec![bf16::ONE; 3];
-        let b = vec![bf16::ZERO; 5];
-        assert!(current_shadow(|s| s.is_none()));
-        with_bf16_weights(&a, || {
-            assert_eq!(current_shadow(|s| s.map(|s| s.len())), Some(3));
-            with_bf16_weights(&b, || {
-                assert_eq!(current_shadow(|s| s.map(|s| s.len())), Some(5));
-            });
-            assert_eq!(current_shadow(|s| s.map(|s| s.len())), Some(3));
-        });
-        assert!(current_shadow(|s| s.is_none()));
     }
 }

@@ -19,7 +19,7 @@
 //!
 //! Decoding runs the decoder incrementally over a KV cache ([`DecoderCache`]: self-attention
 //! keys/values per beam row, the source's cross-attention keys/values computed once); beams
-//! are selected with [`crate::generate::kv_cache::KvCache::reorder`]. `recompute: true` runs the
+//! are selected with [`crate::nn::kv_cache::KvCache::reorder`]. `recompute: true` runs the
 //! decoder over the whole prefix at every step instead, the oracle of the cached path.
 
 use crate::error::{Error, Result};

@@ -314,7 +314,7 @@ pub fn run(args: GenerateBenchArgs) -> CliResult {
                     v["peak_rss_mb"].as_f64().unwrap_or(f64::NAN),
                     v["weight_mb"].as_f64().unwrap_or(f64::NAN),
                     if *dt == Precision::F32
-                        && model.source == gpt::generate::model::WeightsSource::Mapped
+                        && model.source == gpt::model::inference::WeightsSource::Mapped
                     {
                         ", memory-mapped file pages"
                     } else {

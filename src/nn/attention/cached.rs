@@ -1,11 +1,11 @@
 //! Inference forward of [`MultiHeadAttention`] over a KV cache: no dropout, nothing kept for
-//! backward. See [`crate::generate::kv_cache`] for the cache layout and the packed-rows
+//! backward. See [`crate::nn::kv_cache`] for the cache layout and the packed-rows
 //! convention (`new[b]` new tokens of row `b`, rows packed one after another).
 
+use crate::nn::weights::Weights;
 use super::{MultiHeadAttention, Projections};
 use crate::error::{Error, Result};
-use crate::generate::gemv::linear_infer;
-use crate::generate::kv_cache::{sized, CrossKv, LayerKvCache, Scratch};
+use crate::nn::kv_cache::{sized, CrossKv, LayerKvCache, Scratch};
 use crate::kernels::attention::{attention_forward, AttentionDims};
 
 impl MultiHeadAttention {
@@ -16,7 +16,7 @@ impl MultiHeadAttention {
     /// causally (bottom-right aligned) when the module is causal.
     pub fn forward_cached(
         &self,
-        p: &[f32],
+        p: Weights,
         out: &mut [f32],
         x: &[f32],
         new: &[usize],
@@ -31,7 +31,7 @@ impl MultiHeadAttention {
         cache.check_room(new)?;
         let c = self.c;
         let n: usize = new.iter().sum();
-        linear_infer(c_attn, p, sized(&mut s.packed, n * 3 * c), x, n);
+        c_attn.forward_infer(p, sized(&mut s.packed, n * 3 * c), x, n);
         let att = sized(&mut s.att, n * c);
         let mut r0 = 0;
         for (b, &nb) in new.iter().enumerate() {
@@ -73,14 +73,14 @@ impl MultiHeadAttention {
             );
             r0 += nb;
         }
-        linear_infer(&self.c_proj, p, out, &s.att[..n * c], n);
+        self.c_proj.forward_infer(p, out, &s.att[..n * c], n);
         Ok(())
     }
 
     /// Cross-attention keys and values of `memory (B, Tm, C)`, computed once per source.
     pub fn cross_kv(
         &self,
-        p: &[f32],
+        p: Weights,
         memory: &[f32],
         b: usize,
         tm: usize,
@@ -128,7 +128,7 @@ impl MultiHeadAttention {
     /// `out (N, C) = c_proj(attn(q_attn(x), K_mem, V_mem))` for packed rows (`N = Σ new`).
     pub fn forward_cross_cached(
         &self,
-        p: &[f32],
+        p: Weights,
         out: &mut [f32],
         x: &[f32],
         new: &[usize],
@@ -150,7 +150,7 @@ impl MultiHeadAttention {
                 format!("{} rows", new.len()),
             ));
         }
-        linear_infer(q_attn, p, sized(&mut s.packed, n * c), x, n);
+        q_attn.forward_infer(p, sized(&mut s.packed, n * c), x, n);
         let att = sized(&mut s.att, n * c);
         let mut r0 = 0;
         for (b, &nb) in new.iter().enumerate() {
@@ -177,7 +177,7 @@ impl MultiHeadAttention {
             );
             r0 += nb;
         }
-        linear_infer(&self.c_proj, p, out, &s.att[..n * c], n);
+        self.c_proj.forward_infer(p, out, &s.att[..n * c], n);
         Ok(())
     }
 }

@@ -1,14 +1,14 @@
-//! Inference forward of [`Block`] over a KV cache (see [`crate::generate::kv_cache`]): the
+//! Inference forward of [`Block`] over a KV cache (see [`crate::nn::kv_cache`]): the
 //! residual stream is updated in place, nothing is kept for backward, dropout is off.
 //!
 //! The same call serves the GPT decoder (self-attention cache only) and an encoder-decoder
 //! decoder (self-attention cache plus cross-attention keys/values of the memory, prepared once
 //! with [`Block::prepare_memory`]).
 
+use crate::nn::weights::Weights;
 use super::{Block, Memory, NormPlacement};
 use crate::error::{Error, Result};
-use crate::generate::gemv::linear_infer;
-use crate::generate::kv_cache::{sized, LayerKvCache, Scratch};
+use crate::nn::kv_cache::{sized, LayerKvCache, Scratch};
 use crate::kernels::gelu::gelu_forward_inplace;
 use crate::kernels::layernorm::layernorm_forward;
 use crate::kernels::residual::add_inplace;
@@ -16,14 +16,14 @@ use crate::nn::layernorm::LayerNorm;
 use crate::nn::mlp::{Activation, Mlp};
 
 /// `s.ln = ln(x)` for `n` rows.
-fn ln_into(ln: &LayerNorm, p: &[f32], x: &[f32], n: usize, s: &mut Scratch) {
+fn ln_into(ln: &LayerNorm, p: Weights, x: &[f32], n: usize, s: &mut Scratch) {
     layernorm_forward(
         sized(&mut s.ln, n * ln.c),
         sized(&mut s.mean, n),
         sized(&mut s.rstd, n),
         x,
-        ln.weight.of(p),
-        ln.bias.of(p),
+        ln.weight.of(p.f32),
+        ln.bias.of(p.f32),
         n,
         ln.c,
         ln.eps,
@@ -31,21 +31,21 @@ fn ln_into(ln: &LayerNorm, p: &[f32], x: &[f32], n: usize, s: &mut Scratch) {
 }
 
 /// `x = ln(x)` in place (through `s.ln`).
-fn ln_inplace(ln: &LayerNorm, p: &[f32], x: &mut [f32], n: usize, s: &mut Scratch) {
+fn ln_inplace(ln: &LayerNorm, p: Weights, x: &mut [f32], n: usize, s: &mut Scratch) {
     ln_into(ln, p, x, n, s);
     x.copy_from_slice(&s.ln[..n * ln.c]);
 }
 
 /// `s.proj = mlp(inp)` for `n` rows.
-fn mlp_into(mlp: &Mlp, p: &[f32], inp: &[f32], n: usize, fc: &mut Vec<f32>, out: &mut Vec<f32>) {
+fn mlp_into(mlp: &Mlp, p: Weights, inp: &[f32], n: usize, fc: &mut Vec<f32>, out: &mut Vec<f32>) {
     let (c, h) = (mlp.c_fc.ic, mlp.c_fc.oc);
     let fc = sized(fc, n * h);
-    linear_infer(&mlp.c_fc, p, fc, inp, n);
+    mlp.c_fc.forward_infer(p, fc, inp, n);
     match mlp.activation() {
         Activation::Gelu => gelu_forward_inplace(fc),
         Activation::Relu => fc.iter_mut().for_each(|v| *v = v.max(0.0)),
     }
-    linear_infer(&mlp.c_proj, p, sized(out, n * c), fc, n);
+    mlp.c_proj.forward_infer(p, sized(out, n * c), fc, n);
 }
 
 impl Block {
@@ -53,7 +53,7 @@ impl Block {
     /// source; encoder-decoder decoders only).
     pub fn prepare_memory(
         &self,
-        p: &[f32],
+        p: Weights,
         cache: &mut LayerKvCache,
         memory: &Memory,
         b: usize,
@@ -72,7 +72,7 @@ impl Block {
     /// `cache` and advances its lengths. Blocks with cross-attention read `cache.cross`.
     pub fn forward_cached(
         &self,
-        p: &[f32],
+        p: Weights,
         x: &mut [f32],
         new: &[usize],
         cache: &mut LayerKvCache,
@@ -107,7 +107,7 @@ impl Block {
     #[allow(clippy::too_many_arguments)]
     fn forward_cached_inner(
         &self,
-        p: &[f32],
+        p: Weights,
         x: &mut [f32],
         new: &[usize],
         n: usize,

@@ -12,34 +12,28 @@
 //!
 //! With `--dtype bf16` ([`InferenceModel::load_as`], [`InferenceModel::set_dtype`]) the weight
 //! matrices are held only in bf16, packed for the decode kernel (see
-//! [`super::bf16_weights`]); the f32 buffer then holds just the biases, LayerNorm parameters and
+//! [`super::packed_weights`]); the f32 buffer then holds just the biases, LayerNorm parameters and
 //! `wpe`, so the resident weights are about half those of f32.
 //!
-//! Shapes: packed rows `(N, C)` with `N = Σ new` (see [`crate::generate::kv_cache`]), logits
+//! Shapes: packed rows `(N, C)` with `N = Σ new` (see [`crate::nn::kv_cache`]), logits
 //! `(rows, V)`.
 
-use super::bf16_weights::{
-    bf16_layout, in_out_dims, read_bytes, read_packed, with_bf16_matrices, Bf16Matrices,
-};
-use super::kv_cache::{sized, KvCache, Scratch};
+use super::checkpoint::{self, hf_family, hf_name, HfFamily};
+use super::config::GptConfig;
+use super::gpt::{Gpt, GptModules};
+use super::packed_weights::{bf16_layout, in_out_dims, read_bytes, read_packed};
 use crate::error::{Error, Result};
-use crate::kernels::bf16_decode::{linear_packed_bf16, PackedBf16};
-use crate::kernels::embedding::sinusoidal_positions;
-use crate::kernels::layernorm::layernorm_forward;
-use crate::kernels::matmul::WeightLayout;
-use crate::model::checkpoint::{self, hf_family, hf_name, HfFamily};
-use crate::model::config::{GptConfig, Positions};
-use crate::model::Gpt;
-use crate::nn::block::{Block, BlockConfig, NormPlacement};
-use crate::nn::layernorm::LayerNorm;
-use crate::nn::params::{Init, Param, ParamLayout};
+use crate::kernels::bf16_decode::PackedBf16;
+use crate::nn::kv_cache::{sized, KvCache, Scratch};
+use crate::nn::params::ParamLayout;
 use crate::nn::precision::Precision;
+use crate::nn::weights::{PackedMatrices, Weights};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
 
 /// Where the weights live.
-enum Weights {
+enum Storage {
     /// f32 data section of the mapped file, used in place: `len` floats from byte `start`.
     Mapped {
         mmap: memmap2::Mmap,
@@ -53,16 +47,16 @@ enum Weights {
     Anon(memmap2::MmapMut, usize),
 }
 
-impl Weights {
+impl Storage {
     fn as_slice(&self) -> &[f32] {
         match self {
-            Weights::Owned(v) => v,
-            Weights::Anon(m, len) => {
+            Storage::Owned(v) => v,
+            Storage::Anon(m, len) => {
                 // SAFETY: the map is page-aligned, `len` floats long (checked at creation) and
                 // fully initialised by the copy in `copy_to_huge_pages`.
                 unsafe { std::slice::from_raw_parts(m.as_ptr().cast::<f32>(), *len) }
             }
-            Weights::Mapped { mmap, start, len } => {
+            Storage::Mapped { mmap, start, len } => {
                 let bytes = &mmap[*start..*start + 4 * *len];
                 // SAFETY: `load` checked that `start` (and so the pointer, the map being
                 // page-aligned) is a multiple of 4 and that the range lies in the map; f32 has
@@ -92,71 +86,25 @@ pub enum WeightsSource {
 pub struct InferenceModel {
     /// The configuration.
     pub config: GptConfig,
-    weights: Weights,
+    weights: Storage,
     /// The layout the modules read (file offsets when mapped; with bf16 matrices, see
-    /// [`super::bf16_weights`]).
+    /// [`super::packed_weights`]).
     pub layout: ParamLayout,
     /// How the weights were obtained.
     pub source: WeightsSource,
-    wte: Param,
-    wpe: Option<Param>,
-    sinusoid: Vec<f32>,
-    /// The blocks `h.0 … h.{L-1}`.
-    pub blocks: Vec<Block>,
-    ln_f: Option<LayerNorm>,
+    /// The modules, registered as the training model registers them.
+    pub modules: GptModules,
     /// The weight matrices in bf16 (`--dtype bf16`), which `weights` then lacks; `None` in f32.
-    bf16: Option<Bf16Matrices>,
+    bf16: Option<PackedMatrices>,
 }
 
-struct Parts {
-    wte: Param,
-    wpe: Option<Param>,
-    blocks: Vec<Block>,
-    ln_f: Option<LayerNorm>,
-}
-
-/// Registers the model's tensors in the order of [`Gpt::uninit`] (so a consecutive layout equals
-/// the training model's).
-fn build(config: &GptConfig, layout: &mut ParamLayout) -> Result<Parts> {
-    let c = config.n_embd;
-    let wte = layout.add("wte.weight", &[config.vocab_size, c], true, Init::Zeros)?;
-    let wpe = match config.positions {
-        Positions::Learned => {
-            Some(layout.add("wpe.weight", &[config.n_ctx, c], true, Init::Zeros)?)
-        }
-        Positions::Sinusoidal => None,
-    };
-    let bcfg = BlockConfig {
-        n_embd: c,
-        n_head: config.n_head,
-        hidden: 4 * c,
-        bias: config.bias,
-        activation: config.activation,
-        dropout: 0.0,
-        norm: config.norm,
-        ln_eps: config.ln_eps,
-        causal: true,
-        cross: false,
-        std: 0.0,
-        proj_std: 0.0,
-    };
-    let blocks = (0..config.n_layer)
-        .map(|i| Block::new(layout, &format!("h.{i}"), &bcfg))
-        .collect::<Result<Vec<_>>>()?;
-    let ln_f = match config.norm {
-        NormPlacement::Pre => Some(LayerNorm::new(layout, "ln_f", c, config.ln_eps)?),
-        NormPlacement::Post => None,
-    };
-    Ok(Parts {
-        wte,
-        wpe,
-        blocks,
-        ln_f,
-    })
+/// The modules over `layout`: [`GptModules::register`], the one registration of a GPT.
+fn build(config: &GptConfig, layout: &mut ParamLayout) -> Result<GptModules> {
+    GptModules::register(config, layout)
 }
 
 fn msg(path: &Path, text: String) -> Error {
-    Error::Msg(format!("{}: {text}", path.display()))
+    Error::file(path, text)
 }
 
 /// Converts one stored tensor's bytes (`dtype` F32, F16 or BF16, little-endian) to f32.
@@ -202,8 +150,8 @@ struct Stored {
 
 /// A layout for bf16 weights: the tensors that stay f32 ([`bf16_layout`] is `None`) at
 /// consecutive offsets `0..small` of a compact f32 buffer, each matrix at a distinct offset from
-/// `small` on, which indexes nothing in that buffer and serves as its key in [`Bf16Matrices`].
-fn bf16_placed(config: &GptConfig) -> Result<(ParamLayout, Parts, usize)> {
+/// `small` on, which indexes nothing in that buffer and serves as its key in [`PackedMatrices`].
+fn bf16_placed(config: &GptConfig) -> Result<(ParamLayout, GptModules, usize)> {
     let mut consecutive = ParamLayout::new();
     build(config, &mut consecutive)?;
     let mut offsets = HashMap::new();
@@ -321,7 +269,7 @@ impl InferenceModel {
             // GPT-2 124M, measured), while read() leaves nothing of the file resident.
             let (placed, parts, small) = bf16_placed(&config)?;
             let mut data = vec![0.0f32; small];
-            let mut mats = Bf16Matrices::default();
+            let mut mats = PackedMatrices::default();
             for e in placed.entries() {
                 let s = stored[&e.name];
                 let name = hf_name(&e.name, family);
@@ -341,7 +289,7 @@ impl InferenceModel {
             }
             let mut m = Self::assemble(
                 config,
-                Weights::Owned(data),
+                Storage::Owned(data),
                 placed,
                 WeightsSource::Bf16(dtypes),
                 parts,
@@ -364,7 +312,7 @@ impl InferenceModel {
             let len = (mmap.len() - header_end) / 4;
             return Ok(Self::assemble(
                 config,
-                Weights::Mapped {
+                Storage::Mapped {
                     mmap,
                     start: header_end,
                     len,
@@ -383,7 +331,7 @@ impl InferenceModel {
         }
         Ok(Self::assemble(
             config,
-            Weights::Owned(data),
+            Storage::Owned(data),
             layout,
             WeightsSource::Converted(dtypes),
             parts,
@@ -403,7 +351,7 @@ impl InferenceModel {
         }
         Ok(Self::assemble(
             config,
-            Weights::Owned(data),
+            Storage::Owned(data),
             layout,
             WeightsSource::Copied,
             parts,
@@ -412,26 +360,17 @@ impl InferenceModel {
 
     fn assemble(
         config: GptConfig,
-        weights: Weights,
+        weights: Storage,
         layout: ParamLayout,
         source: WeightsSource,
-        parts: Parts,
+        modules: GptModules,
     ) -> Self {
-        let mut sinusoid = Vec::new();
-        if config.positions == Positions::Sinusoidal {
-            sinusoid = vec![0.0; config.n_ctx * config.n_embd];
-            sinusoidal_positions(&mut sinusoid, config.n_ctx, config.n_embd);
-        }
         InferenceModel {
             config,
             weights,
             layout,
             source,
-            wte: parts.wte,
-            wpe: parts.wpe,
-            sinusoid,
-            blocks: parts.blocks,
-            ln_f: parts.ln_f,
+            modules,
             bf16: None,
         }
     }
@@ -444,10 +383,12 @@ impl InferenceModel {
         let src = self.params();
         let len = src.len();
         let mut m = memmap2::MmapMut::map_anon(len * 4).map_err(|e| {
-            Error::Msg(format!(
-                "cannot allocate {} bytes for the weights: {e}",
-                len * 4
-            ))
+            Error::limit(
+                "weight bytes",
+                (len * 4) as u64,
+                0,
+                &format!("cannot allocate anonymous memory for them: {e}"),
+            )
         })?;
         #[cfg(target_os = "linux")]
         {
@@ -457,7 +398,7 @@ impl InferenceModel {
         for (d, s) in m.chunks_exact_mut(4).zip(src) {
             d.copy_from_slice(&s.to_ne_bytes());
         }
-        self.weights = Weights::Anon(m, len);
+        self.weights = Storage::Anon(m, len);
         Ok(())
     }
 
@@ -471,7 +412,7 @@ impl InferenceModel {
     /// (one row of `wpe` is read per token); with bf16 matrices, their packed bytes plus the f32
     /// bytes of the other tensors.
     pub fn bytes_per_token(&self) -> usize {
-        let wpe = self.wpe.map_or(0, |w| w.len);
+        let wpe = self.modules.embed.wpe().map_or(0, |w| w.len);
         match &self.bf16 {
             Some(m) => m.bytes() + 4 * (self.params().len() - wpe),
             None => 4 * (self.config.num_params() - wpe),
@@ -505,7 +446,7 @@ impl InferenceModel {
         let (placed, parts, small) = bf16_placed(&self.config).expect("layout of a built model");
         let p = self.params();
         let mut data = vec![0.0f32; small];
-        let mut mats = Bf16Matrices::default();
+        let mut mats = PackedMatrices::default();
         for e in placed.entries() {
             let Some(old) = self.layout.get(&e.name) else {
                 continue;
@@ -525,7 +466,7 @@ impl InferenceModel {
             WeightsSource::Copied => "F32 (copied)".to_string(),
             WeightsSource::Bf16(d) => d.clone(),
         };
-        self.replace(Weights::Owned(data), placed, parts, Some(mats));
+        self.replace(Storage::Owned(data), placed, parts, Some(mats));
         self.source = WeightsSource::Bf16(from);
     }
 
@@ -551,24 +492,21 @@ impl InferenceModel {
                 None => dst.copy_from_slice(old.param.of(p)),
             }
         }
-        self.replace(Weights::Owned(data), layout, parts, None);
+        self.replace(Storage::Owned(data), layout, parts, None);
         self.source = WeightsSource::Copied;
     }
 
     /// Swaps in new weights, the layout they follow and the modules built on it.
     fn replace(
         &mut self,
-        weights: Weights,
+        weights: Storage,
         layout: ParamLayout,
-        parts: Parts,
-        bf16: Option<Bf16Matrices>,
+        modules: GptModules,
+        bf16: Option<PackedMatrices>,
     ) {
         self.weights = weights;
         self.layout = layout;
-        self.wte = parts.wte;
-        self.wpe = parts.wpe;
-        self.blocks = parts.blocks;
-        self.ln_f = parts.ln_f;
+        self.modules = modules;
         self.bf16 = bf16;
     }
 
@@ -581,17 +519,14 @@ impl InferenceModel {
         }
     }
 
-    /// Runs `f` inside the bf16 scope when the weights are bf16.
-    fn with_dtype<R>(&self, f: impl FnOnce() -> R) -> R {
+    /// The weights the modules read: the f32 buffer and, for a bf16 model, the packed
+    /// matrices.
+    pub fn weights(&self) -> Weights<'_> {
+        let w = Weights::new(self.params());
         match &self.bf16 {
-            Some(m) => with_bf16_matrices(m, f),
-            None => f(),
+            Some(m) => w.with_packed(m),
+            None => w,
         }
-    }
-
-    /// The packed tied embedding / LM head (bf16 models only).
-    fn wte_bf16(&self) -> Option<&PackedBf16> {
-        self.bf16.as_ref().and_then(|m| m.get(self.wte))
     }
 
     /// An empty cache for `b` rows of up to `n_ctx` positions.
@@ -615,19 +550,7 @@ impl InferenceModel {
         s: &mut Scratch,
         hidden: &mut Vec<f32>,
     ) -> Result<()> {
-        self.with_dtype(|| self.forward_hidden_f(ids, new, cache, s, hidden))
-    }
-
-    /// [`InferenceModel::forward_hidden`] in the current dtype scope.
-    fn forward_hidden_f(
-        &self,
-        ids: &[u32],
-        new: &[usize],
-        cache: &mut KvCache,
-        s: &mut Scratch,
-        hidden: &mut Vec<f32>,
-    ) -> Result<()> {
-        let (c, v) = (self.config.n_embd, self.config.vocab_size);
+        let c = self.config.n_embd;
         let n: usize = new.iter().sum();
         if ids.len() != n {
             return Err(Error::shape(
@@ -646,54 +569,11 @@ impl InferenceModel {
         if let Some(layer) = cache.layers.first() {
             layer.check_room(new)?;
         }
-        if let Some(&id) = ids.iter().find(|&&id| id as usize >= v) {
-            return Err(Error::TokenOutOfRange {
-                id: id as usize,
-                vocab_size: v,
-            });
-        }
-        let p = self.params();
+        let p = self.weights();
         let x = sized(hidden, n * c);
-        let pos_table = match self.wpe {
-            Some(w) => w.of(p),
-            None => &self.sinusoid[..],
-        };
-        let wte_bf16 = self.wte_bf16();
-        let mut r = 0;
-        for (b, &nb) in new.iter().enumerate() {
-            let start = cache.len(b);
-            for i in 0..nb {
-                let (id, pos) = (ids[r] as usize, start + i);
-                let dst = &mut x[r * c..(r + 1) * c];
-                // The token's embedding row: widened from bf16, or read from the f32 weights.
-                match wte_bf16 {
-                    Some(w) => w.row_f32(id, dst),
-                    None => dst.copy_from_slice(&self.wte.of(p)[id * c..(id + 1) * c]),
-                }
-                for (d, q) in dst.iter_mut().zip(&pos_table[pos * c..(pos + 1) * c]) {
-                    *d += q;
-                }
-                r += 1;
-            }
-        }
-        for (block, layer) in self.blocks.iter().zip(&mut cache.layers) {
-            block.forward_cached(p, x, new, layer, s)?;
-        }
-        if let Some(ln) = &self.ln_f {
-            layernorm_forward(
-                sized(&mut s.ln, n * c),
-                sized(&mut s.mean, n),
-                sized(&mut s.rstd, n),
-                x,
-                ln.weight.of(p),
-                ln.bias.of(p),
-                n,
-                c,
-                ln.eps,
-            );
-            x.copy_from_slice(&s.ln[..n * c]);
-        }
-        Ok(())
+        let start: Vec<usize> = (0..new.len()).map(|b| cache.len(b)).collect();
+        self.modules.embed.forward_cached(p, x, ids, new, &start)?;
+        self.modules.stack.forward_cached(p, x, new, cache, s)
     }
 
     /// Logits `(rows, V)` of hidden states `(rows, C)` through the LM head tied to `wte`.
@@ -701,14 +581,9 @@ impl InferenceModel {
         let (c, v) = (self.config.n_embd, self.config.vocab_size);
         let rows = hidden.len() / c;
         let out = sized(out, rows * v);
-        let head = WeightLayout::OutIn;
-        match self.wte_bf16() {
-            Some(w) => linear_packed_bf16(out, hidden, w, None, rows),
-            None => {
-                let w = self.wte.of(self.params());
-                super::gemv::linear_small(out, hidden, w, None, rows, c, v, head);
-            }
-        }
+        self.modules
+            .head
+            .forward_infer(self.weights(), out, hidden, rows);
     }
 
     /// One step: runs packed `ids` and writes the logits `(R, V)` of the last new token of each

@@ -1,0 +1,127 @@
+//! Reading weight matrices into packed bf16 for a bf16 [`super::inference::InferenceModel`]
+//! (`--dtype bf16`): the matrices that decoding streams (`attn.c_attn`, `attn.c_proj`,
+//! `mlp.c_fc`, `mlp.c_proj` of every block and the tied `wte`) are held **only** in bf16,
+//! packed for the decode kernel ([`crate::kernels::bf16_decode::PackedBf16`]) in a
+//! [`crate::nn::weights::PackedMatrices`] that the modules read through their
+//! [`crate::nn::weights::Weights`] view.
+//!
+//! Loading ([`read_packed`]) streams a tensor from the file through a small buffer, converting
+//! each chunk of rows to bf16 and packing it: a bf16 checkpoint is copied bit for bit, an f32 or
+//! f16 one rounded to nearest even, and at no point is the whole f32 matrix (or the file's
+//! mapping of it) resident.
+
+use crate::error::{Error, Result};
+use crate::kernels::bf16::f32_to_bf16_bits;
+use crate::kernels::bf16_decode::PackedBf16;
+use crate::kernels::matmul::WeightLayout;
+use crate::nn::params::ParamEntry;
+use safetensors::tensor::Dtype;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+/// Whether a model tensor is held in bf16 with `--dtype bf16`, and in which orientation: the
+/// linear layers' weights (their registered layout) and the tied embedding `wte` (`(V, C)`, read
+/// by the LM head as `(OC, IC)`). Everything else (biases, LayerNorm, `wpe`) stays f32.
+pub fn bf16_layout(e: &ParamEntry) -> Option<WeightLayout> {
+    if e.name == "wte.weight" {
+        return Some(WeightLayout::OutIn);
+    }
+    e.weight_layout
+}
+
+/// `(IC, OC)` of a 2-D tensor stored in `layout`.
+pub fn in_out_dims(shape: &[usize], layout: WeightLayout) -> (usize, usize) {
+    match layout {
+        WeightLayout::InOut => (shape[0], shape[1]),
+        WeightLayout::OutIn => (shape[1], shape[0]),
+    }
+}
+
+/// `len` bytes of tensor `name` from byte `start` of `file` (a small tensor kept in f32).
+pub fn read_bytes(
+    file: &mut std::fs::File,
+    path: &Path,
+    name: &str,
+    start: usize,
+    len: usize,
+) -> Result<Vec<u8>> {
+    let mut bytes = vec![0u8; len];
+    file.seek(SeekFrom::Start(start as u64))
+        .and_then(|_| file.read_exact(&mut bytes))
+        .map_err(|e| {
+            Error::file(
+                path,
+                format!("reading tensor `{name}`: {e}; is the file truncated?"),
+            )
+        })?;
+    Ok(bytes)
+}
+
+/// Bytes read from the file per chunk while packing (whole stored rows, at least one).
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// Reads a stored matrix of `shape` (`dtype` F32, F16 or BF16, `len_bytes` bytes from byte
+/// `start` of `file`) and packs it in bf16 for `layout`, one chunk of rows at a time.
+#[allow(clippy::too_many_arguments)]
+pub fn read_packed(
+    file: &mut std::fs::File,
+    path: &Path,
+    name: &str,
+    dtype: Dtype,
+    start: usize,
+    shape: &[usize],
+    layout: WeightLayout,
+) -> Result<PackedBf16> {
+    let (ic, oc) = in_out_dims(shape, layout);
+    let size = match dtype {
+        Dtype::F32 => 4,
+        Dtype::F16 | Dtype::BF16 => 2,
+        d => {
+            return Err(Error::file(
+                path,
+                format!("tensor `{name}` has dtype {d:?}; supported: F32, F16, BF16"),
+            ))
+        }
+    };
+    let (rows, row_len) = (shape[0], shape[1]);
+    let mut m = PackedBf16::zeros(ic, oc, layout);
+    let per = (CHUNK_BYTES / (size * row_len).max(1)).max(1);
+    let mut bytes = vec![0u8; per * row_len * size];
+    let mut bits = vec![0u16; per * row_len];
+    file.seek(SeekFrom::Start(start as u64))
+        .map_err(|e| Error::io(path, e))?;
+    let mut r0 = 0;
+    while r0 < rows {
+        let k = per.min(rows - r0);
+        let (raw, out) = (&mut bytes[..k * row_len * size], &mut bits[..k * row_len]);
+        file.read_exact(raw).map_err(|e| {
+            Error::file(
+                path,
+                format!(
+                    "reading tensor `{name}` (rows {r0}..{}): {e}; is the file truncated?",
+                    r0 + k
+                ),
+            )
+        })?;
+        match dtype {
+            Dtype::F32 => {
+                for (o, b) in out.iter_mut().zip(raw.chunks_exact(4)) {
+                    *o = f32_to_bf16_bits(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                }
+            }
+            Dtype::F16 => {
+                for (o, b) in out.iter_mut().zip(raw.chunks_exact(2)) {
+                    *o = f32_to_bf16_bits(half::f16::from_le_bytes([b[0], b[1]]).to_f32());
+                }
+            }
+            _ => {
+                for (o, b) in out.iter_mut().zip(raw.chunks_exact(2)) {
+                    *o = u16::from_le_bytes([b[0], b[1]]);
+                }
+            }
+        }
+        m.set_rows(r0, out);
+        r0 += k;
+    }
+    Ok(m)
+}

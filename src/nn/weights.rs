@@ -1,0 +1,131 @@
+//! The weights a module reads: one small view passed to every `forward`/`backward` where a flat
+//! `&[f32]` went before.
+//!
+//! A model's parameters live in one flat f32 buffer addressed by [`Param`] handles. Two
+//! settings change what a product reads:
+//! - **mixed-precision training** adds a bf16 copy of the whole buffer at the same offsets (the
+//!   shadow, refreshed after each optimizer step; see [`super::precision`]): linear layers, the
+//!   tied head and the attention products then multiply in bf16;
+//! - **bf16 inference** holds the weight matrices only in bf16, packed for the decode kernel
+//!   ([`PackedMatrices`]); the f32 buffer then holds just the small tensors (biases, LayerNorm,
+//!   `wpe`) and each matrix handle is a key past its end (reading it as f32 would panic, never
+//!   return wrong numbers).
+//!
+//! Why an explicit view rather than a thread-local scope: which weights a product reads is then
+//! visible at every call, nothing leaks across threads or outlives a borrow, and a new model can
+//! mix views (a frozen reference model in f32 next to a bf16 policy) without any global state.
+//! The precedence is one rule, in [`super::linear::Linear`]: packed matrix, else bf16 shadow,
+//! else f32.
+
+use super::params::Param;
+use crate::kernels::bf16_decode::PackedBf16;
+use half::bf16;
+
+/// The weights modules read; `Copy`, three pointers wide.
+#[derive(Clone, Copy, Debug)]
+pub struct Weights<'a> {
+    /// The flat f32 parameters (with packed matrices: only the tensors kept in f32).
+    pub f32: &'a [f32],
+    /// A bf16 copy of `f32` at the same offsets: products in bf16 (mixed-precision training).
+    pub bf16: Option<&'a [bf16]>,
+    /// Weight matrices packed in bf16 for decoding, keyed by handle (bf16 inference).
+    pub packed: Option<&'a PackedMatrices>,
+}
+
+impl<'a> Weights<'a> {
+    /// Plain f32 weights.
+    pub fn new(f32: &'a [f32]) -> Self {
+        Weights {
+            f32,
+            bf16: None,
+            packed: None,
+        }
+    }
+
+    /// These weights with products in bf16 over `shadow` (same offsets as `f32`).
+    pub fn with_bf16(self, shadow: &'a [bf16]) -> Self {
+        Weights {
+            bf16: Some(shadow),
+            ..self
+        }
+    }
+
+    /// These weights with the matrices of `packed` read from it.
+    pub fn with_packed(self, packed: &'a PackedMatrices) -> Self {
+        Weights {
+            packed: Some(packed),
+            ..self
+        }
+    }
+
+    /// A tensor kept in f32.
+    pub fn of(&self, p: Param) -> &'a [f32] {
+        p.of(self.f32)
+    }
+
+    /// The bf16 shadow of a tensor, when products run in bf16.
+    pub fn bf16_of(&self, p: Param) -> Option<&'a [bf16]> {
+        self.bf16.map(|s| &s[p.range()])
+    }
+
+    /// The packed bf16 matrix of handle `p`, if the model holds it so.
+    pub fn packed_of(&self, p: Param) -> Option<&'a PackedBf16> {
+        self.packed.and_then(|m| m.get(p))
+    }
+
+    /// Whether products run in bf16 over a shadow (mixed-precision training).
+    pub fn is_bf16(&self) -> bool {
+        self.bf16.is_some()
+    }
+}
+
+impl<'a> From<&'a [f32]> for Weights<'a> {
+    fn from(p: &'a [f32]) -> Self {
+        Weights::new(p)
+    }
+}
+
+impl<'a> From<&'a Vec<f32>> for Weights<'a> {
+    fn from(p: &'a Vec<f32>) -> Self {
+        Weights::new(p)
+    }
+}
+
+/// Weight matrices packed in bf16, keyed by their parameter handles.
+#[derive(Clone, Debug, Default)]
+pub struct PackedMatrices {
+    /// `(handle offset, matrix)`, sorted by offset.
+    mats: Vec<(usize, PackedBf16)>,
+}
+
+impl PackedMatrices {
+    /// Adds the matrix of handle `param` (handles must be distinct).
+    pub fn insert(&mut self, param: Param, m: PackedBf16) {
+        let at = self.mats.partition_point(|(o, _)| *o < param.offset);
+        debug_assert!(self.mats.get(at).is_none_or(|(o, _)| *o != param.offset));
+        self.mats.insert(at, (param.offset, m));
+    }
+
+    /// The matrix of handle `param`, if it is one of these.
+    pub fn get(&self, param: Param) -> Option<&PackedBf16> {
+        self.mats
+            .binary_search_by_key(&param.offset, |(o, _)| *o)
+            .ok()
+            .map(|i| &self.mats[i].1)
+    }
+
+    /// Bytes held by the packed matrices.
+    pub fn bytes(&self) -> usize {
+        self.mats.iter().map(|(_, m)| m.bytes()).sum()
+    }
+
+    /// Number of matrices.
+    pub fn len(&self) -> usize {
+        self.mats.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.mats.is_empty()
+    }
+}
