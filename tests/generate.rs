@@ -7,14 +7,14 @@
 //!   decoder path);
 //! - sliding-window scoring scores each token once with the context the windows give it.
 
-use gpt::nn::weights::Weights;
-use gpt::nn::kv_cache::{LayerKvCache, Scratch};
 use gpt::generate::score::token_logprobs;
 use gpt::generate::{generate, GenerateConfig, InferenceModel, SamplingConfig};
 use gpt::model::{Gpt, GptConfig, Positions};
 use gpt::nn::block::{Block, BlockConfig, BlockInput, Memory, NormPlacement};
+use gpt::nn::kv_cache::{LayerKvCache, Scratch};
 use gpt::nn::mlp::Activation;
 use gpt::nn::params::{ParamLayout, Params};
+use gpt::nn::weights::Weights;
 use gpt::rng::Rng;
 
 fn tiny(norm: NormPlacement, positions: Positions, n_ctx: usize) -> Gpt {
@@ -180,7 +180,9 @@ fn cross_attention_block_cached_steps_match_training_forward() {
         let want = block.output().to_vec();
         // Cached: prefill 2 positions, then one at a time, both rows together.
         let mut cache = LayerKvCache::new(b, 8, c);
-        block.prepare_memory(Weights::new(p), &mut cache, &memory, b).unwrap();
+        block
+            .prepare_memory(Weights::new(p), &mut cache, &memory, b)
+            .unwrap();
         let mut s = Scratch::default();
         let mut got = vec![0.0; b * t * c];
         let mut pos = 0;

@@ -8,9 +8,9 @@
 //!   the tiled prefill paths), greedy generation follows the recomputed argmax, and a batch of
 //!   prompts generates exactly what each prompt generates alone.
 
-use gpt::model::inference::WeightsSource;
 use gpt::generate::score::token_logprobs;
 use gpt::generate::{generate, GenerateConfig, InferenceModel, SamplingConfig};
+use gpt::model::inference::WeightsSource;
 use gpt::model::{checkpoint, Gpt, GptConfig};
 use gpt::nn::precision::Precision;
 use gpt::rng::Rng;

@@ -3,8 +3,8 @@
 
 mod common;
 
-use gpt::model::inference::load_with_tokenizer;
 use gpt::generate::InferenceModel;
+use gpt::model::inference::load_with_tokenizer;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -86,7 +86,14 @@ fn linear_gradients() {
         let mut y = vec![0.0; n * 5];
         lin.forward(Weights::new(&params.data), &mut y, &x, n);
         let mut dx = vec![0.0; n * 13];
-        lin.backward(Weights::new(&params.data), &mut params.grad, Some(&mut dx), &r, &x, n);
+        lin.backward(
+            Weights::new(&params.data),
+            &mut params.grad,
+            Some(&mut dx),
+            &r,
+            &x,
+            n,
+        );
         let xs = x.clone();
         check_params(&mut params, &mut |p: &[f32]| {
             let mut y = vec![0.0; n * 5];
@@ -114,7 +121,13 @@ fn layernorm_gradients() {
     let r = randn(n * 13, 1.0, &mut rng);
     ln.forward(Weights::new(&params.data), &x, n);
     let mut dx = vec![0.0; n * 13];
-    ln.backward(Weights::new(&params.data), &mut params.grad, &mut dx, &r, &x);
+    ln.backward(
+        Weights::new(&params.data),
+        &mut params.grad,
+        &mut dx,
+        &r,
+        &x,
+    );
     let xs = x.clone();
     let mut ln2 = ln.clone();
     check_params(&mut params, &mut |p: &[f32]| {
@@ -171,7 +184,16 @@ fn self_attention_gradients_causal_and_padded() {
         let mut x = randn(B * T * C, 1.0, &mut rng);
         let r = randn(B * T * C, 1.0, &mut rng);
         let km = mask.as_deref();
-        attn.forward(Weights::new(&params.data), &x, None, km, B, T, false, &mut rng);
+        attn.forward(
+            Weights::new(&params.data),
+            &x,
+            None,
+            km,
+            B,
+            T,
+            false,
+            &mut rng,
+        );
         assert!(
             attn.out.iter().all(|v| v.is_finite()),
             "masked rows must not give NaN"
@@ -241,16 +263,43 @@ fn cross_attention_gradients_with_padded_memory() {
     let mut a2 = attn.clone();
     let mut rng2 = Rng::new(0);
     check_params(&mut params, &mut |p: &[f32]| {
-        a2.forward(Weights::new(p), &xs, Some((&ms, TK)), Some(&mask), B, T, false, &mut rng2);
+        a2.forward(
+            Weights::new(p),
+            &xs,
+            Some((&ms, TK)),
+            Some(&mask),
+            B,
+            T,
+            false,
+            &mut rng2,
+        );
         weighted(&a2.out, &r)
     });
     let p = params.data.clone();
     check("cross dx", &dx, &mut x, &mut |x: &[f32]| {
-        a2.forward(Weights::new(&p), x, Some((&ms, TK)), Some(&mask), B, T, false, &mut rng2);
+        a2.forward(
+            Weights::new(&p),
+            x,
+            Some((&ms, TK)),
+            Some(&mask),
+            B,
+            T,
+            false,
+            &mut rng2,
+        );
         weighted(&a2.out, &r)
     });
     check("cross dmemory", &dmem, &mut mem, &mut |m: &[f32]| {
-        a2.forward(Weights::new(&p), &xs, Some((m, TK)), Some(&mask), B, T, false, &mut rng2);
+        a2.forward(
+            Weights::new(&p),
+            &xs,
+            Some((m, TK)),
+            Some(&mask),
+            B,
+            T,
+            false,
+            &mut rng2,
+        );
         weighted(&a2.out, &r)
     });
 }
@@ -284,7 +333,13 @@ fn mlp_gradients_gelu_and_relu() {
         let r = randn(n * C, 1.0, &mut rng);
         mlp.forward(Weights::new(&params.data), &x, n, false, &mut rng);
         let mut dx = vec![0.0; n * C];
-        mlp.backward(Weights::new(&params.data), &mut params.grad, &x, &r, &mut dx);
+        mlp.backward(
+            Weights::new(&params.data),
+            &mut params.grad,
+            &x,
+            &r,
+            &mut dx,
+        );
         let xs = x.clone();
         let mut m2 = mlp.clone();
         let mut rng2 = Rng::new(0);
@@ -422,7 +477,13 @@ fn dropout_in_training_mode_has_exact_gradients_for_a_fixed_mask() {
         "some outputs dropped"
     );
     let mut dx = vec![0.0; n * C];
-    mlp.backward(Weights::new(&params.data), &mut params.grad, &x, &r, &mut dx);
+    mlp.backward(
+        Weights::new(&params.data),
+        &mut params.grad,
+        &x,
+        &r,
+        &mut dx,
+    );
     let xs = x.clone();
     let mut m2 = mlp.clone();
     check_params(&mut params, &mut |p: &[f32]| {

@@ -8,9 +8,9 @@
 
 use super::CliResult;
 
-use gpt::model::inference::load_with_tokenizer_as;
 use gpt::generate::stream::TextStream;
 use gpt::generate::{generate, GenerateConfig, SamplingConfig};
+use gpt::model::inference::load_with_tokenizer_as;
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;

@@ -3,9 +3,9 @@
 
 use super::CliResult;
 use clap::Args;
-use gpt::model::inference::load_with_tokenizer;
 use gpt::generate::stream::TextStream;
 use gpt::generate::{generate, GenerateConfig, SamplingConfig};
+use gpt::model::inference::load_with_tokenizer;
 use std::io::Write;
 use std::path::PathBuf;
 

@@ -9,8 +9,8 @@
 
 use super::CliResult;
 
-use gpt::model::inference::load_with_tokenizer_as;
 use gpt::generate::score::token_logprobs;
+use gpt::model::inference::load_with_tokenizer_as;
 use serde_json::json;
 use std::io::{Read, Write};
 use std::path::PathBuf;

@@ -11,10 +11,10 @@
 //! window that costs one prefill every `n_ctx / 2` tokens, instead of a full recompute per
 //! token as the naive sampler did).
 
-use crate::nn::kv_cache::Scratch;
-use crate::model::inference::InferenceModel;
 use super::sampler::{Sampler, SamplingConfig};
 use crate::error::{Error, Result};
+use crate::model::inference::InferenceModel;
+use crate::nn::kv_cache::Scratch;
 use std::time::Instant;
 
 /// Settings of one generation call.

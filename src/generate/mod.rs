@@ -14,6 +14,6 @@ pub mod sampler;
 pub mod score;
 pub mod stream;
 
-pub use generator::{generate, FinishReason, GenerateConfig, Generation, Timing};
 pub use crate::model::inference::InferenceModel;
+pub use generator::{generate, FinishReason, GenerateConfig, Generation, Timing};
 pub use sampler::{Sampler, SamplingConfig};

@@ -7,9 +7,9 @@
 //! of the sequence has no logprob (nothing precedes it); prepend `<|endoftext|>` (`--bos`) to
 //! score it too.
 
-use crate::nn::kv_cache::Scratch;
-use crate::model::inference::InferenceModel;
 use crate::error::{Error, Result};
+use crate::model::inference::InferenceModel;
+use crate::nn::kv_cache::Scratch;
 
 /// Rows of logits computed at once (bounds memory to `rows × V` floats).
 const LOGIT_ROWS: usize = 64;

@@ -175,8 +175,7 @@ impl Gpt {
 
     /// Refreshes a stale shadow (parameters replaced since the last refresh).
     fn ensure_shadow(&mut self) {
-        if self.precision == Precision::Bf16 && self.shadow.data.len() != self.params.data.len()
-        {
+        if self.precision == Precision::Bf16 && self.shadow.data.len() != self.params.data.len() {
             self.refresh_bf16_weights();
         }
     }

@@ -17,7 +17,6 @@
 
 mod cached;
 
-use crate::nn::weights::Weights;
 use super::dropout::Dropout;
 use super::linear::Linear;
 use super::params::ParamLayout;
@@ -27,6 +26,7 @@ use crate::kernels::attention::{
     AttentionDims,
 };
 use crate::kernels::matmul::WeightLayout;
+use crate::nn::weights::Weights;
 use crate::rng::Rng;
 
 /// Hyper-parameters of an attention module.

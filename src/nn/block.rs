@@ -12,13 +12,13 @@
 
 mod cached;
 
-use crate::nn::weights::Weights;
 use super::attention::{AttentionConfig, MultiHeadAttention};
 use super::layernorm::LayerNorm;
 use super::mlp::{Activation, Mlp, MlpConfig};
 use super::params::ParamLayout;
 use crate::error::Result;
 use crate::kernels::residual::{add_inplace, residual_forward};
+use crate::nn::weights::Weights;
 use crate::rng::Rng;
 
 /// Where the LayerNorms sit.

@@ -1,9 +1,9 @@
 //! LayerNorm module: owns its output and the per-row statistics backward needs.
 
-use crate::nn::weights::Weights;
 use super::params::{two_mut, Init, Param, ParamLayout};
 use crate::error::Result;
 use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
+use crate::nn::weights::Weights;
 
 /// LayerNorm over the last dimension with learned gain and bias.
 #[derive(Clone, Debug)]

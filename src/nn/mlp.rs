@@ -1,12 +1,12 @@
 //! Position-wise feed-forward network: `c_fc (C → 4C)`, GELU or ReLU, `c_proj (4C → C)`, dropout.
 
-use crate::nn::weights::Weights;
 use super::dropout::Dropout;
 use super::linear::Linear;
 use super::params::ParamLayout;
 use crate::error::Result;
 use crate::kernels::gelu::{gelu_backward, gelu_forward, relu_backward, relu_forward};
 use crate::kernels::matmul::WeightLayout;
+use crate::nn::weights::Weights;
 use crate::rng::Rng;
 
 /// The MLP's non-linearity.

@@ -161,7 +161,6 @@ impl Stack {
     }
 }
 
-
 impl Stack {
     /// Computes every cross-attention block's keys and values of `memory` into `cache` (once
     /// per source; decoders with cross-attention only).

@@ -2,11 +2,11 @@
 //! backward. See [`crate::nn::kv_cache`] for the cache layout and the packed-rows
 //! convention (`new[b]` new tokens of row `b`, rows packed one after another).
 
-use crate::nn::weights::Weights;
 use super::{MultiHeadAttention, Projections};
 use crate::error::{Error, Result};
-use crate::nn::kv_cache::{sized, CrossKv, LayerKvCache, Scratch};
 use crate::kernels::attention::{attention_forward, AttentionDims};
+use crate::nn::kv_cache::{sized, CrossKv, LayerKvCache, Scratch};
+use crate::nn::weights::Weights;
 
 impl MultiHeadAttention {
     /// Self-attention step: `out (N, C) = c_proj(attn(x))` for packed rows `x (N, C)`,

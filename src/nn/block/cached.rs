@@ -5,15 +5,15 @@
 //! decoder (self-attention cache plus cross-attention keys/values of the memory, prepared once
 //! with [`Block::prepare_memory`]).
 
-use crate::nn::weights::Weights;
 use super::{Block, Memory, NormPlacement};
 use crate::error::{Error, Result};
-use crate::nn::kv_cache::{sized, LayerKvCache, Scratch};
 use crate::kernels::gelu::gelu_forward_inplace;
 use crate::kernels::layernorm::layernorm_forward;
 use crate::kernels::residual::add_inplace;
+use crate::nn::kv_cache::{sized, LayerKvCache, Scratch};
 use crate::nn::layernorm::LayerNorm;
 use crate::nn::mlp::{Activation, Mlp};
+use crate::nn::weights::Weights;
 
 /// `s.ln = ln(x)` for `n` rows.
 fn ln_into(ln: &LayerNorm, p: Weights, x: &[f32], n: usize, s: &mut Scratch) {
