@@ -127,9 +127,10 @@ impl LayerKvCache {
     pub fn reorder(&mut self, src: &[usize]) -> Result<()> {
         let (cap, c, old_b) = (self.cap, self.c, self.batch());
         if let Some(&bad) = src.iter().find(|&&s| s >= old_b) {
-            return Err(Error::Msg(format!(
-                "LayerKvCache::reorder: row {bad} is out of range for a batch of {old_b}"
-            )));
+            return Err(Error::usage(
+                "LayerKvCache::reorder",
+                format!("row {bad} is out of range for a batch of {old_b}"),
+            ));
         }
         let row = cap * c;
         for buf in [&mut self.k, &mut self.v] {

@@ -118,7 +118,10 @@ impl ParamLayout {
         weight_layout: Option<WeightLayout>,
     ) -> Result<Param> {
         if self.index.contains_key(name) {
-            return Err(Error::Msg(format!("parameter `{name}` registered twice")));
+            return Err(Error::usage(
+                "ParamLayout::add",
+                format!("parameter `{name}` registered twice"),
+            ));
         }
         let len = shape.iter().product();
         let offset = match &self.placed {

@@ -202,11 +202,12 @@ pub fn log_softmax_inplace(x: &mut [f32]) {
 fn check_sources(model: &EncoderDecoder, sources: &[&[u32]]) -> Result<()> {
     let max = model.config.max_len;
     if let Some((i, s)) = sources.iter().enumerate().find(|(_, s)| s.len() + 1 > max) {
-        return Err(Error::Msg(format!(
-            "source {i} has {} tokens; the model's limit is {} (with EOS); truncate it",
-            s.len(),
-            max
-        )));
+        return Err(Error::limit(
+            format!("source {i}'s length in tokens (with EOS)"),
+            s.len() as u64 + 1,
+            max as u64,
+            "the model's position table (max_len) is shorter; truncate the source",
+        ));
     }
     Ok(())
 }
@@ -401,7 +402,10 @@ pub fn beam_search(
             f.into_iter()
                 .max_by(|a, b| a.score.total_cmp(&b.score))
                 .ok_or_else(|| {
-                    Error::Msg(format!("beam search finished no hypothesis for source {i}"))
+                    Error::usage(
+                        "beam_search",
+                        format!("beam search finished no hypothesis for source {i}"),
+                    )
                 })
         })
         .collect()

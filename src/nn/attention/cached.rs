@@ -24,8 +24,9 @@ impl MultiHeadAttention {
         s: &mut Scratch,
     ) -> Result<()> {
         let Projections::SelfAttention { c_attn } = &self.proj else {
-            return Err(Error::Msg(
-                "forward_cached: this is a cross-attention module; use forward_cross_cached".into(),
+            return Err(Error::usage(
+                "MultiHeadAttention::forward_cached",
+                "this is a cross-attention module; use forward_cross_cached",
             ));
         };
         cache.check_room(new)?;
@@ -87,8 +88,9 @@ impl MultiHeadAttention {
         key_mask: Option<&[u8]>,
     ) -> Result<CrossKv> {
         let Projections::Cross { kv_attn, .. } = &self.proj else {
-            return Err(Error::Msg(
-                "cross_kv: this is a self-attention module".into(),
+            return Err(Error::usage(
+                "MultiHeadAttention::cross_kv",
+                "this is a self-attention module",
             ));
         };
         let c = self.c;
@@ -136,8 +138,9 @@ impl MultiHeadAttention {
         s: &mut Scratch,
     ) -> Result<()> {
         let Projections::Cross { q_attn, .. } = &self.proj else {
-            return Err(Error::Msg(
-                "forward_cross_cached: this is a self-attention module".into(),
+            return Err(Error::usage(
+                "MultiHeadAttention::forward_cross_cached",
+                "this is a self-attention module",
             ));
         };
         let c = self.c;

@@ -59,8 +59,9 @@ impl Block {
         b: usize,
     ) -> Result<()> {
         let Some((_, cross)) = &self.cross else {
-            return Err(Error::Msg(
-                "prepare_memory: this block has no cross-attention".into(),
+            return Err(Error::usage(
+                "Block::prepare_memory",
+                "this block has no cross-attention",
             ));
         };
         cache.cross = Some(cross.cross_kv(p, memory.data, b, memory.t, memory.key_mask)?);
@@ -88,10 +89,9 @@ impl Block {
             ));
         }
         if self.cross.is_some() && cache.cross.is_none() {
-            return Err(Error::Msg(
-                "Block::forward_cached: a cross-attention block needs cache.cross (call \
-                 Block::prepare_memory first)"
-                    .into(),
+            return Err(Error::usage(
+                "Block::forward_cached",
+                "a cross-attention block needs cache.cross (call Block::prepare_memory first)",
             ));
         }
         let mut proj = std::mem::take(&mut s.proj);
