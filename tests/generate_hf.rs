@@ -5,10 +5,10 @@
 
 mod common;
 
-use gpt::data::prepare::load_tokenizer;
 use gpt::generate::model::WeightsSource;
 use gpt::generate::score::token_logprobs;
 use gpt::generate::{generate, GenerateConfig, InferenceModel, SamplingConfig};
+use gpt::io::load_tokenizer;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
