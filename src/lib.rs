@@ -5,12 +5,14 @@
 //! - [`kernels`]: fused CPU kernels, each a forward and a backward side by side (llm.c contract).
 //! - [`nn`]: modules that compose kernels (Linear, LayerNorm, attention, MLP, Transformer block)
 //!   over parameters that live in one flat buffer with a named layout.
+//! - [`io`]: safetensors, atomic writes and tokenizer files (depends only on `error`).
 //! - [`optim`]: AdamW and gradient clipping over that flat buffer.
 //! - [`tokenizer`]: re-export of the `gpt-tokenizer` crate (GPT-2 byte-level BPE).
 
 pub mod data;
 pub mod error;
 pub mod generate;
+pub mod io;
 pub mod kernels;
 pub mod model;
 pub mod nn;

@@ -5,9 +5,9 @@
 
 mod common;
 
-use gpt::data::prepare::load_tokenizer;
 use gpt::generate::score::token_logprobs;
 use gpt::generate::{generate, GenerateConfig, InferenceModel, SamplingConfig};
+use gpt::io::load_tokenizer;
 use gpt::model::inference::WeightsSource;
 use serde_json::Value;
 use std::path::{Path, PathBuf};

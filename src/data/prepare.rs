@@ -8,7 +8,7 @@
 
 use super::tokens::write_token_file;
 use crate::error::{Error, Result};
-use crate::model::checkpoint::write_atomic;
+use crate::io::{save_tokenizer, write_atomic};
 use crate::rng::Rng;
 use crate::tokenizer::{AnyTokenizer, CharTokenizer, ENDOFTEXT};
 use std::path::{Path, PathBuf};
@@ -107,36 +107,6 @@ pub fn tokenizer_for(spec: &str, docs: &[String]) -> Result<AnyTokenizer> {
         return Ok(AnyTokenizer::Char(CharTokenizer::from_text(&all)));
     }
     AnyTokenizer::load(spec).map_err(|e| Error::Msg(format!("tokenizer `{spec}`: {e}")))
-}
-
-/// Saves a tokenizer into a model or data directory (BPE: vocab.json, merges.txt,
-/// tokenizer.json; char: tokenizer_char.json).
-pub fn save_tokenizer(tok: &AnyTokenizer, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    match tok {
-        AnyTokenizer::Bpe(t) => t
-            .save(dir)
-            .map(|_| ())
-            .map_err(|e| Error::Msg(e.to_string())),
-        AnyTokenizer::Char(t) => t
-            .save(&dir.join(CHAR_TOKENIZER_FILE))
-            .map_err(|e| Error::Msg(e.to_string())),
-    }
-}
-
-/// File name of a saved char-level tokenizer.
-pub const CHAR_TOKENIZER_FILE: &str = "tokenizer_char.json";
-
-/// Loads the tokenizer saved in a model or data directory.
-pub fn load_tokenizer(dir: &Path) -> Result<AnyTokenizer> {
-    let char_file = dir.join(CHAR_TOKENIZER_FILE);
-    if char_file.exists() {
-        return CharTokenizer::load(&char_file)
-            .map(AnyTokenizer::Char)
-            .map_err(|e| Error::Msg(e.to_string()));
-    }
-    AnyTokenizer::load(&dir.to_string_lossy())
-        .map_err(|e| Error::Msg(format!("{}: {e}", dir.display())))
 }
 
 /// Encodes `docs` and writes `train.bin`, `val.bin`, the tokenizer and `prepare.json` to `out`.

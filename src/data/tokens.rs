@@ -4,7 +4,7 @@
 //! `u32` (2 for u16 when the vocabulary fits, else 4), token count `u64`, then the tokens.
 
 use crate::error::{Error, Result};
-use crate::model::checkpoint::write_atomic;
+use crate::io::write_atomic;
 use std::path::{Path, PathBuf};
 
 /// The file magic.

@@ -13,15 +13,17 @@
 //! and models with sinusoidal positions as `gpt-rs`, which only `gpt` loads. Our full
 //! configuration is also kept under the `"gpt"` key of `config.json`.
 //!
-//! Every write goes to a temporary file in the same directory and is renamed into place.
+//! Every write goes through [`crate::io`] (a temporary file in the same directory, renamed into
+//! place); the layout table ([`ParamLayout`]) names each tensor of a flat buffer, so one pair of
+//! functions ([`layout_tensors`], [`read_layout`]) serves weights and optimizer moments alike.
 
 use super::config::{GptConfig, Positions};
 use super::gpt::Gpt;
 use crate::error::{Error, Result};
+use crate::io::{serialize_f32, write_atomic, TensorFile};
 use crate::nn::block::NormPlacement;
 use crate::nn::mlp::Activation;
-use crate::nn::params::Params;
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use crate::nn::params::{ParamLayout, Params};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::Path;
@@ -30,22 +32,6 @@ use std::path::Path;
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// File name of the configuration.
 pub const CONFIG_FILE: &str = "config.json";
-
-/// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
 
 /// Which Hugging Face architecture a configuration maps onto.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,6 +205,20 @@ pub fn weights_bytes(model: &Gpt, metadata: Option<HashMap<String, String>>) -> 
     params_bytes(&model.params, |n| hf_name(n, family), metadata)
 }
 
+/// The tensors of a flat buffer in `layout` (parameters, or an optimizer moment), each named
+/// `name(layout name)`, ready for [`crate::io::serialize_f32`].
+pub fn layout_tensors<'a>(
+    layout: &ParamLayout,
+    flat: &'a [f32],
+    name: impl Fn(&str) -> String,
+) -> Vec<(String, Vec<usize>, &'a [f32])> {
+    layout
+        .entries()
+        .iter()
+        .map(|e| (name(&e.name), e.shape.clone(), e.param.of(flat)))
+        .collect()
+}
+
 /// Serialises every tensor of `params` as f32 safetensors under `name(layout name)`; shared by
 /// every model saved from a [`Params`] layout (GPT, encoder-decoder).
 pub fn params_bytes(
@@ -226,27 +226,10 @@ pub fn params_bytes(
     name: impl Fn(&str) -> String,
     metadata: Option<HashMap<String, String>>,
 ) -> Result<Vec<u8>> {
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = params
-        .layout
-        .entries()
-        .iter()
-        .map(|e| {
-            let data = e.param.of(&params.data);
-            let raw: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-            (name(&e.name), e.shape.clone(), raw)
-        })
-        .collect();
-    let views = bytes
-        .iter()
-        .map(|(name, shape, raw)| {
-            TensorView::new(Dtype::F32, shape.clone(), raw)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| Error::Msg(format!("safetensors: {name}: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut meta = metadata.unwrap_or_default();
-    meta.entry("format".into()).or_insert_with(|| "pt".into());
-    safetensors::serialize(views, Some(meta)).map_err(|e| Error::Msg(format!("safetensors: {e}")))
+    serialize_f32(
+        &layout_tensors(&params.layout, &params.data, name),
+        metadata.unwrap_or_default(),
+    )
 }
 
 /// Saves `config.json` and `model.safetensors` into `dir` atomically (weights first, so a
@@ -255,7 +238,7 @@ pub fn save(model: &Gpt, dir: &Path, metadata: Option<HashMap<String, String>>) 
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     write_atomic(&dir.join(WEIGHTS_FILE), &weights_bytes(model, metadata)?)?;
     let cfg = serde_json::to_vec_pretty(&hf_config(&model.config))
-        .map_err(|e| Error::Msg(e.to_string()))?;
+        .map_err(|e| Error::usage("checkpoint::save", e.to_string()))?;
     write_atomic(&dir.join(CONFIG_FILE), &cfg)
 }
 
@@ -268,31 +251,6 @@ pub fn load_config(dir: &Path) -> Result<GptConfig> {
         reason: e.to_string(),
     })?;
     config_from_hf(&v, &path)
-}
-
-/// Converts one stored tensor to f32 (f32, f16 and bf16 are accepted).
-fn to_f32(view: &TensorView, name: &str, path: &Path) -> Result<Vec<f32>> {
-    let raw = view.data();
-    Ok(match view.dtype() {
-        Dtype::F32 => raw
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::F16 => raw
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => raw
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        d => {
-            return Err(Error::Msg(format!(
-                "{}: tensor `{name}` has dtype {d:?}; supported: F32, F16, BF16",
-                path.display()
-            )))
-        }
-    })
 }
 
 /// Loads a checkpoint directory (ours or a Hugging Face GPT-2) into a new model.
@@ -320,34 +278,28 @@ pub fn load_params(
     path: &Path,
     names: impl Fn(&str) -> Vec<String>,
 ) -> Result<()> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    // SAFETY: the file is opened read-only and not modified while mapped by this process;
-    // concurrent external truncation is the same hazard every mmap-based loader accepts.
-    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-    let st = SafeTensors::deserialize(&mmap).map_err(|e| {
-        Error::Msg(format!(
-            "{}: not a valid safetensors file: {e}",
-            path.display()
-        ))
-    })?;
-    let by_name: HashMap<String, TensorView> = st.tensors().into_iter().collect();
-    let entries = params.layout.entries().to_vec();
-    for e in entries {
-        let view = names(&e.name)
-            .iter()
-            .find_map(|n| by_name.get(n))
-            .ok_or_else(|| {
-                Error::Msg(format!("{}: missing tensor `{}`", path.display(), e.name))
-            })?;
-        if view.shape() != e.shape.as_slice() {
-            return Err(Error::shape(
-                "load_weights",
-                format!("{}: tensor `{}` {:?}", path.display(), e.name, view.shape()),
-                format!("expected {:?} from config.json", e.shape),
-            ));
-        }
-        let data = to_f32(view, &e.name, path)?;
-        params.data[e.param.range()].copy_from_slice(&data);
+    let file = TensorFile::open(path)?;
+    read_layout(&file, &params.layout, &mut params.data, names)
+}
+
+/// Fills the flat buffer `flat` (in `layout`) from `file`, every tensor converted to f32;
+/// `names(layout name)` lists the stored names to try. Errors name the file and the tensor.
+pub fn read_layout(
+    file: &TensorFile,
+    layout: &ParamLayout,
+    flat: &mut [f32],
+    names: impl Fn(&str) -> Vec<String>,
+) -> Result<()> {
+    if flat.len() != layout.total() {
+        return Err(Error::shape(
+            "read_layout",
+            format!("buffer of {}", flat.len()),
+            format!("layout of {}", layout.total()),
+        ));
+    }
+    for e in layout.entries() {
+        let t = file.find(&names(&e.name))?;
+        file.read_f32_into(t, &e.shape, e.param.of_mut(flat))?;
     }
     Ok(())
 }

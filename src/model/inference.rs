@@ -665,7 +665,7 @@ pub fn load_with_tokenizer_as(
 )> {
     let dir = resolve_dir(dir);
     let model = InferenceModel::load_as(&dir, dtype)?;
-    let tok = crate::data::prepare::load_tokenizer(&dir)?;
+    let tok = crate::io::load_tokenizer(&dir)?;
     if tok.vocab_size() > model.config.vocab_size {
         return Err(Error::Config {
             field: format!(

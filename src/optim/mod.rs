@@ -4,3 +4,4 @@ pub mod adamw;
 pub mod schedule;
 
 pub use adamw::{AdamW, AdamWConfig};
+pub use schedule::Schedule;

@@ -1,5 +1,55 @@
 //! Learning-rate schedules: linear warmup then cosine decay to a floor (nanoGPT), and the
-//! "Attention Is All You Need" inverse-square-root schedule.
+//! "Attention Is All You Need" inverse-square-root schedule, as functions and as the
+//! [`Schedule`] value the training loop holds.
+
+use serde::{Deserialize, Serialize};
+
+/// A learning-rate schedule as data, so the training loop owns one and a checkpoint can record
+/// it. The rate of a step is a pure function of the steps already taken: resuming needs only
+/// the step counter.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Schedule {
+    /// [`warmup_cosine`]: nanoGPT's pretraining schedule.
+    WarmupCosine {
+        /// Peak rate.
+        lr: f32,
+        /// Final rate.
+        min_lr: f32,
+        /// Warmup steps.
+        warmup: usize,
+        /// Step at which the floor is reached.
+        max_steps: usize,
+    },
+    /// `scale ·` [`inverse_sqrt`]: "Attention Is All You Need".
+    InverseSqrt {
+        /// Multiplier (1 = the paper).
+        scale: f32,
+        /// Model width.
+        d_model: usize,
+        /// Warmup steps.
+        warmup: usize,
+    },
+}
+
+impl Schedule {
+    /// The rate of the update that follows `done` completed steps.
+    pub fn lr(&self, done: usize) -> f32 {
+        match *self {
+            Schedule::WarmupCosine {
+                lr,
+                min_lr,
+                warmup,
+                max_steps,
+            } => warmup_cosine(done, lr, min_lr, warmup, max_steps),
+            Schedule::InverseSqrt {
+                scale,
+                d_model,
+                warmup,
+            } => scale * inverse_sqrt(done + 1, d_model, warmup),
+        }
+    }
+}
 
 /// Linear warmup for `warmup` steps, then cosine decay from `lr` to `min_lr` at `max_steps`.
 /// `step` counts from 0.

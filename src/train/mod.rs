@@ -1,8 +1,15 @@
-//! Pretraining: configuration, the training loop and its loss plot.
+//! Training: the one loop ([`trainer::run`]) over the [`task::Task`] trait, its checkpoints and
+//! optimizer-state files, the loss plot, and GPT pretraining as the first task.
 
+pub mod checkpoint;
 pub mod config;
+pub mod optim_state;
 pub mod plot;
+pub mod pretrain;
+pub mod task;
 pub mod trainer;
 
 pub use config::TrainConfig;
-pub use trainer::{train, TrainOptions, TrainOutcome};
+pub use pretrain::train;
+pub use task::{MicroStep, Task};
+pub use trainer::{LoopConfig, TrainOptions, TrainOutcome};

@@ -6,11 +6,9 @@
 //! names the newest in `OUT/latest`; `--model OUT` resolves through it. Checkpoint averaging
 //! (the paper averages the last 5 or 20) takes the element-wise mean of several directories.
 
-use crate::data::prepare::{load_tokenizer, save_tokenizer};
 use crate::error::{Error, Result};
-use crate::model::checkpoint::{
-    load_params, params_bytes, write_atomic, CONFIG_FILE, WEIGHTS_FILE,
-};
+use crate::io::{load_tokenizer, save_tokenizer, write_atomic};
+use crate::model::checkpoint::{load_params, params_bytes, CONFIG_FILE, WEIGHTS_FILE};
 use crate::model::transformer::{EncoderDecoder, TransformerConfig};
 use crate::tokenizer::{AnyTokenizer, Tokenizer};
 use serde_json::{json, Value};
@@ -19,10 +17,7 @@ use std::path::{Path, PathBuf};
 
 /// `model_type` of our encoder-decoder directories.
 pub const MODEL_TYPE: &str = "gpt-rs-transformer";
-/// File in a run directory naming its newest checkpoint directory.
-pub const LATEST_FILE: &str = "latest";
-/// Subdirectory of a run with one directory per saved step.
-pub const CHECKPOINTS_DIR: &str = "checkpoints";
+pub use crate::train::checkpoint::{list_checkpoints, CHECKPOINTS_DIR, LATEST_FILE};
 
 /// Writes `config.json`, `model.safetensors` and the tokenizer into `dir`.
 pub fn save_model(
@@ -43,7 +38,8 @@ pub fn save_model(
         "vocab_size": model.config.vocab_size,
         "transformer": model.config,
     });
-    let bytes = serde_json::to_vec_pretty(&cfg).map_err(|e| Error::Msg(e.to_string()))?;
+    let bytes =
+        serde_json::to_vec_pretty(&cfg).map_err(|e| Error::usage("save_model", e.to_string()))?;
     write_atomic(&dir.join(CONFIG_FILE), &bytes)
 }
 
@@ -60,16 +56,15 @@ pub fn resolve_model_dir(path: &Path) -> Result<PathBuf> {
         if dir.join(CONFIG_FILE).exists() {
             return Ok(dir);
         }
-        return Err(Error::Msg(format!(
-            "{}: names {}, which has no {CONFIG_FILE}",
-            latest.display(),
-            dir.display()
-        )));
+        return Err(Error::file(
+            &latest,
+            format!("names {}, which has no {CONFIG_FILE}", dir.display()),
+        ));
     }
-    Err(Error::Msg(format!(
-        "{}: not a model directory (no {CONFIG_FILE}) nor a `gpt translate train` output (no {LATEST_FILE})",
-        path.display()
-    )))
+    Err(Error::file(
+        path,
+        format!("not a model directory (no {CONFIG_FILE}) nor a `gpt translate train` output (no {LATEST_FILE})"),
+    ))
 }
 
 /// Reads the [`TransformerConfig`] of a model directory; errors if it is not an encoder-decoder.
@@ -85,11 +80,13 @@ pub fn load_config(dir: &Path) -> Result<TransformerConfig> {
             .get("model_type")
             .and_then(Value::as_str)
             .unwrap_or("unknown");
-        return Err(Error::Msg(format!(
-            "{}: not an encoder-decoder model (model_type `{kind}`, expected `{MODEL_TYPE}`); \
-             train one with `gpt translate train`",
-            path.display()
-        )));
+        return Err(Error::file(
+            &path,
+            format!(
+                "not an encoder-decoder model (model_type `{kind}`, expected `{MODEL_TYPE}`); \
+                 train one with `gpt translate train`"
+            ),
+        ));
     };
     let cfg: TransformerConfig =
         serde_json::from_value(cfg.clone()).map_err(|e| Error::Config {
@@ -112,55 +109,42 @@ pub fn load_model(path: &Path) -> Result<(EncoderDecoder, Tokenizer)> {
     let tok = match load_tokenizer(&dir)? {
         AnyTokenizer::Bpe(t) => t,
         AnyTokenizer::Char(_) => {
-            return Err(Error::Msg(format!(
-                "{}: a translation model needs a BPE tokenizer, found a char tokenizer",
-                dir.display()
-            )))
+            return Err(Error::file(
+                &dir,
+                "a translation model needs a BPE tokenizer, found a char tokenizer",
+            ))
         }
     };
     if tok.vocab_size() != model.config.vocab_size {
-        return Err(Error::Msg(format!(
-            "{}: the tokenizer has {} ids but the model {}",
-            dir.display(),
-            tok.vocab_size(),
-            model.config.vocab_size
-        )));
+        return Err(Error::file(
+            &dir,
+            format!(
+                "the tokenizer has {} ids but the model {}; the directory mixes two models",
+                tok.vocab_size(),
+                model.config.vocab_size
+            ),
+        ));
     }
     Ok((model, *tok))
-}
-
-/// Checkpoint directories of a run, oldest first (by step).
-pub fn list_checkpoints(run: &Path) -> Result<Vec<PathBuf>> {
-    let dir = run.join(CHECKPOINTS_DIR);
-    let mut out: Vec<(usize, PathBuf)> = Vec::new();
-    for e in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
-        let e = e.map_err(|err| Error::io(&dir, err))?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(step) = name.strip_prefix("step_").and_then(|s| s.parse().ok()) {
-            if e.path().join(CONFIG_FILE).exists() {
-                out.push((step, e.path()));
-            }
-        }
-    }
-    out.sort();
-    Ok(out.into_iter().map(|p| p.1).collect())
 }
 
 /// Averages the parameters of `dirs` (same configuration) into a model directory `out`, with
 /// the tokenizer of the last one.
 pub fn average(dirs: &[PathBuf], out: &Path) -> Result<()> {
     let Some(last) = dirs.last() else {
-        return Err(Error::Msg("average: no checkpoints given".into()));
+        return Err(Error::usage("average", "no checkpoints given"));
     };
     let (mut acc, tok) = load_model(last)?;
     for d in &dirs[..dirs.len() - 1] {
         let (m, _) = load_model(d)?;
         if m.config != acc.config {
-            return Err(Error::Msg(format!(
-                "average: {} has a different configuration from {}",
-                d.display(),
-                last.display()
-            )));
+            return Err(Error::file(
+                d,
+                format!(
+                    "has a different configuration from {}; average checkpoints of one run",
+                    last.display()
+                ),
+            ));
         }
         for (a, b) in acc.params.data.iter_mut().zip(&m.params.data) {
             *a += b;

@@ -1,8 +1,9 @@
-//! Training the encoder-decoder on parallel text: label-smoothed cross-entropy (0.1) over real
-//! target tokens, Adam (0.9, 0.98, eps 1e-9) with the paper's schedule
-//! `lr = scale · d_model^-0.5 · min(step^-0.5, step · warmup^-1.5)`, gradient accumulation,
-//! token-budget batches, periodic validation loss, checkpoints with exact resume, metrics JSONL,
-//! a loss plot, a progress bar and Ctrl-C, as the GPT trainer ([`crate::train::trainer`]) does.
+//! Training the encoder-decoder on parallel text, as a [`Task`] of the one training loop
+//! ([`crate::train::trainer::run`]): label-smoothed cross-entropy (0.1) over real target tokens,
+//! Adam (0.9, 0.98, eps 1e-9) with the paper's schedule
+//! `lr = scale · d_model^-0.5 · min(step^-0.5, step · warmup^-1.5)`, token-budget batches
+//! visited in a shuffled order per epoch; the loop adds accumulation, validation, checkpoints
+//! with exact resume, metrics, the plot, the progress bar and Ctrl-C.
 //!
 //! Layout of `OUT`: `tokenizer/` (the joint BPE, learned once), `checkpoints/step_NNNNNNN/`
 //! (model directories, see [`super::checkpoint`], each with `optimizer.safetensors` and
@@ -10,31 +11,27 @@
 //! `latest` (the newest checkpoint's name), `metrics.jsonl`, `loss.png`, `train_config.json` (the
 //! resolved run configuration).
 
-use super::checkpoint::{list_checkpoints, save_model, CHECKPOINTS_DIR, LATEST_FILE};
+use super::checkpoint::save_model;
 use super::data::{
     encode_pairs, make_batch, read_tsv, special_ids, token_batches, train_joint_bpe, BatchCursor,
-    BatchSampler,
+    BatchSampler, EncodedPairs,
 };
-use crate::data::prepare::{load_tokenizer, save_tokenizer};
 use crate::error::{Error, Result};
-use crate::kernels::adamw::{clip_grad_norm, global_grad_norm};
-use crate::model::checkpoint::{load_params, params_bytes, write_atomic};
+use crate::io::{load_tokenizer, save_tokenizer, write_atomic};
+use crate::model::checkpoint::{load_params, WEIGHTS_FILE};
 use crate::model::transformer::{EncoderDecoder, Seq2SeqBatch, TransformerConfig};
 use crate::nn::block::NormPlacement;
 use crate::nn::params::Params;
-use crate::optim::schedule::inverse_sqrt;
-use crate::optim::{AdamW, AdamWConfig};
+use crate::optim::{AdamWConfig, Schedule};
 use crate::rng::Rng;
 use crate::tokenizer::{AnyTokenizer, Tokenizer};
-use crate::train::plot::plot_losses;
-use crate::train::trainer::{read_metrics, Metric};
+use crate::train::checkpoint::{state_field, CheckpointLayout};
+use crate::train::task::{MicroStep, Task};
+use crate::train::trainer::{run, LoopConfig, Resume};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::time::Instant;
-
-const STATE_FILE: &str = "trainer_state.json";
-const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
 /// Every knob of a translation training run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -163,68 +160,12 @@ impl TranslateConfig {
     }
 }
 
-/// How a run reports and whether it resumes: the GPT trainer's options (`resume` continues
-/// from `OUT/latest`).
+/// How a run reports and whether it resumes: the loop's options (`resume` continues from
+/// `OUT/latest`).
 pub use crate::train::TrainOptions as TranslateOptions;
 
-/// What a run did.
-#[derive(Clone, Debug, Default)]
-pub struct TranslateOutcome {
-    /// Steps completed in total.
-    pub step: usize,
-    /// Training loss of every step of this invocation.
-    pub losses: Vec<f32>,
-    /// Last validation loss.
-    pub val_loss: Option<f32>,
-    /// Median training throughput (source + target tokens per second).
-    pub tokens_per_sec: f64,
-    /// Whether the run stopped before `max_steps`.
-    pub stopped_early: bool,
-    /// Newest checkpoint directory.
-    pub checkpoint: Option<PathBuf>,
-}
-
-/// Saved in each checkpoint for exact resume.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct TrainerState {
-    version: u32,
-    step: usize,
-    cursor: BatchCursor,
-    dropout_rng: Rng,
-    train_seconds: f64,
-    config: TranslateConfig,
-    model: TransformerConfig,
-}
-
-/// A flat buffer in the model's layout (the optimizer moments), as safetensors tensors named
-/// `{prefix}.{tensor}`.
-fn moments_params(model: &EncoderDecoder, data: &[f32]) -> Params {
-    let mut p = Params::zeros(model.params.layout.clone());
-    p.data.copy_from_slice(data);
-    p
-}
-
-fn save_optimizer(model: &EncoderDecoder, opt: &AdamW, path: &Path) -> Result<()> {
-    // Both moments in one file: `m.{name}` and `v.{name}` (the layout's names).
-    let m = params_bytes(&moments_params(model, &opt.m), |n| format!("m.{n}"), None)?;
-    let v = params_bytes(&moments_params(model, &opt.v), |n| format!("v.{n}"), None)?;
-    write_atomic(&path.with_extension("m.safetensors"), &m)?;
-    write_atomic(&path.with_extension("v.safetensors"), &v)
-}
-
-fn load_optimizer(model: &EncoderDecoder, opt: &mut AdamW, path: &Path, step: usize) -> Result<()> {
-    for (prefix, dst) in [("m", &mut opt.m), ("v", &mut opt.v)] {
-        let mut p = moments_params(model, dst);
-        load_params(
-            &mut p,
-            &path.with_extension(format!("{prefix}.safetensors")),
-            |n| vec![format!("{prefix}.{n}")],
-        )?;
-        dst.copy_from_slice(&p.data);
-    }
-    opt.step = step as u64;
-    Ok(())
-}
+/// What a run did: the loop's outcome (`sample` is always `None`).
+pub use crate::train::TrainOutcome as TranslateOutcome;
 
 /// Token-weighted mean loss over the validation batches (label smoothing as in training).
 fn validation_loss(
@@ -241,22 +182,16 @@ fn validation_loss(
     Ok((count > 0).then(|| (total / count as f64) as f32))
 }
 
-fn read_state(dir: &Path) -> Result<TrainerState> {
-    let path = dir.join(STATE_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::Msg(format!("{}: {e}", path.display())))
-}
-
 /// The tokenizer of a run: learned on the training pairs on the first start, read back after.
 fn run_tokenizer(cfg: &TranslateConfig, pairs: &[(String, String)]) -> Result<Tokenizer> {
     let dir = cfg.out.join("tokenizer");
     if dir.join("tokenizer.json").exists() {
         return match load_tokenizer(&dir)? {
             AnyTokenizer::Bpe(t) => Ok(*t),
-            AnyTokenizer::Char(_) => Err(Error::Msg(format!(
-                "{}: expected a BPE tokenizer",
-                dir.display()
-            ))),
+            AnyTokenizer::Char(_) => Err(Error::file(
+                &dir,
+                "expected the run's joint BPE tokenizer, found a char tokenizer",
+            )),
         };
     }
     let tok = train_joint_bpe(pairs, cfg.vocab_size)?;
@@ -279,26 +214,100 @@ pub fn model_config(cfg: &TranslateConfig, tok: &Tokenizer) -> Result<Transforme
     Ok(m)
 }
 
-/// Runs (or resumes) a training run.
-pub fn train(cfg: &TranslateConfig, opts: &TranslateOptions) -> Result<TranslateOutcome> {
-    let resume_from = if opts.resume {
-        let latest = cfg.out.join(LATEST_FILE);
-        let name = std::fs::read_to_string(&latest).map_err(|_| {
-            Error::Msg(format!(
-                "--resume: no checkpoint in {} (expected {})",
-                cfg.out.display(),
-                latest.display()
-            ))
+/// Translation training: the model, the encoded pairs, the batch order and the dropout RNG.
+pub struct Translation {
+    cfg: TranslateConfig,
+    model: EncoderDecoder,
+    tok: Tokenizer,
+    train: EncodedPairs,
+    /// Every epoch's batches (pair indices), to rebuild the sampler at a saved cursor.
+    batches: Vec<Vec<usize>>,
+    sampler: BatchSampler,
+    valid: Vec<Seq2SeqBatch>,
+    dropout_rng: Rng,
+}
+
+impl Task for Translation {
+    fn params(&mut self) -> &mut Params {
+        &mut self.model.params
+    }
+
+    fn forward_backward(&mut self, scale: f32) -> Result<MicroStep> {
+        let idx = self.sampler.next_batch().to_vec();
+        let batch = make_batch(&self.train.pairs, &idx, &self.model.config);
+        let tokens =
+            batch.src_mask.iter().map(|&m| m as usize).sum::<usize>() + batch.target_tokens();
+        let loss = self.model.forward_backward(
+            &batch,
+            self.cfg.label_smoothing,
+            scale,
+            &mut self.dropout_rng,
+        )?;
+        Ok(MicroStep { loss, tokens })
+    }
+
+    fn evaluate(&mut self) -> Result<Option<f32>> {
+        validation_loss(&mut self.model, &self.valid, self.cfg.label_smoothing)
+    }
+
+    fn save(&self, dir: &Path, meta: HashMap<String, String>) -> Result<()> {
+        save_model(&self.model, &self.tok, dir, Some(meta))
+    }
+
+    fn state(&self) -> Result<Map<String, Value>> {
+        let json = |v: serde_json::Result<Value>| {
+            v.map_err(|e| Error::usage("Translation::state", e.to_string()))
+        };
+        let mut m = Map::new();
+        m.insert(
+            "cursor".into(),
+            json(serde_json::to_value(&self.sampler.cursor))?,
+        );
+        m.insert(
+            "dropout_rng".into(),
+            json(serde_json::to_value(&self.dropout_rng))?,
+        );
+        m.insert("config".into(), json(serde_json::to_value(&self.cfg))?);
+        m.insert(
+            "model".into(),
+            json(serde_json::to_value(&self.model.config))?,
+        );
+        Ok(m)
+    }
+
+    fn restore(&mut self, dir: &Path, state: &Map<String, Value>) -> Result<()> {
+        let saved: TransformerConfig = state_field(dir, state, "model")?;
+        if saved != self.model.config {
+            return Err(Error::file(
+                dir,
+                "the checkpoint's model differs from this run's; resume with the same settings",
+            ));
+        }
+        load_params(&mut self.model.params, &dir.join(WEIGHTS_FILE), |n| {
+            vec![n.to_string()]
         })?;
-        let dir = cfg.out.join(name.trim());
-        Some((read_state(&dir)?, dir))
+        self.dropout_rng = state_field(dir, state, "dropout_rng")?;
+        let cursor: BatchCursor = state_field(dir, state, "cursor")?;
+        self.sampler =
+            BatchSampler::new(self.batches.clone(), self.cfg.seed.wrapping_add(1), cursor)?;
+        Ok(())
+    }
+}
+
+/// Runs (or resumes) a training run; on resume the saved configuration governs and only the
+/// budgets (`max_steps`, `max_minutes`) may change.
+pub fn train(cfg: &TranslateConfig, opts: &TranslateOptions) -> Result<TranslateOutcome> {
+    let layout = CheckpointLayout::Numbered {
+        keep: cfg.keep_checkpoints,
+    };
+    let resume = if opts.resume {
+        Some(Resume::find(&cfg.out, layout)?)
     } else {
         None
     };
-    let cfg = match &resume_from {
-        Some((state, _)) => {
-            // The saved configuration governs the run; the budgets may be extended.
-            let mut c = state.config.clone();
+    let cfg = match &resume {
+        Some(r) => {
+            let mut c: TranslateConfig = r.state.field("config")?;
             c.max_steps = cfg.max_steps.max(c.max_steps);
             c.max_minutes = cfg.max_minutes;
             c.out = cfg.out.clone();
@@ -309,7 +318,7 @@ pub fn train(cfg: &TranslateConfig, opts: &TranslateOptions) -> Result<Translate
     cfg.validate()?;
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let say = |msg: String| {
-        if !opts.quiet && !opts.json {
+        if opts.talk() {
             eprintln!("{msg}");
         }
     };
@@ -330,45 +339,20 @@ pub fn train(cfg: &TranslateConfig, opts: &TranslateOptions) -> Result<Translate
     ));
     let mcfg = model_config(&cfg, &tok)?;
     let mut init_rng = Rng::new(cfg.seed);
-    let mut model = EncoderDecoder::new(mcfg.clone(), &mut init_rng)?;
-    let adam = AdamWConfig {
-        beta1: cfg.beta1,
-        beta2: cfg.beta2,
-        eps: cfg.eps,
-        weight_decay: 0.0,
-    };
-    let mut opt = AdamW::new(model.layout(), adam);
-    let mut dropout_rng = init_rng.fork();
-    let mut cursor = BatchCursor::default();
-    let (mut step, mut train_seconds) = (0usize, 0.0f64);
-    if let Some((state, dir)) = &resume_from {
-        if state.model != mcfg {
-            return Err(Error::Msg(format!(
-                "{}: the checkpoint's model differs from this run's; resume with the same settings",
-                dir.display()
-            )));
-        }
-        load_params(
-            &mut model.params,
-            &dir.join(crate::model::checkpoint::WEIGHTS_FILE),
-            |n| vec![n.to_string()],
-        )?;
-        load_optimizer(&model, &mut opt, &dir.join(OPTIMIZER_FILE), state.step)?;
-        dropout_rng = state.dropout_rng.clone();
-        cursor = state.cursor.clone();
-        step = state.step;
-        train_seconds = state.train_seconds;
-    }
-    let mut sampler = BatchSampler::new(
-        token_batches(&train_ids.pairs, cfg.max_tokens),
+    let model = EncoderDecoder::new(mcfg.clone(), &mut init_rng)?;
+    let dropout_rng = init_rng.fork();
+    let batches = token_batches(&train_ids.pairs, cfg.max_tokens);
+    let sampler = BatchSampler::new(
+        batches.clone(),
         cfg.seed.wrapping_add(1),
-        cursor,
+        BatchCursor::default(),
     )?;
-    let valid_batches: Vec<Seq2SeqBatch> = token_batches(&valid_ids.pairs, cfg.max_tokens)
+    let valid: Vec<Seq2SeqBatch> = token_batches(&valid_ids.pairs, cfg.max_tokens)
         .iter()
         .map(|idx| make_batch(&valid_ids.pairs, idx, &mcfg))
         .collect();
-    let resolved = serde_json::to_vec_pretty(&cfg).map_err(|e| Error::Msg(e.to_string()))?;
+    let resolved = serde_json::to_vec_pretty(&cfg)
+        .map_err(|e| Error::usage("translate::train", e.to_string()))?;
     write_atomic(&cfg.out.join("train_config.json"), &resolved)?;
     say(format!(
         "gpt translate train: preset {} ({} + {} layers, {} heads, d_model {}, d_ff {}, {:?}-LN), {:.2}M parameters, {} batches/epoch of <= {} tokens x {} accumulation, {} threads{}",
@@ -384,177 +368,41 @@ pub fn train(cfg: &TranslateConfig, opts: &TranslateOptions) -> Result<Translate
         cfg.max_tokens,
         cfg.grad_accum,
         crate::threads::current(),
-        if opts.resume { format!("; resuming at step {step}") } else { String::new() }
+        resume.as_ref().map(|r| format!("; resuming at step {}", r.state.step)).unwrap_or_default()
     ));
-    let metrics_path = cfg.out.join("metrics.jsonl");
-    let mut metrics = if opts.resume {
-        read_metrics(&metrics_path, step)
-    } else {
-        Vec::new()
+    let loop_cfg = LoopConfig {
+        out: cfg.out.clone(),
+        max_steps: cfg.max_steps,
+        grad_accum: cfg.grad_accum,
+        grad_clip: cfg.grad_clip,
+        schedule: Schedule::InverseSqrt {
+            scale: cfg.lr_scale,
+            d_model: mcfg.d_model,
+            warmup: cfg.warmup_steps,
+        },
+        adamw: AdamWConfig {
+            beta1: cfg.beta1,
+            beta2: cfg.beta2,
+            eps: cfg.eps,
+            weight_decay: 0.0,
+        },
+        eval_interval: cfg.eval_interval,
+        ckpt_interval: cfg.ckpt_interval,
+        max_minutes: cfg.max_minutes,
+        checkpoints: CheckpointLayout::Numbered {
+            keep: cfg.keep_checkpoints,
+        },
+        lr_field: "lr_scale",
     };
-    let bar = if opts.quiet || opts.json {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let bar = indicatif::ProgressBar::new(cfg.max_steps as u64);
-        let style = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} ETA {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-        bar.set_style(style);
-        bar.set_position(step as u64);
-        bar
+    let mut task = Translation {
+        cfg,
+        model,
+        tok,
+        train: train_ids,
+        batches,
+        sampler,
+        valid,
+        dropout_rng,
     };
-    let mut outcome = TranslateOutcome::default();
-    let mut rates = Vec::new();
-    let mut val_loss = None;
-    let started = Instant::now();
-    let base_seconds = train_seconds;
-    while step < cfg.max_steps {
-        let t0 = Instant::now();
-        let lr = cfg.lr_scale * inverse_sqrt(step + 1, mcfg.d_model, cfg.warmup_steps);
-        model.params.zero_grad();
-        let (mut loss, mut tokens) = (0.0f32, 0usize);
-        let scale = 1.0 / cfg.grad_accum as f32;
-        for _ in 0..cfg.grad_accum {
-            let idx = sampler.next_batch().to_vec();
-            let batch = make_batch(&train_ids.pairs, &idx, &mcfg);
-            tokens +=
-                batch.src_mask.iter().map(|&m| m as usize).sum::<usize>() + batch.target_tokens();
-            loss += scale
-                * model.forward_backward(&batch, cfg.label_smoothing, scale, &mut dropout_rng)?;
-        }
-        if !loss.is_finite() {
-            bar.abandon();
-            return Err(Error::Msg(format!(
-                "loss is {loss} at step {}; stopped. The last good checkpoint is named in {} (try a lower --lr-scale)",
-                step + 1,
-                cfg.out.join(LATEST_FILE).display()
-            )));
-        }
-        let grad_norm = if cfg.grad_clip > 0.0 {
-            clip_grad_norm(&mut model.params.grad, cfg.grad_clip)
-        } else {
-            global_grad_norm(&model.params.grad)
-        };
-        opt.update(&mut model.params, lr);
-        step += 1;
-        let rate = tokens as f64 / t0.elapsed().as_secs_f64();
-        rates.push(rate);
-        outcome.losses.push(loss);
-        train_seconds = base_seconds + started.elapsed().as_secs_f64();
-        let out_of_time = cfg.max_minutes.is_some_and(|m| train_seconds >= m * 60.0);
-        let interrupted = opts
-            .interrupt
-            .as_ref()
-            .is_some_and(|f| f.load(Ordering::SeqCst));
-        let stop = interrupted || out_of_time || opts.stop_at == Some(step);
-        let last = step == cfg.max_steps || stop;
-        let eval_now = step % cfg.eval_interval == 0 || last;
-        if eval_now {
-            val_loss = validation_loss(&mut model, &valid_batches, cfg.label_smoothing)?;
-        }
-        let m = Metric {
-            step,
-            loss,
-            lr,
-            grad_norm,
-            tokens_per_sec: rate,
-            val_loss: if eval_now { val_loss } else { None },
-        };
-        if opts.json {
-            println!(
-                "{}",
-                serde_json::to_string(&m).map_err(|e| Error::Msg(e.to_string()))?
-            );
-        }
-        metrics.push(m);
-        bar.set_position(step as u64);
-        let vl = val_loss.map(|v| format!(" val {v:.4}")).unwrap_or_default();
-        bar.set_message(format!("loss {loss:.4}{vl} {rate:.0} tok/s"));
-        if step % cfg.ckpt_interval == 0 || last {
-            let state = TrainerState {
-                version: 1,
-                step,
-                cursor: sampler.cursor.clone(),
-                dropout_rng: dropout_rng.clone(),
-                train_seconds,
-                config: cfg.clone(),
-                model: mcfg.clone(),
-            };
-            outcome.checkpoint = Some(save_checkpoint(&cfg, &model, &opt, &tok, &state)?);
-            let text: String = metrics
-                .iter()
-                .filter_map(|m| serde_json::to_string(m).ok())
-                .map(|l| l + "\n")
-                .collect();
-            write_atomic(&metrics_path, text.as_bytes())?;
-            plot_losses(
-                &cfg.out.join("loss.png"),
-                &metrics
-                    .iter()
-                    .map(|m| (m.step, m.loss, m.val_loss))
-                    .collect::<Vec<_>>(),
-            )?;
-        }
-        if stop && step < cfg.max_steps {
-            outcome.stopped_early = true;
-            bar.abandon();
-            say(format!(
-                "stopped at step {step}{}; checkpoint saved. Continue with --resume",
-                if out_of_time { " (time budget)" } else { "" }
-            ));
-            break;
-        }
-    }
-    bar.finish_and_clear();
-    rates.sort_by(f64::total_cmp);
-    outcome.step = step;
-    outcome.val_loss = val_loss;
-    outcome.tokens_per_sec = rates.get(rates.len() / 2).copied().unwrap_or(0.0);
-    say(format!(
-        "step {step}: loss {:.4}{}, median {:.0} tokens/s, {:.1} min; model in {}",
-        outcome.losses.last().copied().unwrap_or(f32::NAN),
-        val_loss
-            .map(|v| format!(", val loss {v:.4}"))
-            .unwrap_or_default(),
-        outcome.tokens_per_sec,
-        train_seconds / 60.0,
-        outcome.checkpoint.as_deref().unwrap_or(&cfg.out).display()
-    ));
-    Ok(outcome)
-}
-
-/// Writes `checkpoints/step_NNNNNNN` (into a temporary directory, renamed into place), points
-/// `latest` at it and prunes all but the newest `keep_checkpoints`.
-fn save_checkpoint(
-    cfg: &TranslateConfig,
-    model: &EncoderDecoder,
-    opt: &AdamW,
-    tok: &Tokenizer,
-    state: &TrainerState,
-) -> Result<PathBuf> {
-    let name = format!("step_{:07}", state.step);
-    let root = cfg.out.join(CHECKPOINTS_DIR);
-    let tmp = root.join(format!(".{name}.tmp"));
-    let dst = root.join(&name);
-    for d in [&tmp, &dst] {
-        if d.exists() {
-            std::fs::remove_dir_all(d).map_err(|e| Error::io(d, e))?;
-        }
-    }
-    let meta = [("step".to_string(), state.step.to_string())];
-    save_model(model, tok, &tmp, Some(meta.into_iter().collect()))?;
-    save_optimizer(model, opt, &tmp.join(OPTIMIZER_FILE))?;
-    let json = serde_json::to_vec_pretty(state).map_err(|e| Error::Msg(e.to_string()))?;
-    write_atomic(&tmp.join(STATE_FILE), &json)?;
-    std::fs::rename(&tmp, &dst).map_err(|e| Error::io(&tmp, e))?;
-    write_atomic(
-        &cfg.out.join(LATEST_FILE),
-        format!("{CHECKPOINTS_DIR}/{name}\n").as_bytes(),
-    )?;
-    let all = list_checkpoints(&cfg.out)?;
-    if all.len() > cfg.keep_checkpoints {
-        for old in &all[..all.len() - cfg.keep_checkpoints] {
-            std::fs::remove_dir_all(old).map_err(|e| Error::io(old, e))?;
-        }
-    }
-    Ok(dst)
+    run(&mut task, &loop_cfg, opts, resume.as_ref())
 }

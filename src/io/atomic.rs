@@ -1,0 +1,88 @@
+//! Atomic writes: a file is written to a temporary sibling and renamed over the target; a
+//! directory is filled as a temporary sibling and renamed into place. A reader (or a resume after
+//! a crash) sees either the old version or the new one, never half of each.
+
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename),
+/// creating the directory if needed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = parent(path);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let tmp = dir.join(format!(".{}.tmp.{}", file_name(path), std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// The sibling `dst` is moved to while [`replace_dir`] swaps in a new version (`NAME.old`); a
+/// crash between the two renames leaves the previous complete version there.
+pub fn old_sibling(dst: &Path) -> PathBuf {
+    parent(dst).join(format!("{}.old", file_name(dst)))
+}
+
+/// Replaces the directory `dst` by one that `fill` writes: `fill` gets an empty temporary
+/// sibling (`NAME.tmp`), which then takes `dst`'s place by renames (`dst` → `NAME.old` →
+/// removed). If `fill` fails, `dst` is untouched.
+pub fn replace_dir(dst: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let dir = parent(dst);
+    let name = file_name(dst);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let old = old_sibling(dst);
+    remove_dir_if_exists(&tmp)?;
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    fill(&tmp)?;
+    if dst.exists() {
+        remove_dir_if_exists(&old)?;
+        std::fs::rename(dst, &old).map_err(|e| Error::io(dst, e))?;
+    }
+    std::fs::rename(&tmp, dst).map_err(|e| Error::io(&tmp, e))?;
+    remove_dir_if_exists(&old)
+}
+
+/// Removes a directory tree if it exists.
+pub fn remove_dir_if_exists(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(())
+}
+
+fn parent(path: &Path) -> PathBuf {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_and_directories_are_replaced_whole() {
+        let root = std::env::temp_dir().join(format!("gpt-io-atomic-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let f = root.join("a/b.txt");
+        write_atomic(&f, b"one").unwrap();
+        write_atomic(&f, b"two").unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"two");
+        let d = root.join("ckpt");
+        replace_dir(&d, |t| write_atomic(&t.join("x"), b"1")).unwrap();
+        replace_dir(&d, |t| write_atomic(&t.join("y"), b"2")).unwrap();
+        assert!(!d.join("x").exists() && d.join("y").exists());
+        // A failing fill leaves the previous version in place.
+        let err = replace_dir(&d, |_| Err(Error::usage("fill", "boom"))).unwrap_err();
+        assert!(err.to_string().contains("boom"));
+        assert!(d.join("y").exists() && !old_sibling(&d).exists());
+        let names: Vec<_> = std::fs::read_dir(root.join("a")).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary files left behind");
+        std::fs::remove_dir_all(&root).ok();
+    }
+}
