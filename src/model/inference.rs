@@ -18,17 +18,17 @@
 //! Shapes: packed rows `(N, C)` with `N = Σ new` (see [`crate::nn::kv_cache`]), logits
 //! `(rows, V)`.
 
-use super::checkpoint::{self, hf_family, hf_name, HfFamily};
+use super::checkpoint::{self, hf_family, hf_name};
 use super::config::GptConfig;
 use super::gpt::{Gpt, GptModules};
-use super::packed_weights::{bf16_layout, in_out_dims, read_bytes, read_packed};
+use super::packed_weights::{bf16_layout, in_out_dims, read_packed};
 use crate::error::{Error, Result};
+use crate::io::safetensors::{dtype_size, to_f32, Dtype, TensorFile};
 use crate::kernels::bf16_decode::PackedBf16;
 use crate::nn::kv_cache::{sized, KvCache, Scratch};
 use crate::nn::params::ParamLayout;
 use crate::nn::precision::Precision;
 use crate::nn::weights::{PackedMatrices, Weights};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -107,37 +107,6 @@ fn msg(path: &Path, text: String) -> Error {
     Error::file(path, text)
 }
 
-/// Converts one stored tensor's bytes (`dtype` F32, F16 or BF16, little-endian) to f32.
-fn convert(dtype: Dtype, raw: &[u8], dst: &mut [f32], name: &str, path: &Path) -> Result<()> {
-    match dtype {
-        Dtype::F32 => {
-            for (d, b) in dst.iter_mut().zip(raw.chunks_exact(4)) {
-                *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            }
-        }
-        Dtype::F16 => {
-            for (d, b) in dst.iter_mut().zip(raw.chunks_exact(2)) {
-                *d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-            }
-        }
-        Dtype::BF16 => {
-            for (d, b) in dst.iter_mut().zip(raw.chunks_exact(2)) {
-                *d = half::bf16::from_le_bytes([b[0], b[1]]).to_f32();
-            }
-        }
-        d => {
-            return Err(msg(
-                path,
-                format!(
-                    "tensor `{name}` has dtype {d:?}; supported: F32, F16, BF16 (convert the \
-                     checkpoint, e.g. `model.to(torch.float32).save_pretrained(dir)`)"
-                ),
-            ))
-        }
-    }
-    Ok(())
-}
-
 /// Where one tensor sits in the file.
 #[derive(Clone, Copy)]
 struct Stored {
@@ -187,74 +156,56 @@ impl InferenceModel {
     pub fn load_as(dir: &Path, dtype: Precision) -> Result<Self> {
         let config = checkpoint::load_config(dir)?;
         let path = dir.join(checkpoint::WEIGHTS_FILE);
-        let mut file = std::fs::File::open(&path).map_err(|e| {
-            msg(
+        let file = TensorFile::open(&path).map_err(|e| match e {
+            Error::Io { source, .. } => msg(
                 &path,
-                format!("cannot open the weights ({e}); a model directory holds config.json and model.safetensors"),
-            )
+                format!(
+                    "cannot open the weights ({source}); a model directory holds config.json \
+                     and model.safetensors"
+                ),
+            ),
+            e => e,
         })?;
-        // SAFETY: mapped read-only; the file must not be modified while the model lives (the
-        // hazard every mmap-based loader accepts).
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
         let mut layout = ParamLayout::new();
         let parts = build(&config, &mut layout)?;
         let family = hf_family(&config);
         // Validate every tensor (presence, shape, dtype) and note where it is. This reads only
         // the header: the data pages of the map are not touched.
-        let (header_end, stored) = {
-            let st = SafeTensors::deserialize(&mmap).map_err(|e| {
+        let header_end = file.header_end();
+        let mut stored = HashMap::new();
+        for e in layout.entries() {
+            let prefixed = hf_name(&e.name, family);
+            let bare = prefixed.trim_start_matches("transformer.");
+            let t = file.get(&prefixed).or_else(|| file.get(bare)).ok_or_else(|| {
                 msg(
                     &path,
                     format!(
-                        "not a valid safetensors file ({e}); is it truncated or still downloading?"
+                        "missing tensor `{prefixed}` (expected by config.json: {} layers, n_embd {})",
+                        config.n_layer, config.n_embd
                     ),
                 )
             })?;
-            let by_name: HashMap<String, TensorView> = st.tensors().into_iter().collect();
-            let mut stored = HashMap::new();
-            let header_end = 8 + st_header_len(&mmap);
-            for e in layout.entries() {
-                let view = find(&by_name, &e.name, family).ok_or_else(|| {
-                    msg(
-                        &path,
-                        format!(
-                            "missing tensor `{}` (expected by config.json: {} layers, n_embd {})",
-                            hf_name(&e.name, family),
-                            config.n_layer,
-                            config.n_embd
-                        ),
-                    )
-                })?;
-                if view.shape() != e.shape.as_slice() {
-                    return Err(msg(
-                        &path,
-                        format!(
-                            "tensor `{}` has shape {:?}, expected {:?} from config.json",
-                            hf_name(&e.name, family),
-                            view.shape(),
-                            e.shape
-                        ),
-                    ));
-                }
-                match view.dtype() {
-                    Dtype::F32 | Dtype::F16 | Dtype::BF16 => {}
-                    d => {
-                        return Err(msg(
-                            &path,
-                            format!(
-                                "tensor `{}` has dtype {d:?}; supported: F32, F16, BF16",
-                                hf_name(&e.name, family)
-                            ),
-                        ))
-                    }
-                }
-                let start = view.data().as_ptr() as usize - mmap.as_ptr() as usize;
-                let len = view.data().len();
-                let dtype = view.dtype();
-                stored.insert(e.name.clone(), Stored { dtype, start, len });
+            if t.shape != e.shape {
+                return Err(msg(
+                    &path,
+                    format!(
+                        "tensor `{prefixed}` has shape {:?}, expected {:?} from config.json",
+                        t.shape, e.shape
+                    ),
+                ));
             }
-            (header_end, stored)
-        };
+            if dtype_size(t.dtype).is_none() {
+                return Err(msg(
+                    &path,
+                    format!(
+                        "tensor `{prefixed}` has dtype {:?}; supported: F32, F16, BF16",
+                        t.dtype
+                    ),
+                ));
+            }
+            let (dtype, start, len) = (t.dtype, t.start, t.len);
+            stored.insert(e.name.clone(), Stored { dtype, start, len });
+        }
         let mut dtypes = Vec::new();
         for e in layout.entries() {
             let d = format!("{:?}", stored[&e.name].dtype);
@@ -274,16 +225,14 @@ impl InferenceModel {
                 let s = stored[&e.name];
                 let name = hf_name(&e.name, family);
                 match bf16_layout(e) {
-                    None => convert(
-                        s.dtype,
-                        &read_bytes(&mut file, &path, &name, s.start, s.len)?,
-                        e.param.of_mut(&mut data),
-                        &name,
-                        &path,
-                    )?,
+                    None => {
+                        let mut raw = vec![0u8; s.len];
+                        file.read_at(s.start, &mut raw, &format!("tensor `{name}`"))?;
+                        to_f32(s.dtype, &raw, e.param.of_mut(&mut data), &name, &path)?
+                    }
                     Some(l) => mats.insert(
                         e.param,
-                        read_packed(&mut file, &path, &name, s.dtype, s.start, &e.shape, l)?,
+                        read_packed(&file, &name, s.dtype, s.start, &e.shape, l)?,
                     ),
                 }
             }
@@ -309,6 +258,7 @@ impl InferenceModel {
                 .collect();
             let mut placed = ParamLayout::placed(offsets);
             let parts = build(&config, &mut placed)?;
+            let mmap = file.into_map();
             let len = (mmap.len() - header_end) / 4;
             return Ok(Self::assemble(
                 config,
@@ -326,8 +276,8 @@ impl InferenceModel {
         for e in layout.entries() {
             let s = stored[&e.name];
             let name = hf_name(&e.name, family);
-            let raw = &mmap[s.start..s.start + s.len];
-            convert(s.dtype, raw, e.param.of_mut(&mut data), &name, &path)?;
+            let raw = &file.map()[s.start..s.start + s.len];
+            to_f32(s.dtype, raw, e.param.of_mut(&mut data), &name, &path)?;
         }
         Ok(Self::assemble(
             config,
@@ -610,25 +560,6 @@ impl InferenceModel {
         self.logits(logits, &last);
         Ok(())
     }
-}
-
-/// The tensor named `name` (ours) in a file, with or without the `transformer.` prefix.
-fn find<'a, 'b>(
-    by_name: &'a HashMap<String, TensorView<'b>>,
-    name: &str,
-    family: HfFamily,
-) -> Option<&'a TensorView<'b>> {
-    let prefixed = hf_name(name, family);
-    let bare = prefixed.trim_start_matches("transformer.");
-    by_name.get(&prefixed).or_else(|| by_name.get(bare))
-}
-
-/// The header length `N` of a safetensors file (its first 8 bytes, little-endian); the data
-/// section starts at byte `8 + N`. Only called after the file parsed.
-fn st_header_len(bytes: &[u8]) -> usize {
-    let mut n = [0u8; 8];
-    n.copy_from_slice(&bytes[..8]);
-    u64::from_le_bytes(n) as usize
 }
 
 /// The checkpoint directory `dir` names: itself, or its `checkpoint/` (a training output

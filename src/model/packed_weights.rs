@@ -11,13 +11,11 @@
 //! mapping of it) resident.
 
 use crate::error::{Error, Result};
+use crate::io::safetensors::{dtype_size, Dtype, TensorFile};
 use crate::kernels::bf16::f32_to_bf16_bits;
 use crate::kernels::bf16_decode::PackedBf16;
 use crate::kernels::matmul::WeightLayout;
 use crate::nn::params::ParamEntry;
-use safetensors::tensor::Dtype;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
 
 /// Whether a model tensor is held in bf16 with `--dtype bf16`, and in which orientation: the
 /// linear layers' weights (their registered layout) and the tied embedding `wte` (`(V, C)`, read
@@ -37,35 +35,13 @@ pub fn in_out_dims(shape: &[usize], layout: WeightLayout) -> (usize, usize) {
     }
 }
 
-/// `len` bytes of tensor `name` from byte `start` of `file` (a small tensor kept in f32).
-pub fn read_bytes(
-    file: &mut std::fs::File,
-    path: &Path,
-    name: &str,
-    start: usize,
-    len: usize,
-) -> Result<Vec<u8>> {
-    let mut bytes = vec![0u8; len];
-    file.seek(SeekFrom::Start(start as u64))
-        .and_then(|_| file.read_exact(&mut bytes))
-        .map_err(|e| {
-            Error::file(
-                path,
-                format!("reading tensor `{name}`: {e}; is the file truncated?"),
-            )
-        })?;
-    Ok(bytes)
-}
-
 /// Bytes read from the file per chunk while packing (whole stored rows, at least one).
 const CHUNK_BYTES: usize = 1 << 20;
 
-/// Reads a stored matrix of `shape` (`dtype` F32, F16 or BF16, `len_bytes` bytes from byte
-/// `start` of `file`) and packs it in bf16 for `layout`, one chunk of rows at a time.
-#[allow(clippy::too_many_arguments)]
+/// Reads a stored matrix `name` of `shape` (`dtype` F32, F16 or BF16, from byte `start` of
+/// `file`) with file reads and packs it in bf16 for `layout`, one chunk of rows at a time.
 pub fn read_packed(
-    file: &mut std::fs::File,
-    path: &Path,
+    file: &TensorFile,
     name: &str,
     dtype: Dtype,
     start: usize,
@@ -73,36 +49,23 @@ pub fn read_packed(
     layout: WeightLayout,
 ) -> Result<PackedBf16> {
     let (ic, oc) = in_out_dims(shape, layout);
-    let size = match dtype {
-        Dtype::F32 => 4,
-        Dtype::F16 | Dtype::BF16 => 2,
-        d => {
-            return Err(Error::file(
-                path,
-                format!("tensor `{name}` has dtype {d:?}; supported: F32, F16, BF16"),
-            ))
-        }
-    };
+    let size = dtype_size(dtype).ok_or_else(|| {
+        Error::file(
+            file.path(),
+            format!("tensor `{name}` has dtype {dtype:?}; supported: F32, F16, BF16"),
+        )
+    })?;
     let (rows, row_len) = (shape[0], shape[1]);
     let mut m = PackedBf16::zeros(ic, oc, layout);
     let per = (CHUNK_BYTES / (size * row_len).max(1)).max(1);
     let mut bytes = vec![0u8; per * row_len * size];
     let mut bits = vec![0u16; per * row_len];
-    file.seek(SeekFrom::Start(start as u64))
-        .map_err(|e| Error::io(path, e))?;
     let mut r0 = 0;
     while r0 < rows {
         let k = per.min(rows - r0);
         let (raw, out) = (&mut bytes[..k * row_len * size], &mut bits[..k * row_len]);
-        file.read_exact(raw).map_err(|e| {
-            Error::file(
-                path,
-                format!(
-                    "reading tensor `{name}` (rows {r0}..{}): {e}; is the file truncated?",
-                    r0 + k
-                ),
-            )
-        })?;
+        let what = format!("tensor `{name}` (rows {r0}..{})", r0 + k);
+        file.read_at(start + r0 * row_len * size, raw, &what)?;
         match dtype {
             Dtype::F32 => {
                 for (o, b) in out.iter_mut().zip(raw.chunks_exact(4)) {
