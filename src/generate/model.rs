@@ -706,7 +706,7 @@ impl InferenceModel {
             Some(w) => linear_packed_bf16(out, hidden, w, None, rows),
             None => {
                 let w = self.wte.of(self.params());
-                super::gemv::linear_small(out, hidden, w, None, rows, c, v, head);
+                crate::kernels::few_rows::linear_small(out, hidden, w, None, rows, c, v, head);
             }
         }
     }
