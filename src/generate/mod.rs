@@ -8,7 +8,6 @@
 //! - [`stream`]: UTF-8-safe incremental text with stop strings.
 //! - [`score`]: per-token log-probabilities with a sliding window.
 
-pub mod gemv;
 pub mod generator;
 pub mod sampler;
 pub mod score;

@@ -591,9 +591,10 @@ fn backward_with(
 // ---------------------------------------------------------------------------------------------
 
 /// Softmax rows of the score blocks, built on the shared vectorised math in [`super::vmath`]
-/// and run through [`with_simd`](super::vmath::with_simd).
+/// each compiled for the SIMD ladder with [`simd_fn!`](super::simd::simd_fn).
 pub(crate) mod rows {
-    use super::super::vmath::{dispatch, exp_nonpositive as exp, exp_shift_sum, max, scale};
+    use super::super::simd::simd_fn;
+    use super::super::vmath::{exp_nonpositive as exp, exp_shift_sum, max, scale};
 
     /// Sets `x[j] = -∞` where `mask[j] == 0`.
     #[inline(always)]
@@ -603,60 +604,51 @@ pub(crate) mod rows {
         }
     }
 
-    #[inline(always)]
-    fn softmax_row_body(x: &mut [f32], mask: Option<&[u8]>) -> f32 {
-        if let Some(m) = mask {
-            apply_mask(x, m);
-        }
-        let mx = max(x);
-        if mx == f32::NEG_INFINITY {
-            x.fill(0.0);
-            return f32::NEG_INFINITY;
-        }
-        let sum = exp_shift_sum(x, mx);
-        scale(x, 1.0 / sum);
-        mx + sum.ln()
-    }
-
-    dispatch! {
+    simd_fn! {
         /// Softmax of a score row in place, entries with `mask[j] == 0` excluded (0 probability).
         /// Returns the row's log-sum-exp, or `-∞` (and an all-zero row) if nothing is unmasked.
-        pub(crate) fn softmax_row = softmax_row_body(x: &mut [f32], mask: Option<&[u8]>) -> f32
-    }
-
-    #[inline(always)]
-    fn probs_row_body(x: &mut [f32], lse: f32, mask: Option<&[u8]>) {
-        if lse == f32::NEG_INFINITY {
-            x.fill(0.0);
-            return;
-        }
-        if let Some(m) = mask {
-            apply_mask(x, m);
-        }
-        for e in x.iter_mut() {
-            *e = exp(*e - lse);
+        pub(crate) fn softmax_row(x: &mut [f32], mask: Option<&[u8]>) -> f32 {
+            if let Some(m) = mask {
+                apply_mask(x, m);
+            }
+            let mx = max(x);
+            if mx == f32::NEG_INFINITY {
+                x.fill(0.0);
+                return f32::NEG_INFINITY;
+            }
+            let sum = exp_shift_sum(x, mx);
+            scale(x, 1.0 / sum);
+            mx + sum.ln()
         }
     }
 
-    dispatch! {
+    simd_fn! {
         /// Recomputes probabilities from scores in place: `exp(x - lse)`, 0 where masked or when
         /// the row was fully masked (`lse = -∞`).
-        pub(crate) fn probs_row = probs_row_body(x: &mut [f32], lse: f32, mask: Option<&[u8]>) -> ()
-    }
-
-    #[inline(always)]
-    fn softmax_grad_block_body(dp: &mut [f32], p: &[f32], dd: &[f32], n: usize) {
-        for ((dpr, pr), &di) in dp.chunks_exact_mut(n).zip(p.chunks_exact(n)).zip(dd) {
-            for (g, &pj) in dpr.iter_mut().zip(pr) {
-                *g = pj * (*g - di);
+        pub(crate) fn probs_row(x: &mut [f32], lse: f32, mask: Option<&[u8]>) {
+            if lse == f32::NEG_INFINITY {
+                x.fill(0.0);
+                return;
+            }
+            if let Some(m) = mask {
+                apply_mask(x, m);
+            }
+            for e in x.iter_mut() {
+                *e = exp(*e - lse);
             }
         }
     }
 
-    dispatch! {
+    simd_fn! {
         /// Softmax backward on a block of rows of length `n`, in place:
         /// `dp[r][j] = p[r][j] · (dp[r][j] - dd[r])`.
-        pub(crate) fn softmax_grad_block = softmax_grad_block_body(dp: &mut [f32], p: &[f32], dd: &[f32], n: usize) -> ()
+        pub(crate) fn softmax_grad_block(dp: &mut [f32], p: &[f32], dd: &[f32], n: usize) {
+            for ((dpr, pr), &di) in dp.chunks_exact_mut(n).zip(p.chunks_exact(n)).zip(dd) {
+                for (g, &pj) in dpr.iter_mut().zip(pr) {
+                    *g = pj * (*g - di);
+                }
+            }
+        }
     }
 }
 

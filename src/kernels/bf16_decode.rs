@@ -1,7 +1,7 @@
 //! Linear layers for decoding with bf16 weights packed for `vdpbf16ps`:
 //! `out (n, OC) = inp (n, IC) · Wᵀ + bias` (`inp` split into two bf16 parts, see "Accuracy"),
 //! f32 accumulation, for a handful of rows
-//! (`n ≤` [`DECODE_ROWS`]: batch-1 or small-batch decoding).
+//! (`n ≤` [`FEW_ROWS`]: batch-1 or small-batch decoding).
 //!
 //! Why packed, and why this instruction: decoding streams every weight once per token, so with
 //! bf16 weights the bound is half the bytes of f32. Widening each bf16 weight to f32 and using
@@ -19,10 +19,10 @@
 //! An odd `IC` gets a zero partner (a zero row for `InOut`, a zero last word per row for
 //! `OutIn`), and the inputs are padded the same way.
 //!
-//! Work division (as the f32 decode kernel, `generate::gemv`): each thread streams one
+//! Work division: the few-row split of [`super::few_rows`], each thread streaming one
 //! sequential block of the packed weight. For `InOut` that is a block of pairs of input
-//! channels, producing a partial sum of every output (added with
-//! [`super::matmul::sum_partials`]); for `OutIn` a block of output rows.
+//! channels, producing a partial sum of every output ([`split_in_out`]); for `OutIn` a block
+//! of output rows ([`split_out_in`]).
 //!
 //! Accuracy: each input is split into two bf16 parts, `x = hi + lo` with `hi = bf16(x)` and
 //! `lo = bf16(x − hi)` (16 significant bits, relative error ≤ 2⁻¹⁸), and both parts meet every
@@ -42,15 +42,17 @@
 
 use super::bf16::{bf16_bits_to_f32, f32_to_bf16_bits, matmul_bf16, Bf16Path};
 use super::check_len;
-use super::matmul::{sum_partials, WeightLayout};
+use super::few_rows::{split_in_out, split_out_in, FEW_ROWS};
+use super::matmul::WeightLayout;
+use super::simd::simd_fn;
 use half::bf16;
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 use rayon::prelude::*;
 
-/// Rows handled in registers by one pass of the decode kernels.
-pub const DECODE_ROWS: usize = 8;
+// The decode kernels hold up to `FEW_ROWS` rows in registers; `by_rows!` expands `1..=8`.
+const _: () = assert!(FEW_ROWS == 8, "by_rows! covers 1..=8 rows");
 /// Up to this many rows (prefill of short prompts) the decode kernels run once per
-/// [`DECODE_ROWS`] rows; beyond, the weight is unpacked and `matmul_bf16` runs.
+/// [`FEW_ROWS`] rows; beyond, the weight is unpacked and `matmul_bf16` runs.
 pub const CHUNKED_ROWS: usize = 64;
 /// Pairs of input channels per pass over the accumulators (`InOut`): four weight rows streamed
 /// side by side, each accumulator loaded and stored once per four pairs.
@@ -297,7 +299,7 @@ impl PackedBf16 {
 
 /// `out (n, OC) = inp · Wᵀ + bias` with `inp` split into two bf16 parts (see the module docs),
 /// on the fastest path this CPU has. Up to
-/// [`CHUNKED_ROWS`] rows the decode kernels stream the packed weight once per [`DECODE_ROWS`]
+/// [`CHUNKED_ROWS`] rows the decode kernels stream the packed weight once per [`FEW_ROWS`]
 /// rows; more rows (long prefills) unpack it and run the tiled `matmul_bf16` once per part.
 pub fn linear_packed_bf16(
     out: &mut [f32],
@@ -334,8 +336,8 @@ pub fn linear_packed_bf16_on(
     if n > CHUNKED_ROWS {
         return prefill(out, inp, w, bias, n);
     }
-    for r0 in (0..n).step_by(DECODE_ROWS) {
-        let rows = DECODE_ROWS.min(n - r0);
+    for r0 in (0..n).step_by(FEW_ROWS) {
+        let rows = FEW_ROWS.min(n - r0);
         decode(
             path,
             &mut out[r0 * oc..(r0 + rows) * oc],
@@ -421,7 +423,7 @@ fn prefill(out: &mut [f32], inp: &[f32], w: &PackedBf16, bias: Option<&[f32]>, n
     });
 }
 
-/// One decode call, `1 ≤ n ≤ DECODE_ROWS` rows, split across threads (see the module docs).
+/// One decode call, `1 ≤ n ≤ FEW_ROWS` rows, split across threads (see the module docs).
 fn decode(
     path: Bf16Path,
     out: &mut [f32],
@@ -430,56 +432,20 @@ fn decode(
     bias: Option<&[f32]>,
     n: usize,
 ) {
-    debug_assert!((1..=DECODE_ROWS).contains(&n));
+    debug_assert!((1..=FEW_ROWS).contains(&n));
     let (ic, oc, kp) = (w.ic, w.oc, w.ic.div_ceil(2));
     let xw = input_pairs(inp, n, ic);
-    let tasks = rayon::current_num_threads().max(1);
     match w.layout {
-        WeightLayout::InOut => {
-            let per = kp.div_ceil(tasks).div_ceil(PAIRS) * PAIRS;
-            let partials: Vec<Vec<f32>> = (0..tasks)
-                .into_par_iter()
-                .map(|t| {
-                    let (p0, p1) = ((t * per).min(kp), ((t + 1) * per).min(kp));
-                    let mut acc = vec![0.0f32; n * oc];
-                    if p1 > p0 {
-                        in_out(path, &mut acc, &xw, &w.words, n, kp, oc, p0, p1);
-                    }
-                    acc
-                })
-                .collect();
-            sum_partials(out, &partials, bias, n, oc);
-        }
-        WeightLayout::OutIn => {
-            let per = oc.div_ceil(tasks).div_ceil(16) * 16;
-            let parts: Vec<(usize, Vec<f32>)> = (0..tasks)
-                .into_par_iter()
-                .map(|t| {
-                    let (j0, j1) = ((t * per).min(oc), ((t + 1) * per).min(oc));
-                    let wd = j1 - j0;
-                    let mut acc = vec![0.0f32; n * wd];
-                    if let Some(b) = bias {
-                        for row in acc.chunks_exact_mut(wd.max(1)) {
-                            row.copy_from_slice(&b[j0..j1]);
-                        }
-                    }
-                    if wd > 0 {
-                        out_in(path, &mut acc, &xw, &w.words, n, kp, j0, j1);
-                    }
-                    (j0, acc)
-                })
-                .collect();
-            for (j0, acc) in parts {
-                let wd = acc.len() / n;
-                for r in 0..n {
-                    out[r * oc + j0..r * oc + j0 + wd].copy_from_slice(&acc[r * wd..(r + 1) * wd]);
-                }
-            }
-        }
+        WeightLayout::InOut => split_in_out(out, bias, n, oc, kp, PAIRS, |acc, p0, p1| {
+            in_out(path, acc, &xw, &w.words, n, kp, oc, p0, p1)
+        }),
+        WeightLayout::OutIn => split_out_in(out, bias, n, oc, |acc, j0, j1| {
+            out_in(path, acc, &xw, &w.words, n, kp, j0, j1)
+        }),
     }
 }
 
-/// Calls `$f::<N>($args)` for the runtime row count `$n` in `1..=DECODE_ROWS`.
+/// Calls `$f::<N>($args)` for the runtime row count `$n` in `1..=FEW_ROWS`.
 macro_rules! by_rows {
     ($n:expr, $f:ident, ($($a:expr),*)) => {
         match $n {
@@ -521,13 +487,13 @@ fn in_out(
     assert!(p0 <= p1 && p1 <= kp);
     #[cfg(target_arch = "x86_64")]
     if path == Bf16Path::Avx512Bf16 {
-        // SAFETY: `Avx512Bf16` is only chosen after `Bf16Path::detect` found AVX-512F and
+        // SAFETY: `Avx512Bf16` is only chosen when `Bf16Path::detect` found AVX-512F and
         // AVX-512 BF16 (see `linear_packed_bf16_on`); the lengths were checked above.
         unsafe { by_rows!(n, in_out_avx512bf16, (acc, xw, w, kp, oc, p0, p1)) };
         return;
     }
     let _ = path;
-    by_rows!(n, in_out_portable_simd, (acc, xw, w, kp, oc, p0, p1))
+    by_rows!(n, in_out_portable, (acc, xw, w, kp, oc, p0, p1))
 }
 
 /// Rows `j0..j1` of `(OC, IC)` packed weights dotted with each input row, added into
@@ -553,7 +519,7 @@ fn out_in(
         return;
     }
     let _ = path;
-    by_rows!(n, out_in_portable_simd, (acc, xw, w, kp, j0, j1))
+    by_rows!(n, out_in_portable, (acc, xw, w, kp, j0, j1))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -715,7 +681,7 @@ unsafe fn out_in_avx512bf16<const N: usize>(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Portable kernels (any CPU; compiled for AVX-512F or AVX2+FMA when present)
+// Portable kernels (any CPU; compiled for the SIMD ladder with `simd_fn!`)
 // ---------------------------------------------------------------------------------------------
 
 /// The low (even) bf16 of a word, widened exactly.
@@ -730,142 +696,109 @@ fn hi(w: u32) -> f32 {
     f32::from_bits(w & 0xFFFF_0000)
 }
 
-/// Portable twin of [`in_out_avx512bf16`]: the same loop nest, each word's halves widened with
-/// one shift or mask, the odd product added before the even one as `vdpbf16ps` does.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn in_out_portable<const N: usize>(
-    acc: &mut [f32],
-    xw: &[u32],
-    w: &[u32],
-    kp: usize,
-    oc: usize,
-    p0: usize,
-    p1: usize,
-) {
-    let strip = strip_len(N);
-    let mut s0 = 0;
-    while s0 < oc {
-        let s1 = (s0 + strip).min(oc);
-        let mut p = p0;
-        while p + PAIRS <= p1 {
-            let row = |t: usize| &w[(p + t) * oc + s0..(p + t) * oc + s1];
-            let (w0, w1, w2, w3) = (row(0), row(1), row(2), row(3));
-            for r in 0..N {
-                let xh: [u32; PAIRS] = std::array::from_fn(|t| xw[2 * r * kp + p + t]);
-                let xl: [u32; PAIRS] = std::array::from_fn(|t| xw[(2 * r + 1) * kp + p + t]);
-                let a = &mut acc[r * oc + s0..r * oc + s1];
-                for ((((a, &b0), &b1), &b2), &b3) in a.iter_mut().zip(w0).zip(w1).zip(w2).zip(w3) {
-                    let (mut v, mut u) = (*a, 0.0f32);
-                    for (t, b) in [b0, b1, b2, b3].into_iter().enumerate() {
-                        v += hi(xh[t]) * hi(b);
-                        v += lo(xh[t]) * lo(b);
-                        u += hi(xl[t]) * hi(b);
-                        u += lo(xl[t]) * lo(b);
+simd_fn! {
+    /// Portable twin of [`in_out_avx512bf16`]: the same loop nest, each word's halves widened with
+    /// one shift or mask, the odd product added before the even one as `vdpbf16ps` does.
+    fn in_out_portable<const N: usize>(
+        acc: &mut [f32],
+        xw: &[u32],
+        w: &[u32],
+        kp: usize,
+        oc: usize,
+        p0: usize,
+        p1: usize,
+    ) {
+        let strip = strip_len(N);
+        let mut s0 = 0;
+        while s0 < oc {
+            let s1 = (s0 + strip).min(oc);
+            let mut p = p0;
+            while p + PAIRS <= p1 {
+                let row = |t: usize| &w[(p + t) * oc + s0..(p + t) * oc + s1];
+                let (w0, w1, w2, w3) = (row(0), row(1), row(2), row(3));
+                for r in 0..N {
+                    let xh: [u32; PAIRS] = std::array::from_fn(|t| xw[2 * r * kp + p + t]);
+                    let xl: [u32; PAIRS] = std::array::from_fn(|t| xw[(2 * r + 1) * kp + p + t]);
+                    let a = &mut acc[r * oc + s0..r * oc + s1];
+                    for ((((a, &b0), &b1), &b2), &b3) in a.iter_mut().zip(w0).zip(w1).zip(w2).zip(w3) {
+                        let (mut v, mut u) = (*a, 0.0f32);
+                        for (t, b) in [b0, b1, b2, b3].into_iter().enumerate() {
+                            v += hi(xh[t]) * hi(b);
+                            v += lo(xh[t]) * lo(b);
+                            u += hi(xl[t]) * hi(b);
+                            u += lo(xl[t]) * lo(b);
+                        }
+                        *a = v + u;
                     }
-                    *a = v + u;
+                }
+                p += PAIRS;
+            }
+            for p in p..p1 {
+                let row = &w[p * oc + s0..p * oc + s1];
+                for r in 0..N {
+                    let (xh, xl) = (xw[2 * r * kp + p], xw[(2 * r + 1) * kp + p]);
+                    for (a, &b) in acc[r * oc + s0..r * oc + s1].iter_mut().zip(row) {
+                        let mut v = *a;
+                        v += hi(xh) * hi(b);
+                        v += lo(xh) * lo(b);
+                        *a = v + (hi(xl) * hi(b) + lo(xl) * lo(b));
+                    }
                 }
             }
-            p += PAIRS;
+            s0 = s1;
         }
-        for p in p..p1 {
-            let row = &w[p * oc + s0..p * oc + s1];
+    }
+}
+
+simd_fn! {
+    /// Portable twin of [`out_in_avx512bf16`]: per row, 16 lanes each adding the odd then the even
+    /// product, summed at the end.
+    fn out_in_portable<const N: usize>(
+        acc: &mut [f32],
+        xw: &[u32],
+        w: &[u32],
+        kp: usize,
+        j0: usize,
+        j1: usize,
+    ) {
+        let wd = j1 - j0;
+        for j in j0..j1 {
+            let row = &w[j * kp..(j + 1) * kp];
             for r in 0..N {
-                let (xh, xl) = (xw[2 * r * kp + p], xw[(2 * r + 1) * kp + p]);
-                for (a, &b) in acc[r * oc + s0..r * oc + s1].iter_mut().zip(row) {
-                    let mut v = *a;
-                    v += hi(xh) * hi(b);
-                    v += lo(xh) * lo(b);
-                    *a = v + (hi(xl) * hi(b) + lo(xl) * lo(b));
+                let (xh, xl) = (
+                    &xw[2 * r * kp..(2 * r + 1) * kp],
+                    &xw[(2 * r + 1) * kp..(2 * r + 2) * kp],
+                );
+                let (mut a, mut b) = ([0.0f32; 16], [0.0f32; 16]);
+                let (mut hc, mut lc, mut wc) = (
+                    xh.chunks_exact(16),
+                    xl.chunks_exact(16),
+                    row.chunks_exact(16),
+                );
+                for ((hs, ls), ws) in (&mut hc).zip(&mut lc).zip(&mut wc) {
+                    for l in 0..16 {
+                        a[l] += hi(hs[l]) * hi(ws[l]);
+                        a[l] += lo(hs[l]) * lo(ws[l]);
+                        b[l] += hi(ls[l]) * hi(ws[l]);
+                        b[l] += lo(ls[l]) * lo(ws[l]);
+                    }
                 }
-            }
-        }
-        s0 = s1;
-    }
-}
-
-/// Portable twin of [`out_in_avx512bf16`]: per row, 16 lanes each adding the odd then the even
-/// product, summed at the end.
-#[inline(always)]
-fn out_in_portable<const N: usize>(
-    acc: &mut [f32],
-    xw: &[u32],
-    w: &[u32],
-    kp: usize,
-    j0: usize,
-    j1: usize,
-) {
-    let wd = j1 - j0;
-    for j in j0..j1 {
-        let row = &w[j * kp..(j + 1) * kp];
-        for r in 0..N {
-            let (xh, xl) = (
-                &xw[2 * r * kp..(2 * r + 1) * kp],
-                &xw[(2 * r + 1) * kp..(2 * r + 2) * kp],
-            );
-            let (mut a, mut b) = ([0.0f32; 16], [0.0f32; 16]);
-            let (mut hc, mut lc, mut wc) = (
-                xh.chunks_exact(16),
-                xl.chunks_exact(16),
-                row.chunks_exact(16),
-            );
-            for ((hs, ls), ws) in (&mut hc).zip(&mut lc).zip(&mut wc) {
-                for l in 0..16 {
-                    a[l] += hi(hs[l]) * hi(ws[l]);
-                    a[l] += lo(hs[l]) * lo(ws[l]);
-                    b[l] += hi(ls[l]) * hi(ws[l]);
-                    b[l] += lo(ls[l]) * lo(ws[l]);
+                let rest = hc
+                    .remainder()
+                    .iter()
+                    .zip(lc.remainder())
+                    .zip(wc.remainder());
+                for (l, ((&h, &lw), &w)) in rest.enumerate() {
+                    a[l] += hi(h) * hi(w);
+                    a[l] += lo(h) * lo(w);
+                    b[l] += hi(lw) * hi(w);
+                    b[l] += lo(lw) * lo(w);
                 }
+                acc[r * wd + j - j0] += a.iter().zip(&b).map(|(x, y)| x + y).sum::<f32>();
             }
-            let rest = hc
-                .remainder()
-                .iter()
-                .zip(lc.remainder())
-                .zip(wc.remainder());
-            for (l, ((&h, &lw), &w)) in rest.enumerate() {
-                a[l] += hi(h) * hi(w);
-                a[l] += lo(h) * lo(w);
-                b[l] += hi(lw) * hi(w);
-                b[l] += lo(lw) * lo(w);
-            }
-            acc[r * wd + j - j0] += a.iter().zip(&b).map(|(x, y)| x + y).sum::<f32>();
         }
     }
 }
-
-/// Defines `$name::<N>(args)` that runs `$body::<N>` compiled for the widest of AVX-512F,
-/// AVX2+FMA and the baseline that this CPU has (explicit wrappers: the loops must be inlined
-/// into a `#[target_feature]` function to be compiled for it).
-macro_rules! simd_dispatch {
-    ($name:ident, $body:ident, ($($a:ident: $t:ty),*)) => {
-        #[allow(clippy::too_many_arguments)]
-        fn $name<const N: usize>($($a: $t),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn v4<const N: usize>($($a: $t),*) { $body::<N>($($a),*) }
-                #[target_feature(enable = "avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn v3<const N: usize>($($a: $t),*) { $body::<N>($($a),*) }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU supports AVX-512F (checked just above).
-                    return unsafe { v4::<N>($($a),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-                    return unsafe { v3::<N>($($a),*) };
-                }
-            }
-            $body::<N>($($a),*)
-        }
-    };
-}
-
-simd_dispatch!(in_out_portable_simd, in_out_portable, (acc: &mut [f32], xw: &[u32], w: &[u32], kp: usize, oc: usize, p0: usize, p1: usize));
-simd_dispatch!(out_in_portable_simd, out_in_portable, (acc: &mut [f32], xw: &[u32], w: &[u32], kp: usize, j0: usize, j1: usize));
 
 /// Oracle: `out (n, OC) = inp · W + bias` from the stored bf16 matrix, in f64, each input taken
 /// as `hi + lo` ([`split_bf16`]) as the kernels do.
@@ -948,7 +881,7 @@ mod tests {
             (64, 64),
             (255, 301),
         ] {
-            for n in 1..=DECODE_ROWS {
+            for n in 1..=FEW_ROWS {
                 for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
                     let inp = rng.normal_vec(n * ic, 1.0);
                     let w = to_bf16_vec(&rng.normal_vec(ic * oc, 1.0));

@@ -25,7 +25,8 @@
 //! parallel. The `exp` is the vectorised polynomial shared with attention.
 
 use super::check_len;
-use super::vmath::{self, dispatch};
+use super::simd::simd_fn;
+use super::vmath;
 use rayon::prelude::*;
 
 /// PyTorch's default `ignore_index`.
@@ -101,38 +102,30 @@ fn exp_sum(x: &[f32], shift: f32) -> f32 {
             .sum::<f32>()
 }
 
-/// Loss of one row, from its logits (see the module docs).
-#[inline(always)]
-fn row_loss_body(x: &[f32], t: usize, smoothing: f32) -> f32 {
-    let (mx, sum_x) = max_and_sum(x);
-    let lse = mx + exp_sum(x, mx).ln();
-    lse - (1.0 - smoothing) * x[t] - smoothing / x.len() as f32 * sum_x
-}
-
-dispatch! {
-    /// Loss of one counted row.
-    fn row_loss = row_loss_body(x: &[f32], t: usize, smoothing: f32) -> f32
-}
-
-/// Loss of one row, then its logits overwritten by `g·(softmax - q)`.
-#[inline(always)]
-fn row_loss_grad_body(x: &mut [f32], t: usize, smoothing: f32, g: f32) -> f32 {
-    let (mx, sum_x) = max_and_sum(x);
-    let xt = x[t];
-    let uniform = smoothing / x.len() as f32;
-    let sum_e = vmath::exp_shift_sum(x, mx);
-    let loss = mx + sum_e.ln() - (1.0 - smoothing) * xt - uniform * sum_x;
-    let (a, b) = (g / sum_e, g * uniform);
-    for e in x.iter_mut() {
-        *e = *e * a - b;
+simd_fn! {
+    /// Loss of one counted row, from its logits (see the module docs).
+    fn row_loss(x: &[f32], t: usize, smoothing: f32) -> f32 {
+        let (mx, sum_x) = max_and_sum(x);
+        let lse = mx + exp_sum(x, mx).ln();
+        lse - (1.0 - smoothing) * x[t] - smoothing / x.len() as f32 * sum_x
     }
-    x[t] -= g * (1.0 - smoothing);
-    loss
 }
 
-dispatch! {
-    /// Loss of one counted row and its gradient in place of its logits.
-    fn row_loss_grad = row_loss_grad_body(x: &mut [f32], t: usize, smoothing: f32, g: f32) -> f32
+simd_fn! {
+    /// Loss of one counted row, then its logits overwritten by its gradient `g·(softmax - q)`.
+    fn row_loss_grad(x: &mut [f32], t: usize, smoothing: f32, g: f32) -> f32 {
+        let (mx, sum_x) = max_and_sum(x);
+        let xt = x[t];
+        let uniform = smoothing / x.len() as f32;
+        let sum_e = vmath::exp_shift_sum(x, mx);
+        let loss = mx + sum_e.ln() - (1.0 - smoothing) * xt - uniform * sum_x;
+        let (a, b) = (g / sum_e, g * uniform);
+        for e in x.iter_mut() {
+            *e = *e * a - b;
+        }
+        x[t] -= g * (1.0 - smoothing);
+        loss
+    }
 }
 
 /// Per-row losses (`losses[i]`, 0 for ignored rows) and their mean over counted rows.

@@ -15,7 +15,8 @@
 //! forward's input, not its output, and accumulates.
 
 use super::check_len;
-use super::vmath::{exp_fast, with_simd};
+use super::simd::simd_fn;
+use super::vmath::exp_fast;
 use rayon::prelude::*;
 
 /// `√(2/π)`.
@@ -64,25 +65,31 @@ pub fn gelu_forward(out: &mut [f32], inp: &[f32]) {
     let ch = chunk(out.len());
     out.par_chunks_mut(ch)
         .zip(inp.par_chunks(ch))
-        .for_each(|(o, x)| {
-            with_simd(|| {
-                for (o, &x) in o.iter_mut().zip(x) {
-                    *o = gelu(x);
-                }
-            })
-        });
+        .for_each(|(o, x)| gelu_block(o, x));
+}
+
+simd_fn! {
+    /// `out = gelu(inp)` on one block.
+    fn gelu_block(out: &mut [f32], inp: &[f32]) {
+        for (o, &x) in out.iter_mut().zip(inp) {
+            *o = gelu(x);
+        }
+    }
 }
 
 /// `x = gelu(x)` in place (inference, where the pre-activation is not kept for backward).
 pub fn gelu_forward_inplace(x: &mut [f32]) {
     let ch = chunk(x.len());
-    x.par_chunks_mut(ch).for_each(|x| {
-        with_simd(|| {
-            for v in x.iter_mut() {
-                *v = gelu(*v);
-            }
-        })
-    });
+    x.par_chunks_mut(ch).for_each(gelu_block_inplace);
+}
+
+simd_fn! {
+    /// `x = gelu(x)` on one block.
+    fn gelu_block_inplace(x: &mut [f32]) {
+        for v in x.iter_mut() {
+            *v = gelu(*v);
+        }
+    }
 }
 
 /// Backward of [`gelu_forward`]: `dinp += gelu'(inp) · dout`.
@@ -93,13 +100,16 @@ pub fn gelu_backward(dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
     dinp.par_chunks_mut(ch)
         .zip(inp.par_chunks(ch))
         .zip(dout.par_chunks(ch))
-        .for_each(|((d, x), g)| {
-            with_simd(|| {
-                for ((d, &x), &g) in d.iter_mut().zip(x).zip(g) {
-                    *d += gelu_grad(x) * g;
-                }
-            })
-        });
+        .for_each(|((d, x), g)| gelu_grad_block(d, x, g));
+}
+
+simd_fn! {
+    /// `dinp += gelu'(inp) · dout` on one block.
+    fn gelu_grad_block(dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
+        for ((d, &x), &g) in dinp.iter_mut().zip(inp).zip(dout) {
+            *d += gelu_grad(x) * g;
+        }
+    }
 }
 
 /// `out = max(inp, 0)`, elementwise.

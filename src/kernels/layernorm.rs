@@ -15,7 +15,8 @@
 //! results are deterministic for a given thread count.
 
 use super::check_len;
-use super::vmath::{sum, with_simd};
+use super::simd::simd_fn;
+use super::vmath::sum;
 use rayon::prelude::*;
 
 /// Work (elements) below which a rayon task is not worth spawning.
@@ -104,13 +105,26 @@ pub fn layernorm_forward(
         .zip(mean.par_chunks_mut(rows))
         .zip(rstd.par_chunks_mut(rows))
         .zip(inp.par_chunks(rows * c))
-        .for_each(|(((o, m), r), x)| {
-            with_simd(|| {
-                for (((o, x), m), r) in o.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(m).zip(r) {
-                    (*m, *r) = forward_row(o, x, weight, bias, eps);
-                }
-            })
-        });
+        .for_each(|(((o, m), r), x)| forward_rows(o, m, r, x, weight, bias, c, eps));
+}
+
+simd_fn! {
+    /// [`forward_row`] on each row of a block of rows of length `c`.
+    fn forward_rows(
+        out: &mut [f32],
+        mean: &mut [f32],
+        rstd: &mut [f32],
+        inp: &[f32],
+        weight: &[f32],
+        bias: &[f32],
+        c: usize,
+        eps: f32,
+    ) {
+        let rows = out.chunks_exact_mut(c).zip(inp.chunks_exact(c));
+        for ((o, x), (m, r)) in rows.zip(mean.iter_mut().zip(rstd)) {
+            (*m, *r) = forward_row(o, x, weight, bias, eps);
+        }
+    }
 }
 
 /// Backward of [`layernorm_forward`]: accumulates into `dinp (N, C)`, `dweight`, `dbias (C)`.
@@ -149,29 +163,7 @@ pub fn layernorm_backward(
         .map(|((((d, g), x), m), r)| {
             let mut part = vec![0.0f32; 2 * c];
             let (pw, pb) = part.split_at_mut(c);
-            with_simd(|| {
-                for ((((d, g), x), &m), &rs) in d
-                    .chunks_exact_mut(c)
-                    .zip(g.chunks_exact(c))
-                    .zip(x.chunks_exact(c))
-                    .zip(m)
-                    .zip(r)
-                {
-                    // Same-length reslices let the compiler drop bounds checks and vectorise.
-                    let (d, g, x, w) = (&mut d[..c], &g[..c], &x[..c], &weight[..c]);
-                    let (pw, pb) = (&mut pw[..c], &mut pb[..c]);
-                    let (swg, swgx) = sums_for_backward(w, g, x, m);
-                    let mean_dn = swg / c as f32;
-                    let mean_dn_norm = swgx * rs / c as f32;
-                    for j in 0..c {
-                        let norm = (x[j] - m) * rs;
-                        let dn = w[j] * g[j];
-                        pb[j] += g[j];
-                        pw[j] += norm * g[j];
-                        d[j] += (dn - mean_dn - norm * mean_dn_norm) * rs;
-                    }
-                }
-            });
+            backward_rows(d, pw, pb, g, x, weight, m, r, c);
             part
         })
         .collect();
@@ -182,6 +174,44 @@ pub fn layernorm_backward(
         }
         for (a, b) in dbias.iter_mut().zip(pb) {
             *a += b;
+        }
+    }
+}
+
+simd_fn! {
+    /// Backward of a block of rows of length `c`: accumulates into `dinp` and into this block's
+    /// partial `dweight`, `dbias`.
+    fn backward_rows(
+        dinp: &mut [f32],
+        dweight: &mut [f32],
+        dbias: &mut [f32],
+        dout: &[f32],
+        inp: &[f32],
+        weight: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+        c: usize,
+    ) {
+        for ((((d, g), x), &m), &rs) in dinp
+            .chunks_exact_mut(c)
+            .zip(dout.chunks_exact(c))
+            .zip(inp.chunks_exact(c))
+            .zip(mean)
+            .zip(rstd)
+        {
+            // Same-length reslices let the compiler drop bounds checks and vectorise.
+            let (d, g, x, w) = (&mut d[..c], &g[..c], &x[..c], &weight[..c]);
+            let (pw, pb) = (&mut dweight[..c], &mut dbias[..c]);
+            let (swg, swgx) = sums_for_backward(w, g, x, m);
+            let mean_dn = swg / c as f32;
+            let mean_dn_norm = swgx * rs / c as f32;
+            for j in 0..c {
+                let norm = (x[j] - m) * rs;
+                let dn = w[j] * g[j];
+                pb[j] += g[j];
+                pw[j] += norm * g[j];
+                d[j] += (dn - mean_dn - norm * mean_dn_norm) * rs;
+            }
         }
     }
 }

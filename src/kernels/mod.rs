@@ -24,10 +24,12 @@ pub mod bf16_decode;
 pub mod crossentropy;
 pub mod dropout;
 pub mod embedding;
+pub mod few_rows;
 pub mod gelu;
 pub mod layernorm;
 pub mod matmul;
 pub mod residual;
+pub mod simd;
 pub mod softmax;
 pub mod vmath;
 

@@ -18,26 +18,28 @@
 
 use super::check_len;
 use super::matmul::dot;
-use super::vmath::{exp_fast, max, sum, with_simd};
+use super::simd::simd_fn;
+use super::vmath::{exp_fast, max, sum};
 use rayon::prelude::*;
 
 /// Work (elements) below which a rayon task is not worth spawning.
 const PAR_MIN: usize = 1 << 14;
 
-/// Softmax of one row into `out`.
-#[inline(always)]
-fn softmax_row(out: &mut [f32], x: &[f32]) {
-    let m = max(x);
-    if m == f32::NEG_INFINITY {
-        out.fill(0.0);
-        return;
-    }
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = exp_fast(v - m);
-    }
-    let inv = 1.0 / sum(out);
-    for o in out.iter_mut() {
-        *o *= inv;
+simd_fn! {
+    /// Softmax of one row into `out`.
+    fn softmax_row(out: &mut [f32], x: &[f32]) {
+        let m = max(x);
+        if m == f32::NEG_INFINITY {
+            out.fill(0.0);
+            return;
+        }
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = exp_fast(v - m);
+        }
+        let inv = 1.0 / sum(out);
+        for o in out.iter_mut() {
+            *o *= inv;
+        }
     }
 }
 
@@ -53,7 +55,7 @@ pub fn softmax_forward(out: &mut [f32], inp: &[f32], n: usize, c: usize) {
         .zip(inp.par_chunks(rows * c))
         .for_each(|(o, x)| {
             for (o, x) in o.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-                with_simd(|| softmax_row(o, x));
+                softmax_row(o, x);
             }
         });
 }
@@ -96,26 +98,27 @@ pub fn log_softmax_forward(out: &mut [f32], inp: &[f32], n: usize, c: usize) {
         .zip(inp.par_chunks(rows * c))
         .for_each(|(o, x)| {
             for (o, x) in o.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-                with_simd(|| log_softmax_row(o, x));
+                log_softmax_row(o, x);
             }
         });
 }
 
-/// Log-softmax of one row into `out`.
-#[inline(always)]
-fn log_softmax_row(out: &mut [f32], x: &[f32]) {
-    let m = max(x);
-    if m == f32::NEG_INFINITY {
-        out.fill(f32::NEG_INFINITY);
-        return;
-    }
-    // `out` holds the exponentials only long enough to sum them.
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = exp_fast(v - m);
-    }
-    let shift = m + sum(out).ln();
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = v - shift;
+simd_fn! {
+    /// Log-softmax of one row into `out`.
+    fn log_softmax_row(out: &mut [f32], x: &[f32]) {
+        let m = max(x);
+        if m == f32::NEG_INFINITY {
+            out.fill(f32::NEG_INFINITY);
+            return;
+        }
+        // `out` holds the exponentials only long enough to sum them.
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = exp_fast(v - m);
+        }
+        let shift = m + sum(out).ln();
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = v - shift;
+        }
     }
 }
 
@@ -137,14 +140,19 @@ pub fn log_softmax_backward(dinp: &mut [f32], out: &[f32], dout: &[f32], n: usiz
                 .zip(y.chunks_exact(c))
                 .zip(g.chunks_exact(c))
             {
-                let gs = sum(g);
-                with_simd(|| {
-                    for ((d, &y), &g) in d.iter_mut().zip(y).zip(g) {
-                        *d += g - exp_fast(y) * gs;
-                    }
-                });
+                log_softmax_grad_row(d, y, g);
             }
         });
+}
+
+simd_fn! {
+    /// Backward of one log-softmax row: `dinp += dout - exp(out) · Σ dout`.
+    fn log_softmax_grad_row(dinp: &mut [f32], out: &[f32], dout: &[f32]) {
+        let gs = sum(dout);
+        for ((d, &y), &g) in dinp.iter_mut().zip(out).zip(dout) {
+            *d += g - exp_fast(y) * gs;
+        }
+    }
 }
 
 /// Oracle for [`softmax_forward`]: f64 throughout, `f64::exp`.

@@ -1,17 +1,11 @@
-//! Vectorised math shared by the kernels: a polynomial `exp` the compiler can vectorise,
-//! 16-lane reductions, and [`with_simd`], which runs a hot loop compiled for the widest vector
-//! extension the CPU has.
+//! Vectorised math shared by the kernels: a polynomial `exp` the compiler can vectorise and
+//! 16-lane reductions, all `#[inline(always)]` so they are compiled for the rung of the
+//! [`super::simd::simd_fn!`] loop that calls them.
 //!
 //! Why our own `exp`: `f32::exp` is a call into libm that the compiler cannot vectorise, and it
 //! dominates softmax, attention, cross-entropy and GELU. [`exp_fast`] is straight-line arithmetic
 //! (range reduction by `ln 2` and a degree-7 polynomial, as Cephes' `expf`) with relative error
 //! ≈ 1e-7, a couple of ulp, and the loops that call it vectorise.
-//!
-//! Why [`with_simd`]: the crate builds for baseline x86-64 (SSE2, 4 lanes). Compute-bound loops
-//! (exp, GELU, normalisation) run 2–4× faster when the same code is compiled for AVX-512 or
-//! AVX2+FMA, so they run inside `with_simd`, which picks the widest at run time. Measured on the
-//! development machine (Zen 4), GELU forward+backward on 1024×3072, one thread, `-O`: 15 ms with
-//! SSE2, 3.8 ms with AVX-512.
 
 /// Inputs below this give `exp_fast(x) = 0` (`exp(-87.3)` is the smallest normal f32).
 const EXP_LO: f32 = -87.3;
@@ -79,66 +73,6 @@ pub fn exp_nonpositive(x: f32) -> f32 {
         y
     }
 }
-
-/// Runs `f` compiled for the widest vector extension this CPU has (AVX-512F, else AVX2+FMA,
-/// else the baseline), detected once at run time and cached by `std`.
-///
-/// `f` should be a closure holding the hot loop, with everything it calls `#[inline]`: code
-/// inlined into a `#[target_feature]` function is compiled for those features. The path never
-/// changes answers: Rust does not contract `a * b + c` into an FMA or reassociate on its own, so
-/// wider vectors run the same operations in the same order.
-#[inline(always)]
-pub fn with_simd<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            #[target_feature(enable = "avx512f,avx2,fma")]
-            unsafe fn v4<R>(f: impl FnOnce() -> R) -> R {
-                f()
-            }
-            // SAFETY: the CPU supports AVX-512F (checked just above).
-            return unsafe { v4(f) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn v3<R>(f: impl FnOnce() -> R) -> R {
-                f()
-            }
-            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-            return unsafe { v3(f) };
-        }
-    }
-    f()
-}
-
-/// Declares `$name` as a run-time dispatch between an AVX2+FMA build and a baseline build of
-/// the `#[inline(always)]` function `$body` (same arguments).
-///
-/// Why a macro beside [`with_simd`]: a closure handed to a generic dispatcher is not always
-/// inlined into the `#[target_feature]` function, and then its loop stays baseline SSE2. Row
-/// passes of cross-entropy and attention measured ~1.5× slower that way; the macro names the
-/// target-feature function's arguments so `$body` is inlined into it.
-macro_rules! dispatch {
-    ($(#[$doc:meta])* $vis:vis fn $name:ident = $body:ident ($($arg:ident : $ty:ty),*) -> $ret:ty) => {
-        $(#[$doc])*
-        $vis fn $name($($arg: $ty),*) -> $ret {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) -> $ret {
-                    $body($($arg),*)
-                }
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                    // SAFETY: the CPU supports the features `avx2` was compiled for.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            $body($($arg),*)
-        }
-    };
-}
-pub(crate) use dispatch;
 
 /// Sum of a slice with 16 independent accumulators, so the loop vectorises.
 #[inline(always)]

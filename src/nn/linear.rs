@@ -128,7 +128,7 @@ impl Linear {
             Some(wb) => linear_small_bf16(out, inp, wb, b, n, ic, oc, layout),
             None => {
                 let wf = w.of(self.weight);
-                crate::generate::gemv::linear_small(out, inp, wf, b, n, ic, oc, layout)
+                crate::kernels::few_rows::linear_small(out, inp, wf, b, n, ic, oc, layout)
             }
         }
     }

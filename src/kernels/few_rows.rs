@@ -1,0 +1,238 @@
+//! Linear layers for a few rows: `out (n, OC) = inp (n, IC) · Wᵀ + bias` for `n ≤` [`FEW_ROWS`]
+//! (batch-1 or small-batch decoding), where the cost is streaming the weights from DRAM once,
+//! not arithmetic. This file holds the thread split shared by every weight format and the f32
+//! instance, [`linear_small`]; the bf16 instances are
+//! [`super::bf16::linear_small_bf16`] (stored bf16) and
+//! [`super::bf16_decode::linear_packed_bf16`] (bf16 packed for `vdpbf16ps`).
+//!
+//! Why our own (measured on the 2-core Zen 4 of `shared/notes/cpu-performance.md`): `gemm`'s
+//! `m = 1` path is single-threaded and the general matvec splits the work into many small rayon
+//! tasks. Here each thread gets **one contiguous share** of the weight matrix and streams it
+//! once for all `n` input rows; fully sequential reads let the hardware prefetchers run at the
+//! read bandwidth:
+//! - **`(IC, OC)` weights** (GPT-2's `Conv1D`, [`WeightLayout::InOut`]): [`split_in_out`] gives
+//!   each thread a block of weight rows (input channels) and it produces a partial sum of every
+//!   output; the partials are added at the end.
+//! - **`(OC, IC)` weights** (the tied LM head `wte`, [`WeightLayout::OutIn`]): [`split_out_in`]
+//!   gives each thread a block of output channels (weight rows), no reduction.
+//!
+//! Each weight format supplies only its inner loop over its share, compiled for the widest
+//! vector extension with [`super::simd::simd_fn!`]. The f32 loops walk column strips whose
+//! accumulators stay in L1.
+//!
+//! Dimensions: `n` rows, `IC OC` input/output channels.
+
+use super::check_len;
+use super::matmul::{linear_forward, sum_partials, WeightLayout};
+use super::simd::simd_fn;
+use rayon::prelude::*;
+
+/// Row counts up to this run the few-row kernels (one pass over the weights for all rows);
+/// more rows go to the general products. The packed bf16 kernels hold this many rows in
+/// registers.
+pub const FEW_ROWS: usize = 8;
+
+/// Range of task `t` of `tasks` over `len`, cut in multiples of `align`.
+fn share(t: usize, tasks: usize, len: usize, align: usize) -> (usize, usize) {
+    let per = len.div_ceil(tasks).div_ceil(align) * align;
+    ((t * per).min(len), ((t + 1) * per).min(len))
+}
+
+/// The `(IC, OC)` split: `len` stored weight rows (input channels, or pairs of them) are cut
+/// into one contiguous share per thread, in multiples of `align`; each thread runs
+/// `block(acc, r0, r1)` on its share `r0..r1` (never empty) with `acc (n, OC)` zeroed, and
+/// `out (n, OC) = bias + Σ acc` in thread order (deterministic for a given thread count).
+pub fn split_in_out(
+    out: &mut [f32],
+    bias: Option<&[f32]>,
+    n: usize,
+    oc: usize,
+    len: usize,
+    align: usize,
+    block: impl Fn(&mut [f32], usize, usize) + Sync,
+) {
+    let tasks = rayon::current_num_threads().max(1);
+    let partials: Vec<Vec<f32>> = (0..tasks)
+        .into_par_iter()
+        .map(|t| {
+            let (r0, r1) = share(t, tasks, len, align);
+            let mut acc = vec![0.0f32; n * oc];
+            if r1 > r0 {
+                block(&mut acc, r0, r1);
+            }
+            acc
+        })
+        .collect();
+    sum_partials(out, &partials, bias, n, oc);
+}
+
+/// The `(OC, IC)` split: the `OC` output channels are cut into one contiguous share per thread,
+/// in multiples of 16; each thread runs `block(acc, j0, j1)` on its share `j0..j1` (never empty)
+/// with `acc (n, j1 − j0)` holding the bias (or zeros), then copies it into `out (n, OC)`.
+pub fn split_out_in(
+    out: &mut [f32],
+    bias: Option<&[f32]>,
+    n: usize,
+    oc: usize,
+    block: impl Fn(&mut [f32], usize, usize) + Sync,
+) {
+    let tasks = rayon::current_num_threads().max(1);
+    let parts: Vec<(usize, Vec<f32>)> = (0..tasks)
+        .into_par_iter()
+        .map(|t| {
+            let (j0, j1) = share(t, tasks, oc, 16);
+            let wd = j1 - j0;
+            let mut acc = vec![0.0f32; n * wd];
+            if wd > 0 {
+                if let Some(b) = bias {
+                    for row in acc.chunks_exact_mut(wd) {
+                        row.copy_from_slice(&b[j0..j1]);
+                    }
+                }
+                block(&mut acc, j0, j1);
+            }
+            (j0, acc)
+        })
+        .collect();
+    for (j0, acc) in parts {
+        let wd = acc.len() / n.max(1);
+        for r in 0..n {
+            out[r * oc + j0..r * oc + j0 + wd].copy_from_slice(&acc[r * wd..(r + 1) * wd]);
+        }
+    }
+}
+
+/// `out (n, OC) = inp (n, IC) · Wᵀ + bias` with f32 weights (`(IC, OC)` or `(OC, IC)` per
+/// `layout`), each thread streaming one contiguous share of `W` once for all rows. More than
+/// [`FEW_ROWS`] rows (or none) go to [`linear_forward`].
+#[allow(clippy::too_many_arguments)]
+pub fn linear_small(
+    out: &mut [f32],
+    inp: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    n: usize,
+    ic: usize,
+    oc: usize,
+    layout: WeightLayout,
+) {
+    if n > FEW_ROWS || n == 0 {
+        return linear_forward(out, inp, w, bias, n, ic, oc, layout);
+    }
+    check_len("linear_small", "out", out.len(), n * oc);
+    check_len("linear_small", "inp", inp.len(), n * ic);
+    check_len("linear_small", "weight", w.len(), ic * oc);
+    match layout {
+        WeightLayout::InOut => split_in_out(out, bias, n, oc, ic, 16, |acc, i0, i1| {
+            in_out_rows_f32(acc, inp, w, n, ic, oc, i0, i1)
+        }),
+        WeightLayout::OutIn => split_out_in(out, bias, n, oc, |acc, j0, j1| {
+            out_in_rows_f32(acc, inp, w, n, ic, j0, j1)
+        }),
+    }
+}
+
+simd_fn! {
+    /// Partial `inp[:, i0..i1] · W[i0..i1, :]` for `W (IC, OC)`, added into `acc (n, OC)`: weight
+    /// rows `i0..i1` are read once, in order.
+    fn in_out_rows_f32(
+        acc: &mut [f32],
+        inp: &[f32],
+        w: &[f32],
+        n: usize,
+        ic: usize,
+        oc: usize,
+        i0: usize,
+        i1: usize
+    ) {
+        for i in i0..i1 {
+            let wrow = &w[i * oc..(i + 1) * oc];
+            for r in 0..n {
+                let xv = inp[r * ic + i];
+                for (a, &b) in acc[r * oc..(r + 1) * oc].iter_mut().zip(wrow) {
+                    *a += xv * b;
+                }
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// Rows `j0..j1` of `W (OC, IC)` dotted with each input row, added into `acc (n, j1 - j0)`.
+    fn out_in_rows_f32(
+        acc: &mut [f32],
+        inp: &[f32],
+        w: &[f32],
+        n: usize,
+        ic: usize,
+        j0: usize,
+        j1: usize
+    ) {
+        let wd = j1 - j0;
+        for j in j0..j1 {
+            let wr = &w[j * ic..(j + 1) * ic];
+            for r in 0..n {
+                acc[r * wd + j - j0] += dot64(&inp[r * ic..(r + 1) * ic], wr);
+            }
+        }
+    }
+}
+
+/// Dot product with 64 independent lanes (four AVX-512 registers) for instruction parallelism.
+#[inline(always)]
+fn dot64(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 64];
+    let (ca, ra) = a.split_at(a.len() / 64 * 64);
+    let (cb, rb) = b.split_at(ca.len());
+    for (xa, xb) in ca.chunks_exact(64).zip(cb.chunks_exact(64)) {
+        for i in 0..64 {
+            acc[i] += xa[i] * xb[i];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::matmul::linear_forward_naive;
+    use crate::kernels::simd::{limit, Isa};
+    use crate::rng::Rng;
+
+    #[test]
+    fn matches_naive_for_both_layouts_every_row_count_and_rung() {
+        let mut rng = Rng::new(0);
+        for &(ic, oc) in &[(70, 130), (64, 48), (33, 1000), (1, 17), (20, 20)] {
+            for n in 1..=FEW_ROWS + 1 {
+                for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
+                    let x = rng.normal_vec(n * ic, 1.0);
+                    let w = rng.normal_vec(ic * oc, 1.0);
+                    let b = rng.normal_vec(oc, 1.0);
+                    let mut want = vec![0.0; n * oc];
+                    linear_forward_naive(&mut want, &x, &w, Some(&b), n, ic, oc, layout);
+                    let mut first: Option<Vec<f32>> = None;
+                    for isa in Isa::available() {
+                        let _l = limit(isa);
+                        let mut got = vec![f32::NAN; n * oc];
+                        linear_small(&mut got, &x, &w, Some(&b), n, ic, oc, layout);
+                        for (g, w) in got.iter().zip(&want) {
+                            assert!(
+                                (g - w).abs() < 1e-3,
+                                "{n}x{ic}x{oc} {layout:?} {isa:?}: {g} vs {w}"
+                            );
+                        }
+                        // Every rung runs the same operations in the same order.
+                        match &first {
+                            Some(f) => assert_eq!(&got, f, "{n}x{ic}x{oc} {layout:?} {isa:?}"),
+                            None => first = Some(got),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
