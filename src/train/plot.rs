@@ -24,7 +24,7 @@ pub fn plot_losses(path: &Path, points: &[(usize, f32, Option<f32>)]) -> Result<
         return Ok(());
     }
     let tmp = path.with_extension("tmp.png");
-    let err = |e: String| Error::Msg(format!("{}: {e}", path.display()));
+    let err = |e: String| Error::file(path, format!("drawing the loss plot: {e}"));
     {
         let root = BitMapBackend::new(&tmp, (800, 500)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
