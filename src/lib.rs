@@ -8,6 +8,7 @@
 //! - [`optim`]: AdamW and gradient clipping over that flat buffer.
 //! - [`tokenizer`]: re-export of the `gpt-tokenizer` crate (GPT-2 byte-level BPE).
 
+pub mod bench;
 pub mod data;
 pub mod error;
 pub mod generate;
