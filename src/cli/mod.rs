@@ -7,7 +7,6 @@ pub mod bench;
 pub mod bleu;
 pub mod generate;
 pub mod prepare;
-pub mod sample;
 pub mod score;
 pub mod tokenize;
 pub mod tokenizer_train;
@@ -39,8 +38,9 @@ pub enum Command {
     Train(Box<train::TrainArgs>),
     /// Turn text files, folders and JSONL into train/val token files.
     Prepare(prepare::PrepareArgs),
-    /// Sample text from a trained model.
-    Sample(sample::SampleArgs),
+    /// `generate` with the defaults `sample` always had: a newline prompt, 300 tokens,
+    /// temperature 0.8, top-k 200, no stop at `<|endoftext|>`.
+    Sample(generate::SampleArgs),
     /// Continue a prompt with a GPT-2 or our checkpoint (KV cache, sampling controls, streaming).
     Generate(generate::Args),
     /// Per-token log-probabilities, NLL, perplexity and bits per byte of a text.
@@ -65,7 +65,7 @@ pub fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Train(args) => train::run(*args),
         Command::Prepare(args) => prepare::run(args),
-        Command::Sample(args) => sample::run(args),
+        Command::Sample(args) => generate::run(args.into()),
         Command::Generate(args) => generate::run(args),
         Command::Score(args) => score::run(args),
         Command::Tokenize(args) => tokenize::run(args),

@@ -11,6 +11,7 @@
 //! - [`generator`]: prefill + decode loop for a batch of prompts.
 //! - [`stream`]: UTF-8-safe incremental text with stop strings.
 //! - [`score`]: per-token log-probabilities with a sliding window.
+//! - [`text`]: text in, text out: prompt encoding and truncation, streaming with stop strings.
 
 pub mod bf16_weights;
 pub mod gemv;
@@ -20,6 +21,7 @@ pub mod model;
 pub mod sampler;
 pub mod score;
 pub mod stream;
+pub mod text;
 
 pub use generator::{generate, FinishReason, GenerateConfig, Generation, Timing};
 pub use model::InferenceModel;
