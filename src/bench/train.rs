@@ -56,7 +56,7 @@ pub struct TrainOne {
 }
 
 /// Batch size, sequence length and vocabulary of a benchmarked preset.
-pub fn preset_shape(name: &str) -> Result<(usize, usize, usize)> {
+fn preset_shape(name: &str) -> Result<(usize, usize, usize)> {
     match name {
         "tiny" => Ok((16, 128, 65)),
         "char-baby" => Ok((8, 256, 65)),
