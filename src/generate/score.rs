@@ -26,10 +26,10 @@ pub fn token_logprobs(
         model.config.vocab_size,
     );
     if stride == 0 || stride > n_ctx {
-        return Err(Error::Config {
-            field: "stride".into(),
-            reason: format!("{stride} must be in 1..={n_ctx} (the context n_ctx)"),
-        });
+        return Err(Error::field(
+            "stride",
+            format!("{stride} must be in 1..={n_ctx} (the context n_ctx)"),
+        ));
     }
     let mut out = vec![None; ids.len()];
     let mut cache = model.new_cache(1);

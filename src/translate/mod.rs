@@ -51,7 +51,7 @@ pub fn translate_lines(
             // Byte-level BPE words carry their leading space; the line does not.
             tok.decode_lossy(&h.tokens)
                 .map(|t| t.trim().to_string())
-                .map_err(|e| Error::Msg(format!("decoding output {}: {e}", i + 1)))
+                .map_err(|e| Error::field("tokenizer", format!("decoding output {}: {e}", i + 1)))
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((out, truncated))
