@@ -1,5 +1,8 @@
 //! Subcommands of the `gpt` binary. Each subcommand lives in its own file with a clap `Args`
-//! struct and a `run` function returning `Result<(), String>`-like errors (boxed).
+//! struct and a `run` function that turns the flags into the settings of a library call, reads
+//! the input it names, and prints the result; the work itself is in the library (`gpt::bench`,
+//! `gpt::generate::text`, `gpt::translate::evaluate`, …). Errors are boxed and printed as
+//! `error: {message}`.
 
 use clap::{Parser, Subcommand};
 
