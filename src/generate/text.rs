@@ -135,3 +135,28 @@ pub fn generate_text(
     }
     Ok((out, timing))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpt_tokenizer::Tokenizer;
+
+    #[test]
+    fn prompts_are_truncated_with_a_warning_or_refused_when_empty() {
+        let tok = AnyTokenizer::Bpe(Box::new(Tokenizer::gpt2_shared().clone()));
+        let long = "word ".repeat(20);
+        let p = encode_prompts(&tok, &[long.clone(), "hi".into()], 8, true).unwrap();
+        assert_eq!(p.ids[0].len(), 8);
+        assert_eq!(p.ids[1], tok.encode("hi", true).unwrap());
+        assert_eq!(p.warnings.len(), 1);
+        assert!(p.warnings[0].contains("prompt 0") && p.warnings[0].contains("last 8"));
+        // Without truncation the prompt is kept whole (the generator refuses it, naming n_ctx).
+        let p = encode_prompts(&tok, &[long], 8, false).unwrap();
+        assert!(p.ids[0].len() > 8 && p.warnings.is_empty());
+        let e = encode_prompts(&tok, &["a".into(), String::new()], 8, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("prompt 1 is empty"), "{e}");
+        assert_eq!(eos_id(&tok), Some(50256));
+    }
+}
