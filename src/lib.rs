@@ -1,14 +1,18 @@
 //! `gpt`: the Transformer and the GPT family from first principles.
 //!
 //! Layers of the crate, bottom up:
-//! - [`tensor`], [`rng`], [`error`]: f32 tensors on the CPU, seeded randomness, one error enum.
+//! - [`rng`], [`error`]: seeded randomness, one error enum.
 //! - [`kernels`]: fused CPU kernels, each a forward and a backward side by side (llm.c contract).
 //! - [`nn`]: modules that compose kernels (Linear, LayerNorm, attention, MLP, Transformer block)
 //!   over parameters that live in one flat buffer with a named layout.
 //! - [`io`]: safetensors, atomic writes and tokenizer files (depends only on `error`).
 //! - [`optim`]: AdamW and gradient clipping over that flat buffer.
+//! - [`model`], [`train`], [`generate`], [`translate`], [`data`]: the GPT and the
+//!   encoder-decoder, training, inference, translation and the token files they read.
+//! - [`bench`]: the benchmark harnesses behind `gpt bench`.
 //! - [`tokenizer`]: re-export of the `gpt-tokenizer` crate (GPT-2 byte-level BPE).
 
+pub mod bench;
 pub mod data;
 pub mod error;
 pub mod generate;
@@ -18,11 +22,9 @@ pub mod model;
 pub mod nn;
 pub mod optim;
 pub mod rng;
-pub mod tensor;
 pub mod threads;
 pub mod train;
 pub mod translate;
 
 pub use error::{Error, Result};
 pub use gpt_tokenizer as tokenizer;
-pub use tensor::Tensor;

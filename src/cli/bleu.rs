@@ -3,7 +3,8 @@
 
 use super::CliResult;
 use clap::Args;
-use gpt::translate::bleu::{corpus_bleu, corpus_chrf, Smooth};
+use gpt::translate::bleu::{corpus_bleu, corpus_chrf, segments, Smooth};
+use gpt::Error;
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -23,40 +24,33 @@ pub struct BleuArgs {
     pub no_smooth: bool,
 }
 
-/// Lines of a text: split on `\n` (a final newline does not start another line; `\r\n` kept
-/// as sacreBLEU keeps it, the `\r` is stripped as trailing whitespace).
-fn lines_of(text: &str) -> Vec<&str> {
-    let body = text.strip_suffix('\n').unwrap_or(text);
-    if text.is_empty() {
-        return Vec::new();
-    }
-    body.split('\n').collect()
-}
-
 /// Runs `gpt bleu`.
 pub fn run(a: BleuArgs) -> CliResult {
-    let refs = std::fs::read_to_string(&a.reference)
-        .map_err(|e| format!("{}: {e}", a.reference.display()))?;
+    let refs = std::fs::read_to_string(&a.reference).map_err(|e| Error::io(&a.reference, e))?;
     let (hyp_name, hyps) = match a.hyp.as_ref().filter(|p| p.as_os_str() != "-") {
         Some(p) => (
-            p.display().to_string(),
-            std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
+            p.clone(),
+            std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?,
         ),
         None => {
+            let stdin = PathBuf::from("standard input");
             let mut s = String::new();
             std::io::stdin()
                 .read_to_string(&mut s)
-                .map_err(|e| format!("standard input: {e}"))?;
-            ("standard input".to_string(), s)
+                .map_err(|e| Error::io(&stdin, e))?;
+            (stdin, s)
         }
     };
-    let (r, h) = (lines_of(&refs), lines_of(&hyps));
+    let (r, h) = (segments(&refs), segments(&hyps));
     if r.len() != h.len() {
-        return Err(format!(
-            "{hyp_name} has {} lines but {} has {}; they must align line by line",
-            h.len(),
-            a.reference.display(),
-            r.len()
+        return Err(Error::file(
+            &hyp_name,
+            format!(
+                "has {} lines but {} has {}; they must align line by line",
+                h.len(),
+                a.reference.display(),
+                r.len()
+            ),
         )
         .into());
     }

@@ -1,5 +1,6 @@
-//! `gpt generate`: continue a prompt with a GPT-2 (Hugging Face directory or our checkpoint),
-//! streaming text to stdout as it is produced (UTF-8 safe), with the usual sampling controls.
+//! `gpt generate` (and `gpt sample`, the same command with the old `sample` defaults): continue
+//! a prompt with a GPT-2 (Hugging Face directory or our checkpoint), streaming text to stdout as
+//! it is produced. The work is [`gpt::generate::text`]; this file parses flags and prints.
 //!
 //! Defaults follow `transformers`' `generate` with sampling on: temperature 1, top-k 50,
 //! top-p 1, no repetition penalty; `--temperature 0` is greedy. Generation stops at
@@ -8,9 +9,10 @@
 
 use super::CliResult;
 
-use gpt::generate::stream::TextStream;
-use gpt::generate::{generate, GenerateConfig, SamplingConfig};
 use gpt::model::inference::load_with_tokenizer_as;
+use gpt::generate::text::{encode_prompts, generate_text, TextConfig};
+use gpt::generate::SamplingConfig;
+use gpt::nn::precision::Precision;
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;
@@ -61,94 +63,98 @@ pub struct Args {
     pub dtype: String,
 }
 
+/// Options of `gpt sample`: `gpt generate` with the defaults `sample` always had (prompt a
+/// newline, 300 tokens, temperature 0.8, top-k 200, no stop at `<|endoftext|>`).
+#[derive(clap::Args, Debug)]
+pub struct SampleArgs {
+    /// A model directory (config.json + model.safetensors + tokenizer), or a training output
+    /// directory containing `checkpoint/`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Text to continue.
+    #[arg(long, default_value = "\n")]
+    pub prompt: String,
+    /// Tokens to generate.
+    #[arg(long, default_value_t = 300)]
+    pub max_new_tokens: usize,
+    /// Temperature (0: greedy).
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f32,
+    /// Top-k (0: all).
+    #[arg(long, default_value_t = 200)]
+    pub top_k: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 1337)]
+    pub seed: u64,
+    /// Keep the last n_ctx tokens of a prompt longer than the context instead of failing.
+    #[arg(long)]
+    pub truncate: bool,
+}
+
+impl From<SampleArgs> for Args {
+    fn from(a: SampleArgs) -> Self {
+        Args {
+            model: a.model,
+            prompt: vec![a.prompt],
+            max_new_tokens: a.max_new_tokens,
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            stop: Vec::new(),
+            seed: a.seed,
+            json: false,
+            truncate: a.truncate,
+            ignore_eos: true,
+            dtype: "f32".into(),
+        }
+    }
+}
+
 /// Runs `gpt generate`.
 pub fn run(args: Args) -> CliResult {
-    let sampling = SamplingConfig {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        repetition_penalty: args.repetition_penalty,
+    let cfg = TextConfig {
+        max_new_tokens: args.max_new_tokens,
+        sampling: SamplingConfig {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            repetition_penalty: args.repetition_penalty,
+        },
+        seed: args.seed,
+        stop: args.stop.clone(),
+        stop_at_eos: !args.ignore_eos,
     };
-    sampling.validate()?;
-    let dtype = gpt::nn::precision::Precision::parse_for("dtype", &args.dtype)?;
+    cfg.sampling.validate()?;
+    let dtype = Precision::parse_for("dtype", &args.dtype)?;
     if let Some(w) = dtype.warning() {
         eprintln!("{w}");
     }
     let (model, tok, _dir) = load_with_tokenizer_as(&args.model, dtype)?;
-    let n_ctx = model.config.n_ctx;
-    let mut prompts = Vec::new();
-    for (i, text) in args.prompt.iter().enumerate() {
-        if text.is_empty() {
-            return Err(format!(
-                "prompt {i} is empty: give some text (or `<|endoftext|>` to start from nothing)"
-            )
-            .into());
-        }
-        let mut ids = tok.encode(text, true)?;
-        if ids.len() > n_ctx {
-            if !args.truncate {
-                return Err(format!(
-                    "prompt {i} is {} tokens, over the model's context n_ctx = {n_ctx}; shorten \
-                     it or pass --truncate to keep its last {n_ctx} tokens",
-                    ids.len()
-                )
-                .into());
-            }
-            eprintln!(
-                "warning: prompt {i} is {} tokens; keeping its last {n_ctx} (the context)",
-                ids.len()
-            );
-            ids.drain(..ids.len() - n_ctx);
-        }
-        prompts.push(ids);
+    let prompts = encode_prompts(&tok, &args.prompt, model.config.n_ctx, args.truncate)?;
+    for w in &prompts.warnings {
+        eprintln!("warning: {w}");
     }
-    let eos = match &tok {
-        gpt::tokenizer::AnyTokenizer::Bpe(t) if !args.ignore_eos => t.special_id("<|endoftext|>"),
-        _ => None,
-    };
-    let cfg = GenerateConfig {
-        max_new_tokens: args.max_new_tokens,
-        sampling,
-        seed: args.seed,
-        eos,
-    };
-    let mut streams: Vec<TextStream> = prompts
-        .iter()
-        .map(|_| TextStream::new(&tok, &args.stop))
-        .collect();
-    let stream_stdout = !args.json && prompts.len() == 1;
+    let stream_stdout = !args.json && prompts.ids.len() == 1;
     let mut out = std::io::stdout().lock();
     if stream_stdout {
         write!(out, "{}", args.prompt[0])?;
         out.flush()?;
     }
-    let (gens, timing) = generate(&model, &prompts, &cfg, |b, id| {
-        if eos == Some(id) {
-            return Ok(false);
-        }
-        let piece = streams[b].push(id)?;
-        if stream_stdout && !piece.is_empty() {
+    let (gens, timing) = generate_text(&model, &tok, &prompts.ids, &cfg, |_, piece| {
+        if stream_stdout {
             // A closed stdout (e.g. `| head`) must not abort generation with a panic.
             let _ = out.write_all(piece.as_bytes());
             let _ = out.flush();
         }
-        Ok(streams[b].stopped())
     })?;
-    for (b, s) in streams.iter_mut().enumerate() {
-        let rest = s.finish();
-        if stream_stdout {
-            let _ = writeln!(out, "{rest}");
-        } else if !args.json {
-            let _ = writeln!(out, "{}{}", args.prompt[b], s.text());
-        }
-    }
     if args.json {
         for (b, g) in gens.iter().enumerate() {
             let obj = json!({
                 "prompt": args.prompt[b],
-                "prompt_ids": prompts[b],
+                "prompt_ids": prompts.ids[b],
                 "ids": g.ids,
-                "text": streams[b].text(),
+                "text": g.text,
                 "finish_reason": g.finish,
                 "prefill_tokens_per_sec": timing.prefill_tokens_per_sec(),
                 "decode_tokens_per_sec": timing.decode_tokens_per_sec(),
@@ -160,6 +166,13 @@ pub fn run(args: Args) -> CliResult {
             writeln!(out, "{obj}")?;
         }
     } else {
+        for (b, g) in gens.iter().enumerate() {
+            if stream_stdout {
+                let _ = writeln!(out);
+            } else {
+                let _ = writeln!(out, "{}{}", args.prompt[b], g.text);
+            }
+        }
         eprintln!(
             "[prefill {} tokens at {:.1} tokens/s, decode {} tokens at {:.1} tokens/s, weights {}]",
             timing.prefill_tokens,

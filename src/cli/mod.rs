@@ -1,5 +1,8 @@
 //! Subcommands of the `gpt` binary. Each subcommand lives in its own file with a clap `Args`
-//! struct and a `run` function returning `Result<(), String>`-like errors (boxed).
+//! struct and a `run` function that turns the flags into the settings of a library call, reads
+//! the input it names, and prints the result; the work itself is in the library (`gpt::bench`,
+//! `gpt::generate::text`, `gpt::translate::evaluate`, …). Errors are boxed and printed as
+//! `error: {message}`.
 
 use clap::{Parser, Subcommand};
 
@@ -7,7 +10,6 @@ pub mod bench;
 pub mod bleu;
 pub mod generate;
 pub mod prepare;
-pub mod sample;
 pub mod score;
 pub mod tokenize;
 pub mod tokenizer_train;
@@ -39,8 +41,9 @@ pub enum Command {
     Train(Box<train::TrainArgs>),
     /// Turn text files, folders and JSONL into train/val token files.
     Prepare(prepare::PrepareArgs),
-    /// Sample text from a trained model.
-    Sample(sample::SampleArgs),
+    /// `generate` with the defaults `sample` always had: a newline prompt, 300 tokens,
+    /// temperature 0.8, top-k 200, no stop at `<|endoftext|>`.
+    Sample(generate::SampleArgs),
     /// Continue a prompt with a GPT-2 or our checkpoint (KV cache, sampling controls, streaming).
     Generate(generate::Args),
     /// Per-token log-probabilities, NLL, perplexity and bits per byte of a text.
@@ -65,7 +68,7 @@ pub fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Train(args) => train::run(*args),
         Command::Prepare(args) => prepare::run(args),
-        Command::Sample(args) => sample::run(args),
+        Command::Sample(args) => generate::run(args.into()),
         Command::Generate(args) => generate::run(args),
         Command::Score(args) => score::run(args),
         Command::Tokenize(args) => tokenize::run(args),

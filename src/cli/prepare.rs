@@ -28,7 +28,11 @@ pub struct PrepareArgs {
 /// Runs `gpt prepare`.
 pub fn run(args: PrepareArgs) -> CliResult {
     if !(0.0..1.0).contains(&args.val_fraction) {
-        return Err(format!("--val-fraction {} is not in [0, 1)", args.val_fraction).into());
+        return Err(gpt::Error::field(
+            "--val-fraction",
+            format!("{} is not in [0, 1)", args.val_fraction),
+        )
+        .into());
     }
     let docs = read_documents(&args.inputs)?;
     let tok = tokenizer_for(&args.tokenizer, &docs)?;

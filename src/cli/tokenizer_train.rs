@@ -59,7 +59,7 @@ pub fn run(cmd: TokenizerCommand) -> CliResult {
 fn train_bpe(args: TrainArgs) -> CliResult {
     let vocab_size = args
         .vocab_size
-        .ok_or("--vocab-size is required for BPE training")?;
+        .ok_or_else(|| gpt::Error::field("--vocab-size", "is required for BPE training"))?;
     let mut trainer = BpeTrainer::new(vocab_size);
     if !args.specials.is_empty() {
         trainer.special_tokens = args.specials.clone();

@@ -10,17 +10,16 @@
 
 use super::CliResult;
 use clap::{Args, Subcommand};
-use gpt::translate::bleu::{corpus_bleu, corpus_chrf, Smooth};
 use gpt::translate::checkpoint::{average, list_checkpoints, load_model};
 use gpt::translate::data::read_tsv;
 use gpt::translate::decode::DecodeConfig;
 use gpt::translate::trainer::{train, TranslateConfig, TranslateOptions};
-use gpt::translate::translate_lines;
+use gpt::translate::{evaluate, translate_lines};
+use gpt::Error;
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// `gpt translate`: with a subcommand, train / eval / average; without, translate lines.
 #[derive(Args, Debug)]
@@ -66,19 +65,32 @@ pub struct DecodeArgs {
 }
 
 impl DecodeArgs {
-    fn config(&self) -> DecodeConfig {
-        DecodeConfig {
+    /// The decoding settings; a zero beam or batch is an error naming the flag.
+    fn config(&self) -> Result<DecodeConfig, Error> {
+        for (flag, v) in [("--beam", self.beam), ("--batch", self.batch)] {
+            if v == 0 {
+                return Err(Error::field(flag, "must be at least 1"));
+            }
+        }
+        if !(self.alpha.is_finite() && self.alpha >= 0.0) {
+            return Err(Error::field(
+                "--alpha",
+                format!("{} must be a number ≥ 0", self.alpha),
+            ));
+        }
+        Ok(DecodeConfig {
             beam: self.beam,
             alpha: self.alpha,
             max_extra: self.max_extra,
             recompute: false,
-        }
+        })
     }
 
-    fn model(&self) -> Result<PathBuf, String> {
+    /// The model directory, which is required.
+    fn model(&self) -> Result<PathBuf, Error> {
         self.model
             .clone()
-            .ok_or_else(|| "--model DIR is required (a trained model directory)".to_string())
+            .ok_or_else(|| Error::field("--model", "is required: a trained model directory"))
     }
 }
 
@@ -244,24 +256,25 @@ fn run_train(a: TrainArgs) -> CliResult {
     Ok(())
 }
 
-fn read_lines(input: Option<&PathBuf>) -> Result<Vec<String>, String> {
+/// The lines of `input`, or of standard input when it is absent or `-`.
+fn read_lines(input: Option<&PathBuf>) -> Result<Vec<String>, Error> {
     match input.filter(|p| p.as_os_str() != "-") {
         Some(p) => std::fs::read_to_string(p)
             .map(|t| t.lines().map(str::to_string).collect())
-            .map_err(|e| format!("{}: {e}", p.display())),
+            .map_err(|e| Error::io(p, e)),
         None => std::io::stdin()
             .lock()
             .lines()
             .collect::<Result<_, _>>()
-            .map_err(|e| format!("standard input: {e}")),
+            .map_err(|e| Error::io(Path::new("standard input"), e)),
     }
 }
 
 fn run_translate(a: RunArgs) -> CliResult {
+    let cfg = a.decode.config()?;
     let (mut model, tok) = load_model(&a.decode.model()?)?;
     let lines = read_lines(a.input.as_ref())?;
-    let (out, truncated) =
-        translate_lines(&mut model, &tok, &lines, &a.decode.config(), a.decode.batch)?;
+    let (out, truncated) = translate_lines(&mut model, &tok, &lines, &cfg, a.decode.batch)?;
     if truncated > 0 {
         eprintln!("note: {truncated} source(s) truncated to the model's length limit");
     }
@@ -273,29 +286,20 @@ fn run_translate(a: RunArgs) -> CliResult {
 }
 
 fn run_eval(a: EvalArgs) -> CliResult {
+    let cfg = a.decode.config()?;
     let (mut model, tok) = load_model(&a.decode.model()?)?;
     let text = read_tsv(&a.pairs, false)?;
     let mut pairs = text.pairs;
     if let Some(n) = a.limit {
         pairs.truncate(n);
     }
-    let sources: Vec<String> = pairs.iter().map(|p| p.0.clone()).collect();
-    let refs: Vec<String> = pairs.iter().map(|p| p.1.clone()).collect();
-    let t0 = Instant::now();
-    let (hyps, truncated) = translate_lines(
-        &mut model,
-        &tok,
-        &sources,
-        &a.decode.config(),
-        a.decode.batch,
-    )?;
-    let secs = t0.elapsed().as_secs_f64();
+    let ev = evaluate(&mut model, &tok, &pairs, &cfg, a.decode.batch)?;
     if let Some(p) = &a.output {
-        std::fs::write(p, hyps.join("\n") + "\n").map_err(|e| format!("{}: {e}", p.display()))?;
+        std::fs::write(p, ev.hyps.join("\n") + "\n").map_err(|e| Error::io(p, e))?;
     }
-    let bleu = corpus_bleu(&hyps, &refs, Smooth::Exp);
-    let chrf = corpus_chrf(&hyps, &refs);
-    let rate = hyps.len() as f64 / secs.max(1e-9);
+    let (hyps, bleu, chrf, secs, truncated) =
+        (&ev.hyps, &ev.bleu, ev.chrf, ev.seconds, ev.truncated);
+    let rate = ev.sentences_per_sec();
     if a.json {
         let v = serde_json::json!({
             "bleu": bleu.score, "chrf": chrf, "bp": bleu.bp, "precisions": bleu.precisions,

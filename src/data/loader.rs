@@ -31,12 +31,15 @@ impl BatchSampler {
     /// A sampler; errors if `data` is shorter than one window plus its target.
     pub fn new(data: &TokenFile, batch_size: usize, block_size: usize, seed: u64) -> Result<Self> {
         if data.len() < block_size + 1 {
-            return Err(Error::Msg(format!(
-                "{}: {} tokens is fewer than one window of block_size {} + 1; use more data or a smaller --block-size",
-                data.path().display(),
-                data.len(),
-                block_size
-            )));
+            return Err(Error::file(
+                data.path(),
+                format!(
+                    "{} tokens is fewer than one window of block_size {} + 1; use more data or a \
+                     smaller --block-size",
+                    data.len(),
+                    block_size
+                ),
+            ));
         }
         Ok(BatchSampler {
             rng: Rng::new(seed),

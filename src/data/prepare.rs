@@ -35,11 +35,13 @@ pub struct PrepareStats {
 pub fn read_text(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     String::from_utf8(bytes).map_err(|e| {
-        Error::Msg(format!(
-            "{}: invalid UTF-8 at byte {}; convert the file to UTF-8",
-            path.display(),
-            e.utf8_error().valid_up_to()
-        ))
+        Error::file(
+            path,
+            format!(
+                "invalid UTF-8 at byte {}; convert the file to UTF-8",
+                e.utf8_error().valid_up_to()
+            ),
+        )
     })
 }
 
@@ -57,12 +59,14 @@ pub fn read_documents(inputs: &[PathBuf]) -> Result<Vec<String>> {
                 if line.trim().is_empty() {
                     continue;
                 }
-                let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
-                    Error::Msg(format!("{}:{}: invalid JSON: {e}", f.display(), i + 1))
-                })?;
-                let t = v.get("text").and_then(|t| t.as_str()).ok_or_else(|| {
-                    Error::Msg(format!("{}:{}: no string field `text`", f.display(), i + 1))
-                })?;
+                // Errors name the line as `file:line`, the compiler convention.
+                let at = PathBuf::from(format!("{}:{}", f.display(), i + 1));
+                let v: serde_json::Value = serde_json::from_str(line)
+                    .map_err(|e| Error::file(&at, format!("invalid JSON: {e}")))?;
+                let t = v
+                    .get("text")
+                    .and_then(|t| t.as_str())
+                    .ok_or_else(|| Error::file(&at, "no string field `text`"))?;
                 docs.push(t.to_string());
             }
         } else {
@@ -70,7 +74,10 @@ pub fn read_documents(inputs: &[PathBuf]) -> Result<Vec<String>> {
         }
     }
     if docs.iter().all(|d| d.is_empty()) {
-        return Err(Error::Msg(format!("no text found in {inputs:?}")));
+        return Err(Error::field(
+            "inputs",
+            format!("no text found in {inputs:?}; give non-empty text files, folders or JSONL"),
+        ));
     }
     Ok(docs)
 }
@@ -106,7 +113,7 @@ pub fn tokenizer_for(spec: &str, docs: &[String]) -> Result<AnyTokenizer> {
         all.push('\n');
         return Ok(AnyTokenizer::Char(CharTokenizer::from_text(&all)));
     }
-    AnyTokenizer::load(spec).map_err(|e| Error::Msg(format!("tokenizer `{spec}`: {e}")))
+    AnyTokenizer::load(spec).map_err(|e| Error::field("tokenizer", format!("`{spec}`: {e}")))
 }
 
 /// Encodes `docs` and writes `train.bin`, `val.bin`, the tokenizer and `prepare.json` to `out`.
@@ -127,14 +134,18 @@ pub fn prepare(
         }
         AnyTokenizer::Char(_) => (
             tok.encode("\n\n", false)
-                .map_err(|e| Error::Msg(e.to_string()))?,
+                .map_err(|e| Error::field("tokenizer", format!("encoding the separator: {e}")))?,
             "char",
         ),
     };
     let encoded: Vec<Vec<u32>> = {
         use rayon::prelude::*;
         docs.par_iter()
-            .map(|d| tok.encode(d, false).map_err(|e| Error::Msg(e.to_string())))
+            .enumerate()
+            .map(|(i, d)| {
+                tok.encode(d, false)
+                    .map_err(|e| Error::field("tokenizer", format!("encoding document {i}: {e}")))
+            })
             .collect::<Result<_>>()?
     };
     let mut train = Vec::new();
@@ -173,7 +184,9 @@ pub fn prepare(
         vocab_size: v,
         tokenizer: kind.into(),
     };
-    let json = serde_json::to_vec_pretty(&stats).map_err(|e| Error::Msg(e.to_string()))?;
-    write_atomic(&out.join("prepare.json"), &json)?;
+    let summary = out.join("prepare.json");
+    let json =
+        serde_json::to_vec_pretty(&stats).map_err(|e| Error::file(&summary, e.to_string()))?;
+    write_atomic(&summary, &json)?;
     Ok(stats)
 }

@@ -52,10 +52,10 @@ impl TokenFile {
         // SAFETY: mapped read-only; the trainer never writes token files while they are mapped.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let bad = |why: String| {
-            Error::Msg(format!(
-                "{}: bad token file header: {why} (re-run `gpt prepare`)",
-                path.display()
-            ))
+            Error::file(
+                path,
+                format!("bad token file header: {why} (re-run `gpt prepare`)"),
+            )
         };
         if map.len() < HEADER {
             return Err(bad(format!(

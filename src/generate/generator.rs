@@ -81,23 +81,24 @@ impl Timing {
 pub fn check_prompts(model: &InferenceModel, prompts: &[Vec<u32>]) -> Result<()> {
     let (n_ctx, v) = (model.config.n_ctx, model.config.vocab_size);
     if prompts.is_empty() {
-        return Err(Error::Msg("no prompt given".into()));
+        return Err(Error::usage("generate", "no prompt given"));
     }
     for (b, p) in prompts.iter().enumerate() {
         if p.is_empty() {
-            return Err(Error::Msg(format!(
-                "prompt {b} is empty: give at least one token (e.g. `<|endoftext|>`)"
-            )));
+            return Err(Error::field(
+                "prompt",
+                format!("prompt {b} is empty: give at least one token (e.g. `<|endoftext|>`)"),
+            ));
         }
         if p.len() > n_ctx {
-            return Err(Error::Config {
-                field: "prompt".into(),
-                reason: format!(
+            return Err(Error::field(
+                "prompt",
+                format!(
                     "prompt {b} is {} tokens, over the context n_ctx = {n_ctx}; shorten it or \
                      pass --truncate to keep its last {n_ctx} tokens",
                     p.len()
                 ),
-            });
+            ));
         }
         if let Some(&id) = p.iter().find(|&&id| id as usize >= v) {
             return Err(Error::TokenOutOfRange {

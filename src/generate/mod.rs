@@ -7,11 +7,13 @@
 //! - [`generator`]: prefill + decode loop for a batch of prompts.
 //! - [`stream`]: UTF-8-safe incremental text with stop strings.
 //! - [`score`]: per-token log-probabilities with a sliding window.
+//! - [`text`]: text in, text out: prompt encoding and truncation, streaming with stop strings.
 
 pub mod generator;
 pub mod sampler;
 pub mod score;
 pub mod stream;
+pub mod text;
 
 pub use crate::model::inference::InferenceModel;
 pub use generator::{generate, FinishReason, GenerateConfig, Generation, Timing};

@@ -46,12 +46,7 @@ impl SamplingConfig {
 
     /// Errors naming the flag whose value is out of range.
     pub fn validate(&self) -> Result<()> {
-        let bad = |field: &str, reason: String| {
-            Err(Error::Config {
-                field: field.into(),
-                reason,
-            })
-        };
+        let bad = |field: &str, reason: String| Err(Error::field(field, reason));
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
             return bad(
                 "temperature",

@@ -50,7 +50,11 @@ impl<'a> TextStream<'a> {
         let bytes = self
             .tok
             .token_bytes(id)
-            .map_err(|e| Error::Msg(format!("decoding token {id}: {e}")))?;
+            // `token_bytes` fails only for an id the tokenizer has no bytes for.
+            .map_err(|_| Error::TokenOutOfRange {
+                id: id as usize,
+                vocab_size: self.tok.vocab_size(),
+            })?;
         self.pending.extend(bytes);
         let valid = match std::str::from_utf8(&self.pending) {
             Ok(s) => s.len(),

@@ -183,6 +183,19 @@ fn my_log(x: f64) -> f64 {
     }
 }
 
+/// The segments of a hypothesis or reference file, one per line, as sacreBLEU reads them: split
+/// on `\n`, a final newline does not start another segment, and a `\r` before a newline stays
+/// (it is stripped later as trailing whitespace). An empty text has no segments.
+pub fn segments(text: &str) -> Vec<&str> {
+    if text.is_empty() {
+        return Vec::new();
+    }
+    text.strip_suffix('\n')
+        .unwrap_or(text)
+        .split('\n')
+        .collect()
+}
+
 /// Corpus BLEU of `hyps` against one reference each (equal lengths are the caller's check).
 pub fn corpus_bleu<S: AsRef<str>, R: AsRef<str>>(hyps: &[S], refs: &[R], smooth: Smooth) -> Bleu {
     let mut correct = [0u64; MAX_ORDER];

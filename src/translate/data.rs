@@ -14,7 +14,7 @@ use crate::model::transformer::{Seq2SeqBatch, TransformerConfig};
 use crate::rng::Rng;
 use crate::tokenizer::{BpeTrainer, Tokenizer};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Special tokens of a translation vocabulary, in id order after the learned tokens.
 pub const SPECIALS: [&str; 3] = ["<pad>", "<s>", "</s>"];
@@ -52,11 +52,13 @@ pub fn read_tsv(path: &Path, strict: bool) -> Result<ParallelText> {
                 } else {
                     "no tab"
                 };
-                return Err(Error::Msg(format!(
-                    "{}:{}: {why}; expected `source<TAB>target` (drop --strict to skip such lines)",
-                    path.display(),
-                    i + 1
-                )));
+                // The line is named as `file:line`, the compiler convention.
+                return Err(Error::file(
+                    &PathBuf::from(format!("{}:{}", path.display(), i + 1)),
+                    format!(
+                        "{why}; expected `source<TAB>target` (drop --strict to skip such lines)"
+                    ),
+                ));
             }
             None => out.skipped += 1,
         }
@@ -78,7 +80,7 @@ pub fn train_joint_bpe(pairs: &[(String, String)], vocab_size: usize) -> Result<
     trainer
         .train_texts(&texts)
         .map(|(tok, _)| tok)
-        .map_err(|e| Error::Msg(format!("training the BPE: {e}")))
+        .map_err(|e| Error::field("vocab_size", format!("training the joint BPE: {e}")))
 }
 
 /// The ids of `<pad>`, `<s>`, `</s>` in `tok`.
@@ -86,10 +88,13 @@ pub fn special_ids(tok: &Tokenizer) -> Result<[u32; 3]> {
     let mut ids = [0u32; 3];
     for (id, s) in ids.iter_mut().zip(SPECIALS) {
         *id = tok.special_id(s).ok_or_else(|| {
-            Error::Msg(format!(
-                "the tokenizer has no special token `{s}`; a translation tokenizer needs {}",
-                SPECIALS.join(", ")
-            ))
+            Error::field(
+                "tokenizer",
+                format!(
+                    "no special token `{s}`; a translation tokenizer needs {}",
+                    SPECIALS.join(", ")
+                ),
+            )
         })?;
     }
     Ok(ids)
@@ -188,8 +193,9 @@ impl BatchSampler {
     /// A sampler over `batches`, positioned at `cursor`.
     pub fn new(batches: Vec<Vec<usize>>, seed: u64, cursor: BatchCursor) -> Result<Self> {
         if batches.is_empty() {
-            return Err(Error::Msg(
-                "no training batches: the training set has no usable pairs".into(),
+            return Err(Error::field(
+                "train",
+                "no training batches: the training set has no usable pairs",
             ));
         }
         let mut s = BatchSampler {

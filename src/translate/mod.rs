@@ -7,7 +7,8 @@
 //! - [`checkpoint`]: model directories, `latest`, averaging.
 //! - [`decode`]: greedy and beam search over the decoder KV cache.
 //! - [`bleu`]: sacreBLEU-equal BLEU and chrF.
-//! - [`translate_lines`]: text in, text out, batched ([`translate_in_batches`] for ids).
+//! - [`translate_lines`]: text in, text out, batched ([`translate_in_batches`] for ids);
+//!   [`evaluate`]: translate a test set and score it (BLEU, chrF, sentences/s).
 
 pub mod bleu;
 pub mod checkpoint;
@@ -18,7 +19,9 @@ pub mod trainer;
 use crate::error::{Error, Result};
 use crate::model::transformer::EncoderDecoder;
 use crate::tokenizer::Tokenizer;
+use bleu::{corpus_bleu, corpus_chrf, Bleu, Smooth};
 use decode::{translate_ids, DecodeConfig, Hypothesis};
+use std::time::Instant;
 
 /// Translates sentences in batches of `batch` (sorted by length inside each call so a batch
 /// pads little), returning one line per input in input order. Sources longer than the model's
@@ -51,7 +54,7 @@ pub fn translate_lines(
             // Byte-level BPE words carry their leading space; the line does not.
             tok.decode_lossy(&h.tokens)
                 .map(|t| t.trim().to_string())
-                .map_err(|e| Error::Msg(format!("decoding output {}: {e}", i + 1)))
+                .map_err(|e| Error::field("tokenizer", format!("decoding output {}: {e}", i + 1)))
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((out, truncated))
@@ -76,4 +79,51 @@ pub fn translate_in_batches(
     }
     // Every index is in exactly one chunk, so every slot was filled.
     Ok(out.into_iter().flatten().collect())
+}
+
+/// What [`evaluate`] measured.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    /// One translation per test pair, in order.
+    pub hyps: Vec<String>,
+    /// Corpus BLEU (sacreBLEU's default, exp smoothing).
+    pub bleu: Bleu,
+    /// Corpus chrF2.
+    pub chrf: f64,
+    /// Wall time of the translation.
+    pub seconds: f64,
+    /// Sources truncated to the model's length limit.
+    pub truncated: usize,
+}
+
+impl Evaluation {
+    /// Translation speed.
+    pub fn sentences_per_sec(&self) -> f64 {
+        self.hyps.len() as f64 / self.seconds.max(1e-9)
+    }
+}
+
+/// Translates the sources of `pairs` (as [`translate_lines`] does, `batch` at a time) and scores
+/// the translations against the targets with corpus BLEU and chrF.
+pub fn evaluate(
+    model: &mut EncoderDecoder,
+    tok: &Tokenizer,
+    pairs: &[(String, String)],
+    cfg: &DecodeConfig,
+    batch: usize,
+) -> Result<Evaluation> {
+    let sources: Vec<String> = pairs.iter().map(|p| p.0.clone()).collect();
+    let refs: Vec<&str> = pairs.iter().map(|p| p.1.as_str()).collect();
+    let t0 = Instant::now();
+    let (hyps, truncated) = translate_lines(model, tok, &sources, cfg, batch)?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let bleu = corpus_bleu(&hyps, &refs, Smooth::Exp);
+    let chrf = corpus_chrf(&hyps, &refs);
+    Ok(Evaluation {
+        hyps,
+        bleu,
+        chrf,
+        seconds,
+        truncated,
+    })
 }

@@ -1,0 +1,131 @@
+//! What every benchmark shares: the median of timed repetitions, seeded random inputs, this
+//! process's peak memory, and running a peer (a PyTorch / transformers script, or this binary
+//! in a fresh process) that answers with one JSON line.
+//!
+//! Peer failures are [`Error::File`] errors naming the program or script that failed, with the
+//! last line of its standard error.
+
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// Median wall time in milliseconds of `reps` calls of `f` (at least one), after one untimed
+/// warm-up call.
+pub fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times: Vec<f64> = (0..reps.max(1))
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// The median of `values` (which must not be empty), sorting them in place.
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// `n` normal draws with standard deviation `std`.
+pub fn randn(n: usize, std: f32, rng: &mut Rng) -> Vec<f32> {
+    let mut v = vec![0.0; n];
+    rng.fill_normal(&mut v, 0.0, std);
+    v
+}
+
+/// Peak resident memory of this process in MiB (Linux `VmHWM`; 0 elsewhere).
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The Python interpreter for the reference side: `explicit`, else `$GPT_PYTHON`, else
+/// `~/.cache/gpt-refenv/bin/python` when it exists, else `python3`.
+pub fn find_python(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    if let Some(p) = std::env::var_os("GPT_PYTHON") {
+        return PathBuf::from(p);
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        let p = PathBuf::from(home).join(".cache/gpt-refenv/bin/python");
+        if p.exists() {
+            return p;
+        }
+    }
+    PathBuf::from("python3")
+}
+
+/// A reference script of the repository's `bench/` folder (`name` like `kernels_torch.py`).
+pub fn script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("bench")
+        .join(name)
+}
+
+/// The program a [`Command`] runs, as a path (for error messages).
+fn program(cmd: &Command) -> PathBuf {
+    PathBuf::from(cmd.get_program())
+}
+
+/// The hint of a failure to start the reference Python.
+pub const PYTHON_HINT: &str = "pass --python PATH to a Python with PyTorch";
+
+/// Runs `cmd` to completion and returns its standard output; a failure to start or a non-zero
+/// exit is an error naming the program (and `hint`, e.g. which flag picks it).
+pub fn run_peer(cmd: &mut Command, hint: &str) -> Result<String> {
+    let out = cmd.output().map_err(|e| {
+        let hint = if hint.is_empty() {
+            String::new()
+        } else {
+            format!(" ({hint})")
+        };
+        Error::file(&program(cmd), format!("could not run: {e}{hint}"))
+    })?;
+    if !out.status.success() {
+        return Err(Error::file(
+            &program(cmd),
+            format!(
+                "{:?} failed: {}",
+                cmd.get_args().collect::<Vec<_>>(),
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            ),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `cmd` (see [`run_peer`] for `hint`) and parses the last line of its standard output
+/// as JSON.
+pub fn run_json(cmd: &mut Command, hint: &str) -> Result<serde_json::Value> {
+    let text = run_peer(cmd, hint)?;
+    let line = text.lines().last().unwrap_or("");
+    serde_json::from_str(line)
+        .map_err(|e| Error::file(&program(cmd), format!("bad JSON line `{line}`: {e}")))
+}
+
+/// This executable, for benchmarks that measure themselves in a fresh process.
+pub fn current_exe() -> Result<PathBuf> {
+    std::env::current_exe().map_err(|e| Error::io(Path::new("the running gpt executable"), e))
+}
+
+/// `value` formatted with `f`, or `-` when absent (a table cell of an optional column).
+pub fn cell(value: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    value.map_or("-".into(), f)
+}

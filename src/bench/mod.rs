@@ -1,0 +1,20 @@
+//! Benchmark harnesses behind `gpt bench …`: each measures our code and, on request, the same
+//! work in a reference implementation (PyTorch, `transformers`) run as a peer process on the
+//! same threads in the same run, and prints one table or report to standard output.
+//!
+//! - [`kernels`]: every core kernel forward+backward at GPT-2-small shapes.
+//! - [`train`]: training tokens/s, MFU and peak memory per GPT preset.
+//! - [`generate`]: GPT-2 124M decoding against the memory-bandwidth bound.
+//! - [`translate`]: encoder-decoder training tokens/s and beam-search sentences/s.
+//! - [`harness`]: what they share (median timing, peak memory, peer processes, table cells).
+//! - [`bandwidth`]: the read and copy bandwidth probes of the decode bound.
+//!
+//! The reference scripts live in the repository's `bench/` folder, whose README records the
+//! measured results.
+
+pub mod bandwidth;
+pub mod generate;
+pub mod harness;
+pub mod kernels;
+pub mod train;
+pub mod translate;
