@@ -73,9 +73,6 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
-    /// Anything else, with a message.
-    #[error("{0}")]
-    Msg(String),
 }
 
 /// Result with the library's [`Error`].
