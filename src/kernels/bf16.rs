@@ -910,13 +910,22 @@ mod tests {
     fn linear_small_matches_f32_linear_on_bf16_weights() {
         use crate::kernels::matmul::linear_forward_naive;
         let mut rng = Rng::new(14);
-        for &(n, ic, oc) in &[(1, 64, 100), (3, 37, 53), (8, 128, 4100), (9, 40, 30)] {
+        let shapes = [(1, 64, 100), (3, 37, 53), (8, 128, 4100), (9, 40, 30)];
+        let every_n = (1..=FEW_ROWS + 1).flat_map(|n| [(n, 5, 19), (n, 33, 70)]);
+        for (n, ic, oc) in shapes.into_iter().chain(every_n) {
             for layout in [WeightLayout::OutIn, WeightLayout::InOut] {
                 let x = rng.normal_vec(n * ic, 1.0);
                 let wb = to_bf16_vec(&rng.normal_vec(ic * oc, 1.0));
                 let b = rng.normal_vec(oc, 1.0);
                 let mut got = vec![0.0; n * oc];
                 linear_small_bf16(&mut got, &x, &wb, Some(&b), n, ic, oc, layout);
+                // Every rung of the SIMD ladder gives the same bits.
+                for isa in Isa::available() {
+                    let _l = simd::limit(isa);
+                    let mut on = vec![f32::NAN; n * oc];
+                    linear_small_bf16(&mut on, &x, &wb, Some(&b), n, ic, oc, layout);
+                    assert_eq!(on, got, "{n}x{ic}x{oc} {layout:?} {isa:?}");
+                }
                 // Prefill (n > FEW_ROWS) also rounds the input; decode keeps it f32.
                 let xr: Vec<f32> = if n > FEW_ROWS {
                     to_bf16_vec(&x).iter().map(|v| v.to_f32()).collect()

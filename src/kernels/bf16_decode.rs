@@ -834,6 +834,7 @@ pub fn linear_bf16_naive(
 mod tests {
     use super::*;
     use crate::kernels::bf16::to_bf16_vec;
+    use crate::kernels::simd::{limit, Isa};
     use crate::rng::Rng;
 
     /// `|got − exact| ≤ (2·IC + 3)·2⁻²⁴·(|bias| + Σ|(hi + lo)·w|)`: the f32 summation-order
@@ -887,10 +888,16 @@ mod tests {
                     let w = to_bf16_vec(&rng.normal_vec(ic * oc, 1.0));
                     let bias = rng.normal_vec(oc, 1.0);
                     let packed = PackedBf16::from_bf16(&w, ic, oc, layout);
-                    for path in [Bf16Path::detect(), Bf16Path::Portable] {
+                    // The vdpbf16ps kernels (where the CPU has them) and the portable twin
+                    // compiled for every rung of the SIMD ladder.
+                    let mut runs = vec![(Bf16Path::detect(), None)];
+                    runs.extend(Isa::available().map(|isa| (Bf16Path::Portable, Some(isa))));
+                    for (path, isa) in runs {
+                        let _l = isa.map(limit);
                         let mut got = vec![f32::NAN; n * oc];
                         linear_packed_bf16_on(path, &mut got, &inp, &packed, Some(&bias), n);
-                        check(&got, &inp, &w, &bias, n, ic, oc, layout, path.name());
+                        let what = format!("{} {isa:?}", path.name());
+                        check(&got, &inp, &w, &bias, n, ic, oc, layout, &what);
                     }
                 }
             }

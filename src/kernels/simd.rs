@@ -188,6 +188,7 @@ impl Drop for Limit {
 /// AVX2+FMA, baseline) and runs the rung [`isa`] names.
 ///
 /// ```ignore
+/// use gpt::kernels::simd::simd_fn;
 /// simd_fn! {
 ///     /// Sum with 16 lanes.
 ///     pub(crate) fn sum16(x: &[f32]) -> f32 {
@@ -202,6 +203,10 @@ impl Drop for Limit {
 /// Arguments are plain identifiers (rebind with `let mut` inside); const generics are allowed;
 /// the body sees the module's items as any nested function does. Everything the body calls
 /// should be `#[inline(always)]`: code is compiled for a rung only where it is inlined.
+///
+/// Exported at the crate root (`gpt::simd_fn!`) for the binary's benchmarks; inside the crate
+/// it is `crate::kernels::simd::simd_fn`.
+#[macro_export]
 macro_rules! simd_fn {
     (
         $(#[$attr:meta])*
@@ -243,7 +248,7 @@ macro_rules! simd_fn {
         }
     };
 }
-pub(crate) use simd_fn;
+pub use crate::simd_fn;
 
 #[cfg(test)]
 mod tests {
@@ -287,5 +292,82 @@ mod tests {
         assert!(default_isa() <= cpu().best_isa());
         assert_eq!(Isa::from_name("avx2"), Some(Isa::Avx2));
         assert_eq!(Isa::from_name("sse"), None);
+    }
+
+    /// Runs `f` on every rung this CPU has and requires bit-identical outputs.
+    fn same_on_every_rung(what: &str, f: impl Fn() -> Vec<f32>) {
+        let mut first: Option<(Isa, Vec<f32>)> = None;
+        for rung in Isa::available() {
+            let got = {
+                let _l = limit(rung);
+                f()
+            };
+            match &first {
+                None => first = Some((rung, got)),
+                Some((r0, want)) => {
+                    let same = want
+                        .iter()
+                        .zip(&got)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same && want.len() == got.len(),
+                        "{what}: {rung:?} differs from {r0:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ladder_kernels_are_bit_identical_on_every_rung() {
+        use crate::kernels::{bf16, crossentropy, gelu, layernorm, softmax};
+        let mut rng = crate::rng::Rng::new(3);
+        let (n, c) = (7, 301);
+        let x = rng.normal_vec(n * c, 3.0);
+        let g = rng.normal_vec(n * c, 1.0);
+        let (w, b) = (rng.normal_vec(c, 1.0), rng.normal_vec(c, 1.0));
+        let targets: Vec<i32> = (0..n as i32).map(|i| i * 37 % c as i32).collect();
+        same_on_every_rung("gelu", || {
+            let mut y = vec![0.0; n * c];
+            gelu::gelu_forward(&mut y, &x);
+            let mut d = g.clone();
+            gelu::gelu_backward(&mut d, &x, &g);
+            let mut z = x.clone();
+            gelu::gelu_forward_inplace(&mut z);
+            [y, d, z].concat()
+        });
+        same_on_every_rung("softmax", || {
+            let (mut y, mut l, mut d) = (vec![0.0; n * c], vec![0.0; n * c], g.clone());
+            softmax::softmax_forward(&mut y, &x, n, c);
+            softmax::log_softmax_forward(&mut l, &x, n, c);
+            softmax::log_softmax_backward(&mut d, &l, &g, n, c);
+            [y, l, d].concat()
+        });
+        same_on_every_rung("layernorm", || {
+            let (mut y, mut m, mut r) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+            layernorm::layernorm_forward(&mut y, &mut m, &mut r, &x, &w, &b, n, c, 1e-5);
+            let (mut dx, mut dw, mut db) = (vec![0.0; n * c], vec![0.0; c], vec![0.0; c]);
+            layernorm::layernorm_backward(&mut dx, &mut dw, &mut db, &g, &x, &w, &m, &r, n, c);
+            [y, m, r, dx, dw, db].concat()
+        });
+        same_on_every_rung("crossentropy", || {
+            let mut losses = vec![0.0; n];
+            let l = crossentropy::crossentropy_forward(&mut losses, &x, &targets, n, c, -100, 0.1);
+            let (mut d, mut losses2) = (x.clone(), vec![0.0; n]);
+            let l2 = crossentropy::crossentropy_forward_backward(
+                &mut d,
+                &mut losses2,
+                &targets,
+                n,
+                c,
+                -100,
+                0.1,
+                1.0,
+            );
+            [vec![l, l2], losses, losses2, d].concat()
+        });
+        same_on_every_rung("to_bf16", || {
+            bf16::to_bf16_vec(&x).iter().map(|v| v.to_f32()).collect()
+        });
     }
 }
