@@ -15,8 +15,8 @@
 use super::bandwidth::{copy_bandwidth, read_bandwidth};
 use super::harness::{current_exe, find_python, peak_rss_mb, run_json, run_peer, script};
 use crate::error::{Error, Result};
-use crate::model::inference::WeightsSource;
 use crate::generate::{generate, GenerateConfig, InferenceModel, SamplingConfig, Timing};
+use crate::model::inference::WeightsSource;
 use crate::model::{checkpoint, Gpt, GptConfig};
 use crate::nn::precision::Precision;
 use crate::rng::Rng;

@@ -9,9 +9,9 @@
 
 use super::CliResult;
 
-use gpt::model::inference::load_with_tokenizer_as;
 use gpt::generate::text::{encode_prompts, generate_text, TextConfig};
 use gpt::generate::SamplingConfig;
+use gpt::model::inference::load_with_tokenizer_as;
 use gpt::nn::precision::Precision;
 use serde_json::json;
 use std::io::Write;

@@ -10,8 +10,8 @@
 
 use super::CliResult;
 
-use gpt::model::inference::load_with_tokenizer_as;
 use gpt::generate::score::score_text;
+use gpt::model::inference::load_with_tokenizer_as;
 use gpt::nn::precision::Precision;
 use serde_json::json;
 use std::io::{Read, Write};

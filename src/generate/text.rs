@@ -5,10 +5,10 @@
 //! `gpt generate` (and its `gpt sample` alias) is this module plus printing.
 
 use super::generator::{check_prompts, generate, FinishReason, GenerateConfig, Timing};
-use crate::model::inference::InferenceModel;
 use super::sampler::SamplingConfig;
 use super::stream::TextStream;
 use crate::error::{Error, Result};
+use crate::model::inference::InferenceModel;
 use crate::tokenizer::{AnyTokenizer, ENDOFTEXT};
 
 /// Prompts as token ids, fitted to the context.
