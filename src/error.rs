@@ -18,7 +18,7 @@ pub enum Error {
     },
     /// A field (of a configuration, a data record, a request or a command-line flag) has an
     /// invalid value.
-    #[error("invalid config: {field}: {reason}")]
+    #[error("invalid {field}: {reason}")]
     Config {
         /// The offending field.
         field: String,
