@@ -1,5 +1,6 @@
 //! LayerNorm module: owns its output and the per-row statistics backward needs.
 
+use super::kv_cache::{sized, Scratch};
 use super::params::{two_mut, Init, Param, ParamLayout};
 use crate::error::Result;
 use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
@@ -72,5 +73,27 @@ impl LayerNorm {
             n,
             self.c,
         );
+    }
+
+    /// Inference: `s.ln (N, C) = ln(x)` for `n` rows; nothing is kept for backward (the
+    /// statistics go to scratch).
+    pub fn forward_infer(&self, p: Weights, x: &[f32], n: usize, s: &mut Scratch) {
+        layernorm_forward(
+            sized(&mut s.ln, n * self.c),
+            sized(&mut s.mean, n),
+            sized(&mut s.rstd, n),
+            x,
+            self.weight.of(p.f32),
+            self.bias.of(p.f32),
+            n,
+            self.c,
+            self.eps,
+        );
+    }
+
+    /// Inference: `x = ln(x)` in place for `n` rows (through `s.ln`).
+    pub fn forward_infer_inplace(&self, p: Weights, x: &mut [f32], n: usize, s: &mut Scratch) {
+        self.forward_infer(p, x, n, s);
+        x.copy_from_slice(&s.ln[..n * self.c]);
     }
 }

@@ -4,12 +4,11 @@
 //! ([`Stack::forward_cached`], nothing kept for backward).
 
 use super::block::{Block, BlockConfig, BlockInput, Memory};
-use super::kv_cache::{sized, KvCache, Scratch};
+use super::kv_cache::{KvCache, Scratch};
 use super::layernorm::LayerNorm;
 use super::params::ParamLayout;
 use super::weights::Weights;
 use crate::error::{Error, Result};
-use crate::kernels::layernorm::layernorm_forward;
 use crate::kernels::residual::add_inplace;
 use crate::rng::Rng;
 
@@ -200,18 +199,7 @@ impl Stack {
         }
         if let Some(ln) = &self.ln_f {
             let n = x.len() / self.c.max(1);
-            layernorm_forward(
-                sized(&mut s.ln, n * self.c),
-                sized(&mut s.mean, n),
-                sized(&mut s.rstd, n),
-                x,
-                ln.weight.of(p.f32),
-                ln.bias.of(p.f32),
-                n,
-                self.c,
-                ln.eps,
-            );
-            x.copy_from_slice(&s.ln[..n * self.c]);
+            ln.forward_infer_inplace(p, x, n, s);
         }
         Ok(())
     }

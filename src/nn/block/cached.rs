@@ -8,33 +8,10 @@
 use super::{Block, Memory, NormPlacement};
 use crate::error::{Error, Result};
 use crate::kernels::gelu::gelu_forward_inplace;
-use crate::kernels::layernorm::layernorm_forward;
 use crate::kernels::residual::add_inplace;
 use crate::nn::kv_cache::{sized, LayerKvCache, Scratch};
-use crate::nn::layernorm::LayerNorm;
 use crate::nn::mlp::{Activation, Mlp};
 use crate::nn::weights::Weights;
-
-/// `s.ln = ln(x)` for `n` rows.
-fn ln_into(ln: &LayerNorm, p: Weights, x: &[f32], n: usize, s: &mut Scratch) {
-    layernorm_forward(
-        sized(&mut s.ln, n * ln.c),
-        sized(&mut s.mean, n),
-        sized(&mut s.rstd, n),
-        x,
-        ln.weight.of(p.f32),
-        ln.bias.of(p.f32),
-        n,
-        ln.c,
-        ln.eps,
-    );
-}
-
-/// `x = ln(x)` in place (through `s.ln`).
-fn ln_inplace(ln: &LayerNorm, p: Weights, x: &mut [f32], n: usize, s: &mut Scratch) {
-    ln_into(ln, p, x, n, s);
-    x.copy_from_slice(&s.ln[..n * ln.c]);
-}
 
 /// `s.proj = mlp(inp)` for `n` rows.
 fn mlp_into(mlp: &Mlp, p: Weights, inp: &[f32], n: usize, fc: &mut Vec<f32>, out: &mut Vec<f32>) {
@@ -121,7 +98,7 @@ impl Block {
         let res = (|| -> Result<()> {
             match self.norm {
                 NormPlacement::Pre => {
-                    ln_into(&self.ln_1, p, x, n, s);
+                    self.ln_1.forward_infer(p, x, n, s);
                     let ln = std::mem::take(&mut s.ln);
                     let r = self.attn.forward_cached(
                         p,
@@ -135,7 +112,7 @@ impl Block {
                     r?;
                     add_inplace(x, &proj[..n * c]);
                     if let (Some((ln_c, cross)), Some(mem)) = (&self.cross, &cross_kv) {
-                        ln_into(ln_c, p, x, n, s);
+                        ln_c.forward_infer(p, x, n, s);
                         let ln = std::mem::take(&mut s.ln);
                         let r = cross.forward_cross_cached(
                             p,
@@ -149,7 +126,7 @@ impl Block {
                         r?;
                         add_inplace(x, &proj[..n * c]);
                     }
-                    ln_into(&self.ln_2, p, x, n, s);
+                    self.ln_2.forward_infer(p, x, n, s);
                     mlp_into(&self.mlp, p, &s.ln[..n * c], n, fc, proj);
                     add_inplace(x, &proj[..n * c]);
                 }
@@ -157,15 +134,15 @@ impl Block {
                     self.attn
                         .forward_cached(p, sized(proj, n * c), x, new, cache, s)?;
                     add_inplace(x, &proj[..n * c]);
-                    ln_inplace(&self.ln_1, p, x, n, s);
+                    self.ln_1.forward_infer_inplace(p, x, n, s);
                     if let (Some((ln_c, cross)), Some(mem)) = (&self.cross, &cross_kv) {
                         cross.forward_cross_cached(p, sized(proj, n * c), x, new, mem, s)?;
                         add_inplace(x, &proj[..n * c]);
-                        ln_inplace(ln_c, p, x, n, s);
+                        ln_c.forward_infer_inplace(p, x, n, s);
                     }
                     mlp_into(&self.mlp, p, x, n, fc, proj);
                     add_inplace(x, &proj[..n * c]);
-                    ln_inplace(&self.ln_2, p, x, n, s);
+                    self.ln_2.forward_infer_inplace(p, x, n, s);
                 }
             }
             Ok(())
