@@ -134,7 +134,7 @@ impl LayerKvCache {
         }
         let row = cap * c;
         for buf in [&mut self.k, &mut self.v] {
-            self.spare.clear();
+            // Positions past a row's length are never read, so the spare buffer is not cleared.
             self.spare.resize(src.len() * row, 0.0);
             for (i, &s) in src.iter().enumerate() {
                 let n = self.len[s] * c;
@@ -145,24 +145,23 @@ impl LayerKvCache {
         self.len = src.iter().map(|&s| self.len[s]).collect();
         if let Some(x) = &mut self.cross {
             let row = x.t * c;
-            let gather = |buf: &[f32]| -> Vec<f32> {
-                src.iter()
-                    .flat_map(|&s| buf[s * row..(s + 1) * row].iter().copied())
-                    .collect()
-            };
-            x.k = gather(&x.k);
-            x.v = gather(&x.v);
+            x.k = gather_rows(&x.k, src, row);
+            x.v = gather_rows(&x.v, src, row);
             if let Some(m) = &x.key_mask {
-                let t = x.t;
-                x.key_mask = Some(
-                    src.iter()
-                        .flat_map(|&s| m[s * t..(s + 1) * t].iter().copied())
-                        .collect(),
-                );
+                x.key_mask = Some(gather_rows(m, src, x.t));
             }
         }
         Ok(())
     }
+}
+
+/// Rows `src[0], src[1], ...` of `buf` (rows of `row` elements), copied slice by slice.
+fn gather_rows<T: Copy>(buf: &[T], src: &[usize], row: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(src.len() * row);
+    for &s in src {
+        out.extend_from_slice(&buf[s * row..(s + 1) * row]);
+    }
+    out
 }
 
 /// A whole model's cache: one [`LayerKvCache`] per block.
