@@ -3,6 +3,7 @@
 //!   forward), for pre-LN, post-LN and sinusoidal models;
 //! - batched generation (prompts of different lengths) gives the tokens of one-by-one
 //!   generation, greedy and sampled, including past the context (sliding window);
+//! - a row stops at its end-of-text id, the other rows of the batch go on unchanged;
 //! - a cross-attention block's cached steps equal its training forward (the encoder-decoder
 //!   decoder path);
 //! - sliding-window scoring scores each token once with the context the windows give it.
@@ -131,6 +132,53 @@ fn batched_generation_equals_one_by_one() {
     assert_eq!(
         out.iter().map(|g| g.ids.len()).collect::<Vec<_>>(),
         [5, 1, 5]
+    );
+}
+
+#[test]
+fn generation_stops_a_row_at_eos_and_the_other_rows_go_on_unchanged() {
+    use gpt::generate::FinishReason;
+    let gpt = tiny(NormPlacement::Pre, Positions::Learned, 40);
+    let model = InferenceModel::from_gpt(&gpt).unwrap();
+    let prompts: Vec<Vec<u32>> = vec![vec![5, 6], vec![1, 2, 3], vec![42, 7, 99, 3]];
+    let mut cfg = GenerateConfig {
+        max_new_tokens: 12,
+        sampling: SamplingConfig {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+        },
+        seed: 3,
+        eos: None,
+    };
+    let (free, _) = generate(&model, &prompts, &cfg, |_, _| Ok(false)).unwrap();
+    // End-of-text: the 4th token of row 1, a token that row 1 has not produced before.
+    let k = (3..12)
+        .find(|&k| !free[1].ids[..k].contains(&free[1].ids[k]))
+        .expect("row 1 repeats itself throughout");
+    let eos = free[1].ids[k];
+    cfg.eos = Some(eos);
+    let (stopped, _) = generate(&model, &prompts, &cfg, |_, _| Ok(false)).unwrap();
+    for (b, (f, s)) in free.iter().zip(&stopped).enumerate() {
+        match f.ids.iter().position(|&id| id == eos) {
+            Some(i) => {
+                assert_eq!(s.ids, f.ids[..=i], "row {b} stops at its first eos");
+                assert_eq!(s.finish, FinishReason::Eos, "row {b}");
+            }
+            None => {
+                assert_eq!(
+                    s.ids, f.ids,
+                    "row {b} is unaffected by another row stopping"
+                );
+                assert_eq!(s.finish, FinishReason::Length, "row {b}");
+            }
+        }
+    }
+    assert_eq!(stopped[1].ids.len(), k + 1);
+    assert!(
+        stopped.iter().any(|g| g.finish == FinishReason::Length),
+        "every row hit eos; the test needs a row that goes on"
     );
 }
 
