@@ -6,7 +6,9 @@
 //!   for bit, as rounding the f32 checkpoint, by every route (`load_as`, `load` + `set_dtype`);
 //! - cached decoding equals a full recompute in bf16 (the decode kernel against the chunked and
 //!   the tiled prefill paths), greedy generation follows the recomputed argmax, and a batch of
-//!   prompts generates exactly what each prompt generates alone.
+//!   prompts generates exactly what each prompt generates alone;
+//! - the portable bf16 kernels (forced with `simd::limit`, as `GPT_SIMD=portable` does for a
+//!   whole run) give the AVX-512 BF16 kernels' logits bit for bit, decode and prefill.
 
 use gpt::generate::score::token_logprobs;
 use gpt::generate::{generate, GenerateConfig, InferenceModel, SamplingConfig};
@@ -53,6 +55,10 @@ fn stepped_logits(model: &InferenceModel, ids: &[u32]) -> Vec<f32> {
     }
     all
 }
+
+/// Largest logit difference between bf16 and f32 allowed: measured 1.25e-2 on `random_gpt2`
+/// (decode and prefill, native and portable kernels, 2026-12-03).
+const BF16_DECODE_BOUND: f32 = 2e-2;
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
@@ -246,4 +252,40 @@ fn bf16_batched_generation_equals_one_by_one() {
         let (alone, _) = generate(&model, std::slice::from_ref(p), &cfg, |_, _| Ok(false)).unwrap();
         assert_eq!(alone[0].ids, b.ids, "prompt of {} tokens", p.len());
     }
+}
+
+#[test]
+fn bf16_portable_kernels_match_f32_like_the_native_ones() {
+    use gpt::kernels::bf16::Bf16Path;
+    use gpt::kernels::simd::{limit, Isa};
+    let gpt = random_gpt2(64);
+    let ids = [464u32, 2068, 7586, 21831, 11, 13];
+    let mut model = InferenceModel::from_gpt(&gpt).unwrap();
+    let (f32_step, f32_all) = (stepped_logits(&model, &ids), all_logits(&model, &ids));
+    model.set_dtype(Precision::Bf16);
+    let mut runs = Vec::new();
+    for cap in [Isa::Avx512, Isa::Portable] {
+        let _guard = limit(cap);
+        let path = Bf16Path::detect();
+        if cap == Isa::Portable {
+            assert_eq!(
+                path,
+                Bf16Path::Portable,
+                "the limit must force the portable twins"
+            );
+        }
+        let (step, all) = (stepped_logits(&model, &ids), all_logits(&model, &ids));
+        let (ds, da) = (max_diff(&step, &f32_step), max_diff(&all, &f32_all));
+        eprintln!("{path:?}: decode vs f32 {ds:.2e}, prefill vs f32 {da:.2e}");
+        assert!(ds > 0.0 && ds < BF16_DECODE_BOUND, "{path:?} decode: {ds}");
+        assert!(da > 0.0 && da < BF16_DECODE_BOUND, "{path:?} prefill: {da}");
+        runs.push((step, all));
+    }
+    let (ds, da) = (
+        max_diff(&runs[0].0, &runs[1].0),
+        max_diff(&runs[0].1, &runs[1].1),
+    );
+    eprintln!("native vs portable: decode {ds:.2e}, prefill {da:.2e}");
+    // Measured 4.8e-7 (f32 accumulation order of the two kernels).
+    assert!(ds < 2e-6 && da < 2e-6, "native vs portable: {ds}, {da}");
 }
