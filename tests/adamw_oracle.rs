@@ -18,6 +18,7 @@ struct Oracle {
 }
 
 impl Oracle {
+    #[allow(clippy::needless_range_loop)] // the textbook indexes five arrays by i
     fn step(&mut self, g: &[f64], lr: f64, c: &AdamWConfig) {
         self.t += 1;
         let (b1, b2, eps, wd) = (
