@@ -3,6 +3,9 @@
 //! sources exactly. Also: beam 1 equals greedy, and a beam's score equals the model's
 //! recomputed log-probability of its output with the length penalty.
 
+mod common;
+
+use common::claims::{COPY_TASK_HELD_OUT, COPY_TASK_STEPS};
 use gpt::model::transformer::{EncoderDecoder, Seq2SeqBatch, TransformerConfig};
 use gpt::optim::schedule::inverse_sqrt;
 use gpt::optim::{AdamW, AdamWConfig};
@@ -26,7 +29,7 @@ fn model_config() -> TransformerConfig {
     cfg
 }
 
-/// Trains a small model on the copy task (a few seconds; 800 steps with the Xavier init).
+/// Trains a small model on the copy task (a few seconds; `COPY_TASK_STEPS` with the Xavier init).
 fn trained() -> EncoderDecoder {
     let cfg = model_config();
     let mut rng = Rng::new(7);
@@ -38,7 +41,7 @@ fn trained() -> EncoderDecoder {
         weight_decay: 0.0,
     };
     let mut opt = AdamW::new(model.layout(), adam);
-    for step in 1..=800 {
+    for step in 1..=COPY_TASK_STEPS {
         let seqs: Vec<Vec<u32>> = (0..32).map(|_| random_seq(&mut rng)).collect();
         let pairs: Vec<(&[u32], &[u32])> = seqs.iter().map(|s| (&s[..], &s[..])).collect();
         let batch = Seq2SeqBatch::from_pairs(&pairs, &model.config);
@@ -54,7 +57,9 @@ fn trained() -> EncoderDecoder {
 fn copy_task_greedy_and_beam_reproduce_held_out_sources() {
     let mut model = trained();
     let mut rng = Rng::new(12345);
-    let held_out: Vec<Vec<u32>> = (0..20).map(|_| random_seq(&mut rng)).collect();
+    let held_out: Vec<Vec<u32>> = (0..COPY_TASK_HELD_OUT)
+        .map(|_| random_seq(&mut rng))
+        .collect();
     let sources: Vec<&[u32]> = held_out.iter().map(|s| &s[..]).collect();
     let beam_cfg = DecodeConfig::default();
     let greedy_out = greedy(&mut model, &sources, &beam_cfg).unwrap();
