@@ -2,10 +2,10 @@
 //! is non-zero, nothing panics, and the message names the file — with the line, `file:line`,
 //! for line-oriented formats (text, TSV, JSONL, merges.txt, TOML, JSON).
 //!
-//! The cases are tables of (arguments, substrings the error must contain). The fixtures are made
-//! once per test process in a temporary directory: text files, a prepared data directory, a
-//! 2-step GPT run, a 2-step encoder-decoder run and a copy of the tiny Hugging Face GPT-2
-//! fixture; a case that breaks a model or run works on its own copy.
+//! The cases are tables of (command line, substrings the error must contain). The fixtures are
+//! made once per test process in a temporary directory: text files, a prepared data directory,
+//! a 2-step GPT run, a 2-step encoder-decoder run and a copy of the tiny Hugging Face GPT-2
+//! fixture; a case that breaks a model or a run works on its own copy.
 
 mod common;
 
@@ -31,9 +31,18 @@ fn gpt_ok(args: &[OsString]) -> String {
     err
 }
 
-/// Arguments from strings and paths.
-macro_rules! args {
-    ($($a:expr),* $(,)?) => { vec![$(OsString::from($a)),*] };
+/// A command line: `words` split at spaces, each `{}` replaced by the next of `paths`.
+fn argv(words: &str, paths: &[&Path]) -> Vec<OsString> {
+    let mut paths = paths.iter();
+    let args: Vec<OsString> = words
+        .split_whitespace()
+        .map(|w| match w {
+            "{}" => paths.next().expect("a path for each {}").into(),
+            w => w.into(),
+        })
+        .collect();
+    assert!(paths.next().is_none(), "more paths than {{}} in `{words}`");
+    args
 }
 
 /// One bad input: the command line and what its error message must contain.
@@ -104,7 +113,17 @@ impl Fx {
         self.dir.join(rel)
     }
 
-    /// A copy of the fixture directory `rel` under a new name, to break.
+    /// `p(rel)` as text, as messages show it.
+    fn s(&self, rel: &str) -> String {
+        self.p(rel).display().to_string()
+    }
+
+    /// `file:line:`, the way messages name a line.
+    fn at(&self, rel: &str, line: usize) -> String {
+        format!("{}:{line}:", self.s(rel))
+    }
+
+    /// A fresh copy of the fixture directory `rel` as `to`, to break.
     fn copy(&self, rel: &str, to: &str) -> PathBuf {
         let dst = self.p(to);
         let _ = std::fs::remove_dir_all(&dst);
@@ -142,6 +161,19 @@ fn edit(path: &Path, from: &str, to: &str) {
     write(path, s.replacen(from, to, 1));
 }
 
+/// The latest checkpoint directory of a `gpt translate train` run (`latest` holds its path
+/// relative to the run).
+fn tr_ckpt(run: &Path) -> PathBuf {
+    let name = std::fs::read_to_string(run.join("latest")).unwrap();
+    run.join(name.trim())
+}
+
+/// Flags that keep a GPT training run to a few milliseconds.
+const TINY_TRAIN: &str = "--n-layer 1 --batch-size 2 --block-size 16 --sample-tokens 0";
+/// Flags that keep an encoder-decoder training run to a few milliseconds.
+const TINY_TRANSLATE: &str =
+    "--preset transformer-tiny --vocab-size 300 --max-len 20 --max-tokens 64 --json";
+
 fn fx() -> &'static Fx {
     static FX: OnceLock<Fx> = OnceLock::new();
     FX.get_or_init(|| {
@@ -158,23 +190,18 @@ fn fx() -> &'static Fx {
         write(&fx.p("bad.jsonl"), "{\"text\": \"ok\"}\n{\"text\": 5}\n");
         write(&fx.p("bad.toml"), "max_steps = 3\nlr = [\n");
         // TSV: good pairs, and pairs broken at a known line.
-        let words = ["uno", "dos", "tres", "cuatro", "cinco", "seis"];
+        let es = ["uno", "dos", "tres", "cuatro", "cinco", "seis"];
         let en = ["one", "two", "three", "four", "five", "six"];
         let pairs: String = (0..60)
             .map(|i| {
-                format!(
-                    "{} {}\t{} {}\n",
-                    words[i % 6],
-                    words[(i + 1) % 6],
-                    en[i % 6],
-                    en[(i + 1) % 6]
-                )
+                let j = (i + 1) % 6;
+                format!("{} {}\t{} {}\n", es[i % 6], es[j], en[i % 6], en[j])
             })
             .collect();
         write(&fx.p("train.tsv"), &pairs);
         write(
             &fx.p("notab.tsv"),
-            "hola\thello\nsin tabulador\nadiós\tgoodbye\n",
+            "hola\thello\nsin tabulador\nadiós\tbye\n",
         );
         write(
             &fx.p("empty.tsv"),
@@ -194,82 +221,28 @@ fn fx() -> &'static Fx {
         for f in ["vocab.json", "merges.txt"] {
             std::fs::copy(tok.join(f), hf.join(f)).unwrap();
         }
-        // A prepared char-level data directory and a 2-step GPT run on it.
-        gpt_ok(&args![
-            "prepare",
-            "--tokenizer",
-            "char",
-            fx.p("corpus.txt"),
-            "--out",
-            fx.p("data")
-        ]);
-        gpt_ok(&args![
-            "train",
-            "--data",
-            fx.p("data"),
-            "--out",
-            fx.p("run"),
-            "--max-steps",
-            "2",
-            "--n-layer",
-            "1",
-            "--batch-size",
-            "2",
-            "--block-size",
-            "16",
-            "--sample-tokens",
-            "0",
-            "--eval-iters",
-            "1",
-            "--eval-interval",
-            "2",
-            "--json",
-        ]);
-        // A 2-step encoder-decoder run.
-        gpt_ok(&args![
-            "translate",
-            "train",
-            "--preset",
-            "transformer-tiny",
-            "--train",
-            fx.p("train.tsv"),
-            "--valid",
-            fx.p("train.tsv"),
-            "--out",
-            fx.p("tr"),
-            "--vocab-size",
-            "300",
-            "--max-steps",
-            "2",
-            "--max-len",
-            "20",
-            "--max-tokens",
-            "64",
-            "--ckpt-interval",
-            "2",
-            "--json",
-        ]);
+        // A prepared char-level data directory, a 2-step GPT run on it, a 2-step
+        // encoder-decoder run.
+        let (corpus, data, run) = (fx.p("corpus.txt"), fx.p("data"), fx.p("run"));
+        gpt_ok(&argv(
+            "prepare --tokenizer char {} --out {}",
+            &[&corpus, &data],
+        ));
+        let train = format!("train --data {{}} --out {{}} --max-steps 2 {TINY_TRAIN}");
+        gpt_ok(&argv(&train, &[&data, &run]));
+        let (tsv, tr) = (fx.p("train.tsv"), fx.p("tr"));
+        let words = format!(
+            "translate train --train {{}} --valid {{}} --out {{}} --max-steps 2 {TINY_TRANSLATE}"
+        );
+        gpt_ok(&argv(&words, &[&tsv, &tsv, &tr]));
         fx
     })
-}
-
-/// The latest checkpoint directory of a `gpt translate train` run (`latest` holds its path
-/// relative to the run).
-fn tr_ckpt(run: &Path) -> PathBuf {
-    let name = std::fs::read_to_string(run.join("latest")).unwrap();
-    run.join(name.trim())
-}
-
-/// `file:2:` — the file and line of the Latin-1 byte in the text fixtures.
-fn at_line(fx: &Fx, rel: &str, line: usize) -> String {
-    format!("{}:{line}:", fx.p(rel).display())
 }
 
 #[test]
 fn text_and_data_files() {
     let fx = fx();
-    let latin = fx.p("latin.txt");
-    let latin2 = at_line(fx, "latin.txt", 2);
+    let (latin, latin2) = (fx.p("latin.txt"), fx.at("latin.txt", 2));
     let out = |n: &str| fx.p(&format!("out-{n}"));
 
     // A tokenizer directory whose tokenizer.json is cut short, one whose merges.txt has a
@@ -280,10 +253,8 @@ fn text_and_data_files() {
     let badmerges = fx.copy("hf", "badmerges");
     write(&badmerges.join("merges.txt"), "#version: 0.2\nĠ t\nfoo\n");
     let latinmerges = fx.copy("hf", "latinmerges");
-    write(
-        &latinmerges.join("merges.txt"),
-        b"#version: 0.2\n\xc4\xa0 t\nh \xe9\n",
-    );
+    let merges = b"#version: 0.2\n\xc4\xa0 t\nh \xe9\n";
+    write(&latinmerges.join("merges.txt"), merges);
 
     // Prepared data directories, each broken in one way.
     let short = fx.copy("data", "data-short");
@@ -291,154 +262,115 @@ fn text_and_data_files() {
     let magic = fx.copy("data", "data-magic");
     write(&magic.join("train.bin"), [b'X'; 40]);
     let body = fx.copy("data", "data-body");
-    let b = std::fs::read(body.join("train.bin")).unwrap();
-    truncate(&body.join("train.bin"), b.len() - 100);
+    let len = std::fs::metadata(body.join("train.bin")).unwrap().len();
+    truncate(&body.join("train.bin"), len as usize - 100);
     let ids = fx.copy("data", "data-ids");
     let mut b = std::fs::read(ids.join("train.bin")).unwrap();
     b[30] = 250; // a token id far beyond the 29-character vocabulary
     write(&ids.join("train.bin"), b);
     let chartok = fx.copy("data", "data-tok");
-    let chartok_file = chartok.join("tokenizer_char.json");
-    write(&chartok_file, "{\"chars\": ");
+    write(&chartok.join("tokenizer_char.json"), "{\"chars\": ");
 
-    let train = |data: &Path, o: &str| -> Vec<OsString> {
-        args![
-            "train",
-            "--data",
-            data,
-            "--out",
-            out(o),
-            "--max-steps",
-            "1",
-            "--n-layer",
-            "1",
-            "--batch-size",
-            "2",
-            "--block-size",
-            "16",
-            "--sample-tokens",
-            "0",
-        ]
+    let train = |data: &Path, o: &str| {
+        let words = format!("train --data {{}} --out {{}} --max-steps 1 {TINY_TRAIN}");
+        argv(&words, &[data, &out(o)])
     };
+    let named = |d: &Path, f: &str| d.join(f).display().to_string();
+    let corpus = fx.p("corpus.txt");
     let mut cases = vec![
         // prepare
         case(
-            args!["prepare", "--tokenizer", "char", &latin, "--out", out("p1")],
+            argv(
+                "prepare --tokenizer char {} --out {}",
+                &[&latin, &out("p1")],
+            ),
             &[&latin2, "UTF-8"],
         ),
         case(
-            args![
-                "prepare",
-                "--tokenizer",
-                "char",
-                fx.p("bad.jsonl"),
-                "--out",
-                out("p2")
-            ],
-            &[&at_line(fx, "bad.jsonl", 2), "text"],
+            argv(
+                "prepare --tokenizer char {} --out {}",
+                &[&fx.p("bad.jsonl"), &out("p2")],
+            ),
+            &[&fx.at("bad.jsonl", 2), "text"],
         ),
         case(
-            args!["prepare", fx.p("missing.txt"), "--out", out("p3")],
-            &[&fx.p("missing.txt").display().to_string()],
+            argv("prepare {} --out {}", &[&fx.p("missing.txt"), &out("p3")]),
+            &[&fx.s("missing.txt")],
         ),
         case(
-            args![
-                "prepare",
-                "--tokenizer",
-                &badtok,
-                fx.p("corpus.txt"),
-                "--out",
-                out("p4")
-            ],
-            &[
-                &badtok.join("tokenizer.json").display().to_string(),
-                "line 1",
-            ],
+            argv(
+                "prepare --tokenizer {} {} --out {}",
+                &[&badtok, &corpus, &out("p4")],
+            ),
+            &[&named(&badtok, "tokenizer.json"), "line 1"],
         ),
-        // tokenizer train: no --lossy to suggest there
+        // tokenizer train (which has no --lossy to suggest)
         case(
-            args![
-                "tokenizer",
-                "train",
-                "--vocab-size",
-                "300",
-                "--out",
-                out("t1"),
-                &latin
-            ],
+            argv(
+                "tokenizer train --vocab-size 300 --out {} {}",
+                &[&out("t1"), &latin],
+            ),
             &[&latin2, "UTF-8"],
         ),
         case(
-            args!["tokenizer", "train", "--char", "--out", out("t2"), &latin],
+            argv("tokenizer train --char --out {} {}", &[&out("t2"), &latin]),
             &[&latin2, "UTF-8"],
         ),
         // tokenize
-        case(args!["tokenize", &latin], &[&latin2, "--lossy"]),
+        case(argv("tokenize {}", &[&latin]), &[&latin2, "--lossy"]),
         case(
-            args!["tokenize", "--tokenizer", &badmerges, fx.p("corpus.txt")],
-            &[
-                &badmerges.join("merges.txt").display().to_string(),
-                "line 3",
-            ],
+            argv("tokenize --tokenizer {} {}", &[&badmerges, &corpus]),
+            &[&named(&badmerges, "merges.txt"), "line 3"],
         ),
         case(
-            args!["tokenize", "--tokenizer", &latinmerges, fx.p("corpus.txt")],
+            argv("tokenize --tokenizer {} {}", &[&latinmerges, &corpus]),
             &[
-                &format!("{}:3:", latinmerges.join("merges.txt").display()),
+                &format!("{}:3:", named(&latinmerges, "merges.txt")),
                 "UTF-8",
             ],
         ),
-        // train: text, token files, tokenizer, TOML
+        // train: a text file, token files, a TOML configuration
         case(train(&latin, "r1"), &[&latin2, "UTF-8"]),
         case(
             train(&short, "r2"),
-            &[&short.join("train.bin").display().to_string(), "header"],
+            &[&named(&short, "train.bin"), "header"],
+        ),
+        case(train(&magic, "r3"), &[&named(&magic, "train.bin"), "magic"]),
+        case(train(&body, "r4"), &[&named(&body, "train.bin"), "tokens"]),
+        case(train(&ids, "r5"), &[&named(&ids, "train.bin"), "token id"]),
+        case(
+            argv(
+                "train --config {} --out {}",
+                &[&fx.p("bad.toml"), &out("r6")],
+            ),
+            &[&fx.s("bad.toml"), "line 2"],
+        ),
+        // bleu
+        case(
+            argv("bleu --ref {} {}", &[&fx.p("ref3.txt"), &fx.p("hyp2.txt")]),
+            &[&fx.s("hyp2.txt"), "2 lines", &fx.s("ref3.txt")],
         ),
         case(
-            train(&magic, "r3"),
-            &[&magic.join("train.bin").display().to_string(), "magic"],
+            argv("bleu --ref {} {}", &[&latin, &fx.p("hyp2.txt")]),
+            &[&latin2, "UTF-8"],
         ),
         case(
-            train(&body, "r4"),
-            &[&body.join("train.bin").display().to_string(), "tokens"],
-        ),
-        case(
-            train(&ids, "r5"),
-            &[&ids.join("train.bin").display().to_string(), "token id"],
-        ),
-        case(
-            args!["train", "--config", fx.p("bad.toml"), "--out", out("r6")],
-            &[&fx.p("bad.toml").display().to_string(), "line 2"],
+            argv("bleu --ref {} {}", &[&fx.p("ref3.txt"), &latin]),
+            &[&latin2, "UTF-8"],
         ),
     ];
+    // The char tokenizer of a data directory, named once.
     let mut c = case(train(&chartok, "r7"), &["line 1"]);
-    c.once = Some(chartok_file.display().to_string());
+    c.once = Some(named(&chartok, "tokenizer_char.json"));
     cases.push(c);
-    // bleu
-    cases.push(case(
-        args!["bleu", "--ref", fx.p("ref3.txt"), fx.p("hyp2.txt")],
-        &[
-            &fx.p("hyp2.txt").display().to_string(),
-            "2 lines",
-            &fx.p("ref3.txt").display().to_string(),
-        ],
-    ));
-    cases.push(case(
-        args!["bleu", "--ref", &latin, fx.p("hyp2.txt")],
-        &[&latin2, "UTF-8"],
-    ));
-    cases.push(case(
-        args!["bleu", "--ref", fx.p("ref3.txt"), &latin],
-        &[&latin2, "UTF-8"],
-    ));
     check(cases);
 }
 
 #[test]
 fn gpt_model_directories_and_runs() {
     let fx = fx();
-    let latin2 = at_line(fx, "latin.txt", 2);
-    let name = |d: &Path, f: &str| d.join(f).display().to_string();
+    let named = |d: &Path, f: &str| d.join(f).display().to_string();
+    let corpus = fx.p("corpus.txt");
 
     let cfg_cut = fx.copy("hf", "m-config-cut");
     write(&cfg_cut.join("config.json"), "{\"n_embd\": ");
@@ -471,99 +403,84 @@ fn gpt_model_directories_and_runs() {
         "{\"step\": ",
     );
     let run_tok = fx.copy("run", "run-tok");
-    let run_tok_file = run_tok.join("checkpoint/tokenizer_char.json");
-    write(&run_tok_file, "{\"chars\": ");
+    write(
+        &run_tok.join("checkpoint/tokenizer_char.json"),
+        "{\"chars\": ",
+    );
 
-    let gen = |m: &Path| {
-        args![
-            "generate",
-            "--model",
-            m,
-            "--prompt",
-            "hi",
-            "--max-new-tokens",
-            "2"
-        ]
-    };
+    let gen = |m: &Path| argv("generate --model {} --prompt hi --max-new-tokens 2", &[m]);
+    let score = |m: &Path, text: &Path| argv("score --model {} {}", &[m, text]);
+    let data = fx.p("data");
     let resume = |run: &Path| {
-        args![
-            "train",
-            "--resume",
-            "--data",
-            fx.p("data"),
-            "--out",
-            run,
-            "--max-steps",
-            "3",
-            "--sample-tokens",
-            "0",
-        ]
+        let words = "train --resume --data {} --out {} --max-steps 3 --sample-tokens 0";
+        argv(words, &[&data, run])
     };
     let mut cases = vec![
-        case(gen(&cfg_cut), &[&name(&cfg_cut, "config.json"), "line 1"]),
+        case(gen(&cfg_cut), &[&named(&cfg_cut, "config.json"), "line 1"]),
         case(
-            args!["score", "--model", &cfg_cut, fx.p("corpus.txt")],
-            &[&name(&cfg_cut, "config.json"), "line 1"],
+            score(&cfg_cut, &corpus),
+            &[&named(&cfg_cut, "config.json"), "line 1"],
         ),
         case(
-            args!["sample", "--model", &cfg_cut],
-            &[&name(&cfg_cut, "config.json")],
+            argv("sample --model {}", &[&cfg_cut]),
+            &[&named(&cfg_cut, "config.json")],
         ),
         case(
             gen(&weights_cut),
-            &[&name(&weights_cut, "model.safetensors"), "truncated"],
+            &[&named(&weights_cut, "model.safetensors"), "truncated"],
         ),
         case(
-            args!["score", "--model", &weights_cut, fx.p("corpus.txt")],
-            &[&name(&weights_cut, "model.safetensors"), "truncated"],
+            score(&weights_cut, &corpus),
+            &[&named(&weights_cut, "model.safetensors"), "truncated"],
         ),
-        case(gen(&garbage), &[&name(&garbage, "model.safetensors")]),
+        case(gen(&garbage), &[&named(&garbage, "model.safetensors")]),
         case(gen(&no_tok), &[&no_tok.display().to_string(), "tokenizer"]),
         case(
             gen(&shape),
             &[
-                &name(&shape, "model.safetensors"),
+                &named(&shape, "model.safetensors"),
                 "transformer.wte.weight",
                 "[50257, 32]",
             ],
         ),
         case(
-            args!["score", "--model", &heads, fx.p("corpus.txt")],
-            &[&name(&heads, "config.json"), "n_head"],
+            score(&heads, &corpus),
+            &[&named(&heads, "config.json"), "n_head"],
         ),
-        case(gen(&merges), &[&name(&merges, "merges.txt"), "line 3"]),
+        case(gen(&merges), &[&named(&merges, "merges.txt"), "line 3"]),
         case(
-            args!["score", "--model", fx.p("hf"), fx.p("latin.txt")],
-            &[&latin2, "UTF-8"],
+            score(&fx.p("hf"), &fx.p("latin.txt")),
+            &[&fx.at("latin.txt", 2), "UTF-8"],
         ),
         case(
-            args!["score", "--model", fx.p("hf"), fx.p("missing.txt")],
-            &[&fx.p("missing.txt").display().to_string()],
+            score(&fx.p("hf"), &fx.p("missing.txt")),
+            &[&fx.s("missing.txt")],
         ),
         case(
             resume(&run_model),
             &[
-                &name(&run_model, "checkpoint/model.safetensors"),
+                &named(&run_model, "checkpoint/model.safetensors"),
                 "truncated",
             ],
         ),
         case(
             resume(&run_opt),
             &[
-                &name(&run_opt, "checkpoint/optimizer.safetensors"),
+                &named(&run_opt, "checkpoint/optimizer.safetensors"),
                 "truncated",
             ],
         ),
         case(
             resume(&run_state),
-            &[&name(&run_state, "checkpoint/trainer_state.json")],
+            &[&named(&run_state, "checkpoint/trainer_state.json")],
         ),
     ];
+    // The char tokenizer of a checkpoint, named once.
     let mut c = case(
-        args!["sample", "--model", &run_tok, "--max-new-tokens", "2"],
+        argv("sample --model {} --max-new-tokens 2", &[&run_tok]),
         &["line 1"],
     );
-    c.once = Some(run_tok_file.display().to_string());
+    c.once = Some(named(&run_tok, "checkpoint/tokenizer_char.json"));
     cases.push(c);
     check(cases);
 }
@@ -571,186 +488,89 @@ fn gpt_model_directories_and_runs() {
 #[test]
 fn translation_files_and_runs() {
     let fx = fx();
-    let name = |d: &Path, f: &str| d.join(f).display().to_string();
     let out = |n: &str| fx.p(&format!("out-{n}"));
-    let notab2 = at_line(fx, "notab.tsv", 2);
-    let latin_tsv2 = at_line(fx, "latin.tsv", 2);
+    let (notab2, latin_tsv2) = (fx.at("notab.tsv", 2), fx.at("latin.tsv", 2));
 
     let cfg_cut = fx.copy("tr", "tr-config-cut");
     let cfg_cut_file = tr_ckpt(&cfg_cut).join("config.json");
     write(&cfg_cut_file, "{\"transformer\": ");
+    let cfg_cut_file = cfg_cut_file.display().to_string();
     let weights_cut = fx.copy("tr", "tr-weights-cut");
     let weights_cut_file = tr_ckpt(&weights_cut).join("model.safetensors");
     truncate(&weights_cut_file, 300);
+    let weights_cut_file = weights_cut_file.display().to_string();
     let heads = fx.copy("tr", "tr-heads");
     let heads_file = tr_ckpt(&heads).join("config.json");
     edit(&heads_file, "\"n_head\": 4", "\"n_head\": 3");
+    let heads_file = heads_file.display().to_string();
 
-    let tr_train = |train: &Path, valid: &Path, o: &str| -> Vec<OsString> {
-        args![
-            "translate",
-            "train",
-            "--preset",
-            "transformer-tiny",
-            "--train",
-            train,
-            "--valid",
-            valid,
-            "--out",
-            out(o),
-            "--vocab-size",
-            "300",
-            "--max-steps",
-            "1",
-            "--max-len",
-            "20",
-            "--max-tokens",
-            "64",
-            "--json",
-            "--strict",
-        ]
-    };
     let (train, notab, empty, latin_tsv) = (
         fx.p("train.tsv"),
         fx.p("notab.tsv"),
         fx.p("empty.tsv"),
         fx.p("latin.tsv"),
     );
-    let eval = |model: &Path, pairs: &Path| {
-        args![
-            "translate",
-            "eval",
-            "--model",
-            model,
-            "--pairs",
-            pairs,
-            "--beam",
-            "1",
-            "--strict"
-        ]
+    let tr_train = |train: &Path, valid: &Path, o: &str| {
+        let words = format!(
+            "translate train --train {{}} --valid {{}} --out {{}} --max-steps 1 --strict \
+             {TINY_TRANSLATE}"
+        );
+        argv(&words, &[train, valid, &out(o)])
     };
+    let eval = |model: &Path, pairs: &Path| {
+        let words = "translate eval --model {} --pairs {} --beam 1 --strict";
+        argv(words, &[model, pairs])
+    };
+    let average = |model: &Path, o: &str| {
+        argv(
+            "translate average --model {} --last 1 --out {}",
+            &[model, &out(o)],
+        )
+    };
+    let bench = |model: &Path, train: &Path| {
+        let words = "bench translate --model {} --train {} --test {} \
+                     --presets transformer-tiny --steps 1 --limit 2";
+        argv(words, &[model, train, &fx.p("train.tsv")])
+    };
+    let resume = argv(
+        "translate train --train {} --valid {} --out {} --resume --max-steps 3",
+        &[&train, &train, &weights_cut],
+    );
+    let tr = fx.p("tr");
     let cases = vec![
         case(tr_train(&notab, &train, "a1"), &[&notab2, "no tab"]),
         case(
             tr_train(&empty, &train, "a2"),
-            &[&at_line(fx, "empty.tsv", 3), "empty side"],
+            &[&fx.at("empty.tsv", 3), "empty side"],
         ),
         case(tr_train(&train, &notab, "a3"), &[&notab2, "no tab"]),
         case(tr_train(&latin_tsv, &train, "a4"), &[&latin_tsv2, "UTF-8"]),
         case(
             tr_train(&fx.p("missing.tsv"), &train, "a5"),
-            &[&fx.p("missing.tsv").display().to_string()],
+            &[&fx.s("missing.tsv")],
+        ),
+        case(resume, &[&weights_cut_file, "truncated"]),
+        case(eval(&tr, &notab), &[&notab2, "no tab"]),
+        case(eval(&tr, &latin_tsv), &[&latin_tsv2, "UTF-8"]),
+        case(eval(&cfg_cut, &train), &[&cfg_cut_file]),
+        case(eval(&heads, &train), &[&heads_file, "n_head"]),
+        case(
+            argv("translate --model {} {}", &[&tr, &fx.p("latin.txt")]),
+            &[&fx.at("latin.txt", 2), "UTF-8"],
         ),
         case(
-            args![
-                "translate",
-                "train",
-                "--train",
-                &train,
-                "--valid",
-                &train,
-                "--out",
-                &weights_cut,
-                "--resume",
-                "--max-steps",
-                "3",
-            ],
-            &[&weights_cut_file.display().to_string(), "truncated"],
+            argv("translate --model {} {}", &[&weights_cut, &train]),
+            &[&weights_cut_file, "truncated"],
         ),
-        case(eval(&fx.p("tr"), &notab), &[&notab2, "no tab"]),
-        case(eval(&fx.p("tr"), &latin_tsv), &[&latin_tsv2, "UTF-8"]),
+        case(average(&cfg_cut, "v1"), &[&cfg_cut_file]),
         case(
-            eval(&cfg_cut, &train),
-            &[&cfg_cut_file.display().to_string()],
+            average(&weights_cut, "v2"),
+            &[&weights_cut_file, "truncated"],
         ),
-        case(
-            eval(&heads, &train),
-            &[&heads_file.display().to_string(), "n_head"],
-        ),
-        case(
-            args!["translate", "--model", fx.p("tr"), fx.p("latin.txt")],
-            &[&at_line(fx, "latin.txt", 2), "UTF-8"],
-        ),
-        case(
-            args!["translate", "--model", &weights_cut, &train],
-            &[&weights_cut_file.display().to_string(), "truncated"],
-        ),
-        case(
-            args![
-                "translate",
-                "average",
-                "--model",
-                &cfg_cut,
-                "--last",
-                "1",
-                "--out",
-                out("v1")
-            ],
-            &[&cfg_cut_file.display().to_string()],
-        ),
-        case(
-            args![
-                "translate",
-                "average",
-                "--model",
-                &weights_cut,
-                "--last",
-                "1",
-                "--out",
-                out("v2"),
-            ],
-            &[&weights_cut_file.display().to_string(), "truncated"],
-        ),
-        case(
-            args![
-                "translate",
-                "average",
-                "--model",
-                fx.p("nothing"),
-                "--last",
-                "1",
-                "--out",
-                out("v3"),
-            ],
-            &[&name(&fx.dir, "nothing")],
-        ),
-        // bench translate reads a model and two TSV files before it times anything.
-        case(
-            args![
-                "bench",
-                "translate",
-                "--model",
-                fx.p("tr"),
-                "--train",
-                &latin_tsv,
-                "--presets",
-                "transformer-tiny",
-                "--steps",
-                "1",
-                "--limit",
-                "2",
-            ],
-            &[&latin_tsv2, "UTF-8"],
-        ),
-        case(
-            args![
-                "bench",
-                "translate",
-                "--model",
-                &weights_cut,
-                "--train",
-                &train,
-                "--test",
-                &train,
-                "--presets",
-                "transformer-tiny",
-                "--steps",
-                "1",
-                "--limit",
-                "2",
-            ],
-            &[&weights_cut_file.display().to_string()],
-        ),
+        case(average(&fx.p("nothing"), "v3"), &[&fx.s("nothing")]),
+        // bench translate reads the model and the TSV files before it times anything.
+        case(bench(&tr, &latin_tsv), &[&latin_tsv2, "UTF-8"]),
+        case(bench(&weights_cut, &train), &[&weights_cut_file]),
     ];
     check(cases);
 }
@@ -761,16 +581,8 @@ fn skipped_tsv_lines_are_reported_with_the_first_line() {
     let fx = fx();
     let notab = fx.p("notab.tsv");
     let first = format!("first: {}:2", notab.display());
-    let out = gpt(&args![
-        "translate",
-        "eval",
-        "--model",
-        fx.p("tr"),
-        "--pairs",
-        &notab,
-        "--beam",
-        "1",
-    ]);
+    let words = "translate eval --model {} --pairs {} --beam 1";
+    let out = gpt(&argv(words, &[&fx.p("tr"), &notab]));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("1 bad lines skipped") && stdout.contains(&first),
@@ -778,26 +590,12 @@ fn skipped_tsv_lines_are_reported_with_the_first_line() {
         String::from_utf8_lossy(&out.stderr)
     );
     // --json keeps standard output to JSON and warns on standard error.
-    let err = gpt_ok(&args![
-        "translate",
-        "train",
-        "--preset",
-        "transformer-tiny",
-        "--train",
-        &notab,
-        "--valid",
-        fx.p("train.tsv"),
-        "--out",
-        fx.p("out-skip"),
-        "--vocab-size",
-        "300",
-        "--max-steps",
-        "1",
-        "--max-len",
-        "20",
-        "--max-tokens",
-        "64",
-        "--json",
-    ]);
+    let words = format!(
+        "translate train --train {{}} --valid {{}} --out {{}} --max-steps 1 {TINY_TRANSLATE}"
+    );
+    let err = gpt_ok(&argv(
+        &words,
+        &[&notab, &fx.p("train.tsv"), &fx.p("out-skip")],
+    ));
     assert!(err.contains("warning") && err.contains(&first), "{err}");
 }
