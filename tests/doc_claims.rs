@@ -67,6 +67,8 @@ fn bench_readme_states_the_counts_and_limits_of_the_tests() {
         &[
             format!("copy task — after {COPY_TASK_STEPS} steps"),
             format!("reproduce {COPY_TASK_HELD_OUT} held-out random sequences exactly"),
+            format!("re-scored log-probability (to {COPY_TASK_RESCORE_RTOL:e} relative)"),
+            format!("full recomputation (scores to {COPY_TASK_CACHE_RTOL:e} relative)"),
             format!("per-token log-probabilities of {BF16_SCORED_TOKENS} tokens"),
             format!("(limit {BF16_LOGPROB_LIMIT};"),
             format!("decode logits by at most 0.0125 (limit {BF16_LOGIT_LIMIT})"),

@@ -115,6 +115,10 @@ pub mod claims {
     pub const COPY_TASK_STEPS: usize = 800;
     /// Held-out random sequences that greedy and beam decoding must reproduce exactly.
     pub const COPY_TASK_HELD_OUT: usize = 20;
+    /// A beam's score × length penalty against the re-scored log-probability, relative.
+    pub const COPY_TASK_RESCORE_RTOL: f32 = 1e-3;
+    /// Beam and greedy scores with the KV cache against full recomputation, relative.
+    pub const COPY_TASK_CACHE_RTOL: f32 = 1e-4;
     /// Tokens scored by the bf16-vs-f32 log-probability test (`tests/generate_bf16.rs`).
     pub const BF16_SCORED_TOKENS: usize = 100;
     /// Largest accepted per-token log-probability difference, bf16 weights vs f32.
