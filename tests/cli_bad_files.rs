@@ -12,6 +12,7 @@ mod common;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// Runs the binary with one worker thread.
@@ -239,6 +240,16 @@ fn fx() -> &'static Fx {
     })
 }
 
+/// Called at the end of each test: the last of the file's tests to pass removes the fixtures
+/// (a failing test leaves them to look at).
+fn finished() {
+    const TESTS: usize = 4;
+    static DONE: AtomicUsize = AtomicUsize::new(0);
+    if DONE.fetch_add(1, Ordering::SeqCst) + 1 == TESTS {
+        let _ = std::fs::remove_dir_all(&fx().dir);
+    }
+}
+
 #[test]
 fn text_and_data_files() {
     let fx = fx();
@@ -364,6 +375,7 @@ fn text_and_data_files() {
     c.once = Some(named(&chartok, "tokenizer_char.json"));
     cases.push(c);
     check(cases);
+    finished();
 }
 
 #[test]
@@ -483,6 +495,7 @@ fn gpt_model_directories_and_runs() {
     c.once = Some(named(&run_tok, "checkpoint/tokenizer_char.json"));
     cases.push(c);
     check(cases);
+    finished();
 }
 
 #[test]
@@ -573,6 +586,7 @@ fn translation_files_and_runs() {
         case(bench(&weights_cut, &train), &[&weights_cut_file]),
     ];
     check(cases);
+    finished();
 }
 
 /// Without `--strict`, bad TSV lines are skipped, and the report names the first one.
@@ -598,4 +612,5 @@ fn skipped_tsv_lines_are_reported_with_the_first_line() {
         &[&notab, &fx.p("train.tsv"), &fx.p("out-skip")],
     ));
     assert!(err.contains("warning") && err.contains(&first), "{err}");
+    finished();
 }
