@@ -125,8 +125,9 @@ pub mod claims {
     pub const BF16_LOGPROB_LIMIT: f32 = 0.02;
     /// Largest accepted decode-logit difference, bf16 weights vs f32.
     pub const BF16_LOGIT_LIMIT: f32 = 0.02;
-    /// Largest accepted logit difference between bf16 cached decoding and a bf16 recompute.
-    pub const BF16_RECOMPUTE_LIMIT: f32 = 2e-4;
+    /// Largest accepted logit difference between bf16 cached decoding and a bf16 recompute
+    /// (measured 1.3e-5 and 2.0e-5 for 20 and 70 rows, 1 and 2 threads: 2.5× the worst).
+    pub const BF16_RECOMPUTE_LIMIT: f32 = 5e-5;
     /// Encoder-decoder gradients against PyTorch (`tests/translate_model.rs`): within this
     /// fraction of each tensor's largest gradient.
     pub const TRANSFORMER_GRAD_REL: f32 = 1e-4;
