@@ -10,7 +10,12 @@
 
 use super::CliResult;
 use clap::{Args, Subcommand};
-use gpt::translate::checkpoint::{average, list_checkpoints, load_model};
+use gpt::model::memory::{available, transformer_decoding};
+use gpt::model::transformer::EncoderDecoder;
+use gpt::tokenizer::Tokenizer;
+use gpt::translate::checkpoint::{
+    average, list_checkpoints, load_config, load_model, resolve_model_dir,
+};
 use gpt::translate::data::read_tsv;
 use gpt::translate::decode::DecodeConfig;
 use gpt::translate::trainer::{train, TranslateConfig, TranslateOptions};
@@ -62,6 +67,10 @@ pub struct DecodeArgs {
     /// Sentences decoded together.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
+    /// Decode even when the estimated memory (weights, KV caches of `--batch` × `--beam`
+    /// hypotheses) is over what the machine has available.
+    #[arg(long)]
+    pub no_memory_check: bool,
 }
 
 impl DecodeArgs {
@@ -84,6 +93,18 @@ impl DecodeArgs {
             max_extra: self.max_extra,
             recompute: false,
         })
+    }
+
+    /// Loads the model after checking that `--batch` × `--beam` hypotheses fit in memory (the
+    /// estimate from the model's `config.json`, before anything is allocated).
+    fn load(&self) -> Result<(EncoderDecoder, Tokenizer), Error> {
+        let path = self.model()?;
+        let cfg = load_config(&resolve_model_dir(&path)?)?;
+        let est = transformer_decoding(&cfg, self.batch, self.beam, ["--batch", "--beam"])?;
+        if !self.no_memory_check {
+            est.check(available(), "--no-memory-check")?;
+        }
+        load_model(&path)
     }
 
     /// The model directory, which is required.
@@ -167,6 +188,10 @@ pub struct TrainArgs {
     /// One JSON object per step on standard output instead of a progress bar.
     #[arg(long)]
     pub json: bool,
+    /// Start even when the estimated memory (parameters, activations of `--max-tokens`,
+    /// optimizer state) is over what the machine has available.
+    #[arg(long)]
+    pub no_memory_check: bool,
 }
 
 /// `gpt translate eval`.
@@ -251,6 +276,7 @@ fn run_train(a: TrainArgs) -> CliResult {
         quiet: false,
         stop_at: None,
         interrupt: Some(flag),
+        check_memory: !a.no_memory_check,
     };
     train(&c, &opts)?;
     Ok(())
@@ -272,7 +298,7 @@ fn read_lines(input: Option<&PathBuf>) -> Result<Vec<String>, Error> {
 
 fn run_translate(a: RunArgs) -> CliResult {
     let cfg = a.decode.config()?;
-    let (mut model, tok) = load_model(&a.decode.model()?)?;
+    let (mut model, tok) = a.decode.load()?;
     let lines = read_lines(a.input.as_ref())?;
     let (out, truncated) = translate_lines(&mut model, &tok, &lines, &cfg, a.decode.batch)?;
     if truncated > 0 {
@@ -287,7 +313,7 @@ fn run_translate(a: RunArgs) -> CliResult {
 
 fn run_eval(a: EvalArgs) -> CliResult {
     let cfg = a.decode.config()?;
-    let (mut model, tok) = load_model(&a.decode.model()?)?;
+    let (mut model, tok) = a.decode.load()?;
     let text = read_tsv(&a.pairs, false)?;
     let mut pairs = text.pairs;
     if let Some(n) = a.limit {

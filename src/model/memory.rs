@@ -43,10 +43,11 @@ pub const STATED_FACTOR: f64 = 2.0;
 /// A size as the user sets it: the flag (or config field) and its value.
 pub type Size<'a> = (&'a str, usize);
 
-/// `name value × name value …`, the way the error messages name a product of sizes.
+/// `name value × name value …`, the way the error messages name a product of sizes (a size
+/// with an empty name is left out: a factor the user does not set).
 pub fn describe(sizes: &[Size]) -> String {
     let mut s = String::new();
-    for (i, (name, v)) in sizes.iter().enumerate() {
+    for (i, (name, v)) in sizes.iter().filter(|s| !s.0.is_empty()).enumerate() {
         if i > 0 {
             s.push_str(" × ");
         }
@@ -151,21 +152,17 @@ impl MemoryEstimate {
         Err(Error::field(
             "memory",
             format!(
-                "{} needs ≈ {} of {}; {} available ({}); lower {} or pass {override_flag} to \
-                 run anyway",
+                "{} needs ≈ {} of {} ({} in all) but {} is available; lower {} or pass \
+                 {override_flag} to run anyway",
                 big.drivers,
                 gib(big.bytes),
                 big.what,
+                gib(self.total()),
                 gib(avail),
-                self.summary(),
-                if big.drivers.is_empty() {
-                    "the sizes".to_string()
+                if big.drivers.contains(" × ") {
+                    "one of them"
                 } else {
-                    big.drivers
-                        .split(" × ")
-                        .filter_map(|d| d.split(' ').next())
-                        .collect::<Vec<_>>()
-                        .join(" or ")
+                    "it"
                 },
             ),
         ))
@@ -277,6 +274,7 @@ pub fn gpt_training(
         training_state(params, precision, &model_sizes)?,
         &model_sizes,
     );
+    push_sinusoidal(&mut e, cfg, block_flag, width_flag)?;
     if sample_tokens > 0 {
         let kv = product(&[(layer_flag, cfg.n_layer), (block_flag, cfg.n_ctx)])?
             .checked_mul(2 * c)
@@ -289,7 +287,8 @@ pub fn gpt_training(
 
 /// Memory of inference with a GPT: the weights in `dtype` (f32: mapped from the file), a KV
 /// cache of `rows × n_ctx` positions, one prefill of up to `rows × n_ctx` tokens and `logit_rows`
-/// rows of logits. `rows_flag` names what sets the rows (e.g. `--prompt (count)`).
+/// rows of logits. `rows_flag` names what sets the rows (e.g. `--prompt (count)`; empty: not
+/// the user's to set).
 pub fn gpt_inference(
     cfg: &GptConfig,
     rows: usize,
@@ -338,7 +337,41 @@ pub fn gpt_inference(
         f32_bytes(prefill.saturating_add(logits), &tok_sizes)?,
         &tok_sizes,
     );
+    push_sinusoidal(&mut e, cfg, "n_ctx", "n_embd")?;
     Ok(e)
+}
+
+/// The sinusoidal position table `n_ctx × n_embd` of a GPT with sinusoidal positions (learned
+/// positions are parameters, counted with them).
+fn push_sinusoidal(
+    e: &mut MemoryEstimate,
+    cfg: &GptConfig,
+    ctx_flag: &str,
+    width_flag: &str,
+) -> Result<()> {
+    if cfg.positions == crate::model::Positions::Sinusoidal {
+        let sizes = [(ctx_flag, cfg.n_ctx), (width_flag, cfg.n_embd)];
+        e.push(
+            "position table",
+            f32_bytes(product(&sizes)?, &sizes)?,
+            &sizes,
+        );
+    }
+    Ok(())
+}
+
+/// [`gpt_inference`] for the model directory `dir` (or a training run's `dir/checkpoint`),
+/// reading only its `config.json`: what `gpt generate` and `gpt score` check before loading.
+pub fn gpt_inference_for_dir(
+    dir: &std::path::Path,
+    rows: usize,
+    logit_rows: usize,
+    dtype: Precision,
+    rows_flag: &str,
+) -> Result<MemoryEstimate> {
+    let dir = crate::model::inference::resolve_dir(dir);
+    let cfg = crate::model::checkpoint::load_config(&dir)?;
+    gpt_inference(&cfg, rows, logit_rows, dtype, rows_flag)
 }
 
 /// Memory of encoder-decoder training: micro-batches of up to `max_tokens` padded tokens on
@@ -385,6 +418,73 @@ pub fn transformer_training(
         training_state(params, Precision::F32, &model_sizes)?,
         &model_sizes,
     );
+    push_position_tables(&mut e, cfg)?;
+    Ok(e)
+}
+
+/// The two sinusoidal tables (source and target embeddings) of `max_len × d_model`.
+fn push_position_tables(e: &mut MemoryEstimate, cfg: &TransformerConfig) -> Result<()> {
+    let sizes = [("max_len", cfg.max_len), ("d_model", cfg.d_model)];
+    let floats = product(&sizes)?
+        .checked_mul(2)
+        .ok_or_else(|| Error::field(describe(&sizes), "the position tables overflow"))?;
+    e.push("position tables", f32_bytes(floats, &sizes)?, &sizes);
+    Ok(())
+}
+
+/// Memory of encoder-decoder decoding: `batch` sentences with `beam` hypotheses each, every
+/// one with a self-attention cache and a cross-attention cache of up to `max_len` positions
+/// per layer, over the weights (and their gradient buffer, which loading allocates).
+/// `flags`: `[batch flag, beam flag]`.
+pub fn transformer_decoding(
+    cfg: &TransformerConfig,
+    batch: usize,
+    beam: usize,
+    flags: [&str; 2],
+) -> Result<MemoryEstimate> {
+    let [batch_flag, beam_flag] = flags;
+    let params = cfg
+        .checked_num_params()
+        .ok_or_else(|| Error::field("n_layer × d_model × d_ff", "the parameter count overflows"))?
+        as u64;
+    let model_sizes = [("n_layer", cfg.n_layer), ("d_model", cfg.d_model)];
+    let cache_sizes = [
+        (batch_flag, batch),
+        (beam_flag, beam),
+        ("max_len", cfg.max_len),
+        ("n_layer", cfg.n_layer),
+        ("d_model", cfg.d_model),
+    ];
+    // Keys and values of self- and cross-attention, and the spare buffer of a reorder.
+    let cache = product(&cache_sizes)?
+        .checked_mul(5)
+        .ok_or_else(|| Error::field(describe(&cache_sizes), "the KV cache overflows"))?;
+    let row_sizes = [
+        (batch_flag, batch),
+        (beam_flag, beam),
+        ("max_len", cfg.max_len),
+    ];
+    let rows = product(&row_sizes)?;
+    // The encoder's pass over the batch and the step's logits.
+    let acts = rows
+        .checked_mul((cfg.d_model as u64).saturating_mul(12))
+        .and_then(|x| {
+            x.checked_add(
+                product(&[(batch_flag, batch), (beam_flag, beam)])
+                    .ok()?
+                    .checked_mul(cfg.vocab_size as u64)?,
+            )
+        })
+        .ok_or_else(|| Error::field(describe(&row_sizes), "the activations overflow"))?;
+    let mut e = MemoryEstimate::default();
+    e.push(
+        "weights",
+        f32_bytes(params.saturating_mul(2), &model_sizes)?,
+        &model_sizes,
+    );
+    e.push("KV cache", f32_bytes(cache, &cache_sizes)?, &cache_sizes);
+    e.push("activations", f32_bytes(acts, &row_sizes)?, &row_sizes);
+    push_position_tables(&mut e, cfg)?;
     Ok(e)
 }
 
@@ -423,7 +523,7 @@ mod tests {
         let msg = msg.to_string();
         assert!(
             msg.contains("--batch-size 512 × --block-size 1024")
-                && msg.contains("20.0 GiB available")
+                && msg.contains("20.0 GiB is available")
                 && msg.contains("--no-memory-check"),
             "{msg}"
         );
