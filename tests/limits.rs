@@ -241,8 +241,9 @@ fn write_pairs(dir: &Path) -> (PathBuf, PathBuf) {
     (tr, va)
 }
 
-/// On main: `--max-len 2^64-1` panicked (add overflow in the config check), and a
-/// `--max-len` of 10¹² aborted in the allocator (the position tables).
+/// On main: `--max-len 2^64-1` panicked (add overflow in the config check), a `--max-len` of
+/// 10¹² aborted in the allocator (the position tables); `gpt translate --beam 2^64-1` and
+/// `--max-extra 2^64-1` panicked (overflow) and `--beam 10⁸` ran out of time.
 #[test]
 fn translate_sizes_are_checked_before_allocating() {
     let dir = tmpdir("translate");
@@ -281,6 +282,29 @@ fn translate_sizes_are_checked_before_allocating() {
     assert_error(&o, &["max_len", "position tables", "--no-memory-check"]);
     let o = run(&["--max-tokens", "18446744073709551615", "--grad-accum", "2"]);
     assert_error(&o, &["--max-tokens", "--grad-accum", "overflows"]);
+    // Decoding: beam × batch overflows are errors, a huge --batch is bounded by the input,
+    // and --max-extra past the position table is the table's length.
+    let o = run(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let src = dir.join("src.txt");
+    std::fs::write(&src, "uno dos\n").unwrap();
+    let decode = |extra: &[&str]| {
+        let mut args = vec!["translate", "--model", out.to_str().unwrap()];
+        args.extend(extra);
+        args.extend(["--threads", "1", src.to_str().unwrap()]);
+        gpt(&args, MIN)
+    };
+    let o = decode(&["--beam", "18446744073709551615"]);
+    assert_error(&o, &["--beam 18446744073709551615", "overflows"]);
+    let o = decode(&["--beam", "100000000", "--batch", "1000"]);
+    assert_error(&o, &["--batch 1 × --beam 100000000", "available"]);
+    for extra in [
+        ["--batch", "18446744073709551615"],
+        ["--max-extra", "18446744073709551615"],
+    ] {
+        let o = decode(&extra);
+        assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -11,7 +11,7 @@
 use super::CliResult;
 use clap::{Args, Subcommand};
 use gpt::model::memory::{available, transformer_decoding};
-use gpt::model::transformer::EncoderDecoder;
+use gpt::model::transformer::{EncoderDecoder, TransformerConfig};
 use gpt::tokenizer::Tokenizer;
 use gpt::translate::checkpoint::{
     average, list_checkpoints, load_config, load_model, resolve_model_dir,
@@ -95,12 +95,24 @@ impl DecodeArgs {
         })
     }
 
-    /// Loads the model after checking that `--batch` × `--beam` hypotheses fit in memory (the
-    /// estimate from the model's `config.json`, before anything is allocated).
-    fn load(&self) -> Result<(EncoderDecoder, Tokenizer), Error> {
+    /// The model directory and its configuration (read first: a bad `--model` is reported
+    /// before the input is read).
+    fn model_config(&self) -> Result<(PathBuf, TransformerConfig), Error> {
         let path = self.model()?;
         let cfg = load_config(&resolve_model_dir(&path)?)?;
-        let est = transformer_decoding(&cfg, self.batch, self.beam, ["--batch", "--beam"])?;
+        Ok((path, cfg))
+    }
+
+    /// Loads the model after checking that `--batch` × `--beam` hypotheses (at most
+    /// `sentences` sentences at a time) fit in memory: the estimate from the model's
+    /// configuration, before anything is allocated.
+    fn load(
+        &self,
+        (path, cfg): (PathBuf, TransformerConfig),
+        sentences: usize,
+    ) -> Result<(EncoderDecoder, Tokenizer), Error> {
+        let batch = self.batch.min(sentences.max(1));
+        let est = transformer_decoding(&cfg, batch, self.beam, ["--batch", "--beam"])?;
         if !self.no_memory_check {
             est.check(available(), "--no-memory-check")?;
         }
@@ -298,8 +310,9 @@ fn read_lines(input: Option<&PathBuf>) -> Result<Vec<String>, Error> {
 
 fn run_translate(a: RunArgs) -> CliResult {
     let cfg = a.decode.config()?;
-    let (mut model, tok) = a.decode.load()?;
+    let model_cfg = a.decode.model_config()?;
     let lines = read_lines(a.input.as_ref())?;
+    let (mut model, tok) = a.decode.load(model_cfg, lines.len())?;
     let (out, truncated) = translate_lines(&mut model, &tok, &lines, &cfg, a.decode.batch)?;
     if truncated > 0 {
         eprintln!("note: {truncated} source(s) truncated to the model's length limit");
@@ -313,12 +326,13 @@ fn run_translate(a: RunArgs) -> CliResult {
 
 fn run_eval(a: EvalArgs) -> CliResult {
     let cfg = a.decode.config()?;
-    let (mut model, tok) = a.decode.load()?;
+    let model_cfg = a.decode.model_config()?;
     let text = read_tsv(&a.pairs, false)?;
     let mut pairs = text.pairs;
     if let Some(n) = a.limit {
         pairs.truncate(n);
     }
+    let (mut model, tok) = a.decode.load(model_cfg, pairs.len())?;
     let ev = evaluate(&mut model, &tok, &pairs, &cfg, a.decode.batch)?;
     if let Some(p) = &a.output {
         std::fs::write(p, ev.hyps.join("\n") + "\n").map_err(|e| Error::io(p, e))?;
