@@ -340,6 +340,29 @@ fn threads_above_the_cores_are_capped_with_a_warning() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// On main: `--vocab-size 2^64-1` panicked (capacity overflow).
+#[test]
+fn a_vocabulary_past_u32_ids_is_an_error() {
+    let dir = tmpdir("vocab");
+    let f = dir.join("text.txt");
+    std::fs::write(&f, "the cat sat on the mat. ".repeat(20)).unwrap();
+    let out = dir.join("tok");
+    let o = gpt(
+        &[
+            "tokenizer",
+            "train",
+            "--vocab-size",
+            "18446744073709551615",
+            "--out",
+            out.to_str().unwrap(),
+            f.to_str().unwrap(),
+        ],
+        MIN,
+    );
+    assert_error(&o, &["vocab size 18446744073709551615", "u32"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// The tiny GPT-2 fixture (n_ctx = 128) with the GPT-2 tokenizer.
 fn gpt2_fixture(dir: &Path) -> PathBuf {
     let m = dir.join("model");
