@@ -15,8 +15,8 @@ use gpt::model::inference::{load_with_tokenizer_as, resolve_dir};
 use gpt::model::memory::{available, gpt_inference_for_dir};
 use gpt::nn::precision::Precision;
 use serde_json::json;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 
 /// Options of `gpt score`.
 #[derive(clap::Args, Debug)]
@@ -47,18 +47,7 @@ pub struct Args {
 
 /// Runs `gpt score`.
 pub fn run(args: Args) -> CliResult {
-    let text = match &args.file {
-        Some(p) if p.as_os_str() != "-" => {
-            std::fs::read_to_string(p).map_err(|e| gpt::Error::io(p, e))?
-        }
-        _ => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .map_err(|e| gpt::Error::io(Path::new("standard input"), e))?;
-            s
-        }
-    };
+    let text = gpt::io::read_text_or_stdin(args.file.as_deref())?;
     let dtype = Precision::parse_for("dtype", &args.dtype)?;
     if let Some(w) = dtype.warning() {
         eprintln!("{w}");
