@@ -11,7 +11,8 @@
 use super::CliResult;
 
 use gpt::generate::score::score_text;
-use gpt::model::inference::load_with_tokenizer_as;
+use gpt::model::inference::{load_with_tokenizer_as, resolve_dir};
+use gpt::model::memory::{available, gpt_inference_for_dir};
 use gpt::nn::precision::Precision;
 use serde_json::json;
 use std::io::Write;
@@ -38,6 +39,10 @@ pub struct Args {
     /// dtype of the weight matrices: f32, or bf16 (products over bf16-rounded weights).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Load the model even when the estimated memory (weights, one window's KV cache and
+    /// logits) is over what the machine has available.
+    #[arg(long)]
+    pub no_memory_check: bool,
 }
 
 /// Runs `gpt score`.
@@ -46,6 +51,11 @@ pub fn run(args: Args) -> CliResult {
     let dtype = Precision::parse_for("dtype", &args.dtype)?;
     if let Some(w) = dtype.warning() {
         eprintln!("{w}");
+    }
+    let n_ctx = gpt::model::checkpoint::load_config(&resolve_dir(&args.model))?.n_ctx;
+    let est = gpt_inference_for_dir(&args.model, 1, n_ctx, dtype, "")?;
+    if !args.no_memory_check {
+        est.check(available(), "--no-memory-check")?;
     }
     let (model, tok, _dir) = load_with_tokenizer_as(&args.model, dtype)?;
     let s = score_text(&model, &tok, &text, args.stride, args.bos)?;

@@ -93,6 +93,10 @@ pub struct TrainArgs {
     /// Save a checkpoint and stop after this step, as Ctrl-C does (for scripted resumes).
     #[arg(long)]
     pub stop_at_step: Option<usize>,
+    /// Start even when the estimated memory (parameters, activations, optimizer state) is
+    /// over what the machine has available.
+    #[arg(long)]
+    pub no_memory_check: bool,
 }
 
 /// Resolves defaults, the TOML file and the flags into a `TrainConfig`.
@@ -177,6 +181,7 @@ pub fn run(args: TrainArgs) -> CliResult {
         quiet: false,
         stop_at: args.stop_at_step,
         interrupt: Some(flag),
+        check_memory: !args.no_memory_check,
     };
     train(&cfg, &opts)?;
     Ok(())

@@ -10,7 +10,12 @@
 
 use super::CliResult;
 use clap::{Args, Subcommand};
-use gpt::translate::checkpoint::{average, list_checkpoints, load_model};
+use gpt::model::memory::{available, transformer_decoding};
+use gpt::model::transformer::{EncoderDecoder, TransformerConfig};
+use gpt::tokenizer::Tokenizer;
+use gpt::translate::checkpoint::{
+    average, list_checkpoints, load_config, load_model, resolve_model_dir,
+};
 use gpt::translate::data::read_tsv;
 use gpt::translate::decode::DecodeConfig;
 use gpt::translate::trainer::{train, TranslateConfig, TranslateOptions};
@@ -62,6 +67,10 @@ pub struct DecodeArgs {
     /// Sentences decoded together.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
+    /// Decode even when the estimated memory (weights, KV caches of `--batch` × `--beam`
+    /// hypotheses) is over what the machine has available.
+    #[arg(long)]
+    pub no_memory_check: bool,
 }
 
 impl DecodeArgs {
@@ -84,6 +93,30 @@ impl DecodeArgs {
             max_extra: self.max_extra,
             recompute: false,
         })
+    }
+
+    /// The model directory and its configuration (read first: a bad `--model` is reported
+    /// before the input is read).
+    fn model_config(&self) -> Result<(PathBuf, TransformerConfig), Error> {
+        let path = self.model()?;
+        let cfg = load_config(&resolve_model_dir(&path)?)?;
+        Ok((path, cfg))
+    }
+
+    /// Loads the model after checking that `--batch` × `--beam` hypotheses (at most
+    /// `sentences` sentences at a time) fit in memory: the estimate from the model's
+    /// configuration, before anything is allocated.
+    fn load(
+        &self,
+        (path, cfg): (PathBuf, TransformerConfig),
+        sentences: usize,
+    ) -> Result<(EncoderDecoder, Tokenizer), Error> {
+        let batch = self.batch.min(sentences.max(1));
+        let est = transformer_decoding(&cfg, batch, self.beam, ["--batch", "--beam"])?;
+        if !self.no_memory_check {
+            est.check(available(), "--no-memory-check")?;
+        }
+        load_model(&path)
     }
 
     /// The model directory, which is required.
@@ -167,6 +200,10 @@ pub struct TrainArgs {
     /// One JSON object per step on standard output instead of a progress bar.
     #[arg(long)]
     pub json: bool,
+    /// Start even when the estimated memory (parameters, activations of `--max-tokens`,
+    /// optimizer state) is over what the machine has available.
+    #[arg(long)]
+    pub no_memory_check: bool,
 }
 
 /// `gpt translate eval`.
@@ -254,6 +291,7 @@ fn run_train(a: TrainArgs) -> CliResult {
         quiet: false,
         stop_at: None,
         interrupt: Some(flag),
+        check_memory: !a.no_memory_check,
     };
     train(&c, &opts)?;
     Ok(())
@@ -267,8 +305,9 @@ fn read_lines(input: Option<&PathBuf>) -> Result<Vec<String>, Error> {
 
 fn run_translate(a: RunArgs) -> CliResult {
     let cfg = a.decode.config()?;
-    let (mut model, tok) = load_model(&a.decode.model()?)?;
+    let model_cfg = a.decode.model_config()?;
     let lines = read_lines(a.input.as_ref())?;
+    let (mut model, tok) = a.decode.load(model_cfg, lines.len())?;
     let (out, truncated) = translate_lines(&mut model, &tok, &lines, &cfg, a.decode.batch)?;
     if truncated > 0 {
         eprintln!("note: {truncated} source(s) truncated to the model's length limit");
@@ -282,12 +321,13 @@ fn run_translate(a: RunArgs) -> CliResult {
 
 fn run_eval(a: EvalArgs) -> CliResult {
     let cfg = a.decode.config()?;
-    let (mut model, tok) = load_model(&a.decode.model()?)?;
+    let model_cfg = a.decode.model_config()?;
     let text = read_tsv(&a.pairs, a.strict)?;
     let mut pairs = text.pairs.clone();
     if let Some(n) = a.limit {
         pairs.truncate(n);
     }
+    let (mut model, tok) = a.decode.load(model_cfg, pairs.len())?;
     let ev = evaluate(&mut model, &tok, &pairs, &cfg, a.decode.batch)?;
     if let Some(p) = &a.output {
         std::fs::write(p, ev.hyps.join("\n") + "\n").map_err(|e| Error::io(p, e))?;

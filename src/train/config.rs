@@ -134,6 +134,13 @@ impl TrainConfig {
         if self.batch_size == 0 || self.block_size == 0 || self.grad_accum == 0 {
             return bad("batch_size/block_size/grad_accum", "must be at least 1");
         }
+        // Tokens per step size the batch buffers and the token counts: no overflow, named by
+        // flag (the memory check then compares what they need with what the machine has).
+        crate::model::memory::product(&[
+            ("--batch-size", self.batch_size),
+            ("--block-size", self.block_size),
+            ("--grad-accum", self.grad_accum),
+        ])?;
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad("lr", "must be a positive number");
         }
@@ -167,5 +174,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("max_step"), "{err}");
+    }
+
+    #[test]
+    fn overflowing_batch_sizes_name_the_flags() {
+        let c = TrainConfig {
+            batch_size: usize::MAX,
+            block_size: 2,
+            ..TrainConfig::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("--batch-size") && e.contains("--block-size") && e.contains("overflows"),
+            "{e}"
+        );
+        let c = TrainConfig {
+            grad_accum: usize::MAX,
+            ..TrainConfig::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--grad-accum"));
     }
 }

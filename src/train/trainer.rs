@@ -34,6 +34,10 @@ pub struct TrainOptions {
     pub stop_at: Option<usize>,
     /// Set to request a clean stop (Ctrl-C).
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// Before allocating the model, compare the run's memory estimate
+    /// ([`crate::model::memory`]) with the memory available and refuse the run when it does
+    /// not fit (`gpt train` sets it unless `--no-memory-check`; off by default for library use).
+    pub check_memory: bool,
 }
 
 impl TrainOptions {

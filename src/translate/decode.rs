@@ -102,7 +102,12 @@ fn encode_sources(
         s: batch.s,
         max_out: sources
             .iter()
-            .map(|s| (s.len() + 1 + max_extra).min(cap).max(1))
+            // Saturating: any --max-extra past the position table is the table's length.
+            .map(|s| {
+                (s.len().saturating_add(1).saturating_add(max_extra))
+                    .min(cap)
+                    .max(1)
+            })
             .collect(),
     })
 }

@@ -135,6 +135,18 @@ impl TranslateConfig {
         if self.max_steps == 0 || self.grad_accum == 0 || self.warmup_steps == 0 {
             return bad("max_steps/grad_accum/warmup_steps", "must be at least 1");
         }
+        if self.max_len > usize::MAX / 4 {
+            return Err(Error::limit(
+                "--max-len",
+                self.max_len as u64,
+                (usize::MAX / 4) as u64,
+                "use the longest sentence length you need",
+            ));
+        }
+        crate::model::memory::product(&[
+            ("--max-tokens", self.max_tokens),
+            ("--grad-accum", self.grad_accum),
+        ])?;
         if self.max_tokens < self.max_len + 2 {
             return bad(
                 "max_tokens",
@@ -346,10 +358,28 @@ pub fn train(cfg: &TranslateConfig, opts: &TranslateOptions) -> Result<Translate
         }
     }
     let mcfg = model_config(&cfg, &tok)?;
+    let batches = token_batches(&train_ids.pairs, cfg.max_tokens);
+    // The largest padded micro-batch (at most --max-tokens; less when the data is small).
+    let largest = batches
+        .iter()
+        .map(|idx| {
+            let longest = idx.iter().map(|&i| {
+                let (s, t) = &train_ids.pairs[i];
+                s.len().max(t.len()) + 1
+            });
+            idx.len() * longest.max().unwrap_or(0)
+        })
+        .max()
+        .unwrap_or(0);
+    let memory =
+        crate::model::memory::transformer_training(&mcfg, largest, ["--max-tokens", "n_layer"])?;
+    say(format!("memory: {}", memory.summary()));
+    if opts.check_memory {
+        memory.check(crate::model::memory::available(), "--no-memory-check")?;
+    }
     let mut init_rng = Rng::new(cfg.seed);
     let model = EncoderDecoder::new(mcfg.clone(), &mut init_rng)?;
     let dropout_rng = init_rng.fork();
-    let batches = token_batches(&train_ids.pairs, cfg.max_tokens);
     let sampler = BatchSampler::new(
         batches.clone(),
         cfg.seed.wrapping_add(1),
