@@ -11,6 +11,7 @@ use super::CliResult;
 
 use gpt::generate::text::{encode_prompts, generate_text, TextConfig};
 use gpt::generate::SamplingConfig;
+use gpt::model::checkpoint::NonFinite;
 use gpt::model::inference::load_with_tokenizer_as;
 use gpt::nn::precision::Precision;
 use serde_json::json;
@@ -61,6 +62,10 @@ pub struct Args {
     /// dtype of the streamed weight matrices: f32, or bf16 (half the bytes per token).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Load weights that hold NaN or inf (refused by default, naming the tensor); generation
+    /// still stops with an error at the first non-finite logit.
+    #[arg(long)]
+    pub allow_nonfinite: bool,
 }
 
 /// Options of `gpt sample`: `gpt generate` with the defaults `sample` always had (prompt a
@@ -107,6 +112,7 @@ impl From<SampleArgs> for Args {
             truncate: a.truncate,
             ignore_eos: true,
             dtype: "f32".into(),
+            allow_nonfinite: false,
         }
     }
 }
@@ -130,7 +136,8 @@ pub fn run(args: Args) -> CliResult {
     if let Some(w) = dtype.warning() {
         eprintln!("{w}");
     }
-    let (model, tok, _dir) = load_with_tokenizer_as(&args.model, dtype)?;
+    let nonfinite = NonFinite::allowing(args.allow_nonfinite);
+    let (model, tok, _dir) = load_with_tokenizer_as(&args.model, dtype, nonfinite)?;
     let prompts = encode_prompts(&tok, &args.prompt, model.config.n_ctx, args.truncate)?;
     for w in &prompts.warnings {
         eprintln!("warning: {w}");

@@ -11,6 +11,7 @@
 use super::CliResult;
 
 use gpt::generate::score::score_text;
+use gpt::model::checkpoint::NonFinite;
 use gpt::model::inference::load_with_tokenizer_as;
 use gpt::nn::precision::Precision;
 use serde_json::json;
@@ -38,6 +39,10 @@ pub struct Args {
     /// dtype of the weight matrices: f32, or bf16 (products over bf16-rounded weights).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Load weights that hold NaN or inf (refused by default, naming the tensor); a non-finite
+    /// log-probability is still an error, never a printed score.
+    #[arg(long)]
+    pub allow_nonfinite: bool,
 }
 
 /// Runs `gpt score`.
@@ -47,7 +52,8 @@ pub fn run(args: Args) -> CliResult {
     if let Some(w) = dtype.warning() {
         eprintln!("{w}");
     }
-    let (model, tok, _dir) = load_with_tokenizer_as(&args.model, dtype)?;
+    let nonfinite = NonFinite::allowing(args.allow_nonfinite);
+    let (model, tok, _dir) = load_with_tokenizer_as(&args.model, dtype, nonfinite)?;
     let s = score_text(&model, &tok, &text, args.stride, args.bos)?;
     let mut out = std::io::stdout().lock();
     if args.json {

@@ -10,7 +10,11 @@
 
 use super::CliResult;
 use clap::{Args, Subcommand};
-use gpt::translate::checkpoint::{average, list_checkpoints, load_model};
+use gpt::model::checkpoint::NonFinite;
+use gpt::model::transformer::EncoderDecoder;
+use gpt::tokenizer::Tokenizer;
+use gpt::train::OnNan;
+use gpt::translate::checkpoint::{average, list_checkpoints, load_model_with};
 use gpt::translate::data::read_tsv;
 use gpt::translate::decode::DecodeConfig;
 use gpt::translate::trainer::{train, TranslateConfig, TranslateOptions};
@@ -62,6 +66,9 @@ pub struct DecodeArgs {
     /// Sentences decoded together.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
+    /// Load weights that hold NaN or inf (refused by default, naming the tensor).
+    #[arg(long)]
+    pub allow_nonfinite: bool,
 }
 
 impl DecodeArgs {
@@ -91,6 +98,11 @@ impl DecodeArgs {
         self.model
             .clone()
             .ok_or_else(|| Error::field("--model", "is required: a trained model directory"))
+    }
+
+    /// Loads the model and its tokenizer (`--allow-nonfinite` decides about NaN/inf weights).
+    fn load(&self) -> Result<(EncoderDecoder, Tokenizer), Error> {
+        load_model_with(&self.model()?, NonFinite::allowing(self.allow_nonfinite))
     }
 }
 
@@ -167,6 +179,12 @@ pub struct TrainArgs {
     /// One JSON object per step on standard output instead of a progress bar.
     #[arg(long)]
     pub json: bool,
+    /// A step whose loss or gradient norm is NaN/inf: skip it (no update) or stop. Default skip.
+    #[arg(long, value_parser = OnNan::NAMES)]
+    pub on_nan: Option<String>,
+    /// With --on-nan skip: steps in a row that may be skipped before the run stops. Default 5.
+    #[arg(long)]
+    pub max_nan_skips: Option<usize>,
 }
 
 /// `gpt translate eval`.
@@ -231,8 +249,12 @@ fn run_train(a: TrainArgs) -> CliResult {
         max_len,
         eval_interval,
         ckpt_interval,
-        seed
+        seed,
+        max_nan_skips
     );
+    if let Some(o) = &a.on_nan {
+        c.on_nan = o.parse()?;
+    }
     if a.max_minutes.is_some() {
         c.max_minutes = a.max_minutes;
     }
@@ -267,7 +289,7 @@ fn read_lines(input: Option<&PathBuf>) -> Result<Vec<String>, Error> {
 
 fn run_translate(a: RunArgs) -> CliResult {
     let cfg = a.decode.config()?;
-    let (mut model, tok) = load_model(&a.decode.model()?)?;
+    let (mut model, tok) = a.decode.load()?;
     let lines = read_lines(a.input.as_ref())?;
     let (out, truncated) = translate_lines(&mut model, &tok, &lines, &cfg, a.decode.batch)?;
     if truncated > 0 {
@@ -282,7 +304,7 @@ fn run_translate(a: RunArgs) -> CliResult {
 
 fn run_eval(a: EvalArgs) -> CliResult {
     let cfg = a.decode.config()?;
-    let (mut model, tok) = load_model(&a.decode.model()?)?;
+    let (mut model, tok) = a.decode.load()?;
     let text = read_tsv(&a.pairs, a.strict)?;
     let mut pairs = text.pairs.clone();
     if let Some(n) = a.limit {

@@ -49,6 +49,13 @@ pub trait Task {
     /// shadow of the weights). Default: nothing.
     fn after_update(&mut self) {}
 
+    /// The likely causes of a diverged run that the task's configuration shows (e.g. a learning
+    /// rate far above the usual one, bf16 products), each with what to try; the loop adds its
+    /// own (no clipping, a tiny eps) to the error. Default: none.
+    fn divergence_hints(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The validation loss, or `None` without validation data. Must not disturb the training
     /// state (batches, RNGs).
     fn evaluate(&mut self) -> Result<Option<f32>>;
