@@ -240,11 +240,15 @@ impl TrainConfig {
         let mut hints = Vec::new();
         let usual = usual_lr(&self.preset);
         if self.lr > 2.0 * usual {
+            let ratio = self.lr / usual;
+            let ratio = if ratio < 1e3 {
+                format!("{ratio:.0}")
+            } else {
+                format!("{ratio:.0e}")
+            };
             hints.push(format!(
-                "lr {} is {:.0}x the {usual} usual for preset {} (try --lr {usual})",
-                self.lr,
-                self.lr / usual,
-                self.preset
+                "lr {:e} is {ratio}x the {usual} usual for preset {} (try --lr {usual})",
+                self.lr, self.preset
             ));
         }
         if self.warmup_steps == 0 {

@@ -4,7 +4,7 @@
 //! Division of labour. A task owns its model(s), its data and whatever extra state exact resume
 //! needs (data position, RNGs, its configuration). The loop owns everything that is the same for
 //! every task: the AdamW state and the learning-rate schedule, gradient accumulation and clipping,
-//! the NaN stop, evaluation and checkpoint cadence, atomic checkpoints and resume, Ctrl-C, the
+//! non-finite steps (skipped or stopped on), evaluation and checkpoint cadence, atomic checkpoints and resume, Ctrl-C, the
 //! progress bar, `metrics.jsonl` and the loss plot.
 //!
 //! How the planned tasks fit, without touching the loop:
