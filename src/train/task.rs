@@ -4,8 +4,8 @@
 //! Division of labour. A task owns its model(s), its data and whatever extra state exact resume
 //! needs (data position, RNGs, its configuration). The loop owns everything that is the same for
 //! every task: the AdamW state and the learning-rate schedule, gradient accumulation and clipping,
-//! non-finite steps (skipped or stopped on), evaluation and checkpoint cadence, atomic checkpoints and resume, Ctrl-C, the
-//! progress bar, `metrics.jsonl` and the loss plot.
+//! non-finite steps (skipped or stopped on), evaluation and checkpoint cadence, atomic
+//! checkpoints and resume, Ctrl-C, the progress bar, `metrics.jsonl` and the loss plot.
 //!
 //! How the planned tasks fit, without touching the loop:
 //! - GPT pretraining ([`super::pretrain`]) and translation ([`crate::translate::trainer`]): one
