@@ -56,12 +56,17 @@ pub fn token_logprobs(
                 let sum: f64 = row.iter().map(|&x| f64::from(x - max).exp()).sum();
                 let lp = f64::from(row[ids[j] as usize] - max) - sum.ln();
                 if !lp.is_finite() {
-                    // A NaN or infinite total must not be printed as a score.
-                    crate::model::inference::check_logits(row, v)?;
+                    // A NaN or infinite total must never be printed as a score.
+                    let why = if row.iter().all(|x| x.is_finite()) {
+                        "the model gives it probability 0"
+                    } else {
+                        "the model's logits there are not finite (its weights or activations \
+                         overflow; was it loaded with --allow-nonfinite?)"
+                    };
                     return Err(Error::NonFinite {
                         what: format!("the log-probability of token {j} (id {})", ids[j]),
                         value: lp as f32,
-                        hint: "; the model gives it probability 0".into(),
+                        hint: format!("; {why}"),
                     });
                 }
                 out[j] = Some(lp as f32);
