@@ -16,6 +16,7 @@ use super::CliResult;
 
 use gpt::generate::text::{context_note, encode_prompts, generate_text, TextConfig};
 use gpt::generate::SamplingConfig;
+use gpt::model::checkpoint::NonFinite;
 use gpt::model::inference::load_with_tokenizer_as;
 use gpt::model::memory::{available, gpt_inference_for_dir};
 use gpt::nn::precision::Precision;
@@ -72,6 +73,10 @@ pub struct Args {
     /// over what the machine has available.
     #[arg(long)]
     pub no_memory_check: bool,
+    /// Load weights that hold NaN or inf (refused by default, naming the tensor); generation
+    /// still stops with an error at the first non-finite logit.
+    #[arg(long)]
+    pub allow_nonfinite: bool,
 }
 
 /// Options of `gpt sample`: `gpt generate` with the defaults `sample` always had (prompt a
@@ -119,6 +124,7 @@ impl From<SampleArgs> for Args {
             ignore_eos: true,
             dtype: "f32".into(),
             no_memory_check: false,
+            allow_nonfinite: false,
         }
     }
 }
@@ -147,7 +153,8 @@ pub fn run(args: Args) -> CliResult {
     if !args.no_memory_check {
         est.check(available(), "--no-memory-check")?;
     }
-    let (model, tok, _dir) = load_with_tokenizer_as(&args.model, dtype)?;
+    let nonfinite = NonFinite::allowing(args.allow_nonfinite);
+    let (model, tok, _dir) = load_with_tokenizer_as(&args.model, dtype, nonfinite)?;
     let prompts = encode_prompts(&tok, &args.prompt, model.config.n_ctx, args.truncate)?;
     for w in &prompts.warnings {
         eprintln!("warning: {w}");

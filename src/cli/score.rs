@@ -11,6 +11,7 @@
 use super::CliResult;
 
 use gpt::generate::score::score_text;
+use gpt::model::checkpoint::NonFinite;
 use gpt::model::inference::{load_with_tokenizer_as, resolve_dir};
 use gpt::model::memory::{available, gpt_inference_for_dir};
 use gpt::nn::precision::Precision;
@@ -43,6 +44,10 @@ pub struct Args {
     /// logits) is over what the machine has available.
     #[arg(long)]
     pub no_memory_check: bool,
+    /// Load weights that hold NaN or inf (refused by default, naming the tensor); a non-finite
+    /// log-probability is still an error, never a printed score.
+    #[arg(long)]
+    pub allow_nonfinite: bool,
 }
 
 /// Runs `gpt score`.
@@ -57,7 +62,8 @@ pub fn run(args: Args) -> CliResult {
     if !args.no_memory_check {
         est.check(available(), "--no-memory-check")?;
     }
-    let (model, tok, _dir) = load_with_tokenizer_as(&args.model, dtype)?;
+    let nonfinite = NonFinite::allowing(args.allow_nonfinite);
+    let (model, tok, _dir) = load_with_tokenizer_as(&args.model, dtype, nonfinite)?;
     let s = score_text(&model, &tok, &text, args.stride, args.bos)?;
     let mut out = std::io::stdout().lock();
     if args.json {

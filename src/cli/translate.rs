@@ -10,11 +10,13 @@
 
 use super::CliResult;
 use clap::{Args, Subcommand};
+use gpt::model::checkpoint::NonFinite;
 use gpt::model::memory::{available, transformer_decoding};
 use gpt::model::transformer::{EncoderDecoder, TransformerConfig};
 use gpt::tokenizer::Tokenizer;
+use gpt::train::OnNan;
 use gpt::translate::checkpoint::{
-    average, list_checkpoints, load_config, load_model, resolve_model_dir,
+    average, list_checkpoints, load_config, load_model_with, resolve_model_dir,
 };
 use gpt::translate::data::read_tsv;
 use gpt::translate::decode::DecodeConfig;
@@ -71,6 +73,9 @@ pub struct DecodeArgs {
     /// hypotheses) is over what the machine has available.
     #[arg(long)]
     pub no_memory_check: bool,
+    /// Load weights that hold NaN or inf (refused by default, naming the tensor).
+    #[arg(long)]
+    pub allow_nonfinite: bool,
 }
 
 impl DecodeArgs {
@@ -103,7 +108,7 @@ impl DecodeArgs {
         Ok((path, cfg))
     }
 
-    /// Loads the model after checking that `--batch` × `--beam` hypotheses (at most
+    /// Loads the model (`--allow-nonfinite` decides about NaN/inf weights) after checking that `--batch` × `--beam` hypotheses (at most
     /// `sentences` sentences at a time) fit in memory: the estimate from the model's
     /// configuration, before anything is allocated.
     fn load(
@@ -116,7 +121,7 @@ impl DecodeArgs {
         if !self.no_memory_check {
             est.check(available(), "--no-memory-check")?;
         }
-        load_model(&path)
+        load_model_with(&path, NonFinite::allowing(self.allow_nonfinite))
     }
 
     /// The model directory, which is required.
@@ -204,6 +209,12 @@ pub struct TrainArgs {
     /// optimizer state) is over what the machine has available.
     #[arg(long)]
     pub no_memory_check: bool,
+    /// A step whose loss or gradient norm is NaN/inf: skip it (no update) or stop. Default skip.
+    #[arg(long, value_parser = OnNan::NAMES)]
+    pub on_nan: Option<String>,
+    /// With --on-nan skip: steps in a row that may be skipped before the run stops. Default 5.
+    #[arg(long)]
+    pub max_nan_skips: Option<usize>,
 }
 
 /// `gpt translate eval`.
@@ -268,8 +279,12 @@ fn run_train(a: TrainArgs) -> CliResult {
         max_len,
         eval_interval,
         ckpt_interval,
-        seed
+        seed,
+        max_nan_skips
     );
+    if let Some(o) = &a.on_nan {
+        c.on_nan = o.parse()?;
+    }
     if a.max_minutes.is_some() {
         c.max_minutes = a.max_minutes;
     }

@@ -21,6 +21,7 @@ use super::config::{GptConfig, Positions};
 use super::gpt::Gpt;
 use crate::error::{Error, Result};
 use crate::io::{serialize_f32, write_atomic, TensorFile};
+use crate::kernels::vmath::first_nonfinite;
 use crate::nn::block::NormPlacement;
 use crate::nn::mlp::Activation;
 use crate::nn::params::{ParamLayout, Params};
@@ -150,7 +151,10 @@ fn parse_config(v: &Value, path: &Path) -> Result<GptConfig> {
         reason: reason.to_string(),
     };
     if let Some(ours) = v.get("gpt") {
-        return serde_json::from_value(ours.clone()).map_err(|e| bad("gpt", &e.to_string()));
+        let cfg: GptConfig =
+            serde_json::from_value(ours.clone()).map_err(|e| bad("gpt", &e.to_string()))?;
+        cfg.validate().map_err(|e| bad("gpt", &e.to_string()))?;
+        return Ok(cfg);
     }
     let model_type = v.get("model_type").and_then(Value::as_str).unwrap_or("");
     let norm = match model_type {
@@ -284,24 +288,101 @@ pub fn load_weights(model: &mut Gpt, path: &Path) -> Result<()> {
     })
 }
 
+/// What a loader does with NaN or ±inf in the values it reads.
+///
+/// Why refuse by default: such weights only ever produce NaN (a diverged run, a broken
+/// conversion), and the error then names the tensor and the file instead of a NaN score or
+/// gibberish far downstream. `--allow-nonfinite` loads them anyway, to inspect a checkpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NonFinite {
+    /// An error naming the file and the first tensor holding one.
+    #[default]
+    Refuse,
+    /// Load them as they are.
+    Allow,
+}
+
+impl NonFinite {
+    /// [`NonFinite::Allow`] when `allow` (the `--allow-nonfinite` flag), else `Refuse`.
+    pub fn allowing(allow: bool) -> Self {
+        if allow {
+            NonFinite::Allow
+        } else {
+            NonFinite::Refuse
+        }
+    }
+
+    /// With `Refuse`, an error naming `path` and the tensor `name` if `values` hold a NaN or
+    /// ±inf (one vectorised pass, [`first_nonfinite`]).
+    pub fn check(self, path: &Path, name: &str, values: &[f32]) -> Result<()> {
+        if self == NonFinite::Allow {
+            return Ok(());
+        }
+        match first_nonfinite(values) {
+            None => Ok(()),
+            Some(i) => Err(nonfinite_error(
+                path,
+                name,
+                &format!("{} at element {i}", values[i]),
+            )),
+        }
+    }
+}
+
+/// The error of a tensor `name` of `path` that holds a non-finite value (`found` says which,
+/// and where).
+pub fn nonfinite_error(path: &Path, name: &str, found: &str) -> Error {
+    Error::file(
+        path,
+        format!(
+            "tensor `{name}` holds {found}: the weights are not finite (a diverged run or a \
+             broken conversion?); load an earlier checkpoint, or pass --allow-nonfinite to load \
+             them anyway"
+        ),
+    )
+}
+
 /// Fills `params` from a safetensors file (f32, f16 or bf16), checking every name and shape;
-/// `names(layout name)` lists the stored names to try, first found wins.
+/// `names(layout name)` lists the stored names to try, first found wins. Non-finite values are
+/// an error ([`NonFinite::Refuse`]).
 pub fn load_params(
     params: &mut Params,
     path: &Path,
     names: impl Fn(&str) -> Vec<String>,
 ) -> Result<()> {
+    load_params_with(params, path, names, NonFinite::Refuse)
+}
+
+/// [`load_params`] with a choice of what non-finite values do.
+pub fn load_params_with(
+    params: &mut Params,
+    path: &Path,
+    names: impl Fn(&str) -> Vec<String>,
+    nonfinite: NonFinite,
+) -> Result<()> {
     let file = TensorFile::open(path)?;
-    read_layout(&file, &params.layout, &mut params.data, names)
+    read_layout_with(&file, &params.layout, &mut params.data, names, nonfinite)
 }
 
 /// Fills the flat buffer `flat` (in `layout`) from `file`, every tensor converted to f32;
-/// `names(layout name)` lists the stored names to try. Errors name the file and the tensor.
+/// `names(layout name)` lists the stored names to try. Errors name the file and the tensor,
+/// also for a tensor holding NaN or ±inf ([`NonFinite::Refuse`]).
 pub fn read_layout(
     file: &TensorFile,
     layout: &ParamLayout,
     flat: &mut [f32],
     names: impl Fn(&str) -> Vec<String>,
+) -> Result<()> {
+    read_layout_with(file, layout, flat, names, NonFinite::Refuse)
+}
+
+/// [`read_layout`] with a choice of what non-finite values do.
+pub fn read_layout_with(
+    file: &TensorFile,
+    layout: &ParamLayout,
+    flat: &mut [f32],
+    names: impl Fn(&str) -> Vec<String>,
+    nonfinite: NonFinite,
 ) -> Result<()> {
     if flat.len() != layout.total() {
         return Err(Error::shape(
@@ -312,7 +393,9 @@ pub fn read_layout(
     }
     for e in layout.entries() {
         let t = file.find(&names(&e.name))?;
-        file.read_f32_into(t, &e.shape, e.param.of_mut(flat))?;
+        let dst = e.param.of_mut(flat);
+        file.read_f32_into(t, &e.shape, dst)?;
+        nonfinite.check(file.path(), &t.name, dst)?;
     }
     Ok(())
 }

@@ -139,6 +139,15 @@ impl GptConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad("dropout", format!("{} is not in [0, 1)", self.dropout));
         }
+        if !(self.ln_eps > 0.0 && self.ln_eps.is_finite()) {
+            return bad(
+                "ln_eps",
+                format!(
+                    "{} must be a positive number (LayerNorm divides by sqrt(var + eps); typical: 1e-5)",
+                    self.ln_eps
+                ),
+            );
+        }
         if self.positions == Positions::Sinusoidal && !self.n_embd.is_multiple_of(2) {
             return bad("n_embd", "sinusoidal positions need an even width".into());
         }
@@ -203,6 +212,14 @@ mod tests {
         let mut c = GptConfig::tiny(65);
         c.n_head = 3;
         assert!(c.validate().unwrap_err().to_string().contains("divisible"));
+        for eps in [0.0, -1e-5, f32::NAN, f32::INFINITY] {
+            let c = GptConfig {
+                ln_eps: eps,
+                ..GptConfig::tiny(65)
+            };
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("invalid ln_eps:"), "{e}");
+        }
     }
 
     #[test]

@@ -135,6 +135,12 @@ impl TransformerConfig {
                 ),
             );
         }
+        if !(self.ln_eps > 0.0 && self.ln_eps.is_finite()) {
+            return bad(
+                "ln_eps",
+                format!("{} must be a positive number (typical: 1e-5)", self.ln_eps),
+            );
+        }
         for (field, id) in [
             ("pad_id", self.pad_id),
             ("bos_id", self.bos_id),

@@ -15,7 +15,6 @@ use crate::model::checkpoint::{self, WEIGHTS_FILE};
 use crate::model::memory::MemoryEstimate;
 use crate::model::{Gpt, GptConfig};
 use crate::nn::params::Params;
-use crate::optim::{AdamWConfig, Schedule};
 use crate::rng::Rng;
 use crate::tokenizer::AnyTokenizer;
 use serde_json::{Map, Value};
@@ -224,6 +223,10 @@ impl Task for Pretrain {
         self.estimate_loss()
     }
 
+    fn divergence_hints(&self) -> Vec<String> {
+        self.cfg.divergence_hints()
+    }
+
     fn save(&self, dir: &Path, mut meta: HashMap<String, String>) -> Result<()> {
         meta.insert("precision".into(), self.model.precision().name().into());
         checkpoint::save(&self.model, dir, Some(meta))?;
@@ -268,29 +271,21 @@ impl Task for Pretrain {
 }
 
 /// The loop settings of a pretraining run.
-fn loop_config(cfg: &TrainConfig) -> LoopConfig {
+pub fn loop_config(cfg: &TrainConfig) -> LoopConfig {
     LoopConfig {
         out: cfg.out.clone(),
         max_steps: cfg.max_steps,
         grad_accum: cfg.grad_accum,
         grad_clip: cfg.grad_clip,
-        schedule: Schedule::WarmupCosine {
-            lr: cfg.lr,
-            min_lr: cfg.min_lr(),
-            warmup: cfg.warmup_steps,
-            max_steps: cfg.max_steps,
-        },
-        adamw: AdamWConfig {
-            beta1: cfg.beta1,
-            beta2: cfg.beta2,
-            eps: 1e-8,
-            weight_decay: cfg.weight_decay,
-        },
+        schedule: cfg.schedule(),
+        adamw: cfg.adamw(),
         eval_interval: cfg.eval_interval,
         ckpt_interval: cfg.ckpt_interval,
         max_minutes: None,
         checkpoints: CheckpointLayout::Single,
         lr_field: "lr",
+        on_nan: cfg.on_nan,
+        max_nan_skips: cfg.max_nan_skips,
     }
 }
 

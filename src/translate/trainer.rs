@@ -26,6 +26,7 @@ use crate::optim::{AdamWConfig, Schedule};
 use crate::rng::Rng;
 use crate::tokenizer::{AnyTokenizer, Tokenizer};
 use crate::train::checkpoint::{state_field, CheckpointLayout};
+use crate::train::config::{OnNan, DEFAULT_MAX_NAN_SKIPS};
 use crate::train::task::{MicroStep, Task};
 use crate::train::trainer::{run, LoopConfig, Resume};
 use serde::{Deserialize, Serialize};
@@ -85,6 +86,11 @@ pub struct TranslateConfig {
     pub ckpt_interval: usize,
     /// Checkpoints kept (for averaging).
     pub keep_checkpoints: usize,
+    /// What to do with a step whose loss or gradient norm is not finite: `skip` or `stop`
+    /// (configurations saved before this field read as `skip`).
+    pub on_nan: OnNan,
+    /// With `on_nan = "skip"`: steps in a row that may be skipped before the run stops.
+    pub max_nan_skips: usize,
 }
 
 impl Default for TranslateConfig {
@@ -114,6 +120,8 @@ impl Default for TranslateConfig {
             eval_interval: 500,
             ckpt_interval: 500,
             keep_checkpoints: 5,
+            on_nan: OnNan::Skip,
+            max_nan_skips: DEFAULT_MAX_NAN_SKIPS,
         }
     }
 }
@@ -159,16 +167,34 @@ impl TranslateConfig {
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return bad("label_smoothing", "must be in [0, 1)");
         }
-        if !(self.lr_scale > 0.0 && self.lr_scale.is_finite()) {
-            return bad("lr_scale", "must be a positive number");
-        }
         if self.eval_interval == 0 || self.ckpt_interval == 0 || self.keep_checkpoints == 0 {
             return bad(
                 "eval_interval/ckpt_interval/keep_checkpoints",
                 "must be at least 1",
             );
         }
-        Ok(())
+        // The optimizer, schedule, clipping and NaN settings: the loop's one check, before any
+        // data is read (the width only scales the schedule and is checked with the model).
+        loop_config(self, 1).validate()
+    }
+
+    /// The likely causes of a diverged run that this configuration shows (the loop adds
+    /// clipping and eps): a schedule scaled above the paper's, a short warmup.
+    pub fn divergence_hints(&self) -> Vec<String> {
+        let mut hints = Vec::new();
+        if self.lr_scale > 2.0 {
+            hints.push(format!(
+                "lr_scale {} is {:.0}x the paper's 1 (try --lr-scale 1)",
+                self.lr_scale, self.lr_scale
+            ));
+        }
+        if self.warmup_steps < 100 {
+            hints.push(format!(
+                "a short warmup ({} steps; the paper: 4000)",
+                self.warmup_steps
+            ));
+        }
+        hints
     }
 }
 
@@ -258,6 +284,10 @@ impl Task for Translation {
         Ok(MicroStep { loss, tokens })
     }
 
+    fn divergence_hints(&self) -> Vec<String> {
+        self.cfg.divergence_hints()
+    }
+
     fn evaluate(&mut self) -> Result<Option<f32>> {
         validation_loss(&mut self.model, &self.valid, self.cfg.label_smoothing)
     }
@@ -303,6 +333,36 @@ impl Task for Translation {
         self.sampler =
             BatchSampler::new(self.batches.clone(), self.cfg.seed.wrapping_add(1), cursor)?;
         Ok(())
+    }
+}
+
+/// The loop settings of a run of a model `d_model` wide (the schedule's scale).
+pub fn loop_config(cfg: &TranslateConfig, d_model: usize) -> LoopConfig {
+    LoopConfig {
+        out: cfg.out.clone(),
+        max_steps: cfg.max_steps,
+        grad_accum: cfg.grad_accum,
+        grad_clip: cfg.grad_clip,
+        schedule: Schedule::InverseSqrt {
+            scale: cfg.lr_scale,
+            d_model,
+            warmup: cfg.warmup_steps,
+        },
+        adamw: AdamWConfig {
+            beta1: cfg.beta1,
+            beta2: cfg.beta2,
+            eps: cfg.eps,
+            weight_decay: 0.0,
+        },
+        eval_interval: cfg.eval_interval,
+        ckpt_interval: cfg.ckpt_interval,
+        max_minutes: cfg.max_minutes,
+        checkpoints: CheckpointLayout::Numbered {
+            keep: cfg.keep_checkpoints,
+        },
+        lr_field: "lr_scale",
+        on_nan: cfg.on_nan,
+        max_nan_skips: cfg.max_nan_skips,
     }
 }
 
@@ -408,30 +468,7 @@ pub fn train(cfg: &TranslateConfig, opts: &TranslateOptions) -> Result<Translate
         crate::threads::current(),
         resume.as_ref().map(|r| format!("; resuming at step {}", r.state.step)).unwrap_or_default()
     ));
-    let loop_cfg = LoopConfig {
-        out: cfg.out.clone(),
-        max_steps: cfg.max_steps,
-        grad_accum: cfg.grad_accum,
-        grad_clip: cfg.grad_clip,
-        schedule: Schedule::InverseSqrt {
-            scale: cfg.lr_scale,
-            d_model: mcfg.d_model,
-            warmup: cfg.warmup_steps,
-        },
-        adamw: AdamWConfig {
-            beta1: cfg.beta1,
-            beta2: cfg.beta2,
-            eps: cfg.eps,
-            weight_decay: 0.0,
-        },
-        eval_interval: cfg.eval_interval,
-        ckpt_interval: cfg.ckpt_interval,
-        max_minutes: cfg.max_minutes,
-        checkpoints: CheckpointLayout::Numbered {
-            keep: cfg.keep_checkpoints,
-        },
-        lr_field: "lr_scale",
-    };
+    let loop_cfg = loop_config(&cfg, mcfg.d_model);
     let mut task = Translation {
         cfg,
         model,
