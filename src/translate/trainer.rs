@@ -135,7 +135,12 @@ impl TranslateConfig {
         if self.max_steps == 0 || self.grad_accum == 0 || self.warmup_steps == 0 {
             return bad("max_steps/grad_accum/warmup_steps", "must be at least 1");
         }
-        if self.max_tokens < self.max_len + 2 {
+        // Checked: max_len = 2^64 - 1 from a TOML file must be this error, not an overflow.
+        if self
+            .max_len
+            .checked_add(2)
+            .is_none_or(|need| self.max_tokens < need)
+        {
             return bad(
                 "max_tokens",
                 "must hold at least one sentence of max_len + 2",
@@ -405,4 +410,17 @@ pub fn train(cfg: &TranslateConfig, opts: &TranslateOptions) -> Result<Translate
         dropout_rng,
     };
     run(&mut task, &loop_cfg, opts, resume.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_max_len_is_an_error_not_an_overflow() {
+        // Found by tests/fuzz_parsers.rs: `max_len + 2` overflowed in validate.
+        let c: TranslateConfig = toml::from_str("max_len = 18446744073709551615\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("max_tokens"), "{err}");
+    }
 }
