@@ -2,8 +2,10 @@
 //! and must return `Ok` or `Err` — never panic, never make an absurd allocation.
 //!
 //! Each parser has two tests: `fuzz_<parser>` (a short run, part of `cargo test`) and
-//! `fuzz_<parser>_long` (`#[ignore]`d; run with `cargo test --release --test fuzz_parsers --
-//! --ignored fuzz`), whose case count is `GPT_FUZZ_CASES` (default 1,000,000). `GPT_FUZZ_SEED`
+//! `fuzz_<parser>_long` (`#[ignore]`d; run with `cargo test --test fuzz_parsers -- --ignored
+//! fuzz`), whose case count is `GPT_FUZZ_CASES` (default 1,000,000). Without `--release` the
+//! build keeps overflow checks, so an unchecked size product fails here instead of wrapping
+//! (`--release` runs too, faster, blind to overflows). `GPT_FUZZ_SEED`
 //! changes the seed; a failure prints the parser, seed, case and input, and
 //! `GPT_FUZZ_FIRST=<case> GPT_FUZZ_CASES=1` replays that one case.
 //!
@@ -1020,7 +1022,7 @@ macro_rules! fuzz_tests {
         }
 
         #[test]
-        #[ignore = "long fuzz run: cargo test --release --test fuzz_parsers -- --ignored fuzz"]
+        #[ignore = "long fuzz run: cargo test --test fuzz_parsers -- --ignored fuzz"]
         fn $long() {
             let (seeds, target) = $target;
             fuzz(stringify!($long), &seeds, long_cases(), target);
