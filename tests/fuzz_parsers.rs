@@ -52,9 +52,10 @@ use std::time::Instant;
 // Allocation guard
 
 /// The largest single allocation a case may request. The tokenizer loaders accept ids below
-/// 2^21 by design (a table of 2^21 entries is about 48 MiB), so the bound sits above that;
-/// anything near it from a file of a few kilobytes would be sized from an unchecked header.
-const MAX_ALLOC: usize = 256 << 20;
+/// 2^21 by design and index tables by id (2^21 entries of 24 bytes: 48 MiB), so the bound sits
+/// just above that; more from a file of a few kilobytes would be sized from an unchecked
+/// header or a sparse id range (as the BPE's whole-token table once was: 100 MiB).
+const MAX_ALLOC: usize = 64 << 20;
 
 thread_local! {
     static ARMED: Cell<bool> = const { Cell::new(false) };
