@@ -175,7 +175,8 @@ fn parse_config(v: &Value, path: &Path) -> Result<GptConfig> {
     };
     let n_embd = get("n_embd")?;
     if let Some(inner) = v.get("n_inner").and_then(Value::as_u64) {
-        if inner as usize != 4 * n_embd {
+        // Checked: a damaged n_embd (say 2^62) must be an error, not an overflow.
+        if n_embd.checked_mul(4) != usize::try_from(inner).ok() {
             return Err(bad("n_inner", "only n_inner = 4·n_embd is supported"));
         }
     }
@@ -398,4 +399,25 @@ pub fn read_layout_with(
         nonfinite.check(file.path(), &t.name, dst)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn n_inner_with_a_huge_n_embd_is_an_error_not_an_overflow() {
+        let mut v = hf_config(&GptConfig::tiny(65));
+        let o = v.as_object_mut().unwrap();
+        o.remove("gpt");
+        o.insert("n_embd".into(), json!(1u64 << 62));
+        o.insert("n_inner".into(), json!(0));
+        let err = config_from_hf(&v, Path::new("dir/config.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("dir/config.json") && err.contains("n_inner"),
+            "{err}"
+        );
+    }
 }

@@ -481,3 +481,16 @@ pub fn train(cfg: &TranslateConfig, opts: &TranslateOptions) -> Result<Translate
     };
     run(&mut task, &loop_cfg, opts, resume.as_ref())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_max_len_is_an_error_not_an_overflow() {
+        // Found by tests/fuzz_parsers.rs: `max_len + 2` overflowed in validate.
+        let c: TranslateConfig = toml::from_str("max_len = 18446744073709551615\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("max_tokens"), "{err}");
+    }
+}
