@@ -370,7 +370,7 @@ fn translate_train_cmd(train: &Path, valid: &Path, out: &Path) -> Command {
 }
 
 #[test]
-fn translate_runs_and_evals_never_replace_or_score_silently() {
+fn translate_train_needs_resume_or_overwrite_and_warns_about_an_empty_validation_set() {
     let dir = tmpdir("translate");
     let (train, valid) = write_pairs(&dir);
     let out = dir.join("run");
@@ -404,7 +404,15 @@ fn translate_runs_and_evals_never_replace_or_score_silently() {
         "{}",
         stderr(&o)
     );
+    std::fs::remove_dir_all(&dir).ok();
+}
 
+#[test]
+fn evaluating_nothing_fails_and_eval_output_is_replaced_whole() {
+    let dir = tmpdir("eval");
+    let (train, valid) = write_pairs(&dir);
+    let out = dir.join("run");
+    ok(run(&mut translate_train_cmd(&train, &valid, &out)));
     let eval = |pairs: &Path, extra: &[&str]| {
         run(gpt()
             .args(["translate", "eval", "--beam", "1", "--model"])
