@@ -141,14 +141,20 @@ fn resume_names_ignored_and_changed_flags_and_refuses_nothing_to_do() {
     assert_eq!(state["step"], 5);
     assert_eq!(state["config"]["batch_size"], 2);
     assert!((state["config"]["lr"].as_f64().unwrap() - 0.003).abs() < 1e-9);
+    // The learning rate may change on resume, and the change is named.
+    let o = ok(run(gpt()
+        .args(["train", "--resume", "--lr", "0.001", "--max-steps", "6"])
+        .arg("--out")
+        .arg(&out)));
+    assert!(stderr(&o).contains("lr 0.003 → 0.001"), "{}", stderr(&o));
 
-    for max in ["5", "3"] {
+    for max in ["6", "3"] {
         let o = run(gpt()
             .args(["train", "--resume", "--max-steps", max])
             .arg("--out")
             .arg(&out));
-        assert!(!o.status.success(), "--max-steps {max} at step 5 must fail");
-        assert!(stderr(&o).contains("already at step 5"), "{}", stderr(&o));
+        assert!(!o.status.success(), "--max-steps {max} at step 6 must fail");
+        assert!(stderr(&o).contains("already at step 6"), "{}", stderr(&o));
     }
     // A finished run resumed without a new budget has nothing to do either.
     let o = run(gpt().args(["train", "--resume", "--out"]).arg(&out));

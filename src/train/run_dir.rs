@@ -141,16 +141,26 @@ pub fn reconcile<T: Serialize + DeserializeOwned>(
         if &old == new {
             continue;
         }
+        let (o, n) = (show(&old), show(new));
         if changeable.contains(&key.as_str()) {
-            changes.applied.push(format!("{key} {old} → {new}"));
+            changes.applied.push(format!("{key} {o} → {n}"));
             merged.insert(key.clone(), new.clone());
         } else {
-            changes.ignored.push(format!("{key} {old} (given {new})"));
+            changes.ignored.push(format!("{key} {o} (given {n})"));
         }
     }
     let cfg = serde_json::from_value(Value::Object(merged))
         .map_err(|e| Error::usage("reconcile", e.to_string()))?;
     Ok((cfg, changes))
+}
+
+/// A configuration value for a message: an f32 field (which JSON holds as the nearest f64,
+/// `0.003000000026077032`) is printed as the f32 it is (`0.003`).
+fn show(v: &Value) -> String {
+    match v.as_f64() {
+        Some(x) if v.is_f64() && f64::from(x as f32) == x => format!("{}", x as f32),
+        _ => v.to_string(),
+    }
 }
 
 /// The error for a resume with nothing left to do: `max_steps` at or below the saved step.
@@ -186,13 +196,13 @@ mod tests {
             out: "a".into(),
         };
         let given = C {
-            lr: 0.25,
+            lr: 0.003,
             batch: 8,
             out: "b".into(),
         };
         let (c, ch) = reconcile(&saved, &given, &["lr"], &["out"]).unwrap();
-        assert_eq!((c.lr, c.batch, c.out.as_str()), (0.25, 4, "a"));
-        assert_eq!(ch.applied, ["lr 0.5 → 0.25"]);
+        assert_eq!((c.lr, c.batch, c.out.as_str()), (0.003, 4, "a"));
+        assert_eq!(ch.applied, ["lr 0.5 → 0.003"]);
         assert_eq!(ch.ignored, ["batch 4 (given 8)"]);
         let (_, none) = reconcile(&saved, &saved, &["lr"], &[]).unwrap();
         assert!(none.messages("rule").is_empty());
