@@ -243,6 +243,37 @@ fn sigterm_saves_exits_143_and_the_resume_is_exact() {
 }
 
 #[test]
+fn sigint_saves_and_exits_130() {
+    let dir = tmpdir("sigint");
+    let (data, out) = (corpus(&dir), dir.join("run"));
+    let mut child = train_cmd(&data, &out)
+        .args([
+            "--json",
+            "--max-steps",
+            "1000000",
+            "--eval-interval",
+            "1000000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    assert!(stdout.read_line(&mut line).unwrap() > 0, "run ended early");
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert!(out.join("checkpoint/trainer_state.json").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn a_too_short_validation_set_is_warned_about_once() {
     let dir = tmpdir("val");
     let data = corpus(&dir);
@@ -395,6 +426,23 @@ fn translate_train_needs_resume_or_overwrite_and_warns_about_an_empty_validation
         .unwrap()
         .collect();
     assert_eq!(ckpts.len(), 1);
+    // A resume with nothing to do fails; one that changes what it cannot says so.
+    let resume = |extra: &[&str]| {
+        run(gpt()
+            .args(["translate", "train", "--resume", "--out"])
+            .arg(&out)
+            .args(extra))
+    };
+    let o = resume(&[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("already at step 2"), "{}", stderr(&o));
+    let o = ok(resume(&["--max-steps", "3", "--vocab-size", "500"]));
+    assert!(
+        stderr(&o).contains("ignored: vocab_size 300 (given 500)")
+            && stderr(&o).contains("max_steps 2 → 3"),
+        "{}",
+        stderr(&o)
+    );
 
     // A validation set with no usable pair is warned about.
     let bad_valid = dir.join("bad-valid.tsv");
