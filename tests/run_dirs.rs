@@ -5,6 +5,7 @@
 //! validation set is warned about once; output files are replaced whole (a hard link to the old
 //! file keeps the old bytes) and identical runs write byte-identical checkpoints; commands that
 //! would evaluate nothing fail instead of printing a score of 0.
+#![cfg(unix)] // signals, `kill` and inode numbers
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::MetadataExt;
