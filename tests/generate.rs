@@ -3,6 +3,10 @@
 //!   forward), for pre-LN, post-LN and sinusoidal models;
 //! - batched generation (prompts of different lengths) gives the tokens of one-by-one
 //!   generation, greedy and sampled, including past the context (sliding window);
+//! - the logits each token of a ragged batch was sampled from, before and after its row's
+//!   window slides past the context, equal the training forward over the context the sliding
+//!   rule gives that row (keep the last n_ctx/2 tokens when the cache is full);
+//! - a row stops at its end-of-text id, the other rows of the batch go on unchanged;
 //! - a cross-attention block's cached steps equal its training forward (the encoder-decoder
 //!   decoder path);
 //! - sliding-window scoring scores each token once with the context the windows give it.
@@ -131,6 +135,107 @@ fn batched_generation_equals_one_by_one() {
     assert_eq!(
         out.iter().map(|g| g.ids.len()).collect::<Vec<_>>(),
         [5, 1, 5]
+    );
+}
+
+#[test]
+fn ragged_batch_logits_equal_the_full_forward_before_and_after_sliding() {
+    use gpt::generate::generate_observed;
+    let n_ctx = 16;
+    for norm in [NormPlacement::Pre, NormPlacement::Post] {
+        let mut gpt = tiny(norm, Positions::Learned, n_ctx);
+        let model = InferenceModel::from_gpt(&gpt).unwrap();
+        let v = model.config.vocab_size;
+        let prompts: Vec<Vec<u32>> = vec![vec![5], (1..=13).collect(), vec![42, 7, 99]];
+        let cfg = GenerateConfig {
+            max_new_tokens: 30,
+            sampling: SamplingConfig {
+                temperature: 1.0,
+                top_k: 0,
+                top_p: 1.0,
+                repetition_penalty: 1.0,
+            },
+            seed: 4,
+            eos: None,
+        };
+        let mut seen: Vec<Vec<(u32, Vec<f32>)>> = vec![Vec::new(); prompts.len()];
+        generate_observed(&model, &prompts, &cfg, true, |b, id, logits| {
+            seen[b].push((id, logits.to_vec()));
+            Ok(false)
+        })
+        .unwrap();
+        let keep = n_ctx / 2;
+        let mut slides = 0;
+        for (b, prompt) in prompts.iter().enumerate() {
+            assert_eq!(seen[b].len(), 30);
+            let mut seq = prompt.clone();
+            let mut ctx = prompt.clone();
+            for (i, (id, logits)) in seen[b].iter().enumerate() {
+                let full = full_logits(&mut gpt, &ctx);
+                let want = &full[(ctx.len() - 1) * v..];
+                let worst = logits
+                    .iter()
+                    .zip(want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(worst < 1e-4, "{norm:?} row {b} token {i}: {worst}");
+                seq.push(*id);
+                if ctx.len() + 1 > n_ctx {
+                    ctx = seq[seq.len() - keep..].to_vec();
+                    slides += 1;
+                } else {
+                    ctx.push(*id);
+                }
+            }
+        }
+        assert!(slides >= 3, "every row must slide at least once: {slides}");
+    }
+}
+
+#[test]
+fn generation_stops_a_row_at_eos_and_the_other_rows_go_on_unchanged() {
+    use gpt::generate::FinishReason;
+    let gpt = tiny(NormPlacement::Pre, Positions::Learned, 40);
+    let model = InferenceModel::from_gpt(&gpt).unwrap();
+    let prompts: Vec<Vec<u32>> = vec![vec![5, 6], vec![1, 2, 3], vec![42, 7, 99, 3]];
+    let mut cfg = GenerateConfig {
+        max_new_tokens: 12,
+        sampling: SamplingConfig {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+        },
+        seed: 3,
+        eos: None,
+    };
+    let (free, _) = generate(&model, &prompts, &cfg, |_, _| Ok(false)).unwrap();
+    // End-of-text: the 4th token of row 1, a token that row 1 has not produced before.
+    let k = (3..12)
+        .find(|&k| !free[1].ids[..k].contains(&free[1].ids[k]))
+        .expect("row 1 repeats itself throughout");
+    let eos = free[1].ids[k];
+    cfg.eos = Some(eos);
+    let (stopped, _) = generate(&model, &prompts, &cfg, |_, _| Ok(false)).unwrap();
+    for (b, (f, s)) in free.iter().zip(&stopped).enumerate() {
+        match f.ids.iter().position(|&id| id == eos) {
+            Some(i) => {
+                assert_eq!(s.ids, f.ids[..=i], "row {b} stops at its first eos");
+                assert_eq!(s.finish, FinishReason::Eos, "row {b}");
+            }
+            None => {
+                assert_eq!(
+                    s.ids, f.ids,
+                    "row {b} is unaffected by another row stopping"
+                );
+                assert_eq!(s.finish, FinishReason::Length, "row {b}");
+            }
+        }
+    }
+    assert_eq!(stopped[1].ids.len(), k + 1);
+    assert!(
+        stopped.iter().any(|g| g.finish == FinishReason::Length),
+        "every row hit eos; the test needs a row that goes on"
     );
 }
 

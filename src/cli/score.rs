@@ -14,8 +14,8 @@ use gpt::generate::score::score_text;
 use gpt::model::inference::load_with_tokenizer_as;
 use gpt::nn::precision::Precision;
 use serde_json::json;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 
 /// Options of `gpt score`.
 #[derive(clap::Args, Debug)]
@@ -42,18 +42,7 @@ pub struct Args {
 
 /// Runs `gpt score`.
 pub fn run(args: Args) -> CliResult {
-    let text = match &args.file {
-        Some(p) if p.as_os_str() != "-" => {
-            std::fs::read_to_string(p).map_err(|e| gpt::Error::io(p, e))?
-        }
-        _ => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .map_err(|e| gpt::Error::io(Path::new("standard input"), e))?;
-            s
-        }
-    };
+    let text = gpt::io::read_text_or_stdin(args.file.as_deref())?;
     let dtype = Precision::parse_for("dtype", &args.dtype)?;
     if let Some(w) = dtype.warning() {
         eprintln!("{w}");

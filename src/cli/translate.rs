@@ -19,8 +19,8 @@ use gpt::translate::decode::DecodeConfig;
 use gpt::translate::trainer::{train, TranslateConfig, TranslateOptions};
 use gpt::translate::{evaluate, translate_lines};
 use gpt::Error;
-use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 
 /// `gpt translate`: with a subcommand, train / eval / average; without, translate lines.
 #[derive(Args, Debug)]
@@ -197,6 +197,9 @@ pub struct EvalArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Error (with the line number) on a TSV line without a tab or with an empty side.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// `gpt translate average`.
@@ -282,16 +285,8 @@ fn run_train(a: TrainArgs) -> CliResult {
 
 /// The lines of `input`, or of standard input when it is absent or `-`.
 fn read_lines(input: Option<&PathBuf>) -> Result<Vec<String>, Error> {
-    match input.filter(|p| p.as_os_str() != "-") {
-        Some(p) => std::fs::read_to_string(p)
-            .map(|t| t.lines().map(str::to_string).collect())
-            .map_err(|e| Error::io(p, e)),
-        None => std::io::stdin()
-            .lock()
-            .lines()
-            .collect::<Result<_, _>>()
-            .map_err(|e| Error::io(Path::new("standard input"), e)),
-    }
+    let text = gpt::io::read_text_or_stdin(input.map(PathBuf::as_path))?;
+    Ok(text.lines().map(str::to_string).collect())
 }
 
 fn run_translate(a: RunArgs) -> CliResult {
@@ -311,8 +306,8 @@ fn run_translate(a: RunArgs) -> CliResult {
 
 fn run_eval(a: EvalArgs) -> CliResult {
     let cfg = a.decode.config()?;
-    let text = read_tsv(&a.pairs, false)?;
-    let mut pairs = text.pairs;
+    let text = read_tsv(&a.pairs, a.strict)?;
+    let mut pairs = text.pairs.clone();
     if let Some(n) = a.limit {
         pairs.truncate(n);
     }
@@ -345,14 +340,17 @@ fn run_eval(a: EvalArgs) -> CliResult {
             "beam": a.decode.beam, "skipped_lines": text.skipped, "truncated": truncated,
         });
         println!("{v}");
+        if text.skipped > 0 {
+            eprintln!("warning: {}", text.skipped_note(&a.pairs));
+        }
     } else {
         println!("{bleu}");
         println!("chrF2 = {chrf:.2}");
         println!(
-            "{} sentences in {secs:.1} s ({rate:.2} sentences/s, beam {}); {} bad lines skipped, {truncated} truncated",
+            "{} sentences in {secs:.1} s ({rate:.2} sentences/s, beam {}); {}, {truncated} truncated",
             hyps.len(),
             a.decode.beam,
-            text.skipped
+            text.skipped_note(&a.pairs)
         );
     }
     Ok(())

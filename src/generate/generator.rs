@@ -118,6 +118,19 @@ pub fn generate(
     cfg: &GenerateConfig,
     mut on_token: impl FnMut(usize, u32) -> Result<bool>,
 ) -> Result<(Vec<Generation>, Timing)> {
+    generate_observed(model, prompts, cfg, false, |b, id, _| on_token(b, id))
+}
+
+/// [`generate`] whose callback also receives the model's raw logits `(V)` for the position the
+/// token was sampled from (before penalties and temperature), for log-probabilities and for
+/// tests that compare them with a full forward. `logits` is empty unless `with_logits`.
+pub fn generate_observed(
+    model: &InferenceModel,
+    prompts: &[Vec<u32>],
+    cfg: &GenerateConfig,
+    with_logits: bool,
+    mut on_token: impl FnMut(usize, u32, &[f32]) -> Result<bool>,
+) -> Result<(Vec<Generation>, Timing)> {
     check_prompts(model, prompts)?;
     cfg.sampling.validate()?;
     let bsz = prompts.len();
@@ -142,6 +155,7 @@ pub fn generate(
     let mut ids: Vec<u32> = prompts.concat();
     let mut new: Vec<usize> = prompts.iter().map(Vec::len).collect();
     let mut first = true;
+    let mut raw: Vec<f32> = Vec::new();
     loop {
         let t0 = Instant::now();
         model.step(&ids, &new, &mut cache, &mut s, &mut hidden, &mut logits)?;
@@ -153,11 +167,15 @@ pub fn generate(
             }
             let row = &mut logits[r * v..(r + 1) * v];
             r += 1;
+            if with_logits {
+                raw.clear();
+                raw.extend_from_slice(row);
+            }
             let id = samplers[b].sample(row, &seqs[b]);
             seqs[b].push(id);
             out[b].ids.push(id);
             produced += 1;
-            if on_token(b, id)? {
+            if on_token(b, id, &raw)? {
                 out[b].finish = FinishReason::Stop;
                 active[b] = false;
             } else if cfg.eos == Some(id) {

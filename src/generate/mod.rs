@@ -16,5 +16,7 @@ pub mod stream;
 pub mod text;
 
 pub use crate::model::inference::InferenceModel;
-pub use generator::{generate, FinishReason, GenerateConfig, Generation, Timing};
+pub use generator::{
+    generate, generate_observed, FinishReason, GenerateConfig, Generation, Timing,
+};
 pub use sampler::{Sampler, SamplingConfig};

@@ -129,8 +129,22 @@ pub fn hf_config(cfg: &GptConfig) -> Value {
 }
 
 /// Reads a `GptConfig` from a `config.json` value: our `"gpt"` key when present, else GPT-2's
-/// schema (pre-LN, learned positions, tanh GELU).
+/// schema (pre-LN, learned positions, tanh GELU). The configuration is validated, and an
+/// invalid field is named with the file it came from.
 pub fn config_from_hf(v: &Value, path: &Path) -> Result<GptConfig> {
+    let cfg = parse_config(v, path)?;
+    cfg.validate().map_err(|e| match e {
+        Error::Config { field, reason } => Error::Config {
+            field: format!("{}: {field}", path.display()),
+            reason,
+        },
+        other => Error::file(path, other.to_string()),
+    })?;
+    Ok(cfg)
+}
+
+/// [`config_from_hf`] before validation.
+fn parse_config(v: &Value, path: &Path) -> Result<GptConfig> {
     let bad = |field: &str, reason: &str| Error::Config {
         field: format!("{}: {field}", path.display()),
         reason: reason.to_string(),
@@ -194,7 +208,6 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<GptConfig> {
             .and_then(Value::as_f64)
             .unwrap_or(1e-5) as f32,
     };
-    cfg.validate()?;
     Ok(cfg)
 }
 

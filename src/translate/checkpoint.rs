@@ -93,7 +93,14 @@ pub fn load_config(dir: &Path) -> Result<TransformerConfig> {
             field: format!("{}: transformer", path.display()),
             reason: e.to_string(),
         })?;
-    cfg.validate()?;
+    // An invalid field is named with the file it came from.
+    cfg.validate().map_err(|e| match e {
+        Error::Config { field, reason } => Error::Config {
+            field: format!("{}: transformer.{field}", path.display()),
+            reason,
+        },
+        other => Error::file(&path, other.to_string()),
+    })?;
     Ok(cfg)
 }
 

@@ -387,15 +387,23 @@ pub fn train(cfg: &TranslateConfig, opts: &TranslateOptions) -> Result<Translate
         );
     }
     say(format!(
-        "data: {} train pairs ({} bad lines skipped, {} sentences truncated to {} tokens), {} valid pairs ({} skipped); joint BPE of {} ids",
+        "data: {} train pairs ({}, {} sentences truncated to {} tokens), {} valid pairs ({}); joint BPE of {} ids",
         train_ids.pairs.len(),
-        train_text.skipped,
+        train_text.skipped_note(&cfg.train),
         train_ids.truncated,
         cfg.max_len,
         valid_ids.pairs.len(),
-        valid_text.skipped,
+        valid_text.skipped_note(&cfg.valid),
         tok.vocab_size()
     ));
+    if opts.json && !opts.quiet {
+        // The data line above is not printed in JSON mode; skipped lines still deserve a word.
+        for (text, path) in [(&train_text, &cfg.train), (&valid_text, &cfg.valid)] {
+            if text.skipped > 0 {
+                eprintln!("warning: {}", text.skipped_note(path));
+            }
+        }
+    }
     let mcfg = model_config(&cfg, &tok)?;
     let mut init_rng = Rng::new(cfg.seed);
     let model = EncoderDecoder::new(mcfg.clone(), &mut init_rng)?;

@@ -211,6 +211,7 @@ pub fn count_words_in_file_blocks(
     let mut file = std::fs::File::open(path).map_err(|e| TokenizerError::io(path, e))?;
     let mut buf: Vec<u8> = Vec::with_capacity(block);
     let mut consumed = 0u64; // file offset of buf[0]
+    let mut lines_before = 0usize; // line breaks before buf[0], for error messages
     let mut words = 0u64;
     let mut eof = false;
     while !(eof && buf.is_empty()) {
@@ -237,10 +238,13 @@ pub fn count_words_in_file_blocks(
             Ok(_) => buf.len(),
             Err(e) if e.error_len().is_none() && !eof => e.valid_up_to(),
             Err(e) => {
+                let in_buf = e.valid_up_to();
+                let newlines = buf[..in_buf].iter().filter(|&&b| b == b'\n').count();
                 return Err(TokenizerError::InputNotUtf8 {
                     path: path.to_path_buf(),
-                    offset: consumed as usize + e.valid_up_to(),
-                })
+                    line: lines_before + newlines + 1,
+                    offset: consumed as usize + in_buf,
+                });
             }
         };
         // Checked just above.
@@ -262,6 +266,10 @@ pub fn count_words_in_file_blocks(
         };
         if take > 0 {
             words += count_words_skipping(&text[..take], skip, counts);
+            lines_before += text.as_bytes()[..take]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
             buf.drain(..take);
             consumed += take as u64;
             progress(take as u64);
