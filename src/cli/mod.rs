@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 pub mod bench;
 pub mod bleu;
 pub mod generate;
+pub mod interrupt;
 pub mod prepare;
 pub mod score;
 pub mod tokenize;
