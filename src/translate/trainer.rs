@@ -554,6 +554,6 @@ mod tests {
         // Found by tests/fuzz_parsers.rs: `max_len + 2` overflowed in validate.
         let c: TranslateConfig = toml::from_str("max_len = 18446744073709551615\n").unwrap();
         let err = c.validate().unwrap_err().to_string();
-        assert!(err.contains("max_tokens"), "{err}");
+        assert!(err.contains("--max-len"), "{err}");
     }
 }
