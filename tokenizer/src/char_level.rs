@@ -85,8 +85,7 @@ impl CharTokenizer {
             if name.chars().count() < 2 {
                 return Err(TokenizerError::BadSpecial {
                     name: name.to_string(),
-                    reason: "a char tokenizer's special token needs at least two characters"
-                        .into(),
+                    reason: "a char tokenizer's special token needs at least two characters".into(),
                 });
             }
             self.specials.push(name.to_string());
