@@ -171,8 +171,9 @@ fn stored_names(name: &str, family: HfFamily) -> Vec<String> {
     vec![prefixed, bare]
 }
 
-/// The `config.json` of a fine-tuned model (see the module docs).
-pub fn finetuned_config(model: &FinetuneModel, meta: &FinetuneMeta) -> Value {
+/// The `config.json` of a fine-tuned model (see the module docs); `eot` is the tokenizer's
+/// `<|endoftext|>` id (`bos_token_id` / `eos_token_id`, `null` without one).
+pub fn finetuned_config(model: &FinetuneModel, meta: &FinetuneMeta, eot: Option<u32>) -> Value {
     let cfg = &model.gpt.config;
     let mut v = hf_config(cfg);
     let family = hf_family(cfg);
@@ -203,6 +204,9 @@ pub fn finetuned_config(model: &FinetuneModel, meta: &FinetuneMeta) -> Value {
         obj.insert("id2label".into(), Value::Object(id2label));
         obj.insert("label2id".into(), Value::Object(label2id));
         obj.insert("pad_token_id".into(), meta.pad_token_id.into());
+        for key in ["bos_token_id", "eos_token_id"] {
+            obj.insert(key.into(), eot.map_or(Value::Null, Value::from));
+        }
         obj.insert("problem_type".into(), "single_label_classification".into());
     }
     v
@@ -227,7 +231,11 @@ pub fn save_finetuned(
     write_atomic(&dir.join(WEIGHTS_FILE), &bytes)?;
     write_atomic(
         &dir.join(CONFIG_FILE),
-        &pretty(&finetuned_config(model, meta))?,
+        &pretty(&finetuned_config(
+            model,
+            meta,
+            tok.special_id(crate::tokenizer::ENDOFTEXT),
+        ))?,
     )?;
     save_tokenizer(tok, dir)?;
     write_atomic(&dir.join(META_FILE), &pretty(meta)?)
