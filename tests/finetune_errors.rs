@@ -71,10 +71,7 @@ fn quiet() -> TrainOptions {
 
 /// Runs and expects an error containing every one of `parts`, and no output directory.
 fn fails(c: &FinetuneConfig, parts: &[&str]) {
-    let err = finetune(c, &quiet())
-        .err()
-        .expect("should fail")
-        .to_string();
+    let err = finetune(c, &quiet()).expect_err("should fail").to_string();
     for p in parts {
         assert!(err.contains(p), "`{err}` does not mention `{p}`");
     }

@@ -65,7 +65,7 @@ fn examples(task: TaskKind) -> Vec<Example> {
                     s
                 })
                 .collect(),
-            label: Some(i % per.max(2).min(3)),
+            label: Some(i % per.clamp(2, 3)),
             line: i + 1,
         })
         .collect()
