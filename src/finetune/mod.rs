@@ -297,12 +297,18 @@ pub fn load_base(
     seed: u64,
 ) -> Result<Base> {
     let dir = crate::model::inference::resolve_dir(dir);
-    let mut tok = load_tokenizer(&dir).map_err(|e| {
-        Error::file(
+    let files = [
+        "tokenizer.json",
+        "vocab.json",
+        crate::io::CHAR_TOKENIZER_FILE,
+    ];
+    if !files.iter().any(|f| dir.join(f).exists()) {
+        return Err(Error::file(
             &dir,
-            format!("the base model has no usable tokenizer, which fine-tuning needs to encode the records and to save with the model ({e})"),
-        )
-    })?;
+            "the base model has no tokenizer (tokenizer.json, vocab.json + merges.txt, or tokenizer_char.json), which fine-tuning needs to encode the records and to save with the model; copy the tokenizer it was trained with into this directory",
+        ));
+    }
+    let mut tok = load_tokenizer(&dir)?;
     let base = checkpoint::load(&dir)?;
     let v0 = base.config.vocab_size;
     if tok.vocab_size() > v0 {

@@ -94,7 +94,7 @@ fn parse_line(
             if other != task && theirs.iter().all(|k| obj.contains_key(*k)) {
                 return Err((
                     format!(
-                        "the record has the fields of `--task {}` ({}), not those of `--task {}` ({}); pass --task {}",
+                        "the record has the fields of `--task {}` ({}), not those of `--task {}` ({}); use --task {} (or a model fine-tuned for it)",
                         other.name(),
                         theirs.join(", "),
                         task.name(),
