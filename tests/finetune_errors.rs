@@ -1,4 +1,4 @@
-//! Bad input to `gpt finetune`: a label missing or not in the label set, an empty text, a
+//! Bad input to `gpt finetune` (and, on the same tiny base, exact resume): a label missing or not in the label set, an empty text, a
 //! choice list of the wrong length, a base model without a tokenizer, a `--task` that does not
 //! match the records. Each is an error naming the file and line (or the directory), and nothing
 //! is written; with `skip_bad` bad lines are skipped and counted and the run completes.
@@ -198,5 +198,51 @@ fn skip_bad_counts_and_the_result_classifies() {
     let r = gpt::finetune::evaluate_file(&root.join("out"), &valid, true).unwrap();
     assert_eq!((r.n, r.skipped), (2, 1));
     assert!(r.f1.is_some());
+    std::fs::remove_dir_all(&root).ok();
+}
+
+#[test]
+fn resume_is_exact() {
+    let root = tmp("resume");
+    base(&root.join("base"), true);
+    let lines: Vec<String> = (0..7)
+        .map(|i| {
+            let word = "abcdefg"[i..i + 1].repeat(i + 1);
+            format!(r#"{{"text": "text {word} is", "label": {}}}"#, i % 2)
+        })
+        .collect();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let train = write(&root, "train.jsonl", &refs);
+    let mut c = cfg(&root, TaskKind::Classify, train, None);
+    c.max_steps = Some(6); // two epochs of ⌈7 / 2⌉ = 4 steps: the second reshuffles
+    c.lr = 1e-2;
+    let whole = finetune(&c, &quiet()).unwrap();
+    let w_whole = std::fs::read(c.out.join("checkpoint/model.safetensors")).unwrap();
+    std::fs::remove_dir_all(&c.out).unwrap();
+    let first = TrainOptions {
+        stop_at: Some(3),
+        ..quiet()
+    };
+    let part = finetune(&c, &first).unwrap();
+    assert!(part.train.stopped_early);
+    let resumed = TrainOptions {
+        resume: true,
+        ..quiet()
+    };
+    let rest = finetune(&c, &resumed).unwrap();
+    let mut losses = part.train.losses.clone();
+    losses.extend(&rest.train.losses);
+    assert_eq!(losses, whole.train.losses);
+    let w_resumed = std::fs::read(c.out.join("checkpoint/model.safetensors")).unwrap();
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&w_whole).unwrap(),
+        safetensors::SafeTensors::deserialize(&w_resumed).unwrap(),
+    );
+    for (name, t) in a.tensors() {
+        assert!(
+            t.data() == b.tensor(&name).unwrap().data(),
+            "{name} differs after resume"
+        );
+    }
     std::fs::remove_dir_all(&root).ok();
 }
