@@ -95,7 +95,8 @@ pub fn warmup_linear(step: usize, lr: f32, warmup: usize, max_steps: usize) -> f
     lr * (max_steps - step) as f32 / (max_steps - warmup).max(1) as f32
 }
 
-/// GPT-1's warmup for `max_steps` updates: ⌈0.002 · max_steps⌉ (at least 1 when training at all).
+/// GPT-1's warmup for `max_steps` updates: ⌈0.002 · max_steps⌉ (at least 1 when training at all;
+/// with a single update the peak would fall on the last step, so that run has rate 0).
 pub fn finetune_warmup(max_steps: usize) -> usize {
     (max_steps * 2).div_ceil(1000)
 }
@@ -124,7 +125,10 @@ mod tests {
 
     #[test]
     fn finetune_schedule_is_zero_at_both_ends_and_peaks_after_0_2_percent() {
-        for t in [1usize, 10, 499, 500, 501, 1000, 1234, 20_000] {
+        // T = 1 is degenerate (the peak would be at T, where the rate is 0): its one update
+        // has rate 0.
+        assert_eq!(warmup_linear(0, 1.0, finetune_warmup(1), 1), 0.0);
+        for t in [2usize, 10, 499, 500, 501, 1000, 1234, 20_000] {
             let w = finetune_warmup(t);
             assert_eq!(w, (0.002 * t as f64).ceil() as usize, "T = {t}");
             let s = Schedule::WarmupLinear {
