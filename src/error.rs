@@ -64,6 +64,28 @@ pub enum Error {
         /// What to do, starting with `"; "` (or empty).
         hint: String,
     },
+    /// A training run produced a non-finite loss, gradient or weight and stopped.
+    #[error("training diverged at step {step}: {what}. {checkpoint}. Likely causes: {causes}")]
+    Diverged {
+        /// The step that failed (counted from 1).
+        step: usize,
+        /// What was non-finite, and what the loop did about it.
+        what: String,
+        /// The last good checkpoint on disk, or that there is none.
+        checkpoint: String,
+        /// The likely causes, read from the run's configuration, and what to try.
+        causes: String,
+    },
+    /// A computed result (a log-probability, logits) is NaN or infinite.
+    #[error("{what} is {value}{hint}")]
+    NonFinite {
+        /// The value, named as the user knows it.
+        what: String,
+        /// Its value (NaN or ±inf).
+        value: f32,
+        /// What to do, starting with `"; "` (or empty).
+        hint: String,
+    },
     /// An API was called in a way its contract forbids (a programming error of the caller,
     /// not bad user input), named by the function.
     #[error("{op}: {reason}")]

@@ -10,6 +10,11 @@
 //! - the portable bf16 kernels (forced with `simd::limit`, as `GPT_SIMD=portable` does for a
 //!   whole run) give the AVX-512 BF16 kernels' logits bit for bit, decode and prefill.
 
+mod common;
+
+use common::claims::{
+    BF16_LOGIT_LIMIT, BF16_LOGPROB_LIMIT, BF16_RECOMPUTE_LIMIT, BF16_SCORED_TOKENS,
+};
 use gpt::generate::score::token_logprobs;
 use gpt::generate::{generate, GenerateConfig, InferenceModel, SamplingConfig};
 use gpt::model::inference::WeightsSource;
@@ -56,10 +61,6 @@ fn stepped_logits(model: &InferenceModel, ids: &[u32]) -> Vec<f32> {
     all
 }
 
-/// Largest logit difference between bf16 and f32 allowed: measured 1.25e-2 on `random_gpt2`
-/// (decode and prefill, native and portable kernels, 2026-12-03).
-const BF16_DECODE_BOUND: f32 = 2e-2;
-
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
@@ -72,7 +73,9 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 fn bf16_scores_are_within_2e2_of_f32_and_really_bf16() {
     let gpt = random_gpt2(64);
     let mut rng = Rng::new(8);
-    let ids: Vec<u32> = (0..100).map(|_| rng.below(50257) as u32).collect();
+    let ids: Vec<u32> = (0..BF16_SCORED_TOKENS)
+        .map(|_| rng.below(50257) as u32)
+        .collect();
     let mut model = InferenceModel::from_gpt(&gpt).unwrap();
     let f32_lps = token_logprobs(&model, &ids, 16).unwrap();
     let f32_bytes = model.weight_bytes();
@@ -95,7 +98,10 @@ fn bf16_scores_are_within_2e2_of_f32_and_really_bf16() {
         }
     }
     eprintln!("worst logprob difference f32 vs bf16: {worst}");
-    assert!(worst < 2e-2, "worst logprob difference {worst}");
+    assert!(
+        worst < BF16_LOGPROB_LIMIT,
+        "worst logprob difference {worst}"
+    );
     assert!(worst > 0.0, "bf16 weights must change the numbers");
 }
 
@@ -110,7 +116,7 @@ fn bf16_decode_logits_match_f32() {
     let worst = max_diff(&f32_logits, &bf16_logits);
     eprintln!("worst decode logit difference f32 vs bf16: {worst}");
     assert!(
-        worst > 0.0 && worst < 2e-2,
+        worst > 0.0 && worst < BF16_LOGIT_LIMIT,
         "worst logit difference {worst}"
     );
     // Back to f32 widens the bf16 matrices: the bf16 numbers on the f32 kernels.
@@ -199,7 +205,7 @@ fn bf16_cached_decoding_matches_recompute_and_greedy_follows_it() {
         let full = all_logits(&model, &ids[..t]);
         let worst = max_diff(&full, &stepped[..t * v]);
         eprintln!("bf16 recompute ({t} rows) vs cached decode: worst logit difference {worst}");
-        assert!(worst < 2e-4, "{t} rows: {worst}");
+        assert!(worst < BF16_RECOMPUTE_LIMIT, "{t} rows: {worst}");
     }
     // Greedy: each generated token is the argmax of the logits of a full recompute of its
     // prefix (through the prefill path).
@@ -277,8 +283,8 @@ fn bf16_portable_kernels_match_f32_like_the_native_ones() {
         let (step, all) = (stepped_logits(&model, &ids), all_logits(&model, &ids));
         let (ds, da) = (max_diff(&step, &f32_step), max_diff(&all, &f32_all));
         eprintln!("{path:?}: decode vs f32 {ds:.2e}, prefill vs f32 {da:.2e}");
-        assert!(ds > 0.0 && ds < BF16_DECODE_BOUND, "{path:?} decode: {ds}");
-        assert!(da > 0.0 && da < BF16_DECODE_BOUND, "{path:?} prefill: {da}");
+        assert!(ds > 0.0 && ds < BF16_LOGIT_LIMIT, "{path:?} decode: {ds}");
+        assert!(da > 0.0 && da < BF16_LOGIT_LIMIT, "{path:?} prefill: {da}");
         runs.push((step, all));
     }
     let (ds, da) = (

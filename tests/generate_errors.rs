@@ -172,7 +172,7 @@ fn cli_prompts_over_the_context_empty_prompts_and_bad_flags() {
     );
     assert!(ok, "{err}");
     assert!(err.contains("warning") && err.contains("last 128"), "{err}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(v["prompt_ids"].as_array().unwrap().len(), 128);
     assert_eq!(v["ids"].as_array().unwrap().len(), 3);
     for k in ["text", "prefill_tokens_per_sec", "decode_tokens_per_sec"] {
@@ -198,7 +198,7 @@ fn cli_prompts_over_the_context_empty_prompts_and_bad_flags() {
         &dir,
     );
     assert!(ok);
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     let text = v["text"].as_str().unwrap().to_string();
     let stop: String = text.chars().skip(6).take(4).collect();
     let (ok, out, _) = gpt_cmd(
@@ -217,7 +217,7 @@ fn cli_prompts_over_the_context_empty_prompts_and_bad_flags() {
         &dir,
     );
     assert!(ok);
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     let cut = v["text"].as_str().unwrap();
     assert!(
         text.starts_with(cut) && !cut.contains(&stop),

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::claims::{MODEL_ATOL, MODEL_RTOL, TRAJECTORY_RTOL, TRAJECTORY_STEPS};
+
 use gpt::kernels::adamw::clip_grad_norm;
 use gpt::model::{Gpt, GptConfig, Positions};
 use gpt::nn::block::NormPlacement;
@@ -71,11 +73,17 @@ fn check_variant(file: &str, norm: NormPlacement) {
         "logits",
         &model.logits,
         &common::get(&fx, "logits").data,
-        1e-4,
-        1e-5,
+        MODEL_RTOL,
+        MODEL_ATOL,
     );
     let loss = model.loss(&targets).unwrap();
-    common::assert_close("loss", &[loss], &common::get(&fx, "loss").data, 1e-4, 0.0);
+    common::assert_close(
+        "loss",
+        &[loss],
+        &common::get(&fx, "loss").data,
+        MODEL_RTOL,
+        0.0,
+    );
 
     model.params.zero_grad();
     let loss2 = model
@@ -88,8 +96,8 @@ fn check_variant(file: &str, norm: NormPlacement) {
             &format!("grad {}", e.name),
             &model.params.grad[e.param.range()],
             &want.data,
-            1e-4,
-            1e-5,
+            MODEL_RTOL,
+            MODEL_ATOL,
         );
     }
 
@@ -105,6 +113,7 @@ fn check_variant(file: &str, norm: NormPlacement) {
         },
     );
     let want = &common::get(&fx, "train.loss").data;
+    assert_eq!(want.len(), TRAJECTORY_STEPS, "{file}: trajectory length");
     for (s, &w) in want.iter().enumerate() {
         let (ids, targets) = ids_targets(&fx, &format!(".{s}"));
         model.params.zero_grad();
@@ -114,7 +123,7 @@ fn check_variant(file: &str, norm: NormPlacement) {
         clip_grad_norm(&mut model.params.grad, 1.0);
         opt.update(&mut model.params, 1e-2);
         assert!(
-            (loss - w).abs() <= 1e-4 * w.abs(),
+            (loss - w).abs() <= TRAJECTORY_RTOL * w.abs(),
             "{file} step {s}: loss {loss} vs PyTorch {w}"
         );
     }

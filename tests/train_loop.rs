@@ -7,7 +7,7 @@ use gpt::nn::params::{Init, ParamLayout, Params};
 use gpt::optim::{AdamWConfig, Schedule};
 use gpt::train::checkpoint::{state_field, CheckpointLayout};
 use gpt::train::trainer::{run, LoopConfig, Resume};
-use gpt::train::{MicroStep, Task, TrainOptions};
+use gpt::train::{MicroStep, OnNan, Task, TrainOptions};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -95,6 +95,8 @@ fn config(out: PathBuf, checkpoints: CheckpointLayout) -> LoopConfig {
         max_minutes: None,
         checkpoints,
         lr_field: "lr",
+        on_nan: OnNan::Skip,
+        max_nan_skips: 5,
     }
 }
 

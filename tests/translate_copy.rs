@@ -3,6 +3,11 @@
 //! sources exactly. Also: beam 1 equals greedy, and a beam's score equals the model's
 //! recomputed log-probability of its output with the length penalty.
 
+mod common;
+
+use common::claims::{
+    COPY_TASK_CACHE_RTOL, COPY_TASK_HELD_OUT, COPY_TASK_RESCORE_RTOL, COPY_TASK_STEPS,
+};
 use gpt::model::transformer::{EncoderDecoder, Seq2SeqBatch, TransformerConfig};
 use gpt::optim::schedule::inverse_sqrt;
 use gpt::optim::{AdamW, AdamWConfig};
@@ -26,7 +31,7 @@ fn model_config() -> TransformerConfig {
     cfg
 }
 
-/// Trains a small model on the copy task (a few seconds; 800 steps with the Xavier init).
+/// Trains a small model on the copy task (a few seconds; `COPY_TASK_STEPS` with the Xavier init).
 fn trained() -> EncoderDecoder {
     let cfg = model_config();
     let mut rng = Rng::new(7);
@@ -38,7 +43,7 @@ fn trained() -> EncoderDecoder {
         weight_decay: 0.0,
     };
     let mut opt = AdamW::new(model.layout(), adam);
-    for step in 1..=800 {
+    for step in 1..=COPY_TASK_STEPS {
         let seqs: Vec<Vec<u32>> = (0..32).map(|_| random_seq(&mut rng)).collect();
         let pairs: Vec<(&[u32], &[u32])> = seqs.iter().map(|s| (&s[..], &s[..])).collect();
         let batch = Seq2SeqBatch::from_pairs(&pairs, &model.config);
@@ -54,7 +59,9 @@ fn trained() -> EncoderDecoder {
 fn copy_task_greedy_and_beam_reproduce_held_out_sources() {
     let mut model = trained();
     let mut rng = Rng::new(12345);
-    let held_out: Vec<Vec<u32>> = (0..20).map(|_| random_seq(&mut rng)).collect();
+    let held_out: Vec<Vec<u32>> = (0..COPY_TASK_HELD_OUT)
+        .map(|_| random_seq(&mut rng))
+        .collect();
     let sources: Vec<&[u32]> = held_out.iter().map(|s| &s[..]).collect();
     let beam_cfg = DecodeConfig::default();
     let greedy_out = greedy(&mut model, &sources, &beam_cfg).unwrap();
@@ -88,10 +95,10 @@ fn copy_task_greedy_and_beam_reproduce_held_out_sources() {
         let lp: f32 = model.target_log_probs(&batch).unwrap().iter().sum();
         let expect = h.score * length_penalty(h.tokens.len() + 1, beam_cfg.alpha);
         assert!(
-            (lp - expect).abs() < 1e-3 * lp.abs().max(1.0),
+            (lp - expect).abs() < COPY_TASK_RESCORE_RTOL * lp.abs().max(1.0),
             "recomputed {lp} vs beam {expect}"
         );
-        assert!((lp - h.log_prob).abs() < 1e-3 * lp.abs().max(1.0));
+        assert!((lp - h.log_prob).abs() < COPY_TASK_RESCORE_RTOL * lp.abs().max(1.0));
     }
 
     // The KV-cache path equals recomputing the decoder over the whole prefix.
@@ -102,12 +109,12 @@ fn copy_task_greedy_and_beam_reproduce_held_out_sources() {
     let oracle = beam_search(&mut model, &all, &slow).unwrap();
     for (a, b) in hyps.iter().zip(&oracle) {
         assert_eq!(a.tokens, b.tokens);
-        assert!((a.score - b.score).abs() < 1e-4 * a.score.abs().max(1.0));
+        assert!((a.score - b.score).abs() < COPY_TASK_CACHE_RTOL * a.score.abs().max(1.0));
     }
     let oracle = greedy(&mut model, &all, &slow).unwrap();
     let fast = greedy(&mut model, &all, &beam_cfg).unwrap();
     for (a, b) in oracle.iter().zip(&fast) {
         assert_eq!(a.tokens, b.tokens);
-        assert!((a.log_prob - b.log_prob).abs() < 1e-4 * a.log_prob.abs().max(1.0));
+        assert!((a.log_prob - b.log_prob).abs() < COPY_TASK_CACHE_RTOL * a.log_prob.abs().max(1.0));
     }
 }

@@ -142,7 +142,7 @@ fn torch_fixture(name: &str, norm: NormPlacement) {
             .zip(theirs)
             .fold(0.0f32, |a, (x, y)| a.max((x - y).abs()));
         assert!(
-            worst <= 1e-4 * scale,
+            worst <= common::claims::TRANSFORMER_GRAD_REL * scale,
             "{name} {}: max |ours - torch| = {worst:e}, max |torch| = {scale:e}",
             e.name
         );

@@ -5,7 +5,6 @@ use super::CliResult;
 use clap::Args;
 use gpt::translate::bleu::{corpus_bleu, corpus_chrf, segments, Smooth};
 use gpt::Error;
-use std::io::Read;
 use std::path::PathBuf;
 
 /// Options of `gpt bleu`.
@@ -26,21 +25,12 @@ pub struct BleuArgs {
 
 /// Runs `gpt bleu`.
 pub fn run(a: BleuArgs) -> CliResult {
-    let refs = std::fs::read_to_string(&a.reference).map_err(|e| Error::io(&a.reference, e))?;
-    let (hyp_name, hyps) = match a.hyp.as_ref().filter(|p| p.as_os_str() != "-") {
-        Some(p) => (
-            p.clone(),
-            std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?,
-        ),
-        None => {
-            let stdin = PathBuf::from("standard input");
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .map_err(|e| Error::io(&stdin, e))?;
-            (stdin, s)
-        }
+    let refs = gpt::io::read_text(&a.reference)?;
+    let hyp_name = match a.hyp.as_ref().filter(|p| p.as_os_str() != "-") {
+        Some(p) => p.clone(),
+        None => PathBuf::from("standard input"),
     };
+    let hyps = gpt::io::read_text_or_stdin(a.hyp.as_deref())?;
     let (r, h) = (segments(&refs), segments(&hyps));
     if r.len() != h.len() {
         return Err(Error::file(

@@ -6,12 +6,19 @@
 //! top-p 1, no repetition penalty; `--temperature 0` is greedy. Generation stops at
 //! `--max-new-tokens`, at `<|endoftext|>` (unless `--ignore-eos`), or at a `--stop` string,
 //! which is not printed. Several `--prompt`s run as one batch.
+//!
+//! Past the context: generation does not stop at `n_ctx`; the window slides (see
+//! [`gpt::generate::text::context_note`], printed as a note when a prompt + `--max-new-tokens`
+//! will outgrow it). With `--json` the text streams as `{"index", "delta"}` lines, then one
+//! object per prompt with `finish_reason` and `context_slides`.
 
 use super::CliResult;
 
-use gpt::generate::text::{encode_prompts, generate_text, TextConfig};
+use gpt::generate::text::{context_note, encode_prompts, generate_text, TextConfig};
 use gpt::generate::SamplingConfig;
+use gpt::model::checkpoint::NonFinite;
 use gpt::model::inference::load_with_tokenizer_as;
+use gpt::model::memory::{available, gpt_inference_for_dir};
 use gpt::nn::precision::Precision;
 use serde_json::json;
 use std::io::Write;
@@ -48,7 +55,8 @@ pub struct Args {
     /// Random seed (row b of a batch uses seed + b).
     #[arg(long, default_value_t = 1337)]
     pub seed: u64,
-    /// Print one JSON object per prompt instead of streaming text.
+    /// JSON lines: `{"index", "delta"}` for each piece of text as it is produced, then one
+    /// object per prompt (`finish_reason`, `context_slides`, ids, text, speeds).
     #[arg(long)]
     pub json: bool,
     /// Keep the last n_ctx tokens of a prompt that is longer than the context (with a warning)
@@ -61,6 +69,14 @@ pub struct Args {
     /// dtype of the streamed weight matrices: f32, or bf16 (half the bytes per token).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Load the model even when the estimated memory (weights, KV cache of every prompt) is
+    /// over what the machine has available.
+    #[arg(long)]
+    pub no_memory_check: bool,
+    /// Load weights that hold NaN or inf (refused by default, naming the tensor); generation
+    /// still stops with an error at the first non-finite logit.
+    #[arg(long)]
+    pub allow_nonfinite: bool,
 }
 
 /// Options of `gpt sample`: `gpt generate` with the defaults `sample` always had (prompt a
@@ -107,6 +123,8 @@ impl From<SampleArgs> for Args {
             truncate: a.truncate,
             ignore_eos: true,
             dtype: "f32".into(),
+            no_memory_check: false,
+            allow_nonfinite: false,
         }
     }
 }
@@ -130,10 +148,19 @@ pub fn run(args: Args) -> CliResult {
     if let Some(w) = dtype.warning() {
         eprintln!("{w}");
     }
-    let (model, tok, _dir) = load_with_tokenizer_as(&args.model, dtype)?;
+    let rows = args.prompt.len();
+    let est = gpt_inference_for_dir(&args.model, rows, rows, dtype, "--prompt (count)")?;
+    if !args.no_memory_check {
+        est.check(available(), "--no-memory-check")?;
+    }
+    let nonfinite = NonFinite::allowing(args.allow_nonfinite);
+    let (model, tok, _dir) = load_with_tokenizer_as(&args.model, dtype, nonfinite)?;
     let prompts = encode_prompts(&tok, &args.prompt, model.config.n_ctx, args.truncate)?;
     for w in &prompts.warnings {
         eprintln!("warning: {w}");
+    }
+    if let Some(note) = context_note(&prompts.ids, args.max_new_tokens, model.config.n_ctx) {
+        eprintln!("note: {note}");
     }
     let stream_stdout = !args.json && prompts.ids.len() == 1;
     let mut out = std::io::stdout().lock();
@@ -141,16 +168,22 @@ pub fn run(args: Args) -> CliResult {
         write!(out, "{}", args.prompt[0])?;
         out.flush()?;
     }
-    let (gens, timing) = generate_text(&model, &tok, &prompts.ids, &cfg, |_, piece| {
+    let (gens, timing) = generate_text(&model, &tok, &prompts.ids, &cfg, |b, piece| {
+        // A closed stdout (e.g. `| head`) must not abort generation with a panic.
         if stream_stdout {
-            // A closed stdout (e.g. `| head`) must not abort generation with a panic.
             let _ = out.write_all(piece.as_bytes());
+            let _ = out.flush();
+        } else if args.json {
+            // JSON mode streams too: one line per piece, then one final object per prompt.
+            let _ = writeln!(out, "{}", json!({"index": b, "delta": piece}));
             let _ = out.flush();
         }
     })?;
     if args.json {
         for (b, g) in gens.iter().enumerate() {
             let obj = json!({
+                "index": b,
+                "context_slides": g.context_slides,
                 "prompt": args.prompt[b],
                 "prompt_ids": prompts.ids[b],
                 "ids": g.ids,

@@ -11,11 +11,13 @@
 use super::CliResult;
 
 use gpt::generate::score::score_text;
-use gpt::model::inference::load_with_tokenizer_as;
+use gpt::model::checkpoint::NonFinite;
+use gpt::model::inference::{load_with_tokenizer_as, resolve_dir};
+use gpt::model::memory::{available, gpt_inference_for_dir};
 use gpt::nn::precision::Precision;
 use serde_json::json;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 
 /// Options of `gpt score`.
 #[derive(clap::Args, Debug)]
@@ -38,27 +40,30 @@ pub struct Args {
     /// dtype of the weight matrices: f32, or bf16 (products over bf16-rounded weights).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Load the model even when the estimated memory (weights, one window's KV cache and
+    /// logits) is over what the machine has available.
+    #[arg(long)]
+    pub no_memory_check: bool,
+    /// Load weights that hold NaN or inf (refused by default, naming the tensor); a non-finite
+    /// log-probability is still an error, never a printed score.
+    #[arg(long)]
+    pub allow_nonfinite: bool,
 }
 
 /// Runs `gpt score`.
 pub fn run(args: Args) -> CliResult {
-    let text = match &args.file {
-        Some(p) if p.as_os_str() != "-" => {
-            std::fs::read_to_string(p).map_err(|e| gpt::Error::io(p, e))?
-        }
-        _ => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .map_err(|e| gpt::Error::io(Path::new("standard input"), e))?;
-            s
-        }
-    };
+    let text = gpt::io::read_text_or_stdin(args.file.as_deref())?;
     let dtype = Precision::parse_for("dtype", &args.dtype)?;
     if let Some(w) = dtype.warning() {
         eprintln!("{w}");
     }
-    let (model, tok, _dir) = load_with_tokenizer_as(&args.model, dtype)?;
+    let n_ctx = gpt::model::checkpoint::load_config(&resolve_dir(&args.model))?.n_ctx;
+    let est = gpt_inference_for_dir(&args.model, 1, n_ctx, dtype, "")?;
+    if !args.no_memory_check {
+        est.check(available(), "--no-memory-check")?;
+    }
+    let nonfinite = NonFinite::allowing(args.allow_nonfinite);
+    let (model, tok, _dir) = load_with_tokenizer_as(&args.model, dtype, nonfinite)?;
     let s = score_text(&model, &tok, &text, args.stride, args.bos)?;
     let mut out = std::io::stdout().lock();
     if args.json {

@@ -50,7 +50,10 @@ pub struct TokenizeArgs {
 }
 
 /// Reads one input as text, failing (or replacing, with `lossy`) on invalid UTF-8.
-fn read_text(path: Option<&PathBuf>, lossy: bool) -> Result<String, TokenizerError> {
+fn read_text(
+    path: Option<&PathBuf>,
+    lossy: bool,
+) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
     let shown = path.cloned().unwrap_or_else(|| PathBuf::from("-"));
     let bytes = match path {
         Some(p) => std::fs::read(p).map_err(|e| TokenizerError::io(p, e))?,
@@ -65,10 +68,12 @@ fn read_text(path: Option<&PathBuf>, lossy: bool) -> Result<String, TokenizerErr
     match String::from_utf8(bytes) {
         Ok(s) => Ok(s),
         Err(e) if lossy => Ok(String::from_utf8_lossy(e.as_bytes()).into_owned()),
-        Err(e) => Err(TokenizerError::InputNotUtf8 {
-            path: shown,
-            offset: e.utf8_error().valid_up_to(),
-        }),
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let hint =
+                "convert the file to UTF-8, or pass --lossy to replace invalid bytes with U+FFFD";
+            Err(gpt::io::text::utf8_error(&shown, e.as_bytes(), at, hint).into())
+        }
     }
 }
 

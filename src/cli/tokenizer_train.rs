@@ -91,9 +91,8 @@ fn train_char(args: TrainArgs) -> CliResult {
     let mut chars = Vec::new();
     for path in &args.files {
         let bytes = std::fs::read(path).map_err(|e| TokenizerError::io(path, e))?;
-        let text = String::from_utf8(bytes).map_err(|e| TokenizerError::InputNotUtf8 {
-            path: path.clone(),
-            offset: e.utf8_error().valid_up_to(),
+        let text = String::from_utf8(bytes).map_err(|e| {
+            TokenizerError::not_utf8(path, e.as_bytes(), e.utf8_error().valid_up_to())
         })?;
         chars.extend(CharTokenizer::from_text(&text).chars().iter().copied());
     }

@@ -4,7 +4,7 @@ use super::CliResult;
 use clap::Args;
 use gpt::model::Positions;
 use gpt::nn::block::NormPlacement;
-use gpt::train::{train, TrainConfig, TrainOptions};
+use gpt::train::{train, OnNan, TrainConfig, TrainOptions};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -93,6 +93,16 @@ pub struct TrainArgs {
     /// Save a checkpoint and stop after this step, as Ctrl-C does (for scripted resumes).
     #[arg(long)]
     pub stop_at_step: Option<usize>,
+    /// Start even when the estimated memory (parameters, activations, optimizer state) is
+    /// over what the machine has available.
+    #[arg(long)]
+    pub no_memory_check: bool,
+    /// A step whose loss or gradient norm is NaN/inf: skip it (no update) or stop. Default skip.
+    #[arg(long, value_parser = OnNan::NAMES)]
+    pub on_nan: Option<String>,
+    /// With --on-nan skip: steps in a row that may be skipped before the run stops. Default 5.
+    #[arg(long)]
+    pub max_nan_skips: Option<usize>,
 }
 
 /// Resolves defaults, the TOML file and the flags into a `TrainConfig`.
@@ -119,8 +129,12 @@ pub fn resolve(args: &TrainArgs) -> Result<TrainConfig, gpt::Error> {
         eval_interval,
         eval_iters,
         ckpt_interval,
-        sample_tokens
+        sample_tokens,
+        max_nan_skips
     );
+    if let Some(o) = &args.on_nan {
+        c.on_nan = o.parse()?;
+    }
     if args.data.is_some() {
         c.data = args.data.clone();
     }
@@ -177,6 +191,7 @@ pub fn run(args: TrainArgs) -> CliResult {
         quiet: false,
         stop_at: args.stop_at_step,
         interrupt: Some(flag),
+        check_memory: !args.no_memory_check,
     };
     train(&cfg, &opts)?;
     Ok(())

@@ -10,14 +10,21 @@
 
 use super::CliResult;
 use clap::{Args, Subcommand};
-use gpt::translate::checkpoint::{average, list_checkpoints, load_model};
+use gpt::model::checkpoint::NonFinite;
+use gpt::model::memory::{available, transformer_decoding};
+use gpt::model::transformer::{EncoderDecoder, TransformerConfig};
+use gpt::tokenizer::Tokenizer;
+use gpt::train::OnNan;
+use gpt::translate::checkpoint::{
+    average, list_checkpoints, load_config, load_model_with, resolve_model_dir,
+};
 use gpt::translate::data::read_tsv;
 use gpt::translate::decode::DecodeConfig;
 use gpt::translate::trainer::{train, TranslateConfig, TranslateOptions};
 use gpt::translate::{evaluate, translate_lines};
 use gpt::Error;
-use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -62,6 +69,13 @@ pub struct DecodeArgs {
     /// Sentences decoded together.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
+    /// Decode even when the estimated memory (weights, KV caches of `--batch` × `--beam`
+    /// hypotheses) is over what the machine has available.
+    #[arg(long)]
+    pub no_memory_check: bool,
+    /// Load weights that hold NaN or inf (refused by default, naming the tensor).
+    #[arg(long)]
+    pub allow_nonfinite: bool,
 }
 
 impl DecodeArgs {
@@ -84,6 +98,30 @@ impl DecodeArgs {
             max_extra: self.max_extra,
             recompute: false,
         })
+    }
+
+    /// The model directory and its configuration (read first: a bad `--model` is reported
+    /// before the input is read).
+    fn model_config(&self) -> Result<(PathBuf, TransformerConfig), Error> {
+        let path = self.model()?;
+        let cfg = load_config(&resolve_model_dir(&path)?)?;
+        Ok((path, cfg))
+    }
+
+    /// Loads the model (`--allow-nonfinite` decides about NaN/inf weights) after checking that `--batch` × `--beam` hypotheses (at most
+    /// `sentences` sentences at a time) fit in memory: the estimate from the model's
+    /// configuration, before anything is allocated.
+    fn load(
+        &self,
+        (path, cfg): (PathBuf, TransformerConfig),
+        sentences: usize,
+    ) -> Result<(EncoderDecoder, Tokenizer), Error> {
+        let batch = self.batch.min(sentences.max(1));
+        let est = transformer_decoding(&cfg, batch, self.beam, ["--batch", "--beam"])?;
+        if !self.no_memory_check {
+            est.check(available(), "--no-memory-check")?;
+        }
+        load_model_with(&path, NonFinite::allowing(self.allow_nonfinite))
     }
 
     /// The model directory, which is required.
@@ -167,6 +205,16 @@ pub struct TrainArgs {
     /// One JSON object per step on standard output instead of a progress bar.
     #[arg(long)]
     pub json: bool,
+    /// Start even when the estimated memory (parameters, activations of `--max-tokens`,
+    /// optimizer state) is over what the machine has available.
+    #[arg(long)]
+    pub no_memory_check: bool,
+    /// A step whose loss or gradient norm is NaN/inf: skip it (no update) or stop. Default skip.
+    #[arg(long, value_parser = OnNan::NAMES)]
+    pub on_nan: Option<String>,
+    /// With --on-nan skip: steps in a row that may be skipped before the run stops. Default 5.
+    #[arg(long)]
+    pub max_nan_skips: Option<usize>,
 }
 
 /// `gpt translate eval`.
@@ -187,6 +235,9 @@ pub struct EvalArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Error (with the line number) on a TSV line without a tab or with an empty side.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// `gpt translate average`.
@@ -228,8 +279,12 @@ fn run_train(a: TrainArgs) -> CliResult {
         max_len,
         eval_interval,
         ckpt_interval,
-        seed
+        seed,
+        max_nan_skips
     );
+    if let Some(o) = &a.on_nan {
+        c.on_nan = o.parse()?;
+    }
     if a.max_minutes.is_some() {
         c.max_minutes = a.max_minutes;
     }
@@ -251,6 +306,7 @@ fn run_train(a: TrainArgs) -> CliResult {
         quiet: false,
         stop_at: None,
         interrupt: Some(flag),
+        check_memory: !a.no_memory_check,
     };
     train(&c, &opts)?;
     Ok(())
@@ -258,22 +314,15 @@ fn run_train(a: TrainArgs) -> CliResult {
 
 /// The lines of `input`, or of standard input when it is absent or `-`.
 fn read_lines(input: Option<&PathBuf>) -> Result<Vec<String>, Error> {
-    match input.filter(|p| p.as_os_str() != "-") {
-        Some(p) => std::fs::read_to_string(p)
-            .map(|t| t.lines().map(str::to_string).collect())
-            .map_err(|e| Error::io(p, e)),
-        None => std::io::stdin()
-            .lock()
-            .lines()
-            .collect::<Result<_, _>>()
-            .map_err(|e| Error::io(Path::new("standard input"), e)),
-    }
+    let text = gpt::io::read_text_or_stdin(input.map(PathBuf::as_path))?;
+    Ok(text.lines().map(str::to_string).collect())
 }
 
 fn run_translate(a: RunArgs) -> CliResult {
     let cfg = a.decode.config()?;
-    let (mut model, tok) = load_model(&a.decode.model()?)?;
+    let model_cfg = a.decode.model_config()?;
     let lines = read_lines(a.input.as_ref())?;
+    let (mut model, tok) = a.decode.load(model_cfg, lines.len())?;
     let (out, truncated) = translate_lines(&mut model, &tok, &lines, &cfg, a.decode.batch)?;
     if truncated > 0 {
         eprintln!("note: {truncated} source(s) truncated to the model's length limit");
@@ -287,12 +336,13 @@ fn run_translate(a: RunArgs) -> CliResult {
 
 fn run_eval(a: EvalArgs) -> CliResult {
     let cfg = a.decode.config()?;
-    let (mut model, tok) = load_model(&a.decode.model()?)?;
-    let text = read_tsv(&a.pairs, false)?;
-    let mut pairs = text.pairs;
+    let model_cfg = a.decode.model_config()?;
+    let text = read_tsv(&a.pairs, a.strict)?;
+    let mut pairs = text.pairs.clone();
     if let Some(n) = a.limit {
         pairs.truncate(n);
     }
+    let (mut model, tok) = a.decode.load(model_cfg, pairs.len())?;
     let ev = evaluate(&mut model, &tok, &pairs, &cfg, a.decode.batch)?;
     if let Some(p) = &a.output {
         std::fs::write(p, ev.hyps.join("\n") + "\n").map_err(|e| Error::io(p, e))?;
@@ -307,14 +357,17 @@ fn run_eval(a: EvalArgs) -> CliResult {
             "beam": a.decode.beam, "skipped_lines": text.skipped, "truncated": truncated,
         });
         println!("{v}");
+        if text.skipped > 0 {
+            eprintln!("warning: {}", text.skipped_note(&a.pairs));
+        }
     } else {
         println!("{bleu}");
         println!("chrF2 = {chrf:.2}");
         println!(
-            "{} sentences in {secs:.1} s ({rate:.2} sentences/s, beam {}); {} bad lines skipped, {truncated} truncated",
+            "{} sentences in {secs:.1} s ({rate:.2} sentences/s, beam {}); {}, {truncated} truncated",
             hyps.len(),
             a.decode.beam,
-            text.skipped
+            text.skipped_note(&a.pairs)
         );
     }
     Ok(())

@@ -31,19 +31,8 @@ pub struct PrepareStats {
     pub tokenizer: String,
 }
 
-/// Reads a file as UTF-8, naming the file and byte offset if it is not.
-pub fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    String::from_utf8(bytes).map_err(|e| {
-        Error::file(
-            path,
-            format!(
-                "invalid UTF-8 at byte {}; convert the file to UTF-8",
-                e.utf8_error().valid_up_to()
-            ),
-        )
-    })
-}
+/// Reads a file as UTF-8, naming the file, line and byte offset if it is not.
+pub use crate::io::read_text;
 
 /// Collects the documents under `inputs` in a deterministic order.
 pub fn read_documents(inputs: &[PathBuf]) -> Result<Vec<String>> {

@@ -79,11 +79,13 @@ impl TokenFile {
         }
         let mut c = [0u8; 8];
         c.copy_from_slice(&map[16..24]);
-        let len = u64::from_le_bytes(c) as usize;
-        if map.len() != HEADER + len * width {
+        let count = u64::from_le_bytes(c);
+        // Checked: a damaged count (say 2^62) must be this error, not an overflow.
+        let body = map.len() - HEADER;
+        let len = usize::try_from(count).unwrap_or(usize::MAX);
+        if len.checked_mul(width) != Some(body) {
             return Err(bad(format!(
-                "header says {len} tokens but the file holds {} bytes of tokens",
-                map.len() - HEADER
+                "header says {count} tokens but the file holds {body} bytes of tokens"
             )));
         }
         Ok(TokenFile {
@@ -164,6 +166,25 @@ mod tests {
             .unwrap()
             .to_string()
             .contains("3 tokens"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_token_count_that_overflows_is_an_error_not_a_panic() {
+        // Found by tests/fuzz_parsers.rs: `HEADER + len * width` overflowed.
+        let dir = std::env::temp_dir().join(format!("gpt-tokens-ovf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("huge.bin");
+        for count in [1u64 << 62, u64::MAX, (1 << 63) + 1] {
+            let mut bytes = encode_token_file(&[], 10);
+            bytes[16..24].copy_from_slice(&count.to_le_bytes());
+            std::fs::write(&p, &bytes).unwrap();
+            let err = TokenFile::open(&p).err().unwrap().to_string();
+            assert!(
+                err.contains("huge.bin") && err.contains(&format!("{count} tokens")),
+                "{err}"
+            );
+        }
         std::fs::remove_dir_all(&dir).ok();
     }
 }

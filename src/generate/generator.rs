@@ -49,6 +49,9 @@ pub struct Generation {
     pub ids: Vec<u32>,
     /// Why the row stopped.
     pub finish: FinishReason,
+    /// Times the row's context was full and the window slid (see the module documentation):
+    /// after the first, the model no longer sees the start of the prompt.
+    pub context_slides: usize,
 }
 
 /// Token counts and wall time of the two phases.
@@ -140,6 +143,7 @@ pub fn generate_observed(
         .map(|_| Generation {
             ids: Vec::new(),
             finish: FinishReason::Length,
+            context_slides: 0,
         })
         .collect();
     if cfg.max_new_tokens == 0 {
@@ -206,6 +210,7 @@ pub fn generate_observed(
             if cache.len(b) + 1 > n_ctx {
                 // Slide: re-prefill the row with its last n_ctx / 2 tokens.
                 cache.clear_row(b);
+                out[b].context_slides += 1;
                 let keep = (n_ctx / 2).max(1);
                 ids.extend_from_slice(&seqs[b][seqs[b].len() - keep..]);
                 new[b] = keep;

@@ -55,6 +55,20 @@ pub fn token_logprobs(
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let sum: f64 = row.iter().map(|&x| f64::from(x - max).exp()).sum();
                 let lp = f64::from(row[ids[j] as usize] - max) - sum.ln();
+                if !lp.is_finite() {
+                    // A NaN or infinite total must never be printed as a score.
+                    let why = if row.iter().all(|x| x.is_finite()) {
+                        "the model gives it probability 0"
+                    } else {
+                        "the model's logits there are not finite (its weights or activations \
+                         overflow; was it loaded with --allow-nonfinite?)"
+                    };
+                    return Err(Error::NonFinite {
+                        what: format!("the log-probability of token {j} (id {})", ids[j]),
+                        value: lp as f32,
+                        hint: format!("; {why}"),
+                    });
+                }
                 out[j] = Some(lp as f32);
             }
             j0 = j1;

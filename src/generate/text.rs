@@ -55,6 +55,31 @@ pub fn encode_prompts(
     Ok(out)
 }
 
+/// What happens to prompts that will outgrow the context: `None` when every prompt plus
+/// `max_new_tokens` fits in `n_ctx`, else one line for the user. Generation does not stop at
+/// the context: when a row's context is full, its window slides (the row is re-read from its
+/// last `n_ctx / 2` tokens, see [`super::generator`]), so the text goes on but the model no
+/// longer sees what slid out; the result reports how often (`context_slides`).
+pub fn context_note(prompts: &[Vec<u32>], max_new_tokens: usize, n_ctx: usize) -> Option<String> {
+    let over: Vec<usize> = (0..prompts.len())
+        .filter(|&b| prompts[b].len().saturating_add(max_new_tokens) > n_ctx)
+        .collect();
+    let &first = over.first()?;
+    let len = prompts[first].len();
+    let which = match over.len() {
+        1 => format!("prompt {first} ({len} tokens)"),
+        k if k == prompts.len() => format!("every prompt (prompt {first}: {len} tokens)"),
+        k => format!("{k} prompts (prompt {first}: {len} tokens)"),
+    };
+    Some(format!(
+        "{which} + --max-new-tokens {max_new_tokens} is more than the context n_ctx = {n_ctx}: \
+         when the context is full the window slides (generation goes on from the last {} \
+         tokens, so the model no longer sees the start); lower --max-new-tokens to stay within \
+         the context",
+        (n_ctx / 2).max(1),
+    ))
+}
+
 /// Settings of a text generation.
 #[derive(Clone, Debug)]
 pub struct TextConfig {
@@ -79,6 +104,8 @@ pub struct TextGeneration {
     pub text: String,
     /// Why the row stopped.
     pub finish: FinishReason,
+    /// Times the context was full and the window slid ([`context_note`] says what that means).
+    pub context_slides: usize,
 }
 
 /// The end-of-text id of `tok`, if it has one.
@@ -131,6 +158,7 @@ pub fn generate_text(
             ids: g.ids,
             text: s.text().to_string(),
             finish: g.finish,
+            context_slides: g.context_slides,
         });
     }
     Ok((out, timing))
@@ -158,5 +186,21 @@ mod tests {
             .to_string();
         assert!(e.contains("prompt 1 is empty"), "{e}");
         assert_eq!(eos_id(&tok), Some(50256));
+    }
+
+    #[test]
+    fn prompts_that_outgrow_the_context_are_named() {
+        let p = vec![vec![1u32; 10], vec![1u32; 100]];
+        assert_eq!(context_note(&p, 28, 128), None);
+        let n = context_note(&p, 29, 128).unwrap();
+        assert!(
+            n.starts_with("prompt 1 (100 tokens) + --max-new-tokens 29")
+                && n.contains("n_ctx = 128")
+                && n.contains("slides")
+                && n.contains("last 64 tokens"),
+            "{n}"
+        );
+        let n = context_note(&p, 500, 128).unwrap();
+        assert!(n.starts_with("every prompt (prompt 0: 10 tokens)"), "{n}");
     }
 }

@@ -7,8 +7,10 @@
 
 pub mod atomic;
 pub mod safetensors;
+pub mod text;
 pub mod tokenizer;
 
 pub use atomic::{replace_dir, write_atomic};
 pub use safetensors::{serialize_f32, write_f32, Dtype, StoredTensor, TensorFile};
+pub use text::{read_text, read_text_or_stdin};
 pub use tokenizer::{load_tokenizer, save_tokenizer, CHAR_TOKENIZER_FILE};

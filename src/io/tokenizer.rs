@@ -30,7 +30,13 @@ pub fn load_tokenizer(dir: &Path) -> Result<AnyTokenizer> {
     if char_file.exists() {
         return CharTokenizer::load(&char_file)
             .map(AnyTokenizer::Char)
-            .map_err(|e| Error::file(&char_file, e.to_string()));
+            .map_err(|e| {
+                // The tokenizer crate's message already starts with the path: name it once.
+                let msg = e.to_string();
+                let prefix = format!("{}: ", char_file.display());
+                let reason = msg.strip_prefix(&prefix).unwrap_or(&msg);
+                Error::file(&char_file, reason)
+            });
     }
     AnyTokenizer::load(&dir.to_string_lossy()).map_err(|e| {
         Error::file(

@@ -198,13 +198,19 @@ pub fn global_grad_norm_naive(grads: &[f32]) -> f32 {
 /// sees it in the returned value and can skip the step.
 pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f32 {
     let norm = global_grad_norm(grads);
+    clip_to_norm(grads, norm, max_norm);
+    norm
+}
+
+/// The scaling of [`clip_grad_norm`] for gradients whose global norm `norm` is already known
+/// (the training loop computes it once, to check it is finite before anything else).
+pub fn clip_to_norm(grads: &mut [f32], norm: f32, max_norm: f32) {
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {
         grads
             .par_chunks_mut(CHUNK)
             .for_each(|c| c.iter_mut().for_each(|g| *g *= coef));
     }
-    norm
 }
 
 /// Sets every element of `buf` to 0 (gradients before a step's backward), in parallel.

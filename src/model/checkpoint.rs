@@ -21,6 +21,7 @@ use super::config::{GptConfig, Positions};
 use super::gpt::Gpt;
 use crate::error::{Error, Result};
 use crate::io::{serialize_f32, write_atomic, TensorFile};
+use crate::kernels::vmath::first_nonfinite;
 use crate::nn::block::NormPlacement;
 use crate::nn::mlp::Activation;
 use crate::nn::params::{ParamLayout, Params};
@@ -129,14 +130,31 @@ pub fn hf_config(cfg: &GptConfig) -> Value {
 }
 
 /// Reads a `GptConfig` from a `config.json` value: our `"gpt"` key when present, else GPT-2's
-/// schema (pre-LN, learned positions, tanh GELU).
+/// schema (pre-LN, learned positions, tanh GELU). The configuration is validated, and an
+/// invalid field is named with the file it came from.
 pub fn config_from_hf(v: &Value, path: &Path) -> Result<GptConfig> {
+    let cfg = parse_config(v, path)?;
+    cfg.validate().map_err(|e| match e {
+        Error::Config { field, reason } => Error::Config {
+            field: format!("{}: {field}", path.display()),
+            reason,
+        },
+        other => Error::file(path, other.to_string()),
+    })?;
+    Ok(cfg)
+}
+
+/// [`config_from_hf`] before validation.
+fn parse_config(v: &Value, path: &Path) -> Result<GptConfig> {
     let bad = |field: &str, reason: &str| Error::Config {
         field: format!("{}: {field}", path.display()),
         reason: reason.to_string(),
     };
     if let Some(ours) = v.get("gpt") {
-        return serde_json::from_value(ours.clone()).map_err(|e| bad("gpt", &e.to_string()));
+        let cfg: GptConfig =
+            serde_json::from_value(ours.clone()).map_err(|e| bad("gpt", &e.to_string()))?;
+        cfg.validate().map_err(|e| bad("gpt", &e.to_string()))?;
+        return Ok(cfg);
     }
     let model_type = v.get("model_type").and_then(Value::as_str).unwrap_or("");
     let norm = match model_type {
@@ -157,7 +175,8 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<GptConfig> {
     };
     let n_embd = get("n_embd")?;
     if let Some(inner) = v.get("n_inner").and_then(Value::as_u64) {
-        if inner as usize != 4 * n_embd {
+        // Checked: a damaged n_embd (say 2^62) must be an error, not an overflow.
+        if n_embd.checked_mul(4) != usize::try_from(inner).ok() {
             return Err(bad("n_inner", "only n_inner = 4·n_embd is supported"));
         }
     }
@@ -194,7 +213,6 @@ pub fn config_from_hf(v: &Value, path: &Path) -> Result<GptConfig> {
             .and_then(Value::as_f64)
             .unwrap_or(1e-5) as f32,
     };
-    cfg.validate()?;
     Ok(cfg)
 }
 
@@ -271,24 +289,101 @@ pub fn load_weights(model: &mut Gpt, path: &Path) -> Result<()> {
     })
 }
 
+/// What a loader does with NaN or ±inf in the values it reads.
+///
+/// Why refuse by default: such weights only ever produce NaN (a diverged run, a broken
+/// conversion), and the error then names the tensor and the file instead of a NaN score or
+/// gibberish far downstream. `--allow-nonfinite` loads them anyway, to inspect a checkpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NonFinite {
+    /// An error naming the file and the first tensor holding one.
+    #[default]
+    Refuse,
+    /// Load them as they are.
+    Allow,
+}
+
+impl NonFinite {
+    /// [`NonFinite::Allow`] when `allow` (the `--allow-nonfinite` flag), else `Refuse`.
+    pub fn allowing(allow: bool) -> Self {
+        if allow {
+            NonFinite::Allow
+        } else {
+            NonFinite::Refuse
+        }
+    }
+
+    /// With `Refuse`, an error naming `path` and the tensor `name` if `values` hold a NaN or
+    /// ±inf (one vectorised pass, [`first_nonfinite`]).
+    pub fn check(self, path: &Path, name: &str, values: &[f32]) -> Result<()> {
+        if self == NonFinite::Allow {
+            return Ok(());
+        }
+        match first_nonfinite(values) {
+            None => Ok(()),
+            Some(i) => Err(nonfinite_error(
+                path,
+                name,
+                &format!("{} at element {i}", values[i]),
+            )),
+        }
+    }
+}
+
+/// The error of a tensor `name` of `path` that holds a non-finite value (`found` says which,
+/// and where).
+pub fn nonfinite_error(path: &Path, name: &str, found: &str) -> Error {
+    Error::file(
+        path,
+        format!(
+            "tensor `{name}` holds {found}: the weights are not finite (a diverged run or a \
+             broken conversion?); load an earlier checkpoint, or pass --allow-nonfinite to load \
+             them anyway"
+        ),
+    )
+}
+
 /// Fills `params` from a safetensors file (f32, f16 or bf16), checking every name and shape;
-/// `names(layout name)` lists the stored names to try, first found wins.
+/// `names(layout name)` lists the stored names to try, first found wins. Non-finite values are
+/// an error ([`NonFinite::Refuse`]).
 pub fn load_params(
     params: &mut Params,
     path: &Path,
     names: impl Fn(&str) -> Vec<String>,
 ) -> Result<()> {
+    load_params_with(params, path, names, NonFinite::Refuse)
+}
+
+/// [`load_params`] with a choice of what non-finite values do.
+pub fn load_params_with(
+    params: &mut Params,
+    path: &Path,
+    names: impl Fn(&str) -> Vec<String>,
+    nonfinite: NonFinite,
+) -> Result<()> {
     let file = TensorFile::open(path)?;
-    read_layout(&file, &params.layout, &mut params.data, names)
+    read_layout_with(&file, &params.layout, &mut params.data, names, nonfinite)
 }
 
 /// Fills the flat buffer `flat` (in `layout`) from `file`, every tensor converted to f32;
-/// `names(layout name)` lists the stored names to try. Errors name the file and the tensor.
+/// `names(layout name)` lists the stored names to try. Errors name the file and the tensor,
+/// also for a tensor holding NaN or ±inf ([`NonFinite::Refuse`]).
 pub fn read_layout(
     file: &TensorFile,
     layout: &ParamLayout,
     flat: &mut [f32],
     names: impl Fn(&str) -> Vec<String>,
+) -> Result<()> {
+    read_layout_with(file, layout, flat, names, NonFinite::Refuse)
+}
+
+/// [`read_layout`] with a choice of what non-finite values do.
+pub fn read_layout_with(
+    file: &TensorFile,
+    layout: &ParamLayout,
+    flat: &mut [f32],
+    names: impl Fn(&str) -> Vec<String>,
+    nonfinite: NonFinite,
 ) -> Result<()> {
     if flat.len() != layout.total() {
         return Err(Error::shape(
@@ -299,7 +394,30 @@ pub fn read_layout(
     }
     for e in layout.entries() {
         let t = file.find(&names(&e.name))?;
-        file.read_f32_into(t, &e.shape, e.param.of_mut(flat))?;
+        let dst = e.param.of_mut(flat);
+        file.read_f32_into(t, &e.shape, dst)?;
+        nonfinite.check(file.path(), &t.name, dst)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn n_inner_with_a_huge_n_embd_is_an_error_not_an_overflow() {
+        let mut v = hf_config(&GptConfig::tiny(65));
+        let o = v.as_object_mut().unwrap();
+        o.remove("gpt");
+        o.insert("n_embd".into(), json!(1u64 << 62));
+        o.insert("n_inner".into(), json!(0));
+        let err = config_from_hf(&v, Path::new("dir/config.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("dir/config.json") && err.contains("n_inner"),
+            "{err}"
+        );
+    }
 }

@@ -139,36 +139,62 @@ impl GptConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad("dropout", format!("{} is not in [0, 1)", self.dropout));
         }
+        if !(self.ln_eps > 0.0 && self.ln_eps.is_finite()) {
+            return bad(
+                "ln_eps",
+                format!(
+                    "{} must be a positive number (LayerNorm divides by sqrt(var + eps); typical: 1e-5)",
+                    self.ln_eps
+                ),
+            );
+        }
         if self.positions == Positions::Sinusoidal && !self.n_embd.is_multiple_of(2) {
             return bad("n_embd", "sinusoidal positions need an even width".into());
+        }
+        // Every buffer the model sizes from these numbers is at most a product of two of them
+        // and a small constant; the parameter count covers the largest (n_layer · 12 n_embd²),
+        // the position table (n_ctx · n_embd, also the KV cache row) is checked beside it.
+        if self.checked_num_params().is_none() || self.n_ctx.checked_mul(self.n_embd).is_none() {
+            return bad(
+                "n_layer/n_embd/n_ctx/vocab_size",
+                format!(
+                    "the model's size overflows (n_layer {}, n_embd {}, n_ctx {}, vocab_size {}); \
+                     use sizes a machine can hold",
+                    self.n_layer, self.n_embd, self.n_ctx, self.vocab_size
+                ),
+            );
         }
         Ok(())
     }
 
-    /// Number of parameters (with the tied head counted once).
+    /// Number of parameters (with the tied head counted once). Call it on a validated config
+    /// (see [`GptConfig::checked_num_params`] otherwise).
     pub fn num_params(&self) -> usize {
+        self.checked_num_params().unwrap_or(usize::MAX)
+    }
+
+    /// Number of parameters, or `None` when the count overflows `usize`.
+    pub fn checked_num_params(&self) -> Option<usize> {
         let (v, t, l, c) = (self.vocab_size, self.n_ctx, self.n_layer, self.n_embd);
         let b = usize::from(self.bias);
         let wpe = if self.positions == Positions::Learned {
-            t * c
+            t.checked_mul(c)?
         } else {
             0
         };
-        let block = 2 * 2 * c
-            + c * 3 * c
-            + b * 3 * c
-            + c * c
-            + b * c
-            + c * 4 * c
-            + b * 4 * c
-            + 4 * c * c
-            + b * c;
+        // Per block: two LayerNorms (4c), c_attn (3c² + 3c), c_proj (c² + c), c_fc (4c² + 4c),
+        // mlp.c_proj (4c² + c): 12c² + 4c + 9c·bias.
+        let cc = c.checked_mul(c)?;
+        let block = cc.checked_mul(12)?.checked_add(c.checked_mul(4 + 9 * b)?)?;
         let ln_f = if self.norm == NormPlacement::Pre {
-            2 * c
+            c.checked_mul(2)?
         } else {
             0
         };
-        v * c + wpe + l * block + ln_f
+        v.checked_mul(c)?
+            .checked_add(wpe)?
+            .checked_add(l.checked_mul(block)?)?
+            .checked_add(ln_f)
     }
 }
 
@@ -186,5 +212,32 @@ mod tests {
         let mut c = GptConfig::tiny(65);
         c.n_head = 3;
         assert!(c.validate().unwrap_err().to_string().contains("divisible"));
+        for eps in [0.0, -1e-5, f32::NAN, f32::INFINITY] {
+            let c = GptConfig {
+                ln_eps: eps,
+                ..GptConfig::tiny(65)
+            };
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("invalid ln_eps:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn sizes_that_overflow_are_errors_not_panics() {
+        for edit in [
+            |c: &mut GptConfig| c.n_embd = 1 << 62,
+            |c: &mut GptConfig| c.n_layer = usize::MAX,
+            |c: &mut GptConfig| c.n_ctx = usize::MAX / 2,
+            |c: &mut GptConfig| c.vocab_size = usize::MAX / 64,
+        ] {
+            let mut c = GptConfig::tiny(65);
+            edit(&mut c);
+            c.n_head = 1;
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("overflows") && e.contains("n_embd"), "{e}");
+        }
+        for c in [GptConfig::gpt2(), GptConfig::gpt2_xl(), GptConfig::tiny(65)] {
+            assert_eq!(c.checked_num_params(), Some(c.num_params()));
+        }
     }
 }

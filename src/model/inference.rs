@@ -18,7 +18,7 @@
 //! Shapes: packed rows `(N, C)` with `N = Σ new` (see [`crate::nn::kv_cache`]), logits
 //! `(rows, V)`.
 
-use super::checkpoint::{self, hf_family, hf_name};
+use super::checkpoint::{self, hf_family, hf_name, NonFinite};
 use super::config::GptConfig;
 use super::gpt::{Gpt, GptModules};
 use super::packed_weights::{bf16_layout, in_out_dims, read_packed};
@@ -153,7 +153,17 @@ impl InferenceModel {
     /// [`InferenceModel::load`] with the weight matrices in `dtype`. `Bf16` reads each matrix
     /// from the file in chunks straight into packed bf16 (a bf16 checkpoint bit for bit, f32 and
     /// f16 rounded to nearest even), never holding an f32 copy of it; the other tensors are f32.
+    ///
+    /// Weights holding NaN or ±inf are an error naming the tensor and the file.
     pub fn load_as(dir: &Path, dtype: Precision) -> Result<Self> {
+        Self::load_with(dir, dtype, NonFinite::Refuse)
+    }
+
+    /// [`InferenceModel::load_as`] with a choice of what non-finite weights do
+    /// (`--allow-nonfinite`). The check is one vectorised pass over the f32 weights (for a
+    /// mapped file, a read of its pages, which decoding reads anyway) and, with bf16 matrices,
+    /// over each chunk as it is packed.
+    pub fn load_with(dir: &Path, dtype: Precision, nonfinite: NonFinite) -> Result<Self> {
         let config = checkpoint::load_config(dir)?;
         let path = dir.join(checkpoint::WEIGHTS_FILE);
         let file = TensorFile::open(&path).map_err(|e| match e {
@@ -232,7 +242,7 @@ impl InferenceModel {
                     }
                     Some(l) => mats.insert(
                         e.param,
-                        read_packed(&file, &name, s.dtype, s.start, &e.shape, l)?,
+                        read_packed(&file, &name, s.dtype, s.start, &e.shape, l, nonfinite)?,
                     ),
                 }
             }
@@ -244,6 +254,7 @@ impl InferenceModel {
                 parts,
             );
             m.bf16 = Some(mats);
+            m.check_finite(&path, nonfinite)?;
             return Ok(m);
         }
         let in_place = cfg!(target_endian = "little")
@@ -260,7 +271,7 @@ impl InferenceModel {
             let parts = build(&config, &mut placed)?;
             let mmap = file.into_map();
             let len = (mmap.len() - header_end) / 4;
-            return Ok(Self::assemble(
+            let m = Self::assemble(
                 config,
                 Storage::Mapped {
                     mmap,
@@ -270,7 +281,9 @@ impl InferenceModel {
                 placed,
                 WeightsSource::Mapped,
                 parts,
-            ));
+            );
+            m.check_finite(&path, nonfinite)?;
+            return Ok(m);
         }
         let mut data = vec![0.0f32; layout.total()];
         for e in layout.entries() {
@@ -279,13 +292,31 @@ impl InferenceModel {
             let raw = &file.map()[s.start..s.start + s.len];
             to_f32(s.dtype, raw, e.param.of_mut(&mut data), &name, &path)?;
         }
-        Ok(Self::assemble(
+        let m = Self::assemble(
             config,
             Storage::Owned(data),
             layout,
             WeightsSource::Converted(dtypes),
             parts,
-        ))
+        );
+        m.check_finite(&path, nonfinite)?;
+        Ok(m)
+    }
+
+    /// With [`NonFinite::Refuse`], an error naming `path` and the first tensor of the f32
+    /// buffer that holds a NaN or ±inf (the bf16 matrices are checked as they are packed).
+    fn check_finite(&self, path: &Path, nonfinite: NonFinite) -> Result<()> {
+        if nonfinite == NonFinite::Allow {
+            return Ok(());
+        }
+        let (p, family) = (self.params(), hf_family(&self.config));
+        for e in self.layout.entries() {
+            if self.bf16.is_some() && bf16_layout(e).is_some() {
+                continue;
+            }
+            nonfinite.check(path, &hf_name(&e.name, family), e.param.of(p))?;
+        }
+        Ok(())
     }
 
     /// An inference copy of a training model's current weights.
@@ -558,7 +589,26 @@ impl InferenceModel {
             }
         }
         self.logits(logits, &last);
-        Ok(())
+        check_logits(logits, self.config.vocab_size)
+    }
+}
+
+/// An error naming the row and the token if `logits (R, V)` hold a NaN or ±inf: sampling from
+/// them would pick an arbitrary token, and a score would be NaN.
+pub fn check_logits(logits: &[f32], v: usize) -> Result<()> {
+    match crate::kernels::vmath::first_nonfinite(logits) {
+        None => Ok(()),
+        Some(i) => Err(Error::NonFinite {
+            what: format!(
+                "the logit of token {} in row {}",
+                i % v.max(1),
+                i / v.max(1)
+            ),
+            value: logits[i],
+            hint: "; the model's weights or activations are not finite (was it loaded with \
+                   --allow-nonfinite?)"
+                .into(),
+        }),
     }
 }
 
@@ -582,20 +632,22 @@ pub fn load_with_tokenizer(
     gpt_tokenizer::AnyTokenizer,
     std::path::PathBuf,
 )> {
-    load_with_tokenizer_as(dir, Precision::F32)
+    load_with_tokenizer_as(dir, Precision::F32, NonFinite::Refuse)
 }
 
-/// [`load_with_tokenizer`] with the weight matrices in `dtype` (see [`InferenceModel::load_as`]).
+/// [`load_with_tokenizer`] with the weight matrices in `dtype` and a choice of what
+/// non-finite weights do (see [`InferenceModel::load_with`]).
 pub fn load_with_tokenizer_as(
     dir: &Path,
     dtype: Precision,
+    nonfinite: NonFinite,
 ) -> Result<(
     InferenceModel,
     gpt_tokenizer::AnyTokenizer,
     std::path::PathBuf,
 )> {
     let dir = resolve_dir(dir);
-    let model = InferenceModel::load_as(&dir, dtype)?;
+    let model = InferenceModel::load_with(&dir, dtype, nonfinite)?;
     let tok = crate::io::load_tokenizer(&dir)?;
     if tok.vocab_size() > model.config.vocab_size {
         return Err(Error::Config {

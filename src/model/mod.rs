@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod gpt;
 pub mod inference;
+pub mod memory;
 pub mod packed_weights;
 pub mod transformer;
 

@@ -10,11 +10,13 @@
 //! f16 one rounded to nearest even, and at no point is the whole f32 matrix (or the file's
 //! mapping of it) resident.
 
+use super::checkpoint::{nonfinite_error, NonFinite};
 use crate::error::{Error, Result};
 use crate::io::safetensors::{dtype_size, Dtype, TensorFile};
 use crate::kernels::bf16::f32_to_bf16_bits;
 use crate::kernels::bf16_decode::PackedBf16;
 use crate::kernels::matmul::WeightLayout;
+use crate::kernels::vmath::first_nonfinite_bf16;
 use crate::nn::params::ParamEntry;
 
 /// Whether a model tensor is held in bf16 with `--dtype bf16`, and in which orientation: the
@@ -39,7 +41,9 @@ pub fn in_out_dims(shape: &[usize], layout: WeightLayout) -> (usize, usize) {
 const CHUNK_BYTES: usize = 1 << 20;
 
 /// Reads a stored matrix `name` of `shape` (`dtype` F32, F16 or BF16, from byte `start` of
-/// `file`) with file reads and packs it in bf16 for `layout`, one chunk of rows at a time.
+/// `file`) with file reads and packs it in bf16 for `layout`, one chunk of rows at a time. With
+/// [`NonFinite::Refuse`], a NaN or ±inf (also an f32 value beyond bf16's range, which rounds to
+/// ±inf) is an error naming the tensor and the file.
 pub fn read_packed(
     file: &TensorFile,
     name: &str,
@@ -47,6 +51,7 @@ pub fn read_packed(
     start: usize,
     shape: &[usize],
     layout: WeightLayout,
+    nonfinite: NonFinite,
 ) -> Result<PackedBf16> {
     let (ic, oc) = in_out_dims(shape, layout);
     let size = dtype_size(dtype).ok_or_else(|| {
@@ -81,6 +86,13 @@ pub fn read_packed(
                 for (o, b) in out.iter_mut().zip(raw.chunks_exact(2)) {
                     *o = u16::from_le_bytes([b[0], b[1]]);
                 }
+            }
+        }
+        if nonfinite == NonFinite::Refuse {
+            if let Some(i) = first_nonfinite_bf16(out) {
+                let value = crate::kernels::bf16::bf16_bits_to_f32(out[i]);
+                let at = format!("{value} in bf16 at element {}", r0 * row_len + i);
+                return Err(nonfinite_error(file.path(), name, &at));
             }
         }
         m.set_rows(r0, out);

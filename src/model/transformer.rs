@@ -125,6 +125,22 @@ impl TransformerConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad("dropout", format!("{} is not in [0, 1)", self.dropout));
         }
+        if self.checked_num_params().is_none() || self.max_len.checked_mul(self.d_model).is_none() {
+            return bad(
+                "n_layer/d_model/d_ff/max_len/vocab_size",
+                format!(
+                    "the model's size overflows (n_layer {}, d_model {}, d_ff {}, max_len {}, \
+                     vocab_size {}); use sizes a machine can hold",
+                    self.n_layer, self.d_model, self.d_ff, self.max_len, self.vocab_size
+                ),
+            );
+        }
+        if !(self.ln_eps > 0.0 && self.ln_eps.is_finite()) {
+            return bad(
+                "ln_eps",
+                format!("{} must be a positive number (typical: 1e-5)", self.ln_eps),
+            );
+        }
         for (field, id) in [
             ("pad_id", self.pad_id),
             ("bos_id", self.bos_id),
@@ -138,6 +154,32 @@ impl TransformerConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl TransformerConfig {
+    /// Number of parameters (the shared embedding counted once), or `None` when the count
+    /// overflows: `V·C + N·(12C² + 4C·d_ff + 24C + 2·d_ff)`, plus `4C` for the two final
+    /// LayerNorms of pre-LN. An encoder block holds `4C² + 2C·d_ff + 9C + d_ff` (two LayerNorms,
+    /// `c_attn`, `c_proj`, the MLP), a decoder block adds cross-attention's LayerNorm, `q_attn`,
+    /// `c_attn` and `c_proj` (`4C² + 6C`).
+    pub fn checked_num_params(&self) -> Option<usize> {
+        let (c, h) = (self.d_model, self.d_ff);
+        let per_layer = c
+            .checked_mul(c)?
+            .checked_mul(12)?
+            .checked_add(c.checked_mul(h)?.checked_mul(4)?)?
+            .checked_add(c.checked_mul(24)?)?
+            .checked_add(h.checked_mul(2)?)?;
+        let ln_f = if self.norm == NormPlacement::Pre {
+            c.checked_mul(4)?
+        } else {
+            0
+        };
+        self.vocab_size
+            .checked_mul(c)?
+            .checked_add(self.n_layer.checked_mul(per_layer)?)?
+            .checked_add(ln_f)
     }
 }
 
@@ -749,6 +791,26 @@ mod tests {
         assert!(!names
             .iter()
             .any(|n| n.starts_with("encoder.h.0.crossattention")));
+    }
+
+    #[test]
+    fn parameter_count_matches_the_layout_and_overflow_is_an_error() {
+        for name in ["transformer-tiny", "transformer-small"] {
+            for norm in [NormPlacement::Post, NormPlacement::Pre] {
+                let mut cfg = TransformerConfig::preset(name, 50, [0, 1, 2]).unwrap();
+                cfg.norm = norm;
+                let m = EncoderDecoder::uninit(cfg.clone()).unwrap();
+                assert_eq!(cfg.checked_num_params(), Some(m.layout().total()), "{name}");
+            }
+        }
+        let mut cfg = TransformerConfig::preset("transformer-tiny", 50, [0, 1, 2]).unwrap();
+        cfg.d_ff = usize::MAX / 2;
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("overflows") && e.contains("d_ff"), "{e}");
+        cfg.d_ff = 64;
+        cfg.max_len = usize::MAX / 4;
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("overflows") && e.contains("max_len"), "{e}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! warmup then linear decay to 0, as functions and as the [`Schedule`] value the training loop
 //! holds.
 
+use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// A learning-rate schedule as data, so the training loop owns one and a checkpoint can record
@@ -43,6 +44,44 @@ pub enum Schedule {
 }
 
 impl Schedule {
+    /// Checks that every rate of the schedule is a finite number ≥ 0 and its peak positive:
+    /// `lr > 0` and `0 ≤ min_lr ≤ lr` for warmup-cosine, `scale > 0` and at least one warmup step
+    /// for inverse-sqrt (whose formula divides by the warmup). `lr_field` names the rate as the
+    /// run's configuration does (`lr`, `lr_scale`).
+    pub fn validate(&self, lr_field: &str) -> Result<()> {
+        match *self {
+            Schedule::WarmupCosine { lr, min_lr, .. } => {
+                if !(lr > 0.0 && lr.is_finite()) {
+                    return Err(Error::field(
+                        lr_field,
+                        format!("{lr} must be a positive number"),
+                    ));
+                }
+                if !(min_lr >= 0.0 && min_lr <= lr) {
+                    return Err(Error::field(
+                        "min_lr",
+                        format!("{min_lr} must be in [0, lr = {lr}] (default: lr / 10)"),
+                    ));
+                }
+            }
+            Schedule::InverseSqrt { scale, warmup, .. } => {
+                if !(scale > 0.0 && scale.is_finite()) {
+                    return Err(Error::field(
+                        lr_field,
+                        format!("{scale} must be a positive number"),
+                    ));
+                }
+                if warmup == 0 {
+                    return Err(Error::field(
+                        "warmup_steps",
+                        "must be at least 1 (the inverse-sqrt schedule divides by it)",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The rate of the update that follows `done` completed steps.
     pub fn lr(&self, done: usize) -> f32 {
         match *self {
@@ -110,6 +149,39 @@ pub fn inverse_sqrt(step: usize, d_model: usize, warmup: usize) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn validate_names_the_rate_and_the_floor() {
+        let wc = |lr, min_lr| Schedule::WarmupCosine {
+            lr,
+            min_lr,
+            warmup: 0,
+            max_steps: 10,
+        };
+        assert!(wc(1e-3, 1e-4).validate("lr").is_ok());
+        assert!(wc(1e-3, 1e-3).validate("lr").is_ok());
+        for (s, field) in [
+            (wc(0.0, 0.0), "lr"),
+            (wc(f32::NAN, 0.0), "lr"),
+            (wc(f32::INFINITY, 0.0), "lr"),
+            (wc(1e-3, 2e-3), "min_lr"),
+            (wc(1e-3, -1e-4), "min_lr"),
+            (wc(1e-3, f32::NAN), "min_lr"),
+        ] {
+            let e = s.validate("lr").unwrap_err().to_string();
+            assert!(e.contains(&format!("invalid {field}:")), "{e}");
+        }
+        let isq = |scale, warmup| Schedule::InverseSqrt {
+            scale,
+            d_model: 8,
+            warmup,
+        };
+        assert!(isq(1.0, 10).validate("lr_scale").is_ok());
+        let e = isq(-1.0, 10).validate("lr_scale").unwrap_err().to_string();
+        assert!(e.contains("invalid lr_scale:"), "{e}");
+        let e = isq(1.0, 0).validate("lr_scale").unwrap_err().to_string();
+        assert!(e.contains("invalid warmup_steps:"), "{e}");
+    }
 
     #[test]
     fn warmup_then_cosine_to_floor() {

@@ -132,16 +132,6 @@ impl CheckpointLayout {
         }
     }
 
-    /// Where a user finds the last good checkpoint (for messages).
-    pub fn describe(self, out: &Path) -> String {
-        match self {
-            CheckpointLayout::Single => out.join(CHECKPOINT_DIR).display().to_string(),
-            CheckpointLayout::Numbered { .. } => {
-                format!("the one named in {}", out.join(LATEST_FILE).display())
-            }
-        }
-    }
-
     /// Writes the checkpoint of `step` atomically (`fill` writes the files into a temporary
     /// directory); for [`CheckpointLayout::Numbered`], then points `latest` at it and prunes.
     /// Returns the checkpoint's directory.

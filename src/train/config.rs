@@ -2,8 +2,66 @@
 //! defaults, then a TOML file (`--config run.toml`, unknown keys are errors), then flags.
 
 use crate::error::{Error, Result};
+use crate::optim::{AdamWConfig, Schedule};
 use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// What the training loop does with a step whose loss or gradient norm is NaN or infinite
+/// (`--on-nan`). Either way the non-finite values never reach the weights or a checkpoint.
+///
+/// Why skip is the default: one bad batch (a rare overflow, a bf16 spike) should not end a
+/// long run, while a run that really diverges makes every step non-finite and so still stops,
+/// after `max_nan_skips` tries, with the same error as `stop`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNan {
+    /// Skip the step: no update, the optimizer state and the step count stay as they were
+    /// (the micro-batches are consumed); stop when more than `max_nan_skips` steps in a row
+    /// would be skipped, or at once when the weights themselves are no longer finite.
+    #[default]
+    Skip,
+    /// Stop at the first non-finite step.
+    Stop,
+}
+
+impl OnNan {
+    /// The accepted names.
+    pub const NAMES: [&'static str; 2] = ["skip", "stop"];
+
+    /// `skip` or `stop`.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnNan::Skip => "skip",
+            OnNan::Stop => "stop",
+        }
+    }
+}
+
+impl fmt::Display for OnNan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for OnNan {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "skip" => Ok(OnNan::Skip),
+            "stop" => Ok(OnNan::Stop),
+            other => Err(Error::field(
+                "on_nan",
+                format!("`{other}` is not one of {}", OnNan::NAMES.join(", ")),
+            )),
+        }
+    }
+}
+
+/// Default of `max_nan_skips`: steps in a row that may be skipped before the run stops.
+pub const DEFAULT_MAX_NAN_SKIPS: usize = 5;
 
 /// Configuration of a training run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -67,6 +125,11 @@ pub struct TrainConfig {
     /// Precision of the matrix products: `f32`, or `bf16` (mixed precision: f32 master weights,
     /// gradients and optimizer state; bf16 products with f32 accumulation).
     pub precision: crate::nn::precision::Precision,
+    /// What to do with a step whose loss or gradient norm is not finite: `skip` or `stop`
+    /// (configurations saved before this field read as `skip`).
+    pub on_nan: OnNan,
+    /// With `on_nan = "skip"`: steps in a row that may be skipped before the run stops.
+    pub max_nan_skips: usize,
 }
 
 impl Default for TrainConfig {
@@ -100,6 +163,8 @@ impl Default for TrainConfig {
             sample_tokens: 400,
             val_fraction: 0.1,
             precision: crate::nn::precision::Precision::F32,
+            on_nan: OnNan::Skip,
+            max_nan_skips: DEFAULT_MAX_NAN_SKIPS,
         }
     }
 }
@@ -120,7 +185,9 @@ impl TrainConfig {
         read_toml(path)
     }
 
-    /// Checks ranges.
+    /// Checks ranges: this run's own fields here, the optimizer, schedule, clipping and NaN
+    /// settings through [`super::trainer::LoopConfig::validate`] (the one check of those, shared
+    /// with every task), before any data is read.
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &str, reason: &str| {
             Err(Error::Config {
@@ -134,9 +201,13 @@ impl TrainConfig {
         if self.batch_size == 0 || self.block_size == 0 || self.grad_accum == 0 {
             return bad("batch_size/block_size/grad_accum", "must be at least 1");
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return bad("lr", "must be a positive number");
-        }
+        // Tokens per step size the batch buffers and the token counts: no overflow, named by
+        // flag (the memory check then compares what they need with what the machine has).
+        crate::model::memory::product(&[
+            ("--batch-size", self.batch_size),
+            ("--block-size", self.block_size),
+            ("--grad-accum", self.grad_accum),
+        ])?;
         if !(0.0..1.0).contains(&self.val_fraction) {
             return bad("val_fraction", "must be in [0, 1)");
         }
@@ -146,12 +217,72 @@ impl TrainConfig {
                 "must be at least 1",
             );
         }
-        Ok(())
+        super::pretrain::loop_config(self).validate()
+    }
+
+    /// The AdamW settings of the run (eps 1e-8, nanoGPT's).
+    pub fn adamw(&self) -> AdamWConfig {
+        AdamWConfig {
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: 1e-8,
+            weight_decay: self.weight_decay,
+        }
+    }
+
+    /// The learning-rate schedule of the run: linear warmup, cosine to `min_lr`.
+    pub fn schedule(&self) -> Schedule {
+        Schedule::WarmupCosine {
+            lr: self.lr,
+            min_lr: self.min_lr(),
+            warmup: self.warmup_steps,
+            max_steps: self.max_steps,
+        }
+    }
+
+    /// The likely causes of a diverged run that this configuration shows (those of every task,
+    /// clipping and eps, are the loop's): a learning rate well above the preset's usual one, no
+    /// warmup, bf16 products.
+    pub fn divergence_hints(&self) -> Vec<String> {
+        let mut hints = Vec::new();
+        let usual = usual_lr(&self.preset);
+        if self.lr > 2.0 * usual {
+            let ratio = self.lr / usual;
+            let ratio = if ratio < 1e3 {
+                format!("{ratio:.0}")
+            } else {
+                format!("{ratio:.0e}")
+            };
+            hints.push(format!(
+                "lr {:e} is {ratio}x the {usual} usual for preset {} (try --lr {usual})",
+                self.lr, self.preset
+            ));
+        }
+        if self.warmup_steps == 0 {
+            hints.push("no warmup (warmup_steps = 0; try a few hundred steps)".into());
+        }
+        if self.precision == crate::nn::precision::Precision::Bf16 {
+            hints.push("bf16 matrix products (try --precision f32)".into());
+        }
+        hints
     }
 
     /// The final learning rate.
     pub fn min_lr(&self) -> f32 {
         self.min_lr.unwrap_or(self.lr / 10.0)
+    }
+}
+
+/// The peak learning rate known to train each preset: GPT-1's paper (2.5e-4), GPT-3's table for
+/// the GPT-2 sizes (6e-4, 3e-4, 2.5e-4, 2e-4), nanoGPT's shakespeare-char (1e-3) for the small
+/// presets. Used only to say "lr is high" when a run diverges.
+fn usual_lr(preset: &str) -> f32 {
+    match preset {
+        "gpt1" | "gpt2-large" => 2.5e-4,
+        "gpt2" => 6e-4,
+        "gpt2-medium" => 3e-4,
+        "gpt2-xl" => 2e-4,
+        _ => 1e-3,
     }
 }
 
@@ -167,5 +298,50 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("max_step"), "{err}");
+    }
+
+    #[test]
+    fn overflowing_batch_sizes_name_the_flags() {
+        let c = TrainConfig {
+            batch_size: usize::MAX,
+            block_size: 2,
+            ..TrainConfig::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("--batch-size") && e.contains("--block-size") && e.contains("overflows"),
+            "{e}"
+        );
+        let c = TrainConfig {
+            grad_accum: usize::MAX,
+            ..TrainConfig::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--grad-accum"));
+    }
+
+    #[test]
+    fn on_nan_parses_and_old_configs_without_it_read_as_skip() {
+        assert_eq!("stop".parse::<OnNan>().unwrap(), OnNan::Stop);
+        let err = "halt".parse::<OnNan>().unwrap_err().to_string();
+        assert!(
+            err.contains("on_nan") && err.contains("skip, stop"),
+            "{err}"
+        );
+        let c: TrainConfig = toml::from_str("on_nan = \"stop\"\nmax_nan_skips = 2\n").unwrap();
+        assert_eq!((c.on_nan, c.max_nan_skips), (OnNan::Stop, 2));
+        // A configuration saved in a checkpoint before these fields existed.
+        let mut v = serde_json::to_value(TrainConfig::default()).unwrap();
+        let m = v.as_object_mut().unwrap();
+        m.remove("on_nan");
+        m.remove("max_nan_skips");
+        let c: TrainConfig = serde_json::from_value(v).unwrap();
+        assert_eq!(
+            (c.on_nan, c.max_nan_skips),
+            (OnNan::Skip, DEFAULT_MAX_NAN_SKIPS)
+        );
     }
 }

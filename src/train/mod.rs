@@ -9,7 +9,7 @@ pub mod pretrain;
 pub mod task;
 pub mod trainer;
 
-pub use config::TrainConfig;
+pub use config::{OnNan, TrainConfig};
 pub use pretrain::train;
 pub use task::{MicroStep, Task};
 pub use trainer::{LoopConfig, TrainOptions, TrainOutcome};

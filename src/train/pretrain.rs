@@ -12,9 +12,9 @@ use crate::data::tokens::TokenFile;
 use crate::error::{Error, Result};
 use crate::io::{load_tokenizer, save_tokenizer};
 use crate::model::checkpoint::{self, WEIGHTS_FILE};
+use crate::model::memory::MemoryEstimate;
 use crate::model::{Gpt, GptConfig};
 use crate::nn::params::Params;
-use crate::optim::{AdamWConfig, Schedule};
 use crate::rng::Rng;
 use crate::tokenizer::AnyTokenizer;
 use serde_json::{Map, Value};
@@ -118,13 +118,31 @@ pub struct Pretrain {
     sampler: BatchSampler,
     dropout_rng: Rng,
     batch: Batch,
+    memory: MemoryEstimate,
+}
+
+/// The memory a run needs ([`crate::model::memory::gpt_training`]), named by `gpt train`'s
+/// flags.
+pub fn memory_estimate(cfg: &TrainConfig, m: &GptConfig) -> Result<MemoryEstimate> {
+    crate::model::memory::gpt_training(
+        m,
+        cfg.batch_size,
+        cfg.precision,
+        cfg.sample_tokens,
+        ["--batch-size", "--block-size", "--n-layer", "--n-embd"],
+    )
 }
 
 impl Pretrain {
-    /// Loads (or prepares) the data and initialises the model from `cfg.seed`.
-    fn new(cfg: TrainConfig) -> Result<Self> {
+    /// Loads (or prepares) the data and initialises the model from `cfg.seed`; with
+    /// `check_memory`, first refuses a run whose memory estimate is over what is available.
+    fn new(cfg: TrainConfig, check_memory: bool) -> Result<Self> {
         let data = load_data(&cfg)?;
         let mcfg = model_config(&cfg, data.tokenizer.vocab_size())?;
+        let memory = memory_estimate(&cfg, &mcfg)?;
+        if check_memory {
+            memory.check(crate::model::memory::available(), "--no-memory-check")?;
+        }
         let mut init_rng = Rng::new(cfg.seed);
         let mut model = Gpt::new(mcfg, &mut init_rng)?;
         let sampler = BatchSampler::new(
@@ -144,6 +162,7 @@ impl Pretrain {
             sampler,
             dropout_rng,
             batch: Batch::default(),
+            memory,
         })
     }
 
@@ -204,6 +223,10 @@ impl Task for Pretrain {
         self.estimate_loss()
     }
 
+    fn divergence_hints(&self) -> Vec<String> {
+        self.cfg.divergence_hints()
+    }
+
     fn save(&self, dir: &Path, mut meta: HashMap<String, String>) -> Result<()> {
         meta.insert("precision".into(), self.model.precision().name().into());
         checkpoint::save(&self.model, dir, Some(meta))?;
@@ -248,29 +271,21 @@ impl Task for Pretrain {
 }
 
 /// The loop settings of a pretraining run.
-fn loop_config(cfg: &TrainConfig) -> LoopConfig {
+pub fn loop_config(cfg: &TrainConfig) -> LoopConfig {
     LoopConfig {
         out: cfg.out.clone(),
         max_steps: cfg.max_steps,
         grad_accum: cfg.grad_accum,
         grad_clip: cfg.grad_clip,
-        schedule: Schedule::WarmupCosine {
-            lr: cfg.lr,
-            min_lr: cfg.min_lr(),
-            warmup: cfg.warmup_steps,
-            max_steps: cfg.max_steps,
-        },
-        adamw: AdamWConfig {
-            beta1: cfg.beta1,
-            beta2: cfg.beta2,
-            eps: 1e-8,
-            weight_decay: cfg.weight_decay,
-        },
+        schedule: cfg.schedule(),
+        adamw: cfg.adamw(),
         eval_interval: cfg.eval_interval,
         ckpt_interval: cfg.ckpt_interval,
         max_minutes: None,
         checkpoints: CheckpointLayout::Single,
         lr_field: "lr",
+        on_nan: cfg.on_nan,
+        max_nan_skips: cfg.max_nan_skips,
     }
 }
 
@@ -293,7 +308,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     };
     cfg.validate()?;
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
-    let mut task = Pretrain::new(cfg.clone())?;
+    let mut task = Pretrain::new(cfg.clone(), opts.check_memory)?;
     if let Some(w) = cfg.precision.warning() {
         if !opts.quiet {
             eprintln!("{w}");
@@ -325,6 +340,13 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
             resume
                 .as_ref()
                 .map(|r| format!("; resuming at step {}", r.state.step))
+                .unwrap_or_default()
+        );
+        eprintln!(
+            "memory: {}{}",
+            task.memory.summary(),
+            crate::model::memory::available()
+                .map(|a| format!(" ({} available)", crate::model::memory::gib(a)))
                 .unwrap_or_default()
         );
     }

@@ -4,8 +4,8 @@
 //! Division of labour. A task owns its model(s), its data and whatever extra state exact resume
 //! needs (data position, RNGs, its configuration). The loop owns everything that is the same for
 //! every task: the AdamW state and the learning-rate schedule, gradient accumulation and clipping,
-//! the NaN stop, evaluation and checkpoint cadence, atomic checkpoints and resume, Ctrl-C, the
-//! progress bar, `metrics.jsonl` and the loss plot.
+//! non-finite steps (skipped or stopped on), evaluation and checkpoint cadence, atomic
+//! checkpoints and resume, Ctrl-C, the progress bar, `metrics.jsonl` and the loss plot.
 //!
 //! How the planned tasks fit, without touching the loop:
 //! - GPT pretraining ([`super::pretrain`]) and translation ([`crate::translate::trainer`]): one
@@ -48,6 +48,13 @@ pub trait Task {
     /// Called after each optimizer update changed `params().data` (e.g. to re-round the bf16
     /// shadow of the weights). Default: nothing.
     fn after_update(&mut self) {}
+
+    /// The likely causes of a diverged run that the task's configuration shows (e.g. a learning
+    /// rate far above the usual one, bf16 products), each with what to try; the loop adds its
+    /// own (no clipping, a tiny eps) to the error. Default: none.
+    fn divergence_hints(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// The validation loss, or `None` without validation data. Must not disturb the training
     /// state (batches, RNGs).

@@ -1,19 +1,28 @@
 //! The training loop, written once for every [`Task`]: AdamW with a [`Schedule`], gradient
-//! accumulation and clipping, a NaN stop, periodic validation, atomic checkpoints with exact
-//! resume, Ctrl-C and `stop_at`, a time budget, a progress bar or JSON lines, `metrics.jsonl`
-//! and a loss plot.
+//! accumulation and clipping, non-finite steps skipped or stopped on, periodic validation, atomic
+//! checkpoints with exact resume, Ctrl-C and `stop_at`, a time budget, a progress bar or JSON
+//! lines, `metrics.jsonl` and a loss plot.
+//!
+//! Non-finite values never reach a checkpoint: the loss and the global gradient norm are checked
+//! before the optimizer update (a non-finite step is skipped or stops the run, [`OnNan`]), and
+//! the weights and both AdamW moments are checked before every checkpoint write. A run that
+//! stops names the last checkpoint it saved (or resumed from) only if it is on disk, and the
+//! likely causes read from its configuration.
 //!
 //! Resume is exact: a checkpoint holds the parameters, both AdamW moments, the step and the
 //! task's state (its data position and RNGs), so `N` steps, stop, resume to `2N` gives the
 //! losses and weights of an uninterrupted `2N`-step run.
 
 use super::checkpoint::{CheckpointLayout, TrainerState, STATE_FILE};
+use super::config::OnNan;
 use super::optim_state;
 use super::plot::plot_losses;
 use super::task::Task;
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
-use crate::kernels::adamw::{clip_grad_norm, global_grad_norm};
+use crate::kernels::adamw::{clip_to_norm, global_grad_norm};
+use crate::kernels::vmath::first_nonfinite;
+use crate::nn::params::ParamLayout;
 use crate::optim::{AdamW, AdamWConfig, Schedule};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -34,6 +43,10 @@ pub struct TrainOptions {
     pub stop_at: Option<usize>,
     /// Set to request a clean stop (Ctrl-C).
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// Before allocating the model, compare the run's memory estimate
+    /// ([`crate::model::memory`]) with the memory available and refuse the run when it does
+    /// not fit (`gpt train` sets it unless `--no-memory-check`; off by default for library use).
+    pub check_memory: bool,
 }
 
 impl TrainOptions {
@@ -68,6 +81,68 @@ pub struct LoopConfig {
     pub checkpoints: CheckpointLayout,
     /// The configuration field that sets the learning rate (named when the loss diverges).
     pub lr_field: &'static str,
+    /// What to do with a step whose loss or gradient norm is not finite.
+    pub on_nan: OnNan,
+    /// With [`OnNan::Skip`]: steps in a row that may be skipped; one more stops the run.
+    pub max_nan_skips: usize,
+}
+
+impl LoopConfig {
+    /// Checks every value the loop uses, naming the field: the counts (at least 1), the
+    /// clipping threshold (a finite number ≥ 0, 0 turning clipping off), the time budget
+    /// (positive), `max_nan_skips` (at least 1 with `on_nan = "skip"`), the AdamW settings
+    /// ([`AdamWConfig::validate`]) and the schedule ([`Schedule::validate`]). The one check of
+    /// these, for every task; [`run`] calls it, and the tasks' configurations call it before
+    /// they load any data.
+    pub fn validate(&self) -> Result<()> {
+        for (field, v) in [
+            ("max_steps", self.max_steps),
+            ("grad_accum", self.grad_accum),
+            ("eval_interval", self.eval_interval),
+            ("ckpt_interval", self.ckpt_interval),
+        ] {
+            if v == 0 {
+                return Err(Error::field(field, "must be at least 1"));
+            }
+        }
+        if !(self.grad_clip >= 0.0 && self.grad_clip.is_finite()) {
+            return Err(Error::field(
+                "grad_clip",
+                format!(
+                    "{} must be a number ≥ 0 (0 turns clipping off; typical: 1.0)",
+                    self.grad_clip
+                ),
+            ));
+        }
+        if let Some(m) = self.max_minutes {
+            if !(m > 0.0 && m.is_finite()) {
+                return Err(Error::field(
+                    "max_minutes",
+                    format!("{m} must be a positive number"),
+                ));
+            }
+        }
+        if self.on_nan == OnNan::Skip && self.max_nan_skips == 0 {
+            return Err(Error::field(
+                "max_nan_skips",
+                "must be at least 1 with on_nan = skip (use on_nan = stop to stop at the first)",
+            ));
+        }
+        self.adamw.validate()?;
+        self.schedule.validate(self.lr_field)
+    }
+
+    /// The likely causes of divergence that the loop's own settings show.
+    fn divergence_hints(&self) -> Vec<String> {
+        let mut hints = Vec::new();
+        if self.grad_clip == 0.0 {
+            hints.push("no gradient clipping (grad_clip = 0; try 1.0)".into());
+        }
+        if self.adamw.eps < 1e-10 {
+            hints.push(format!("a tiny AdamW eps ({}; try 1e-8)", self.adamw.eps));
+        }
+        hints
+    }
 }
 
 /// What a run did.
@@ -89,6 +164,9 @@ pub struct TrainOutcome {
     pub checkpoint: Option<PathBuf>,
     /// The sample printed at the end (GPT pretraining), if any.
     pub sample: Option<String>,
+    /// Steps skipped for a non-finite loss or gradient norm ([`OnNan::Skip`]), in this
+    /// invocation.
+    pub skipped_steps: usize,
 }
 
 /// One line of `metrics.jsonl`.
@@ -163,16 +241,7 @@ pub fn run(
     opts: &TrainOptions,
     resume: Option<&Resume>,
 ) -> Result<TrainOutcome> {
-    for (field, v) in [
-        ("max_steps", cfg.max_steps),
-        ("grad_accum", cfg.grad_accum),
-        ("eval_interval", cfg.eval_interval),
-        ("ckpt_interval", cfg.ckpt_interval),
-    ] {
-        if v == 0 {
-            return Err(Error::field(field, "must be at least 1"));
-        }
-    }
+    cfg.validate()?;
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let mut opt = AdamW::new(&task.params().layout, cfg.adamw);
     let (mut step, base_seconds) = match resume {
@@ -196,6 +265,10 @@ pub fn run(
         ..TrainOutcome::default()
     };
     let mut rates = Vec::new();
+    // The newest checkpoint known to be good: the one resumed from, then each one saved (every
+    // save is checked first). Named when the run stops on a non-finite value.
+    let mut last_good = resume.map(|r| (r.dir.clone(), r.state.step));
+    let mut skipped_in_a_row = 0;
     let started = Instant::now();
     let scale = 1.0 / cfg.grad_accum as f32;
     while step < cfg.max_steps {
@@ -208,24 +281,47 @@ pub fn run(
             loss += scale * micro.loss;
             tokens += micro.tokens;
         }
-        if !loss.is_finite() {
-            bar.abandon();
-            return Err(Error::field(
-                cfg.lr_field,
-                format!(
-                    "the loss is {loss} at step {}; stopped. The last good checkpoint is {}; try a lower {}",
-                    step + 1,
-                    cfg.checkpoints.describe(&cfg.out),
-                    cfg.lr_field
-                ),
-            ));
-        }
         let params = task.params();
-        let grad_norm = if cfg.grad_clip > 0.0 {
-            clip_grad_norm(&mut params.grad, cfg.grad_clip)
-        } else {
-            global_grad_norm(&params.grad)
-        };
+        let grad_norm = global_grad_norm(&params.grad);
+        if !(loss.is_finite() && grad_norm.is_finite()) {
+            let what = if loss.is_finite() {
+                format!("the gradient norm is {grad_norm} (loss {loss})")
+            } else {
+                format!("the loss is {loss}")
+            };
+            // Weights that are no longer finite make every later step non-finite: skipping
+            // cannot help.
+            let poisoned = nonfinite_tensor(&params.layout, &params.data, "the weights");
+            skipped_in_a_row += 1;
+            let why = match (cfg.on_nan, poisoned) {
+                (_, Some(p)) => Some(format!("{what} and {p}; stopped")),
+                (OnNan::Stop, None) => Some(format!("{what}; stopped (--on-nan stop)")),
+                (OnNan::Skip, None) if skipped_in_a_row > cfg.max_nan_skips => Some(format!(
+                    "{what}, {skipped_in_a_row} steps in a row; stopped (--max-nan-skips {})",
+                    cfg.max_nan_skips
+                )),
+                (OnNan::Skip, None) => None,
+            };
+            if let Some(why) = why {
+                bar.abandon();
+                return Err(diverged(&*task, cfg, step + 1, why, last_good.as_ref()));
+            }
+            outcome.skipped_steps += 1;
+            if !opts.quiet {
+                bar.suspend(|| {
+                    eprintln!(
+                        "warning: step {}: {what}; skipped, no update ({skipped_in_a_row} in a row, at most {})",
+                        step + 1,
+                        cfg.max_nan_skips
+                    )
+                });
+            }
+            continue;
+        }
+        skipped_in_a_row = 0;
+        if cfg.grad_clip > 0.0 {
+            clip_to_norm(&mut params.grad, grad_norm, cfg.grad_clip);
+        }
         opt.update(params, lr);
         task.after_update();
         step += 1;
@@ -265,6 +361,18 @@ pub fn run(
             .unwrap_or_default();
         bar.set_message(format!("loss {loss:.4}{vl} {rate:.0} tok/s"));
         if step % cfg.ckpt_interval == 0 || last {
+            // An update of finite gradients can still overflow the weights or the moments:
+            // check them before they are written.
+            let params = task.params();
+            let bad = nonfinite_tensor(&params.layout, &params.data, "the weights").or_else(|| {
+                nonfinite_tensor(&params.layout, &opt.m, "the AdamW first moment")
+                    .or_else(|| nonfinite_tensor(&params.layout, &opt.v, "the AdamW second moment"))
+            });
+            if let Some(bad) = bad {
+                bar.abandon();
+                let why = format!("after the update, {bad}; not saved, stopped");
+                return Err(diverged(&*task, cfg, step, why, last_good.as_ref()));
+            }
             outcome.checkpoint = Some(save_checkpoint(
                 task,
                 cfg,
@@ -272,6 +380,7 @@ pub fn run(
                 step,
                 outcome.train_seconds,
             )?);
+            last_good = outcome.checkpoint.clone().map(|d| (d, step));
             let mut text = String::new();
             for m in &metrics {
                 text.push_str(&to_json_line(m)?);
@@ -314,6 +423,50 @@ pub fn run(
         );
     }
     Ok(outcome)
+}
+
+/// `"{what} hold NaN (tensor `name`, element i)"` for the first non-finite value of the flat
+/// buffer `flat` in `layout`, or `None` when every value is finite.
+fn nonfinite_tensor(layout: &ParamLayout, flat: &[f32], what: &str) -> Option<String> {
+    let i = first_nonfinite(flat)?;
+    let (name, at) = layout
+        .entries()
+        .iter()
+        .find(|e| (e.param.offset..e.param.offset + e.param.len).contains(&i))
+        .map_or(("?", i), |e| (e.name.as_str(), i - e.param.offset));
+    Some(format!(
+        "{what} hold {} (tensor `{name}`, element {at})",
+        flat[i]
+    ))
+}
+
+/// The error of a run that stopped on a non-finite value at `step`: what happened, the last
+/// good checkpoint if it is on disk, and the likely causes from the configuration.
+fn diverged(
+    task: &dyn Task,
+    cfg: &LoopConfig,
+    step: usize,
+    what: String,
+    last_good: Option<&(PathBuf, usize)>,
+) -> Error {
+    let checkpoint = match last_good {
+        Some((dir, at)) if dir.join(STATE_FILE).exists() => {
+            format!("The last good checkpoint is {} (step {at})", dir.display())
+        }
+        _ => "No checkpoint of this run was saved before it".to_string(),
+    };
+    let mut causes = task.divergence_hints();
+    causes.extend(cfg.divergence_hints());
+    causes.push(format!(
+        "otherwise a learning rate too high for this model and data (try a lower {})",
+        cfg.lr_field
+    ));
+    Error::Diverged {
+        step,
+        what,
+        checkpoint,
+        causes: causes.join("; "),
+    }
 }
 
 /// Writes the checkpoint of `step`: the task's files, the optimizer state and

@@ -8,7 +8,9 @@
 
 use crate::error::{Error, Result};
 use crate::io::{load_tokenizer, save_tokenizer, write_atomic};
-use crate::model::checkpoint::{load_params, params_bytes, CONFIG_FILE, WEIGHTS_FILE};
+use crate::model::checkpoint::{
+    load_params_with, params_bytes, NonFinite, CONFIG_FILE, WEIGHTS_FILE,
+};
 use crate::model::transformer::{EncoderDecoder, TransformerConfig};
 use crate::tokenizer::{AnyTokenizer, Tokenizer};
 use serde_json::{json, Value};
@@ -93,19 +95,34 @@ pub fn load_config(dir: &Path) -> Result<TransformerConfig> {
             field: format!("{}: transformer", path.display()),
             reason: e.to_string(),
         })?;
-    cfg.validate()?;
+    // An invalid field is named with the file it came from.
+    cfg.validate().map_err(|e| match e {
+        Error::Config { field, reason } => Error::Config {
+            field: format!("{}: transformer.{field}", path.display()),
+            reason,
+        },
+        other => Error::file(&path, other.to_string()),
+    })?;
     Ok(cfg)
 }
 
 /// Loads a model and its tokenizer from a model directory (or a run directory, see
-/// [`resolve_model_dir`]).
+/// [`resolve_model_dir`]); weights holding NaN or ±inf are an error naming the tensor.
 pub fn load_model(path: &Path) -> Result<(EncoderDecoder, Tokenizer)> {
+    load_model_with(path, NonFinite::Refuse)
+}
+
+/// [`load_model`] with a choice of what non-finite weights do (`--allow-nonfinite`).
+pub fn load_model_with(path: &Path, nonfinite: NonFinite) -> Result<(EncoderDecoder, Tokenizer)> {
     let dir = resolve_model_dir(path)?;
     let cfg = load_config(&dir)?;
     let mut model = EncoderDecoder::uninit(cfg)?;
-    load_params(&mut model.params, &dir.join(WEIGHTS_FILE), |n| {
-        vec![n.to_string()]
-    })?;
+    load_params_with(
+        &mut model.params,
+        &dir.join(WEIGHTS_FILE),
+        |n| vec![n.to_string()],
+        nonfinite,
+    )?;
     let tok = match load_tokenizer(&dir)? {
         AnyTokenizer::Bpe(t) => t,
         AnyTokenizer::Char(_) => {

@@ -26,13 +26,31 @@ pub struct ParallelText {
     pub pairs: Vec<(String, String)>,
     /// Lines skipped (no tab, or an empty side).
     pub skipped: usize,
+    /// The 1-based number of the first skipped line, so a report can point at it.
+    pub first_skipped: Option<usize>,
+}
+
+impl ParallelText {
+    /// What was skipped in `path`, for a report: `"2 bad lines skipped (first: f.tsv:7)"`, or
+    /// `"0 bad lines skipped"`.
+    pub fn skipped_note(&self, path: &Path) -> String {
+        match self.first_skipped {
+            Some(line) => format!(
+                "{} bad lines skipped (first: {}:{line}; --strict makes them errors)",
+                self.skipped,
+                path.display()
+            ),
+            None => format!("{} bad lines skipped", self.skipped),
+        }
+    }
 }
 
 /// Reads `source<TAB>target` lines. A line without a tab or with an empty side is skipped and
 /// counted, or with `strict` is an error with its line number. Blank lines at the end are
-/// ignored. Text after a second tab belongs to the target.
+/// ignored. Text after a second tab belongs to the target. Invalid UTF-8 is an error naming
+/// the line.
 pub fn read_tsv(path: &Path, strict: bool) -> Result<ParallelText> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::io::read_text(path)?;
     let mut out = ParallelText::default();
     let body = text.trim_end_matches(['\n', '\r']);
     if body.is_empty() {
@@ -60,7 +78,10 @@ pub fn read_tsv(path: &Path, strict: bool) -> Result<ParallelText> {
                     ),
                 ));
             }
-            None => out.skipped += 1,
+            None => {
+                out.skipped += 1;
+                out.first_skipped.get_or_insert(i + 1);
+            }
         }
     }
     Ok(out)

@@ -102,7 +102,12 @@ fn encode_sources(
         s: batch.s,
         max_out: sources
             .iter()
-            .map(|s| (s.len() + 1 + max_extra).min(cap).max(1))
+            // Saturating: any --max-extra past the position table is the table's length.
+            .map(|s| {
+                (s.len().saturating_add(1).saturating_add(max_extra))
+                    .min(cap)
+                    .max(1)
+            })
             .collect(),
     })
 }
@@ -129,11 +134,7 @@ fn next_log_probs(
     let rows: Vec<usize> = (0..r).map(|i| i * t + t - 1).collect();
     model.generator(Some(&rows));
     let v = model.config.vocab_size;
-    let mut out = std::mem::take(&mut model.logits);
-    for row in out.chunks_exact_mut(v) {
-        log_softmax_inplace(row);
-    }
-    Ok(out)
+    log_probs(std::mem::take(&mut model.logits), v)
 }
 
 /// Produces next-token log-probabilities for the live rows, cached or by recomputation.
@@ -171,11 +172,7 @@ impl Stepper {
             Stepper::Cached(cache) => {
                 let last: Vec<u32> = prefixes.iter().map(|p| p.0[p.0.len() - 1]).collect();
                 model.decode_step(cache, &last)?;
-                let mut out = std::mem::take(&mut model.logits);
-                for row in out.chunks_exact_mut(model.config.vocab_size) {
-                    log_softmax_inplace(row);
-                }
-                Ok(out)
+                log_probs(std::mem::take(&mut model.logits), model.config.vocab_size)
             }
         }
     }
@@ -187,6 +184,16 @@ impl Stepper {
             Stepper::Cached(cache) => cache.kv.reorder(parents),
         }
     }
+}
+
+/// The log-softmax of each row of `logits (R, V)`; non-finite logits are an error naming the
+/// row and the token (a beam over NaN scores would translate into gibberish, silently).
+fn log_probs(mut logits: Vec<f32>, v: usize) -> Result<Vec<f32>> {
+    crate::model::inference::check_logits(&logits, v)?;
+    for row in logits.chunks_exact_mut(v) {
+        log_softmax_inplace(row);
+    }
+    Ok(logits)
 }
 
 /// `x ← x - log Σ exp(x)` in f64 accumulation.

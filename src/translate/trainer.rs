@@ -26,6 +26,7 @@ use crate::optim::{AdamWConfig, Schedule};
 use crate::rng::Rng;
 use crate::tokenizer::{AnyTokenizer, Tokenizer};
 use crate::train::checkpoint::{state_field, CheckpointLayout};
+use crate::train::config::{OnNan, DEFAULT_MAX_NAN_SKIPS};
 use crate::train::task::{MicroStep, Task};
 use crate::train::trainer::{run, LoopConfig, Resume};
 use serde::{Deserialize, Serialize};
@@ -85,6 +86,11 @@ pub struct TranslateConfig {
     pub ckpt_interval: usize,
     /// Checkpoints kept (for averaging).
     pub keep_checkpoints: usize,
+    /// What to do with a step whose loss or gradient norm is not finite: `skip` or `stop`
+    /// (configurations saved before this field read as `skip`).
+    pub on_nan: OnNan,
+    /// With `on_nan = "skip"`: steps in a row that may be skipped before the run stops.
+    pub max_nan_skips: usize,
 }
 
 impl Default for TranslateConfig {
@@ -114,6 +120,8 @@ impl Default for TranslateConfig {
             eval_interval: 500,
             ckpt_interval: 500,
             keep_checkpoints: 5,
+            on_nan: OnNan::Skip,
+            max_nan_skips: DEFAULT_MAX_NAN_SKIPS,
         }
     }
 }
@@ -135,6 +143,18 @@ impl TranslateConfig {
         if self.max_steps == 0 || self.grad_accum == 0 || self.warmup_steps == 0 {
             return bad("max_steps/grad_accum/warmup_steps", "must be at least 1");
         }
+        if self.max_len > usize::MAX / 4 {
+            return Err(Error::limit(
+                "--max-len",
+                self.max_len as u64,
+                (usize::MAX / 4) as u64,
+                "use the longest sentence length you need",
+            ));
+        }
+        crate::model::memory::product(&[
+            ("--max-tokens", self.max_tokens),
+            ("--grad-accum", self.grad_accum),
+        ])?;
         if self.max_tokens < self.max_len + 2 {
             return bad(
                 "max_tokens",
@@ -147,16 +167,34 @@ impl TranslateConfig {
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return bad("label_smoothing", "must be in [0, 1)");
         }
-        if !(self.lr_scale > 0.0 && self.lr_scale.is_finite()) {
-            return bad("lr_scale", "must be a positive number");
-        }
         if self.eval_interval == 0 || self.ckpt_interval == 0 || self.keep_checkpoints == 0 {
             return bad(
                 "eval_interval/ckpt_interval/keep_checkpoints",
                 "must be at least 1",
             );
         }
-        Ok(())
+        // The optimizer, schedule, clipping and NaN settings: the loop's one check, before any
+        // data is read (the width only scales the schedule and is checked with the model).
+        loop_config(self, 1).validate()
+    }
+
+    /// The likely causes of a diverged run that this configuration shows (the loop adds
+    /// clipping and eps): a schedule scaled above the paper's, a short warmup.
+    pub fn divergence_hints(&self) -> Vec<String> {
+        let mut hints = Vec::new();
+        if self.lr_scale > 2.0 {
+            hints.push(format!(
+                "lr_scale {} is {:.0}x the paper's 1 (try --lr-scale 1)",
+                self.lr_scale, self.lr_scale
+            ));
+        }
+        if self.warmup_steps < 100 {
+            hints.push(format!(
+                "a short warmup ({} steps; the paper: 4000)",
+                self.warmup_steps
+            ));
+        }
+        hints
     }
 }
 
@@ -246,6 +284,10 @@ impl Task for Translation {
         Ok(MicroStep { loss, tokens })
     }
 
+    fn divergence_hints(&self) -> Vec<String> {
+        self.cfg.divergence_hints()
+    }
+
     fn evaluate(&mut self) -> Result<Option<f32>> {
         validation_loss(&mut self.model, &self.valid, self.cfg.label_smoothing)
     }
@@ -294,6 +336,36 @@ impl Task for Translation {
     }
 }
 
+/// The loop settings of a run of a model `d_model` wide (the schedule's scale).
+pub fn loop_config(cfg: &TranslateConfig, d_model: usize) -> LoopConfig {
+    LoopConfig {
+        out: cfg.out.clone(),
+        max_steps: cfg.max_steps,
+        grad_accum: cfg.grad_accum,
+        grad_clip: cfg.grad_clip,
+        schedule: Schedule::InverseSqrt {
+            scale: cfg.lr_scale,
+            d_model,
+            warmup: cfg.warmup_steps,
+        },
+        adamw: AdamWConfig {
+            beta1: cfg.beta1,
+            beta2: cfg.beta2,
+            eps: cfg.eps,
+            weight_decay: 0.0,
+        },
+        eval_interval: cfg.eval_interval,
+        ckpt_interval: cfg.ckpt_interval,
+        max_minutes: cfg.max_minutes,
+        checkpoints: CheckpointLayout::Numbered {
+            keep: cfg.keep_checkpoints,
+        },
+        lr_field: "lr_scale",
+        on_nan: cfg.on_nan,
+        max_nan_skips: cfg.max_nan_skips,
+    }
+}
+
 /// Runs (or resumes) a training run; on resume the saved configuration governs and only the
 /// budgets (`max_steps`, `max_minutes`) may change.
 pub fn train(cfg: &TranslateConfig, opts: &TranslateOptions) -> Result<TranslateOutcome> {
@@ -328,20 +400,46 @@ pub fn train(cfg: &TranslateConfig, opts: &TranslateOptions) -> Result<Translate
     let train_ids = encode_pairs(&tok, &train_text.pairs, cfg.max_len);
     let valid_ids = encode_pairs(&tok, &valid_text.pairs, cfg.max_len);
     say(format!(
-        "data: {} train pairs ({} bad lines skipped, {} sentences truncated to {} tokens), {} valid pairs ({} skipped); joint BPE of {} ids",
+        "data: {} train pairs ({}, {} sentences truncated to {} tokens), {} valid pairs ({}); joint BPE of {} ids",
         train_ids.pairs.len(),
-        train_text.skipped,
+        train_text.skipped_note(&cfg.train),
         train_ids.truncated,
         cfg.max_len,
         valid_ids.pairs.len(),
-        valid_text.skipped,
+        valid_text.skipped_note(&cfg.valid),
         tok.vocab_size()
     ));
+    if opts.json && !opts.quiet {
+        // The data line above is not printed in JSON mode; skipped lines still deserve a word.
+        for (text, path) in [(&train_text, &cfg.train), (&valid_text, &cfg.valid)] {
+            if text.skipped > 0 {
+                eprintln!("warning: {}", text.skipped_note(path));
+            }
+        }
+    }
     let mcfg = model_config(&cfg, &tok)?;
+    let batches = token_batches(&train_ids.pairs, cfg.max_tokens);
+    // The largest padded micro-batch (at most --max-tokens; less when the data is small).
+    let largest = batches
+        .iter()
+        .map(|idx| {
+            let longest = idx.iter().map(|&i| {
+                let (s, t) = &train_ids.pairs[i];
+                s.len().max(t.len()) + 1
+            });
+            idx.len() * longest.max().unwrap_or(0)
+        })
+        .max()
+        .unwrap_or(0);
+    let memory =
+        crate::model::memory::transformer_training(&mcfg, largest, ["--max-tokens", "n_layer"])?;
+    say(format!("memory: {}", memory.summary()));
+    if opts.check_memory {
+        memory.check(crate::model::memory::available(), "--no-memory-check")?;
+    }
     let mut init_rng = Rng::new(cfg.seed);
     let model = EncoderDecoder::new(mcfg.clone(), &mut init_rng)?;
     let dropout_rng = init_rng.fork();
-    let batches = token_batches(&train_ids.pairs, cfg.max_tokens);
     let sampler = BatchSampler::new(
         batches.clone(),
         cfg.seed.wrapping_add(1),
@@ -370,30 +468,7 @@ pub fn train(cfg: &TranslateConfig, opts: &TranslateOptions) -> Result<Translate
         crate::threads::current(),
         resume.as_ref().map(|r| format!("; resuming at step {}", r.state.step)).unwrap_or_default()
     ));
-    let loop_cfg = LoopConfig {
-        out: cfg.out.clone(),
-        max_steps: cfg.max_steps,
-        grad_accum: cfg.grad_accum,
-        grad_clip: cfg.grad_clip,
-        schedule: Schedule::InverseSqrt {
-            scale: cfg.lr_scale,
-            d_model: mcfg.d_model,
-            warmup: cfg.warmup_steps,
-        },
-        adamw: AdamWConfig {
-            beta1: cfg.beta1,
-            beta2: cfg.beta2,
-            eps: cfg.eps,
-            weight_decay: 0.0,
-        },
-        eval_interval: cfg.eval_interval,
-        ckpt_interval: cfg.ckpt_interval,
-        max_minutes: cfg.max_minutes,
-        checkpoints: CheckpointLayout::Numbered {
-            keep: cfg.keep_checkpoints,
-        },
-        lr_field: "lr_scale",
-    };
+    let loop_cfg = loop_config(&cfg, mcfg.d_model);
     let mut task = Translation {
         cfg,
         model,
@@ -405,4 +480,17 @@ pub fn train(cfg: &TranslateConfig, opts: &TranslateOptions) -> Result<Translate
         dropout_rng,
     };
     run(&mut task, &loop_cfg, opts, resume.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_max_len_is_an_error_not_an_overflow() {
+        // Found by tests/fuzz_parsers.rs: `max_len + 2` overflowed in validate.
+        let c: TranslateConfig = toml::from_str("max_len = 18446744073709551615\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("max_tokens"), "{err}");
+    }
 }

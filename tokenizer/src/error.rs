@@ -93,10 +93,12 @@ pub enum TokenizerError {
     },
 
     /// An input file is not valid UTF-8 text.
-    #[error("{path}: not valid UTF-8 at byte {offset}; pass --lossy to replace invalid bytes with U+FFFD")]
+    #[error("{path}:{line}: invalid UTF-8 at byte {offset}; convert the file to UTF-8")]
     InputNotUtf8 {
         /// The file (or `-` for standard input).
         path: PathBuf,
+        /// The 1-based line of the first invalid sequence.
+        line: usize,
         /// Byte offset of the first invalid sequence.
         offset: usize,
     },
@@ -140,6 +142,16 @@ impl TokenizerError {
         TokenizerError::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    /// `path` holds `bytes` (from its start), which are not UTF-8 from byte `offset` on.
+    pub fn not_utf8(path: impl Into<PathBuf>, bytes: &[u8], offset: usize) -> Self {
+        let before = &bytes[..offset.min(bytes.len())];
+        TokenizerError::InputNotUtf8 {
+            path: path.into(),
+            line: before.iter().filter(|&&b| b == b'\n').count() + 1,
+            offset,
         }
     }
 

@@ -211,6 +211,7 @@ pub fn count_words_in_file_blocks(
     let mut file = std::fs::File::open(path).map_err(|e| TokenizerError::io(path, e))?;
     let mut buf: Vec<u8> = Vec::with_capacity(block);
     let mut consumed = 0u64; // file offset of buf[0]
+    let mut lines_before = 0usize; // line breaks before buf[0], for error messages
     let mut words = 0u64;
     let mut eof = false;
     while !(eof && buf.is_empty()) {
@@ -237,10 +238,13 @@ pub fn count_words_in_file_blocks(
             Ok(_) => buf.len(),
             Err(e) if e.error_len().is_none() && !eof => e.valid_up_to(),
             Err(e) => {
+                let in_buf = e.valid_up_to();
+                let newlines = buf[..in_buf].iter().filter(|&&b| b == b'\n').count();
                 return Err(TokenizerError::InputNotUtf8 {
                     path: path.to_path_buf(),
-                    offset: consumed as usize + e.valid_up_to(),
-                })
+                    line: lines_before + newlines + 1,
+                    offset: consumed as usize + in_buf,
+                });
             }
         };
         // Checked just above.
@@ -262,6 +266,10 @@ pub fn count_words_in_file_blocks(
         };
         if take > 0 {
             words += count_words_skipping(&text[..take], skip, counts);
+            lines_before += text.as_bytes()[..take]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
             buf.drain(..take);
             consumed += take as u64;
             progress(take as u64);
@@ -316,6 +324,16 @@ impl BpeTrainer {
     }
 
     fn check(&self) -> Result<()> {
+        // Ids are u32 (token files, merges): a vocabulary past that cannot be written.
+        let max = u32::MAX as usize;
+        if self.vocab_size > max {
+            return Err(TokenizerError::BadTrainConfig {
+                reason: format!(
+                    "vocab size {} is over the {max} ids a u32 id holds; ask for fewer",
+                    self.vocab_size
+                ),
+            });
+        }
         let min = 256 + self.special_tokens.len();
         if self.vocab_size < min {
             return Err(TokenizerError::BadTrainConfig {
@@ -386,7 +404,9 @@ impl BpeTrainer {
         // 2. Alphabet: byte ids in byte-level character order.
         let order = bytes_in_char_order();
         let mut byte_id = [0u32; 256];
-        let mut tokens: Vec<Vec<u8>> = Vec::with_capacity(self.vocab_size);
+        // The vocabulary asked for is an upper bound (merges stop when the data runs out of
+        // pairs): reserve no more than a GPT-2-sized table up front.
+        let mut tokens: Vec<Vec<u8>> = Vec::with_capacity(self.vocab_size.min(1 << 16));
         for (id, &b) in order.iter().enumerate() {
             byte_id[b as usize] = id as u32;
             tokens.push(vec![b]);
@@ -455,7 +475,7 @@ impl BpeTrainer {
             target.saturating_sub(tokens.len()) as u64,
             "learn merges",
         );
-        let mut merges: Vec<(u32, u32, u32)> = Vec::with_capacity(target);
+        let mut merges: Vec<(u32, u32, u32)> = Vec::with_capacity(target.min(1 << 16));
         let mut changes: Vec<(u64, i64)> = Vec::new();
         let mut updates: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
         while tokens.len() < target {
@@ -566,6 +586,21 @@ mod tests {
             "{:?}",
             tok.merges()
         );
+    }
+
+    #[test]
+    fn vocabularies_past_u32_ids_are_errors_and_huge_ones_reserve_little() {
+        let text = "the cat sat on the mat. ".repeat(20);
+        let e = BpeTrainer::new(usize::MAX)
+            .train_texts(&[text.as_str()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("vocab size") && e.contains("u32"), "{e}");
+        // Just under the limit: trains (the data runs out of pairs), no 100 GB reservation.
+        let (tok, _) = BpeTrainer::new(u32::MAX as usize)
+            .train_texts(&[text.as_str()])
+            .unwrap();
+        assert!(tok.vocab_size() < 400);
     }
 
     #[test]

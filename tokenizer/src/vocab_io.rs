@@ -222,10 +222,8 @@ impl Tokenizer {
     pub fn from_vocab_merges_files(vocab: &Path, merges: &Path) -> Result<Tokenizer> {
         let v = read_file(vocab)?;
         let m = read_file(merges)?;
-        let m = std::str::from_utf8(&m).map_err(|e| TokenizerError::InputNotUtf8 {
-            path: merges.to_path_buf(),
-            offset: e.valid_up_to(),
-        })?;
+        let m = std::str::from_utf8(&m)
+            .map_err(|e| TokenizerError::not_utf8(merges, &m, e.valid_up_to()))?;
         Tokenizer::from_vocab_merges_bytes(&v, vocab, m, merges)
     }
 
