@@ -172,6 +172,9 @@ pub fn run(args: FinetuneArgs) -> CliResult {
         quiet: false,
         stop_at: None,
         interrupt: Some(flag),
+        // The memory estimate (`gpt::model::memory`) covers pretraining's batches, not the
+        // fine-tuning task's; not checked here.
+        check_memory: false,
     };
     let o = finetune(&cfg, &opts)?;
     let dir = o

@@ -22,6 +22,7 @@ use crate::optim::{AdamWConfig, Schedule};
 use crate::rng::Rng;
 use crate::tokenizer::AnyTokenizer;
 use crate::train::checkpoint::{state_field, CheckpointLayout};
+use crate::train::config::{OnNan, DEFAULT_MAX_NAN_SKIPS};
 use crate::train::task::{MicroStep, Task};
 use crate::train::trainer::{run, LoopConfig, Resume, TrainOptions};
 use serde::{Deserialize, Serialize};
@@ -426,6 +427,8 @@ pub fn finetune(cfg: &FinetuneConfig, opts: &TrainOptions) -> Result<FinetuneOut
         max_minutes: None,
         checkpoints: CheckpointLayout::Single,
         lr_field: "lr",
+        on_nan: OnNan::Skip,
+        max_nan_skips: DEFAULT_MAX_NAN_SKIPS,
     };
     let outcome = run(&mut task, &loop_cfg, opts, resume.as_ref())?;
     Ok(FinetuneOutcome {

@@ -46,7 +46,7 @@ pub enum Schedule {
 impl Schedule {
     /// Checks that every rate of the schedule is a finite number ≥ 0 and its peak positive:
     /// `lr > 0` and `0 ≤ min_lr ≤ lr` for warmup-cosine, `scale > 0` and at least one warmup step
-    /// for inverse-sqrt (whose formula divides by the warmup). `lr_field` names the rate as the
+    /// for inverse-sqrt (whose formula divides by the warmup), `lr > 0` for warmup-linear. `lr_field` names the rate as the
     /// run's configuration does (`lr`, `lr_scale`).
     pub fn validate(&self, lr_field: &str) -> Result<()> {
         match *self {
@@ -75,6 +75,14 @@ impl Schedule {
                     return Err(Error::field(
                         "warmup_steps",
                         "must be at least 1 (the inverse-sqrt schedule divides by it)",
+                    ));
+                }
+            }
+            Schedule::WarmupLinear { lr, .. } => {
+                if !(lr > 0.0 && lr.is_finite()) {
+                    return Err(Error::field(
+                        lr_field,
+                        format!("{lr} must be a positive number"),
                     ));
                 }
             }
