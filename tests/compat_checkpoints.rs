@@ -103,10 +103,11 @@ fn gpt_fixture(precision: &str) {
     // Resumes to the baseline's uninterrupted run.
     let out = tmp(&format!("gpt-{precision}"));
     copy_dir(&fixture, &out);
+    // A resume runs the saved configuration with the changes asked for (here the budget).
     let cfg = TrainConfig {
         out: out.clone(),
         max_steps: 6,
-        ..TrainConfig::default()
+        ..TrainConfig::saved_in(&out).unwrap()
     };
     let opts = TrainOptions {
         resume: true,
@@ -180,7 +181,7 @@ fn translation_checkpoint_of_the_old_code_loads_and_resumes_to_the_baselines_wei
     let cfg = TranslateConfig {
         out: out.clone(),
         max_steps: 6,
-        ..TranslateConfig::default()
+        ..TranslateConfig::saved_in(&out).unwrap()
     };
     let opts = TrainOptions {
         resume: true,

@@ -284,7 +284,8 @@ fn translate_sizes_are_checked_before_allocating() {
     assert_error(&o, &["--max-tokens", "--grad-accum", "overflows"]);
     // Decoding: beam × batch overflows are errors, a huge --batch is bounded by the input,
     // and --max-extra past the position table is the table's length.
-    let o = run(&[]);
+    // The refused runs above left the trained tokenizer in the run directory.
+    let o = run(&["--overwrite"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let src = dir.join("src.txt");
     std::fs::write(&src, "uno dos\n").unwrap();

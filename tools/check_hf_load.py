@@ -4,9 +4,9 @@ GPT2LMHeadModel.from_pretrained (pre-LN) or OpenAIGPTLMHeadModel (post-LN, `--no
 greedy continuation equals ours token for token.
 
 Usage (reference environment from ../shared/tools/setup-ref.sh):
-  cargo run --release -- train --out /tmp/hfcheck --max-steps 200 --sample-tokens 0
+  cargo run --release -- train --out /tmp/hfcheck --overwrite --max-steps 200 --sample-tokens 0
   ~/.cache/gpt-refenv/bin/python tools/check_hf_load.py /tmp/hfcheck/checkpoint [gpt binary]
-  cargo run --release -- train --norm post --out /tmp/hfpost --max-steps 200 --sample-tokens 0
+  cargo run --release -- train --norm post --out /tmp/hfpost --overwrite --max-steps 200 --sample-tokens 0
   ~/.cache/gpt-refenv/bin/python tools/check_hf_load.py /tmp/hfpost/checkpoint
 """
 import json

@@ -44,6 +44,14 @@ pub fn run(a: BleuArgs) -> CliResult {
         )
         .into());
     }
+    if r.is_empty() {
+        // A BLEU of zero segments would print as 0 and read as a result.
+        return Err(Error::file(
+            &a.reference,
+            "nothing to score: the reference has no lines (and the hypotheses none either)",
+        )
+        .into());
+    }
     let smooth = if a.no_smooth {
         Smooth::None
     } else {

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod bleu;
 pub mod finetune;
 pub mod generate;
+pub mod interrupt;
 pub mod prepare;
 pub mod score;
 pub mod tokenize;

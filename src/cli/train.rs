@@ -1,13 +1,13 @@
 //! `gpt train`: pretrain a GPT (defaults: a CPU-sized preset on the bundled corpus).
 
+use super::interrupt::StopSignal;
 use super::CliResult;
 use clap::Args;
 use gpt::model::Positions;
 use gpt::nn::block::NormPlacement;
+use gpt::train::config::read_toml_over;
 use gpt::train::{train, OnNan, TrainConfig, TrainOptions};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 /// Options of `gpt train`; each overrides the TOML file, which overrides the defaults.
 #[derive(Args, Debug)]
@@ -84,9 +84,18 @@ pub struct TrainArgs {
     /// Tokens sampled at the end (0: none).
     #[arg(long)]
     pub sample_tokens: Option<usize>,
-    /// Continue the run in --out from its checkpoint.
+    /// Continue the run in --out from its checkpoint. The saved configuration governs, with
+    /// --config and the flags read over it: only --max-steps, --lr (min_lr), --warmup-steps,
+    /// --eval-interval, --eval-iters, --ckpt-interval and --sample-tokens may change (the
+    /// learning-rate schedule is recomputed at the saved step); any other flag that differs is
+    /// ignored with a warning. --max-steps at or below the saved step is an error.
     #[arg(long)]
     pub resume: bool,
+    /// Replace the run already in --out (without this or --resume, an existing run is an
+    /// error). The old run is moved into OUT/.previous-run and deleted once the new run has
+    /// saved its first checkpoint.
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
     /// Print one JSON object per step (step, loss, lr, grad_norm, tokens_per_sec, val_loss).
     #[arg(long)]
     pub json: bool,
@@ -105,11 +114,21 @@ pub struct TrainArgs {
     pub max_nan_skips: Option<usize>,
 }
 
-/// Resolves defaults, the TOML file and the flags into a `TrainConfig`.
+/// Resolves defaults, the TOML file and the flags into a `TrainConfig`; with `--resume`, the
+/// TOML file and the flags are read over the run's saved configuration instead of the defaults.
 pub fn resolve(args: &TrainArgs) -> Result<TrainConfig, gpt::Error> {
+    let fresh = resolve_over(args, TrainConfig::default())?;
+    if !args.resume {
+        return Ok(fresh);
+    }
+    resolve_over(args, TrainConfig::saved_in(&fresh.out)?)
+}
+
+/// The TOML file and the flags over `base`.
+fn resolve_over(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig, gpt::Error> {
     let mut c = match &args.config {
-        Some(p) => TrainConfig::from_toml_file(p)?,
-        None => TrainConfig::default(),
+        Some(p) => read_toml_over(p, &base)?,
+        None => base,
     };
     macro_rules! set {
         ($($field:ident),*) => { $( if let Some(v) = args.$field.clone() { c.$field = v; } )* };
@@ -170,29 +189,22 @@ pub fn resolve(args: &TrainArgs) -> Result<TrainConfig, gpt::Error> {
     Ok(c)
 }
 
-/// Runs `gpt train`.
+/// Runs `gpt train`; a run stopped by SIGINT or SIGTERM exits with 130 or 143.
 pub fn run(args: TrainArgs) -> CliResult {
     let cfg = resolve(&args)?;
-    let flag = Arc::new(AtomicBool::new(false));
-    let f2 = flag.clone();
-    // A second handler cannot be installed (e.g. in tests calling run twice): then Ctrl-C
-    // simply kills the process, and the last checkpoint stays intact.
-    let _ = ctrlc::set_handler(move || {
-        if f2.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!(
-            "\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to quit now)"
-        );
-    });
+    let stop = StopSignal::install(
+        "interrupt: finishing this step and saving a checkpoint (Ctrl-C again to quit now)",
+    );
     let opts = TrainOptions {
         json: args.json,
         resume: args.resume,
+        overwrite: args.overwrite,
         quiet: false,
         stop_at: args.stop_at_step,
-        interrupt: Some(flag),
+        interrupt: Some(stop.flag()),
         check_memory: !args.no_memory_check,
     };
-    train(&cfg, &opts)?;
+    let outcome = train(&cfg, &opts)?;
+    stop.exit_if_stopped(outcome.stopped_early);
     Ok(())
 }

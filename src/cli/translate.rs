@@ -8,12 +8,15 @@
 //! gpt translate average --model RUN [--last 5] --out DIR
 //! ```
 
+use super::interrupt::StopSignal;
 use super::CliResult;
 use clap::{Args, Subcommand};
+use gpt::io::write_atomic;
 use gpt::model::checkpoint::NonFinite;
 use gpt::model::memory::{available, transformer_decoding};
 use gpt::model::transformer::{EncoderDecoder, TransformerConfig};
 use gpt::tokenizer::Tokenizer;
+use gpt::train::config::read_toml_over;
 use gpt::train::OnNan;
 use gpt::translate::checkpoint::{
     average, list_checkpoints, load_config, load_model_with, resolve_model_dir,
@@ -25,8 +28,6 @@ use gpt::translate::{evaluate, translate_lines};
 use gpt::Error;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 /// `gpt translate`: with a subcommand, train / eval / average; without, translate lines.
 #[derive(Args, Debug)]
@@ -199,9 +200,18 @@ pub struct TrainArgs {
     /// Seed.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Continue from OUT's latest checkpoint.
+    /// Continue from OUT's latest checkpoint. The saved configuration governs, with --config
+    /// and the flags read over it: only --max-steps, --max-minutes, --warmup-steps,
+    /// --lr-scale, --eval-interval, --ckpt-interval (and keep_checkpoints) may change; any other
+    /// flag that differs is ignored with a warning. --max-steps at or below the saved step is an
+    /// error.
     #[arg(long)]
     pub resume: bool,
+    /// Replace the run already in --out (without this or --resume, an existing run is an
+    /// error). The old run is moved into OUT/.previous-run and deleted once the new run has
+    /// saved its first checkpoint.
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
     /// One JSON object per step on standard output instead of a progress bar.
     #[arg(long)]
     pub json: bool,
@@ -264,10 +274,21 @@ pub fn run(args: TranslateArgs) -> CliResult {
     }
 }
 
-fn run_train(a: TrainArgs) -> CliResult {
+/// Resolves defaults (with `--resume`: the run's saved configuration), the TOML file and the
+/// flags into a `TranslateConfig`.
+fn resolve_train(a: &TrainArgs) -> Result<TranslateConfig, Error> {
+    let fresh = resolve_train_over(a, TranslateConfig::default())?;
+    if !a.resume {
+        return Ok(fresh);
+    }
+    resolve_train_over(a, TranslateConfig::saved_in(&fresh.out)?)
+}
+
+/// The TOML file and the flags over `base`.
+fn resolve_train_over(a: &TrainArgs, base: TranslateConfig) -> Result<TranslateConfig, Error> {
     let mut c = match &a.config {
-        Some(p) => TranslateConfig::from_toml_file(p)?,
-        None => TranslateConfig::default(),
+        Some(p) => read_toml_over(p, &base)?,
+        None => base,
     };
     macro_rules! set {
         ($($f:ident),*) => { $(if let Some(v) = a.$f.clone() { c.$f = v; })* };
@@ -292,23 +313,26 @@ fn run_train(a: TrainArgs) -> CliResult {
         c.dropout = a.dropout;
     }
     c.strict |= a.strict;
-    let flag = Arc::new(AtomicBool::new(false));
-    let f2 = flag.clone();
-    let _ = ctrlc::set_handler(move || {
-        if f2.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to quit now)");
-    });
+    Ok(c)
+}
+
+/// Runs `gpt translate train`; a run stopped by SIGINT or SIGTERM exits with 130 or 143.
+fn run_train(a: TrainArgs) -> CliResult {
+    let c = resolve_train(&a)?;
+    let stop = StopSignal::install(
+        "interrupt: saving a checkpoint after this step (Ctrl-C again to quit now)",
+    );
     let opts = TranslateOptions {
         json: a.json,
         resume: a.resume,
+        overwrite: a.overwrite,
         quiet: false,
         stop_at: None,
-        interrupt: Some(flag),
+        interrupt: Some(stop.flag()),
         check_memory: !a.no_memory_check,
     };
-    train(&c, &opts)?;
+    let outcome = train(&c, &opts)?;
+    stop.exit_if_stopped(outcome.stopped_early);
     Ok(())
 }
 
@@ -342,10 +366,24 @@ fn run_eval(a: EvalArgs) -> CliResult {
     if let Some(n) = a.limit {
         pairs.truncate(n);
     }
+    if pairs.is_empty() {
+        // A BLEU of zero sentences would print as 0 and read as a result.
+        let why = if a.limit == Some(0) {
+            "--limit 0 leaves no pairs".to_string()
+        } else if text.skipped > 0 {
+            format!(
+                "none of its {} lines is a `source<TAB>target` pair",
+                text.skipped
+            )
+        } else {
+            "the file has no pairs".to_string()
+        };
+        return Err(Error::file(&a.pairs, format!("nothing to evaluate: {why}")).into());
+    }
     let (mut model, tok) = a.decode.load(model_cfg, pairs.len())?;
     let ev = evaluate(&mut model, &tok, &pairs, &cfg, a.decode.batch)?;
     if let Some(p) = &a.output {
-        std::fs::write(p, ev.hyps.join("\n") + "\n").map_err(|e| Error::io(p, e))?;
+        write_atomic(p, (ev.hyps.join("\n") + "\n").as_bytes())?;
     }
     let (hyps, bleu, chrf, secs, truncated) =
         (&ev.hyps, &ev.bleu, ev.chrf, ev.seconds, ev.truncated);

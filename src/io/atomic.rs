@@ -1,18 +1,44 @@
 //! Atomic writes: a file is written to a temporary sibling and renamed over the target; a
 //! directory is filled as a temporary sibling and renamed into place. A reader (or a resume after
 //! a crash) sees either the old version or the new one, never half of each.
+//!
+//! Why the syncs: a rename is atomic in the directory, but without `fsync` the file's data may
+//! reach the disk after the rename does, so a power loss could leave the new name on an empty
+//! or partial file. The temporary file is synced before the rename, and the directory after it
+//! (so the rename itself is durable); a directory that cannot be opened for syncing (some
+//! platforms and file systems) is not an error.
 
 use crate::error::{Error, Result};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename),
-/// creating the directory if needed.
+/// Writes `bytes` to `path` atomically (temporary file in the same directory, synced, then
+/// renamed over `path`, then the directory synced), creating the directory if needed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = parent(path);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let tmp = dir.join(format!(".{}.tmp.{}", file_name(path), std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(&tmp, e));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })?;
+    sync_dir(&dir);
+    Ok(())
+}
+
+/// Syncs a directory's entries (after a rename into it); best effort, see the file comment.
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 /// The sibling `dst` is moved to while [`replace_dir`] swaps in a new version (`NAME.old`); a
@@ -37,6 +63,7 @@ pub fn replace_dir(dst: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result
         std::fs::rename(dst, &old).map_err(|e| Error::io(dst, e))?;
     }
     std::fs::rename(&tmp, dst).map_err(|e| Error::io(&tmp, e))?;
+    sync_dir(&dir);
     remove_dir_if_exists(&old)
 }
 

@@ -8,7 +8,7 @@
 //! streaming a large tensor through a small buffer).
 
 use crate::error::{Error, Result};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -259,10 +259,47 @@ pub fn serialize_f32(
                 .map_err(|e| Error::usage("serialize_f32", format!("tensor `{name}`: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut meta = metadata;
+    let mut meta: BTreeMap<String, String> = metadata.into_iter().collect();
     meta.entry("format".into()).or_insert_with(|| "pt".into());
-    ::safetensors::serialize(views, Some(meta))
-        .map_err(|e| Error::usage("serialize_f32", e.to_string()))
+    let bytes = ::safetensors::serialize(views, None)
+        .map_err(|e| Error::usage("serialize_f32", e.to_string()))?;
+    with_sorted_metadata(bytes, &meta)
+}
+
+/// Puts `meta` into the header of safetensors `bytes` written without metadata, keys sorted.
+///
+/// Why: the `safetensors` crate takes the metadata as a `HashMap` and writes it in the map's
+/// (randomly seeded) iteration order, so two identical runs would write different bytes. The
+/// crate orders the tensors itself (by dtype, then name); only the metadata needs help. It is
+/// spliced in as the header's first entry, where the crate puts it, and the header re-padded
+/// with spaces to a multiple of 8 bytes.
+fn with_sorted_metadata(bytes: Vec<u8>, meta: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+    let bad = || Error::usage("serialize_f32", "unexpected safetensors header layout");
+    let n = u64::from_le_bytes(
+        bytes
+            .get(..8)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    );
+    let header_end = usize::try_from(n)
+        .map_err(|_| bad())?
+        .checked_add(8)
+        .ok_or_else(bad)?;
+    let header = std::str::from_utf8(bytes.get(8..header_end).ok_or_else(bad)?)
+        .map_err(|_| bad())?
+        .trim_end_matches(' ');
+    let rest = header.strip_prefix('{').ok_or_else(bad)?;
+    let meta_json =
+        serde_json::to_string(meta).map_err(|e| Error::usage("serialize_f32", e.to_string()))?;
+    let sep = if rest == "}" { "" } else { "," };
+    let mut new_header = format!("{{\"__metadata__\":{meta_json}{sep}{rest}").into_bytes();
+    new_header.resize(new_header.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + new_header.len() + bytes.len() - header_end);
+    out.extend_from_slice(&(new_header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&new_header);
+    out.extend_from_slice(&bytes[header_end..]);
+    Ok(out)
 }
 
 /// [`serialize_f32`] written atomically to `path`.

@@ -179,10 +179,45 @@ pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     })
 }
 
+/// Reads a TOML file over `base` instead of the defaults: the keys the file sets replace
+/// `base`'s fields, the others keep `base`'s values (a resume reads `--config` over the saved
+/// configuration this way). Unknown keys are errors naming the file, as in [`read_toml`].
+pub fn read_toml_over<T>(path: &Path, base: &T) -> Result<T>
+where
+    T: serde::de::DeserializeOwned + Serialize,
+{
+    let from_file: T = read_toml(path)?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let keys: toml::Table = toml::from_str(&text).map_err(|e| Error::file(path, e.to_string()))?;
+    let json = |v: &T| match serde_json::to_value(v) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        _ => Err(Error::usage(
+            "read_toml_over",
+            "a configuration is a struct",
+        )),
+    };
+    let (mut merged, file) = (json(base)?, json(&from_file)?);
+    for k in keys.keys() {
+        if let Some(v) = file.get(k) {
+            merged.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::from_value(serde_json::Value::Object(merged))
+        .map_err(|e| Error::file(path, e.to_string()))
+}
+
 impl TrainConfig {
     /// Reads a TOML file over the defaults; unknown keys are errors naming the file.
     pub fn from_toml_file(path: &Path) -> Result<Self> {
         read_toml(path)
+    }
+
+    /// The configuration saved in the checkpoint of the run in `out` (what `--resume` starts
+    /// from before applying flags).
+    pub fn saved_in(out: &Path) -> Result<Self> {
+        use super::checkpoint::{CheckpointLayout, TrainerState};
+        let dir = CheckpointLayout::Single.resume_dir(out)?;
+        TrainerState::read(&dir)?.field("config")
     }
 
     /// Checks ranges: this run's own fields here, the optimizer, schedule, clipping and NaN

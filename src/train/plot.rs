@@ -18,7 +18,7 @@ fn register_font() {
 }
 
 /// Draws training (blue) and validation (red) loss against step into a PNG at `path`,
-/// written to a temporary file and renamed.
+/// written to a temporary file, synced and renamed.
 pub fn plot_losses(path: &Path, points: &[(usize, f32, Option<f32>)]) -> Result<()> {
     if points.is_empty() {
         return Ok(());
@@ -70,5 +70,13 @@ pub fn plot_losses(path: &Path, points: &[(usize, f32, Option<f32>)]) -> Result<
             .map_err(|e| err(e.to_string()))?;
         root.present().map_err(|e| err(e.to_string()))?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    // Synced before the rename, as `write_atomic` does (plotters writes the file itself).
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::io::atomic::sync_dir(dir);
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 
 use super::checkpoint::{state_field, CheckpointLayout};
 use super::config::TrainConfig;
+use super::run_dir;
 use super::task::{MicroStep, Task};
 use super::trainer::{run, LoopConfig, Resume, TrainOptions, TrainOutcome};
 use crate::data::loader::{Batch, BatchSampler};
@@ -289,9 +290,40 @@ pub fn loop_config(cfg: &TrainConfig) -> LoopConfig {
     }
 }
 
-/// Runs (or resumes) a pretraining run; on resume the saved configuration governs and only the
-/// step budget may be extended.
+/// Fields of [`TrainConfig`] that a resume may change: the step budget, the learning-rate
+/// schedule (recomputed from the new values at the saved step) and what is reported when.
+pub const RESUME_CHANGEABLE: &[&str] = &[
+    "max_steps",
+    "lr",
+    "min_lr",
+    "warmup_steps",
+    "eval_interval",
+    "eval_iters",
+    "ckpt_interval",
+    "sample_tokens",
+    "on_nan",
+    "max_nan_skips",
+];
+
+/// The resume rule, as printed with the fields a resume ignored.
+pub const RESUME_RULE: &str = "A resume may change only max_steps, lr, min_lr, warmup_steps, \
+    eval_interval, eval_iters, ckpt_interval, sample_tokens, on_nan and max_nan_skips; to change anything else, start a \
+    new run (another --out, or --overwrite)";
+
+/// Runs (or resumes) a pretraining run.
+///
+/// A fresh run refuses an `out` that already holds a run unless `opts.overwrite`
+/// ([`run_dir::claim`]). On resume the saved configuration governs: `cfg` should be it with the
+/// intended changes ([`TrainConfig::saved_in`] reads it); the fields in [`RESUME_CHANGEABLE`] are
+/// taken from `cfg`, any other field that differs is ignored with a warning, and a `max_steps`
+/// at or below the saved step is an error.
 pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
+    if opts.resume && opts.overwrite {
+        return Err(Error::field(
+            "--overwrite",
+            "cannot be combined with --resume: one continues the run, the other replaces it",
+        ));
+    }
     let resume = if opts.resume {
         Some(Resume::find(&cfg.out, CheckpointLayout::Single)?)
     } else {
@@ -299,16 +331,37 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     };
     let cfg = match &resume {
         Some(r) => {
-            let mut saved: TrainConfig = r.state.field("config")?;
-            saved.max_steps = cfg.max_steps.max(saved.max_steps);
-            saved.out = cfg.out.clone();
-            saved
+            let saved: TrainConfig = r.state.field("config")?;
+            let (mut c, changes) = run_dir::reconcile(&saved, cfg, RESUME_CHANGEABLE, &["out"])?;
+            c.out = cfg.out.clone();
+            if !opts.quiet {
+                for m in changes.messages(RESUME_RULE) {
+                    eprintln!("{m}");
+                }
+            }
+            run_dir::check_steps_left(&c.out, r.state.step, c.max_steps)?;
+            c
         }
         None => cfg.clone(),
     };
     cfg.validate()?;
+    if resume.is_none() && run_dir::claim(&cfg.out, opts.overwrite)? && opts.talk() {
+        eprintln!(
+            "--overwrite: the previous run in {} is kept in {} until this run's first checkpoint",
+            cfg.out.display(),
+            cfg.out.join(run_dir::PREVIOUS_RUN_DIR).display()
+        );
+    }
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let mut task = Pretrain::new(cfg.clone(), opts.check_memory)?;
+    if task.data.val.len() < cfg.block_size + 1 && !opts.quiet {
+        eprintln!(
+            "warning: the validation split {} has {} tokens, fewer than one window of block_size + 1 = {}: no validation loss will be reported (use more data or a larger val_fraction)",
+            task.data.val.path().display(),
+            task.data.val.len(),
+            cfg.block_size + 1
+        );
+    }
     if let Some(w) = cfg.precision.warning() {
         if !opts.quiet {
             eprintln!("{w}");

@@ -37,6 +37,9 @@ pub struct TrainOptions {
     pub json: bool,
     /// Continue from the run's latest checkpoint.
     pub resume: bool,
+    /// Replace a run already in the output directory (see [`super::run_dir::claim`]); without
+    /// it (or `resume`), starting over an existing run is an error.
+    pub overwrite: bool,
     /// No progress bar and no text output (tests).
     pub quiet: bool,
     /// Stop (saving a checkpoint, as Ctrl-C does) once this step is reached.
@@ -392,6 +395,8 @@ pub fn run(
                 .map(|m| (m.step, m.loss, m.val_loss))
                 .collect();
             plot_losses(&cfg.out.join("loss.png"), &points)?;
+            // The new run has a checkpoint: a run `--overwrite` moved aside can go.
+            super::run_dir::discard_previous(&cfg.out)?;
         }
         if stop && step < cfg.max_steps {
             outcome.stopped_early = true;

@@ -112,6 +112,13 @@ pub fn evaluate(
     cfg: &DecodeConfig,
     batch: usize,
 ) -> Result<Evaluation> {
+    if pairs.is_empty() {
+        // BLEU and chrF of nothing would come out as 0 and read as a (bad) result.
+        return Err(Error::field(
+            "pairs",
+            "nothing to evaluate: no sentence pairs; give a test set with `source<TAB>target` lines",
+        ));
+    }
     let sources: Vec<String> = pairs.iter().map(|p| p.0.clone()).collect();
     let refs: Vec<&str> = pairs.iter().map(|p| p.1.as_str()).collect();
     let t0 = Instant::now();

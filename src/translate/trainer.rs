@@ -27,6 +27,7 @@ use crate::rng::Rng;
 use crate::tokenizer::{AnyTokenizer, Tokenizer};
 use crate::train::checkpoint::{state_field, CheckpointLayout};
 use crate::train::config::{OnNan, DEFAULT_MAX_NAN_SKIPS};
+use crate::train::run_dir;
 use crate::train::task::{MicroStep, Task};
 use crate::train::trainer::{run, LoopConfig, Resume};
 use serde::{Deserialize, Serialize};
@@ -336,6 +337,41 @@ impl Task for Translation {
     }
 }
 
+/// Fields of [`TranslateConfig`] that a resume may change: the budgets, the learning-rate
+/// schedule (recomputed from the new values at the saved step) and the intervals.
+pub const RESUME_CHANGEABLE: &[&str] = &[
+    "max_steps",
+    "max_minutes",
+    "warmup_steps",
+    "lr_scale",
+    "eval_interval",
+    "ckpt_interval",
+    "keep_checkpoints",
+    "on_nan",
+    "max_nan_skips",
+];
+
+/// The resume rule, as printed with the fields a resume ignored.
+pub const RESUME_RULE: &str = "A resume may change only max_steps, max_minutes, warmup_steps, \
+    lr_scale, eval_interval, ckpt_interval, keep_checkpoints, on_nan and max_nan_skips; to change anything else, start a \
+    new run (another --out, or --overwrite)";
+
+impl TranslateConfig {
+    /// The configuration saved in the latest checkpoint of the run in `out` (what `--resume`
+    /// starts from before applying flags).
+    pub fn saved_in(out: &Path) -> Result<Self> {
+        let layout = CheckpointLayout::Numbered { keep: 1 };
+        Resume::find(out, layout)?.state.field("config")
+    }
+}
+
+/// Runs (or resumes) a training run.
+///
+/// A fresh run refuses an `out` that already holds a run unless `opts.overwrite`
+/// ([`run_dir::claim`]). On resume the saved configuration governs: `cfg` should be it with the
+/// intended changes ([`TranslateConfig::saved_in`]); the fields in [`RESUME_CHANGEABLE`] are
+/// taken from `cfg`, any other field that differs is ignored with a warning, and a `max_steps`
+/// at or below the saved step is an error.
 /// The loop settings of a run of a model `d_model` wide (the schedule's scale).
 pub fn loop_config(cfg: &TranslateConfig, d_model: usize) -> LoopConfig {
     LoopConfig {
@@ -369,6 +405,12 @@ pub fn loop_config(cfg: &TranslateConfig, d_model: usize) -> LoopConfig {
 /// Runs (or resumes) a training run; on resume the saved configuration governs and only the
 /// budgets (`max_steps`, `max_minutes`) may change.
 pub fn train(cfg: &TranslateConfig, opts: &TranslateOptions) -> Result<TranslateOutcome> {
+    if opts.resume && opts.overwrite {
+        return Err(Error::field(
+            "--overwrite",
+            "cannot be combined with --resume: one continues the run, the other replaces it",
+        ));
+    }
     let layout = CheckpointLayout::Numbered {
         keep: cfg.keep_checkpoints,
     };
@@ -379,16 +421,20 @@ pub fn train(cfg: &TranslateConfig, opts: &TranslateOptions) -> Result<Translate
     };
     let cfg = match &resume {
         Some(r) => {
-            let mut c: TranslateConfig = r.state.field("config")?;
-            c.max_steps = cfg.max_steps.max(c.max_steps);
-            c.max_minutes = cfg.max_minutes;
+            let saved: TranslateConfig = r.state.field("config")?;
+            let (mut c, changes) = run_dir::reconcile(&saved, cfg, RESUME_CHANGEABLE, &["out"])?;
             c.out = cfg.out.clone();
+            if !opts.quiet {
+                for m in changes.messages(RESUME_RULE) {
+                    eprintln!("{m}");
+                }
+            }
+            run_dir::check_steps_left(&c.out, r.state.step, c.max_steps)?;
             c
         }
         None => cfg.clone(),
     };
     cfg.validate()?;
-    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let say = |msg: String| {
         if opts.talk() {
             eprintln!("{msg}");
@@ -396,9 +442,26 @@ pub fn train(cfg: &TranslateConfig, opts: &TranslateOptions) -> Result<Translate
     };
     let train_text = read_tsv(&cfg.train, cfg.strict)?;
     let valid_text = read_tsv(&cfg.valid, cfg.strict)?;
+    // After the inputs are known to read, before anything is written (the tokenizer of a
+    // replaced run must not be picked up as this run's).
+    if resume.is_none() && run_dir::claim(&cfg.out, opts.overwrite)? {
+        say(format!(
+            "--overwrite: the previous run in {} is kept in {} until this run's first checkpoint",
+            cfg.out.display(),
+            cfg.out.join(run_dir::PREVIOUS_RUN_DIR).display()
+        ));
+    }
+    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let tok = run_tokenizer(&cfg, &train_text.pairs)?;
     let train_ids = encode_pairs(&tok, &train_text.pairs, cfg.max_len);
     let valid_ids = encode_pairs(&tok, &valid_text.pairs, cfg.max_len);
+    if valid_ids.pairs.is_empty() && !opts.quiet {
+        eprintln!(
+            "warning: the validation set {} has no usable pairs ({} lines skipped): no validation loss will be reported",
+            cfg.valid.display(),
+            valid_text.skipped
+        );
+    }
     say(format!(
         "data: {} train pairs ({}, {} sentences truncated to {} tokens), {} valid pairs ({}); joint BPE of {} ids",
         train_ids.pairs.len(),

@@ -45,9 +45,36 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| TokenizerError::io(path, e))
 }
 
-/// Writes a whole file, naming it on failure.
+/// Writes a whole file atomically, naming it on failure: into a temporary sibling, synced, then
+/// renamed over `path` (and the directory synced), so a crash or a full disk never leaves a
+/// half-written `vocab.json` or `merges.txt` that would load as a different tokenizer. The same
+/// scheme as `gpt::io::write_atomic` (this crate does not depend on `gpt`).
 pub(crate) fn write_file(path: &Path, contents: &[u8]) -> Result<()> {
-    std::fs::write(path, contents).map_err(|e| TokenizerError::io(path, e))
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        name.unwrap_or_default(),
+        std::process::id()
+    ));
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(contents)?;
+        f.sync_all()
+    });
+    let renamed = written.and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = renamed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(TokenizerError::io(path, e));
+    }
+    // Best effort: some file systems cannot open a directory for syncing.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 /// Splits merges.txt into rules: skips a first `#version` line and blank lines.
