@@ -9,12 +9,15 @@
 //! - [`optim`]: AdamW and gradient clipping over that flat buffer.
 //! - [`model`], [`train`], [`generate`], [`translate`], [`data`]: the GPT and the
 //!   encoder-decoder, training, inference, translation and the token files they read.
+//! - [`finetune`]: GPT-1 fine-tuning (four input transforms, classifier head, auxiliary LM
+//!   loss) as a task of the training loop; prediction and evaluation.
 //! - [`bench`]: the benchmark harnesses behind `gpt bench`.
 //! - [`tokenizer`]: re-export of the `gpt-tokenizer` crate (GPT-2 byte-level BPE).
 
 pub mod bench;
 pub mod data;
 pub mod error;
+pub mod finetune;
 pub mod generate;
 pub mod io;
 pub mod kernels;

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 pub mod bench;
 pub mod bleu;
+pub mod finetune;
 pub mod generate;
 pub mod interrupt;
 pub mod prepare;
@@ -59,6 +60,11 @@ pub enum Command {
     Bench(bench::BenchCommand),
     /// Encoder-decoder translation: train, translate lines, eval (BLEU, chrF), average.
     Translate(Box<translate::TranslateArgs>),
+    /// GPT-1 fine-tuning: classify, entail, similar or choice records on a base model
+    /// (`finetune eval`: accuracy and F1 of the result).
+    Finetune(Box<finetune::FinetuneArgs>),
+    /// One prediction per input line with a fine-tuned model.
+    Classify(finetune::ClassifyArgs),
     /// Corpus BLEU (sacreBLEU default) and chrF of a hypothesis file against references.
     Bleu(bleu::BleuArgs),
 }
@@ -77,5 +83,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Translate(args) => translate::run(*args),
         Command::Bleu(args) => bleu::run(args),
+        Command::Finetune(args) => finetune::run(*args),
+        Command::Classify(args) => finetune::run_classify(args),
     }
 }

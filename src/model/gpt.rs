@@ -351,9 +351,41 @@ impl Gpt {
         rng: &mut Rng,
     ) -> Result<f32> {
         self.forward(ids, b, t, true, rng)?;
+        let mut dh = std::mem::take(&mut self.dh);
+        dh.clear();
+        dh.resize(b * t * self.config.n_embd, 0.0);
+        let loss = self.lm_backward(targets, label_smoothing, grad_scale, &mut dh);
+        if let Err(e) = loss {
+            self.dh = dh;
+            return Err(e);
+        }
+        self.backward_hidden(&dh);
+        self.dh = dh;
+        loss
+    }
+
+    /// The LM loss of the last [`Gpt::forward`] against `targets (B, T)` and its backward as
+    /// far as the hidden states: `dh (B, T, C) += grad_scale · ∂loss/∂hidden`, LM-head (`wte`)
+    /// gradient accumulated; the trunk is not touched, so a task can add its head's gradient
+    /// to `dh` before one [`Gpt::backward_hidden`] (GPT-1 fine-tuning's auxiliary LM loss).
+    /// Overwrites [`Gpt::logits`] with their gradient. Returns the mean loss.
+    pub fn lm_backward(
+        &mut self,
+        targets: &[i32],
+        label_smoothing: f32,
+        grad_scale: f32,
+        dh: &mut [f32],
+    ) -> Result<f32> {
         self.check_targets(targets)?;
         let (c, v) = (self.config.n_embd, self.config.vocab_size);
-        let n = b * t;
+        let n = self.b * self.t;
+        if dh.len() != n * c {
+            return Err(Error::shape(
+                "Gpt::lm_backward",
+                format!("dh of length {}", dh.len()),
+                format!("B·T·C = {}", n * c),
+            ));
+        }
         self.losses.resize(n, 0.0);
         let loss = crossentropy_forward_backward(
             &mut self.logits,
@@ -366,18 +398,11 @@ impl Gpt {
             grad_scale,
         );
         // LM head tied to wte: logits = h · wteᵀ; self.logits now holds ∂L/∂logits.
-        let mut dh = std::mem::take(&mut self.dh);
-        dh.clear();
-        dh.resize(n * c, 0.0);
-        {
-            let p = Self::weights(&self.params.data, &self.shadow, self.precision);
-            let m = &self.modules;
-            let g = &mut self.params.grad;
-            m.head
-                .backward(p, g, Some(&mut dh), &self.logits, m.stack.output(), n);
-        }
-        self.backward_hidden(&dh);
-        self.dh = dh;
+        let p = Self::weights(&self.params.data, &self.shadow, self.precision);
+        let m = &self.modules;
+        let g = &mut self.params.grad;
+        m.head
+            .backward(p, g, Some(dh), &self.logits, m.stack.output(), n);
         Ok(loss)
     }
 }

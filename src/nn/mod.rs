@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod block;
+pub mod classifier;
 pub mod dropout;
 pub mod embedding;
 pub mod kv_cache;

@@ -1,6 +1,7 @@
-//! Learning-rate schedules: linear warmup then cosine decay to a floor (nanoGPT), and the
-//! "Attention Is All You Need" inverse-square-root schedule, as functions and as the
-//! [`Schedule`] value the training loop holds.
+//! Learning-rate schedules: linear warmup then cosine decay to a floor (nanoGPT), the
+//! "Attention Is All You Need" inverse-square-root schedule, and GPT-1 fine-tuning's linear
+//! warmup then linear decay to 0, as functions and as the [`Schedule`] value the training loop
+//! holds.
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -31,12 +32,21 @@ pub enum Schedule {
         /// Warmup steps.
         warmup: usize,
     },
+    /// [`warmup_linear`]: GPT-1 fine-tuning (and `transformers`' `get_linear_schedule_with_warmup`).
+    WarmupLinear {
+        /// Peak rate.
+        lr: f32,
+        /// Warmup steps (the peak is at this step).
+        warmup: usize,
+        /// Step at which the rate reaches 0.
+        max_steps: usize,
+    },
 }
 
 impl Schedule {
     /// Checks that every rate of the schedule is a finite number ≥ 0 and its peak positive:
     /// `lr > 0` and `0 ≤ min_lr ≤ lr` for warmup-cosine, `scale > 0` and at least one warmup step
-    /// for inverse-sqrt (whose formula divides by the warmup). `lr_field` names the rate as the
+    /// for inverse-sqrt (whose formula divides by the warmup), `lr > 0` for warmup-linear. `lr_field` names the rate as the
     /// run's configuration does (`lr`, `lr_scale`).
     pub fn validate(&self, lr_field: &str) -> Result<()> {
         match *self {
@@ -68,6 +78,14 @@ impl Schedule {
                     ));
                 }
             }
+            Schedule::WarmupLinear { lr, .. } => {
+                if !(lr > 0.0 && lr.is_finite()) {
+                    return Err(Error::field(
+                        lr_field,
+                        format!("{lr} must be a positive number"),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -86,6 +104,11 @@ impl Schedule {
                 d_model,
                 warmup,
             } => scale * inverse_sqrt(done + 1, d_model, warmup),
+            Schedule::WarmupLinear {
+                lr,
+                warmup,
+                max_steps,
+            } => warmup_linear(done, lr, warmup, max_steps),
         }
     }
 }
@@ -103,6 +126,26 @@ pub fn warmup_cosine(step: usize, lr: f32, min_lr: f32, warmup: usize, max_steps
     let ratio = (step - warmup) as f32 / span;
     let coeff = 0.5 * (1.0 + (std::f32::consts::PI * ratio).cos());
     min_lr + coeff * (lr - min_lr)
+}
+
+/// `lr · step / warmup` up to `warmup`, then `lr · (max_steps - step) / (max_steps - warmup)`
+/// down to 0 at `max_steps` (and after). `step` counts completed updates from 0, so the first
+/// update has rate 0, as in `transformers`' `get_linear_schedule_with_warmup`; GPT-1 warms up
+/// over 0.2% of the updates ([`finetune_warmup`]).
+pub fn warmup_linear(step: usize, lr: f32, warmup: usize, max_steps: usize) -> f32 {
+    if step < warmup {
+        return lr * step as f32 / warmup as f32;
+    }
+    if step >= max_steps {
+        return 0.0;
+    }
+    lr * (max_steps - step) as f32 / (max_steps - warmup).max(1) as f32
+}
+
+/// GPT-1's warmup for `max_steps` updates: ⌈0.002 · max_steps⌉ (at least 1 when training at all;
+/// with a single update the peak would fall on the last step, so that run has rate 0).
+pub fn finetune_warmup(max_steps: usize) -> usize {
+    (max_steps * 2).div_ceil(1000)
 }
 
 /// `d_model^-0.5 · min(step^-0.5, step · warmup^-1.5)` with `step` counted from 1.
@@ -158,5 +201,33 @@ mod tests {
         // The paper's schedule peaks at step = warmup.
         let peak = inverse_sqrt(4000, 512, 4000);
         assert!(inverse_sqrt(3999, 512, 4000) < peak && inverse_sqrt(4001, 512, 4000) < peak);
+    }
+
+    #[test]
+    fn finetune_schedule_is_zero_at_both_ends_and_peaks_after_0_2_percent() {
+        // T = 1 is degenerate (the peak would be at T, where the rate is 0): its one update
+        // has rate 0.
+        assert_eq!(warmup_linear(0, 1.0, finetune_warmup(1), 1), 0.0);
+        for t in [2usize, 10, 499, 500, 501, 1000, 1234, 20_000] {
+            let w = finetune_warmup(t);
+            assert_eq!(w, (0.002 * t as f64).ceil() as usize, "T = {t}");
+            let s = Schedule::WarmupLinear {
+                lr: 6.25e-5,
+                warmup: w,
+                max_steps: t,
+            };
+            assert_eq!(s.lr(0), 0.0, "T = {t}");
+            assert_eq!(s.lr(w), 6.25e-5, "T = {t}");
+            assert_eq!(s.lr(t), 0.0, "T = {t}");
+            for i in 0..t {
+                assert!(s.lr(i) <= s.lr(w), "T = {t}: step {i} above the peak");
+                if i >= w {
+                    assert!(s.lr(i + 1) < s.lr(i), "T = {t}: not decreasing at {i}");
+                } else {
+                    assert!(s.lr(i + 1) > s.lr(i), "T = {t}: not increasing at {i}");
+                }
+            }
+        }
+        assert!((warmup_linear(15, 1.0, 10, 20) - 0.5).abs() < 1e-6);
     }
 }

@@ -62,6 +62,23 @@ impl AnyTokenizer {
         }
     }
 
+    /// Appends special tokens after the vocabulary (see [`Tokenizer::add_special_tokens`] and
+    /// [`CharTokenizer::add_special_tokens`]); returns their ids.
+    pub fn add_special_tokens(&mut self, names: &[&str]) -> Result<Vec<u32>> {
+        match self {
+            AnyTokenizer::Bpe(t) => t.add_special_tokens(names),
+            AnyTokenizer::Char(t) => t.add_special_tokens(names),
+        }
+    }
+
+    /// The id of a special token, if the tokenizer has it.
+    pub fn special_id(&self, s: &str) -> Option<u32> {
+        match self {
+            AnyTokenizer::Bpe(t) => t.special_id(s),
+            AnyTokenizer::Char(t) => t.special_id(s),
+        }
+    }
+
     /// The bytes of one token.
     pub fn token_bytes(&self, id: u32) -> Result<Vec<u8>> {
         match self {

@@ -19,6 +19,8 @@ pub const CHAR_TOKENIZER_FILE: &str = "tokenizer_char.json";
 pub struct CharTokenizer {
     chars: Vec<char>,
     ids: FxHashMap<char, u32>,
+    /// Special tokens after the characters (id = `chars.len() + i`); text never encodes to them.
+    specials: Vec<String>,
 }
 
 impl CharTokenizer {
@@ -39,7 +41,11 @@ impl CharTokenizer {
             .enumerate()
             .map(|(i, &c)| (c, i as u32))
             .collect();
-        CharTokenizer { chars, ids }
+        CharTokenizer {
+            chars,
+            ids,
+            specials: Vec::new(),
+        }
     }
 
     /// The characters, by id.
@@ -47,9 +53,45 @@ impl CharTokenizer {
         &self.chars
     }
 
-    /// Number of ids.
+    /// Number of ids: the characters, then the special tokens.
     pub fn vocab_size(&self) -> usize {
-        self.chars.len()
+        self.chars.len() + self.specials.len()
+    }
+
+    /// The special tokens, in id order after the characters.
+    pub fn specials(&self) -> &[String] {
+        &self.specials
+    }
+
+    /// The id of special token `s`.
+    pub fn special_id(&self, s: &str) -> Option<u32> {
+        self.specials
+            .iter()
+            .position(|x| x == s)
+            .map(|i| (self.chars.len() + i) as u32)
+    }
+
+    /// Appends special tokens after every existing id and returns the id of each (one already
+    /// present keeps its id). They are saved in the JSON form (`"specials"`), decode to their
+    /// string, and are never produced by [`CharTokenizer::encode`]. A one-character string
+    /// would be ambiguous with the characters, so it (and the empty string) is an error.
+    pub fn add_special_tokens(&mut self, names: &[&str]) -> Result<Vec<u32>> {
+        let mut ids = Vec::with_capacity(names.len());
+        for &name in names {
+            if let Some(id) = self.special_id(name) {
+                ids.push(id);
+                continue;
+            }
+            if name.chars().count() < 2 {
+                return Err(TokenizerError::BadSpecial {
+                    name: name.to_string(),
+                    reason: "a char tokenizer's special token needs at least two characters".into(),
+                });
+            }
+            self.specials.push(name.to_string());
+            ids.push((self.vocab_size() - 1) as u32);
+        }
+        Ok(ids)
     }
 
     /// Ids of `text`; an error naming the first character not in the vocabulary.
@@ -71,26 +113,38 @@ impl CharTokenizer {
 
     /// Text of `ids`; an error naming an id outside the vocabulary.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        ids.iter()
-            .map(|&id| {
-                self.chars
-                    .get(id as usize)
-                    .copied()
-                    .ok_or(TokenizerError::TokenOutOfRange {
-                        id,
-                        vocab_size: self.chars.len(),
-                    })
-            })
-            .collect()
+        let mut out = String::new();
+        for &id in ids {
+            let i = id as usize;
+            if let Some(&c) = self.chars.get(i) {
+                out.push(c);
+            } else if let Some(sp) = self.specials.get(i - self.chars.len()) {
+                out.push_str(sp);
+            } else {
+                return Err(TokenizerError::TokenOutOfRange {
+                    id,
+                    vocab_size: self.vocab_size(),
+                });
+            }
+        }
+        Ok(out)
     }
 
-    /// The JSON form: `{"type": "char", "chars": [...]}`.
+    /// The JSON form: `{"type": "char", "chars": [...]}`, plus `"specials": [...]` if any.
     pub fn to_json(&self) -> String {
         let chars: Vec<String> = self.chars.iter().map(|c| c.to_string()).collect();
         // "type" first so the kind is visible at the top of the file; strings always
         // serialize.
+        let specials = if self.specials.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", \"specials\": {}",
+                serde_json::to_string(&self.specials).unwrap_or_default()
+            )
+        };
         format!(
-            "{{\"type\": \"char\", \"chars\": {}}}",
+            "{{\"type\": \"char\", \"chars\": {}{specials}}}",
             serde_json::to_string(&chars).unwrap_or_default()
         )
     }
@@ -142,7 +196,19 @@ impl CharTokenizer {
             }
         }
         let n = chars.len();
-        let tok = CharTokenizer::from_chars(chars.clone());
+        let mut tok = CharTokenizer::from_chars(chars.clone());
+        if let Some(sp) = root.get("specials") {
+            let list = sp
+                .as_array()
+                .ok_or_else(|| bad("specials".into(), "not an array"))?;
+            for (i, v) in list.iter().enumerate() {
+                let name = v
+                    .as_str()
+                    .ok_or_else(|| bad(format!("specials[{i}]"), "not a string"))?;
+                tok.add_special_tokens(&[name])
+                    .map_err(|e| bad(format!("specials[{i}]"), &e.to_string()))?;
+            }
+        }
         if tok.chars != chars || tok.chars.len() != n {
             return Err(bad(
                 "chars".into(),

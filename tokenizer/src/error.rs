@@ -116,6 +116,15 @@ pub enum TokenizerError {
         vocab_size: usize,
     },
 
+    /// A special token that cannot be added (empty, or spelled like an ordinary token).
+    #[error("special token {name:?}: {reason}")]
+    BadSpecial {
+        /// The token's string.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// Training parameters that cannot work.
     #[error("training: {reason}")]
     BadTrainConfig {

@@ -252,6 +252,42 @@ impl Tokenizer {
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
+    /// Appends special tokens at the next free ids (`vocab_size()`, `vocab_size() + 1`, …) and
+    /// returns the id of each; a string that is already special keeps its id. The saved files
+    /// (`vocab.json`, `tokenizer.json`'s `added_tokens`) then list them, so a model whose
+    /// embedding grew by these rows (GPT-1 fine-tuning's start / delimiter / extract) is saved
+    /// with a tokenizer that knows them. Ordinary encoding never produces them; an empty string
+    /// or the spelling of an ordinary token is an error.
+    pub fn add_special_tokens(&mut self, names: &[&str]) -> Result<Vec<u32>> {
+        let mut list = self.specials.tokens().to_vec();
+        let mut ids = Vec::with_capacity(names.len());
+        for &name in names {
+            if let Some(id) = list.iter().find(|t| t.0 == name).map(|t| t.1) {
+                ids.push(id);
+                continue;
+            }
+            let reason = if name.is_empty() {
+                Some("it is empty")
+            } else if self.token_id(name.as_bytes()).is_some() {
+                Some("it is already an ordinary token")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(TokenizerError::BadSpecial {
+                    name: name.to_string(),
+                    reason: reason.to_string(),
+                });
+            }
+            let id = self.token_bytes.len() as u32;
+            self.token_bytes.push(Some(name.as_bytes().into()));
+            list.push((name.to_string(), id));
+            ids.push(id);
+        }
+        self.specials = SpecialTokens::new(list);
+        Ok(ids)
+    }
+
     /// A decoder for token-by-token generation that holds back incomplete UTF-8.
     pub fn stream_decoder(&self) -> StreamDecoder<'_> {
         StreamDecoder::new(self)
