@@ -2,14 +2,13 @@
 //! (accuracy and F1 of a fine-tuned model on a labelled file) and `gpt classify` (one
 //! prediction per input line). Flags in, a [`gpt::finetune`] call, results printed.
 
+use super::interrupt::StopSignal;
 use super::CliResult;
 use gpt::finetune::{evaluate_file, finetune, Classifier, FinetuneConfig, TaskKind};
 use gpt::train::TrainOptions;
 use serde_json::json;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 /// Options of `gpt finetune` (the paper's recipe by default).
 #[derive(clap::Args, Debug)]
@@ -61,6 +60,10 @@ pub struct FinetuneArgs {
     /// Continue the run in --out from its checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Replace a run already in --out (kept in `--out/.previous-run` until this run's first
+    /// checkpoint).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Print one JSON object per step, then a summary object.
     #[arg(long)]
     pub json: bool,
@@ -156,27 +159,22 @@ pub fn run(args: FinetuneArgs) -> CliResult {
         skip_bad: args.skip_bad,
         ..FinetuneConfig::default()
     };
-    let flag = Arc::new(AtomicBool::new(false));
-    let f2 = flag.clone();
-    let _ = ctrlc::set_handler(move || {
-        if f2.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!(
-            "\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to quit now)"
-        );
-    });
+    let stop = StopSignal::install(
+        "interrupt: finishing this step and saving a checkpoint (Ctrl-C again to quit now)",
+    );
     let opts = TrainOptions {
         json: args.json,
         resume: args.resume,
+        overwrite: args.overwrite,
         quiet: false,
         stop_at: None,
-        interrupt: Some(flag),
+        interrupt: Some(stop.flag()),
         // The memory estimate (`gpt::model::memory`) covers pretraining's batches, not the
         // fine-tuning task's; not checked here.
         check_memory: false,
     };
     let o = finetune(&cfg, &opts)?;
+    stop.exit_if_stopped(o.train.stopped_early);
     let dir = o
         .train
         .checkpoint

@@ -23,6 +23,7 @@ use crate::rng::Rng;
 use crate::tokenizer::AnyTokenizer;
 use crate::train::checkpoint::{state_field, CheckpointLayout};
 use crate::train::config::{OnNan, DEFAULT_MAX_NAN_SKIPS};
+use crate::train::run_dir;
 use crate::train::task::{MicroStep, Task};
 use crate::train::trainer::{run, LoopConfig, Resume, TrainOptions};
 use serde::{Deserialize, Serialize};
@@ -297,6 +298,12 @@ pub struct FinetuneOutcome {
 /// Fine-tunes `cfg.model` on `cfg.train` into `cfg.out` (the model is `OUT/checkpoint`, which
 /// the loop replaces atomically at every save); `opts.resume` continues an interrupted run.
 pub fn finetune(cfg: &FinetuneConfig, opts: &TrainOptions) -> Result<FinetuneOutcome> {
+    if opts.resume && opts.overwrite {
+        return Err(Error::field(
+            "--overwrite",
+            "cannot be combined with --resume: one continues the run, the other replaces it",
+        ));
+    }
     let resume = if opts.resume {
         Some(Resume::find(&cfg.out, CheckpointLayout::Single)?)
     } else {
@@ -311,6 +318,13 @@ pub fn finetune(cfg: &FinetuneConfig, opts: &TrainOptions) -> Result<FinetuneOut
         None => cfg.clone(),
     };
     cfg.validate()?;
+    if resume.is_none() && run_dir::claim(&cfg.out, opts.overwrite)? && !opts.quiet {
+        eprintln!(
+            "--overwrite: the previous run in {} is kept in {} until this run's first checkpoint",
+            cfg.out.display(),
+            cfg.out.join(run_dir::PREVIOUS_RUN_DIR).display()
+        );
+    }
     // Records first: a bad file fails before the model is loaded.
     let (train_recs, train_read) = read_records(&cfg.train, cfg.task, true, cfg.skip_bad)?;
     let (labels, n_choices) = match cfg.task {
