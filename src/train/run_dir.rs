@@ -163,6 +163,44 @@ fn show(v: &Value) -> String {
     }
 }
 
+/// The configuration a run starts with: `given` for a fresh run (`saved` is `None`); for a
+/// resume at `step`, `saved` reconciled with `given` ([`reconcile`]: the `changeable` fields
+/// from `given`, the others named as ignored, the rule printed with them unless `quiet`), with
+/// the output directory `out` (where the run was found) and at least one step left to train
+/// ([`check_steps_left`]).
+pub fn resumed<T: Serialize + DeserializeOwned + Clone>(
+    saved: Option<(T, usize)>,
+    given: &T,
+    out: &Path,
+    rules: &ResumeRules<T>,
+    quiet: bool,
+) -> Result<T> {
+    let Some((saved, step)) = saved else {
+        return Ok(given.clone());
+    };
+    let (mut c, changes) = reconcile(&saved, given, rules.changeable, &["out"])?;
+    (rules.set_out)(&mut c, out.to_path_buf());
+    if !quiet {
+        for m in changes.messages(rules.rule) {
+            eprintln!("{m}");
+        }
+    }
+    check_steps_left(out, step, (rules.max_steps)(&c))?;
+    Ok(c)
+}
+
+/// What [`resumed`] needs to know of a run's configuration type `T`.
+pub struct ResumeRules<T> {
+    /// Fields a resume may change.
+    pub changeable: &'static [&'static str],
+    /// The rule, printed with the fields a resume ignored.
+    pub rule: &'static str,
+    /// Sets the output directory.
+    pub set_out: fn(&mut T, PathBuf),
+    /// The step budget.
+    pub max_steps: fn(&T) -> usize,
+}
+
 /// The error for a resume with nothing left to do: `max_steps` at or below the saved step.
 pub fn check_steps_left(out: &Path, step: usize, max_steps: usize) -> Result<()> {
     if max_steps > step {

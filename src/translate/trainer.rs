@@ -419,21 +419,22 @@ pub fn train(cfg: &TranslateConfig, opts: &TranslateOptions) -> Result<Translate
     } else {
         None
     };
-    let cfg = match &resume {
-        Some(r) => {
-            let saved: TranslateConfig = r.state.field("config")?;
-            let (mut c, changes) = run_dir::reconcile(&saved, cfg, RESUME_CHANGEABLE, &["out"])?;
-            c.out = cfg.out.clone();
-            if !opts.quiet {
-                for m in changes.messages(RESUME_RULE) {
-                    eprintln!("{m}");
-                }
-            }
-            run_dir::check_steps_left(&c.out, r.state.step, c.max_steps)?;
-            c
-        }
-        None => cfg.clone(),
+    let saved = match &resume {
+        Some(r) => Some((r.state.field::<TranslateConfig>("config")?, r.state.step)),
+        None => None,
     };
+    let cfg = run_dir::resumed(
+        saved,
+        cfg,
+        &cfg.out,
+        &run_dir::ResumeRules {
+            changeable: RESUME_CHANGEABLE,
+            rule: RESUME_RULE,
+            set_out: |c, out| c.out = out,
+            max_steps: |c| c.max_steps,
+        },
+        opts.quiet,
+    )?;
     cfg.validate()?;
     let say = |msg: String| {
         if opts.talk() {
