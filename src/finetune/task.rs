@@ -25,7 +25,7 @@ use crate::train::checkpoint::{state_field, CheckpointLayout};
 use crate::train::config::{OnNan, DEFAULT_MAX_NAN_SKIPS};
 use crate::train::run_dir;
 use crate::train::task::{MicroStep, Task};
-use crate::train::trainer::{run, LoopConfig, Resume, TrainOptions};
+use crate::train::trainer::{run, LoopConfig, TrainOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -298,17 +298,12 @@ pub struct FinetuneOutcome {
 /// Fine-tunes `cfg.model` on `cfg.train` into `cfg.out` (the model is `OUT/checkpoint`, which
 /// the loop replaces atomically at every save); `opts.resume` continues an interrupted run.
 pub fn finetune(cfg: &FinetuneConfig, opts: &TrainOptions) -> Result<FinetuneOutcome> {
-    if opts.resume && opts.overwrite {
-        return Err(Error::field(
-            "--overwrite",
-            "cannot be combined with --resume: one continues the run, the other replaces it",
-        ));
-    }
-    let resume = if opts.resume {
-        Some(Resume::find(&cfg.out, CheckpointLayout::Single)?)
-    } else {
-        None
-    };
+    let resume = run_dir::find_resume(
+        &cfg.out,
+        CheckpointLayout::Single,
+        opts.resume,
+        opts.overwrite,
+    )?;
     let cfg = match &resume {
         Some(r) => {
             let mut saved: FinetuneConfig = r.state.field("config")?;

@@ -6,7 +6,7 @@ use super::checkpoint::{state_field, CheckpointLayout};
 use super::config::TrainConfig;
 use super::run_dir;
 use super::task::{MicroStep, Task};
-use super::trainer::{run, LoopConfig, Resume, TrainOptions, TrainOutcome};
+use super::trainer::{run, LoopConfig, TrainOptions, TrainOutcome};
 use crate::data::loader::{Batch, BatchSampler};
 use crate::data::prepare::{prepare, read_documents, tokenizer_for};
 use crate::data::tokens::TokenFile;
@@ -318,23 +318,14 @@ pub const RESUME_RULE: &str = "A resume may change only max_steps, lr, min_lr, w
 /// taken from `cfg`, any other field that differs is ignored with a warning, and a `max_steps`
 /// at or below the saved step is an error.
 pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
-    if opts.resume && opts.overwrite {
-        return Err(Error::field(
-            "--overwrite",
-            "cannot be combined with --resume: one continues the run, the other replaces it",
-        ));
-    }
-    let resume = if opts.resume {
-        Some(Resume::find(&cfg.out, CheckpointLayout::Single)?)
-    } else {
-        None
-    };
-    let saved = match &resume {
-        Some(r) => Some((r.state.field::<TrainConfig>("config")?, r.state.step)),
-        None => None,
-    };
+    let resume = run_dir::find_resume(
+        &cfg.out,
+        CheckpointLayout::Single,
+        opts.resume,
+        opts.overwrite,
+    )?;
     let cfg = run_dir::resumed(
-        saved,
+        resume.as_ref(),
         cfg,
         &cfg.out,
         &run_dir::ResumeRules {

@@ -13,6 +13,8 @@
 //! The entries that make a directory a run are the ones the loop and the tasks write, listed in
 //! [`RUN_ENTRIES`]; GPT pretraining's on-the-fly `data/` is not one (it is prepared again).
 
+use super::checkpoint::CheckpointLayout;
+use super::trainer::Resume;
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -163,21 +165,43 @@ fn show(v: &Value) -> String {
     }
 }
 
-/// The configuration a run starts with: `given` for a fresh run (`saved` is `None`); for a
-/// resume at `step`, `saved` reconciled with `given` ([`reconcile`]: the `changeable` fields
-/// from `given`, the others named as ignored, the rule printed with them unless `quiet`), with
-/// the output directory `out` (where the run was found) and at least one step left to train
-/// ([`check_steps_left`]).
+/// The checkpoint a run resumes from: `None` for a fresh run, else the latest one of `out` in
+/// `layout`. `resume` and `overwrite` together are an error (one continues the run, the other
+/// replaces it).
+pub fn find_resume(
+    out: &Path,
+    layout: CheckpointLayout,
+    resume: bool,
+    overwrite: bool,
+) -> Result<Option<Resume>> {
+    if resume && overwrite {
+        return Err(Error::field(
+            "--overwrite",
+            "cannot be combined with --resume: one continues the run, the other replaces it",
+        ));
+    }
+    if !resume {
+        return Ok(None);
+    }
+    Resume::find(out, layout).map(Some)
+}
+
+/// The configuration a run starts with: `given` for a fresh run (`resume` is `None`); for a
+/// resume, the configuration saved in its checkpoint reconciled with `given` ([`reconcile`]:
+/// the changeable fields from `given`, the others named as ignored, the rule printed with them
+/// unless `quiet`), with the output directory `out` (where the run was found) and at least one
+/// step left to train ([`check_steps_left`]).
 pub fn resumed<T: Serialize + DeserializeOwned + Clone>(
-    saved: Option<(T, usize)>,
+    resume: Option<&Resume>,
     given: &T,
     out: &Path,
     rules: &ResumeRules<T>,
     quiet: bool,
 ) -> Result<T> {
-    let Some((saved, step)) = saved else {
+    let Some(r) = resume else {
         return Ok(given.clone());
     };
+    let saved: T = r.state.field("config")?;
     let (mut c, changes) = reconcile(&saved, given, rules.changeable, &["out"])?;
     (rules.set_out)(&mut c, out.to_path_buf());
     if !quiet {
@@ -185,7 +209,7 @@ pub fn resumed<T: Serialize + DeserializeOwned + Clone>(
             eprintln!("{m}");
         }
     }
-    check_steps_left(out, step, (rules.max_steps)(&c))?;
+    check_steps_left(out, r.state.step, (rules.max_steps)(&c))?;
     Ok(c)
 }
 

@@ -405,26 +405,12 @@ pub fn loop_config(cfg: &TranslateConfig, d_model: usize) -> LoopConfig {
 /// Runs (or resumes) a training run; on resume the saved configuration governs and only the
 /// budgets (`max_steps`, `max_minutes`) may change.
 pub fn train(cfg: &TranslateConfig, opts: &TranslateOptions) -> Result<TranslateOutcome> {
-    if opts.resume && opts.overwrite {
-        return Err(Error::field(
-            "--overwrite",
-            "cannot be combined with --resume: one continues the run, the other replaces it",
-        ));
-    }
     let layout = CheckpointLayout::Numbered {
         keep: cfg.keep_checkpoints,
     };
-    let resume = if opts.resume {
-        Some(Resume::find(&cfg.out, layout)?)
-    } else {
-        None
-    };
-    let saved = match &resume {
-        Some(r) => Some((r.state.field::<TranslateConfig>("config")?, r.state.step)),
-        None => None,
-    };
+    let resume = run_dir::find_resume(&cfg.out, layout, opts.resume, opts.overwrite)?;
     let cfg = run_dir::resumed(
-        saved,
+        resume.as_ref(),
         cfg,
         &cfg.out,
         &run_dir::ResumeRules {
