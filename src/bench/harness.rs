@@ -26,6 +26,20 @@ pub fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
     times[times.len() / 2]
 }
 
+/// The f32 matrix-product peak of this machine now, in GFLOP/s: the median of 10 products of
+/// 1024×768 by 768×3072 (GPT-2 small's MLP shape), for MFU and for judging a noisy run.
+pub fn matmul_peak_gflops() -> f64 {
+    let (m, k, n) = (1024, 768, 3072);
+    let mut rng = Rng::new(1);
+    let x = randn(m * k, 1.0, &mut rng);
+    let w = randn(k * n, 1.0, &mut rng);
+    let mut y = vec![0.0; m * n];
+    let ms = median_ms(10, || {
+        crate::kernels::matmul::matmul(&mut y, &x, &w, m, k, n, false, false, false)
+    });
+    2.0 * (m * k * n) as f64 / ms / 1e6
+}
+
 /// The median of `values` (which must not be empty), sorting them in place.
 pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);

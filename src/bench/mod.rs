@@ -6,6 +6,7 @@
 //! - [`train`]: training tokens/s, MFU and peak memory per GPT preset.
 //! - [`generate`]: GPT-2 124M decoding against the memory-bandwidth bound.
 //! - [`translate`]: encoder-decoder training tokens/s and beam-search sentences/s.
+//! - [`finetune`]: GPT-1 fine-tuning examples/s of `gpt finetune`.
 //! - [`harness`]: what they share (median timing, peak memory, peer processes, table cells).
 //! - [`bandwidth`]: the read and copy bandwidth probes of the decode bound.
 //!
@@ -13,6 +14,7 @@
 //! measured results.
 
 pub mod bandwidth;
+pub mod finetune;
 pub mod generate;
 pub mod harness;
 pub mod kernels;

@@ -7,12 +7,11 @@
 //! [`run_one`]) so its peak resident memory is its own.
 
 use super::harness::{
-    cell, current_exe, find_python, median, median_ms, peak_rss_mb, randn, run_json, script,
+    cell, current_exe, find_python, matmul_peak_gflops, median, peak_rss_mb, run_json, script,
     PYTHON_HINT,
 };
 use crate::error::{Error, Result};
 use crate::kernels::adamw::clip_grad_norm;
-use crate::kernels::matmul::matmul;
 use crate::model::{Gpt, GptConfig};
 use crate::nn::precision::Precision;
 use crate::optim::{AdamW, AdamWConfig};
@@ -130,13 +129,7 @@ pub fn run(opts: &TrainBench) -> Result<()> {
     }
     let autocast = opts.vs_torch && precision == Precision::Bf16;
     // Matmul peak measured now, on this machine, for MFU.
-    let (m, k, nn) = (1024, 768, 3072);
-    let mut rng = Rng::new(1);
-    let x = randn(m * k, 1.0, &mut rng);
-    let w = randn(k * nn, 1.0, &mut rng);
-    let mut y = vec![0.0; m * nn];
-    let ms = median_ms(10, || matmul(&mut y, &x, &w, m, k, nn, false, false, false));
-    let peak = 2.0 * (m * k * nn) as f64 / ms / 1e6;
+    let peak = matmul_peak_gflops();
     println!("gpt bench train: {threads} threads, {} timed steps per preset, precision {}; f32 matmul peak {peak:.1} GFLOP/s (1024x768x3072, for MFU)", opts.steps, precision.describe());
     print!(
         "{:<10} {:>10} {:>12} {:>7} {:>9} {:>12} {:>7} {:>9} {:>7}",

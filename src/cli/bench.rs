@@ -24,6 +24,9 @@ pub enum BenchCommand {
     /// Encoder-decoder training tokens/s (transformer-small, -base) and beam-4 sentences/s of a
     /// trained model, optionally beside PyTorch `nn.Transformer` on the same batches and weights.
     Translate(Box<TranslateBenchArgs>),
+    /// GPT-1 fine-tuning examples/s of `gpt finetune` on a base model, optionally beside the
+    /// PyTorch reference (`bench/finetune_torch.py`) on the same model, data, batch and threads.
+    Finetune(FinetuneBenchArgs),
 }
 
 /// Options of `gpt bench kernels`.
@@ -155,6 +158,42 @@ pub struct TranslateBenchArgs {
     pub python: Option<PathBuf>,
 }
 
+/// Options of `gpt bench finetune`.
+#[derive(Args)]
+pub struct FinetuneBenchArgs {
+    /// Base model directory (one of our checkpoints or a Hugging Face GPT-2 directory, with its
+    /// tokenizer).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// classify, entail, similar or choice.
+    #[arg(long, default_value = "classify")]
+    pub task: String,
+    /// Training records (JSONL) of the task.
+    #[arg(long, default_value = "data/tasks/sentiment_uci/train.jsonl")]
+    pub train: PathBuf,
+    /// Timed optimizer steps per run (after two warm-up steps).
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Examples per step.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// λ of the auxiliary LM loss.
+    #[arg(long, default_value_t = 0.5)]
+    pub aux_lm: f32,
+    /// f32, or bf16 (also times ours in f32, and PyTorch under autocast beside its eager f32).
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
+    /// Alternating runs per side (medians reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Also run the PyTorch reference on the same work.
+    #[arg(long)]
+    pub vs_torch: bool,
+    /// Python interpreter with PyTorch, transformers and tokenizers.
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+}
+
 /// A comma-separated list, trimmed, empty items dropped.
 fn list(s: &str) -> Vec<String> {
     s.split(',')
@@ -213,6 +252,18 @@ pub fn run(cmd: BenchCommand) -> CliResult {
             steps: a.steps,
             limit: a.limit,
             beam: a.beam,
+            vs_torch: a.vs_torch,
+            python: a.python,
+        })?,
+        BenchCommand::Finetune(a) => bench::finetune::run(&bench::finetune::FinetuneBench {
+            model: a.model,
+            task: a.task,
+            train: a.train,
+            steps: a.steps,
+            batch_size: a.batch_size,
+            aux_lm: a.aux_lm,
+            precision: Precision::parse_for("precision", &a.precision)?,
+            runs: a.runs,
             vs_torch: a.vs_torch,
             python: a.python,
         })?,

@@ -57,6 +57,13 @@ pub struct FinetuneArgs {
     /// Skip and count bad records instead of stopping at the first.
     #[arg(long)]
     pub skip_bad: bool,
+    /// Keep only the base's architecture and tokenizer and start every weight from a fresh
+    /// initialisation (GPT-1's "no pre-training" ablation).
+    #[arg(long)]
+    pub from_scratch: bool,
+    /// Precision of the matrix products: f32, or bf16 (mixed precision, f32 master weights).
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
     /// Continue the run in --out from its checkpoint.
     #[arg(long)]
     pub resume: bool,
@@ -157,6 +164,8 @@ pub fn run(args: FinetuneArgs) -> CliResult {
         dropout: args.dropout,
         seed: args.seed,
         skip_bad: args.skip_bad,
+        from_scratch: args.from_scratch,
+        precision: gpt::nn::precision::Precision::parse_for("--precision", &args.precision)?,
         ..FinetuneConfig::default()
     };
     let stop = StopSignal::install(

@@ -288,13 +288,15 @@ pub struct Base {
 /// Loads the base model in `dir` (ours, or a Hugging Face GPT-2 directory with its tokenizer),
 /// appends the three special tokens to its tokenizer and embedding (new rows N(0, 0.02), drawn
 /// from `seed`), sets the dropout of every layer to `dropout` and adds a head of `n_out`
-/// outputs.
+/// outputs. With `from_scratch` only the base's architecture and tokenizer are kept: every
+/// weight is freshly initialised.
 pub fn load_base(
     dir: &Path,
     task: TaskKind,
     n_out: usize,
     dropout: f32,
     seed: u64,
+    from_scratch: bool,
 ) -> Result<Base> {
     let dir = crate::model::inference::resolve_dir(dir);
     let files = [
@@ -339,7 +341,13 @@ pub fn load_base(
     let (mut gpt, head) = Gpt::uninit_with(cfg, |l| ClassifierHead::new(l, c, n_out, dropout))?;
     let mut rng = Rng::new(seed);
     gpt.params.init(&mut rng);
-    for e in base.params.layout.entries() {
+    // From scratch the fresh initialisation stays (GPT-1's "no pre-training" ablation).
+    let copied = if from_scratch {
+        &[][..]
+    } else {
+        base.params.layout.entries()
+    };
+    for e in copied {
         let src = e.param.of(&base.params.data);
         let dst = gpt.params.tensor_mut(&e.name)?;
         // wte grows by rows; every other tensor has the same shape.

@@ -17,6 +17,7 @@ use super::transform::{encode_records, Example, Labels, Transform};
 use super::{load_base, save_finetuned, FinetuneMeta, TaskKind, META_VERSION};
 use crate::error::{Error, Result};
 use crate::nn::params::Params;
+use crate::nn::precision::Precision;
 use crate::optim::schedule::finetune_warmup;
 use crate::optim::{AdamWConfig, Schedule};
 use crate::rng::Rng;
@@ -64,6 +65,14 @@ pub struct FinetuneConfig {
     pub seed: u64,
     /// Skip (and count) bad records instead of stopping at the first.
     pub skip_bad: bool,
+    /// Start the trunk from a fresh initialisation (the base's architecture and tokenizer,
+    /// not its weights): GPT-1's "no pre-training" ablation.
+    #[serde(default)]
+    pub from_scratch: bool,
+    /// Precision of the matrix products: f32, or bf16 (f32 master weights, gradients and
+    /// optimizer state).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for FinetuneConfig {
@@ -84,6 +93,8 @@ impl Default for FinetuneConfig {
             grad_clip: 1.0,
             seed: 1337,
             skip_bad: false,
+            from_scratch: false,
+            precision: Precision::F32,
         }
     }
 }
@@ -233,6 +244,10 @@ impl Task for Finetune {
         })
     }
 
+    fn after_update(&mut self) {
+        self.model.gpt.refresh_bf16_weights();
+    }
+
     fn evaluate(&mut self) -> Result<Option<f32>> {
         Ok(self.validate()?.map(|(loss, acc)| {
             self.val_accuracy = Some(acc);
@@ -268,6 +283,8 @@ impl Task for Finetune {
         self.cursor = state_field(dir, state, "cursor")?;
         self.order = self.order_of(self.cursor.epoch);
         self.dropout_rng = state_field(dir, state, "dropout_rng")?;
+        // The bf16 shadow is rounded from the restored master weights.
+        self.model.gpt.set_precision(self.cfg.precision);
         Ok(())
     }
 }
@@ -337,7 +354,15 @@ pub fn finetune(cfg: &FinetuneConfig, opts: &TrainOptions) -> Result<FinetuneOut
         None => None,
     };
     let n_out = labels.as_ref().map_or(1, LabelSet::len);
-    let base = load_base(&cfg.model, cfg.task, n_out, cfg.dropout, cfg.seed)?;
+    let mut base = load_base(
+        &cfg.model,
+        cfg.task,
+        n_out,
+        cfg.dropout,
+        cfg.seed,
+        cfg.from_scratch,
+    )?;
+    base.model.gpt.set_precision(cfg.precision);
     let max_len = base.model.gpt.config.n_ctx;
     let tf = Transform::new(cfg.task, base.specials, max_len)?;
     let lab = Labels {

@@ -4,6 +4,8 @@
 //! reference Python environment) and committed under `tests/fixtures/`, so tests need no Python.
 #![allow(dead_code)]
 
+pub mod finetune_base;
+
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::path::PathBuf;
