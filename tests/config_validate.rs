@@ -232,7 +232,7 @@ fn a_saved_model_config_with_a_bad_value_is_refused_naming_the_file_and_field() 
         ln_eps: 0.0,
         ..GptConfig::tiny(65)
     };
-    let json = gpt::model::checkpoint::hf_config(&cfg);
+    let json = gpt::model::checkpoint::hf_config(&cfg, None);
     std::fs::write(dir.join("config.json"), serde_json::to_vec(&json).unwrap()).unwrap();
     let err = gpt::model::checkpoint::load_config(&dir)
         .unwrap_err()

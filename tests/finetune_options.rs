@@ -51,7 +51,10 @@ fn tensor(bytes: &[u8], names: &[&str]) -> Vec<f32> {
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -66,7 +69,11 @@ fn from_scratch_drops_the_base_weights_and_keeps_its_shape() {
         c.dropout = 0.0;
         finetune(&c, &quiet()).unwrap();
         let ft_w = std::fs::read(c.out.join("checkpoint/model.safetensors")).unwrap();
-        for name in ["wpe.weight", "h.0.attn.c_attn.weight", "h.0.mlp.c_fc.weight"] {
+        for name in [
+            "wpe.weight",
+            "h.0.attn.c_attn.weight",
+            "h.0.mlp.c_fc.weight",
+        ] {
             let names = [name.to_string(), format!("transformer.{name}")];
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             let (b, f) = (tensor(&base_w, &names), tensor(&ft_w, &names));
@@ -102,9 +109,15 @@ fn bf16_follows_f32_and_resumes_exactly() {
     assert_eq!(a.len(), 4);
     for (x, y) in a.iter().zip(b) {
         // bf16 keeps 8 mantissa bits: products differ by ~0.4% relative.
-        assert!((x - y).abs() < 0.02 * x.abs().max(1.0), "f32 {a:?} vs bf16 {b:?}");
+        assert!(
+            (x - y).abs() < 0.02 * x.abs().max(1.0),
+            "f32 {a:?} vs bf16 {b:?}"
+        );
     }
-    assert!(a != b, "bf16 gave f32's losses bit for bit: the precision was not applied");
+    assert!(
+        a != b,
+        "bf16 gave f32's losses bit for bit: the precision was not applied"
+    );
     // Exact resume in bf16.
     std::fs::remove_dir_all(&bf16_cfg.out).unwrap();
     let part = finetune(

@@ -745,11 +745,11 @@ fn gpt_config_seeds() -> Vec<Vec<u8>> {
     };
     let mut seeds: Vec<Vec<u8>> = [&pre, &post, &sin]
         .iter()
-        .map(|c| serde_json::to_vec_pretty(&hf_config(c)).expect("serialise"))
+        .map(|c| serde_json::to_vec_pretty(&hf_config(c, None)).expect("serialise"))
         .collect();
     // A Hugging Face config.json (no "gpt" key), GPT-2 and GPT-1.
     for c in [&pre, &post] {
-        let mut v = hf_config(c);
+        let mut v = hf_config(c, None);
         if let Some(o) = v.as_object_mut() {
             o.remove("gpt");
         }
@@ -1126,7 +1126,7 @@ fn fuzz_seeds_round_trip() {
     ] {
         put(
             &dir.join("config.json"),
-            &serde_json::to_vec(&hf_config(&cfg)).unwrap(),
+            &serde_json::to_vec(&hf_config(&cfg, None)).unwrap(),
         );
         assert_eq!(load_config(&dir).unwrap(), cfg);
     }

@@ -175,7 +175,7 @@ fn stored_names(name: &str, family: HfFamily) -> Vec<String> {
 /// `<|endoftext|>` id (`bos_token_id` / `eos_token_id`, `null` without one).
 pub fn finetuned_config(model: &FinetuneModel, meta: &FinetuneMeta, eot: Option<u32>) -> Value {
     let cfg = &model.gpt.config;
-    let mut v = hf_config(cfg);
+    let mut v = hf_config(cfg, eot);
     let family = hf_family(cfg);
     let hf_head = matches!(meta.task, TaskKind::Classify | TaskKind::Entail);
     let arch = match (family, hf_head) {
@@ -204,9 +204,6 @@ pub fn finetuned_config(model: &FinetuneModel, meta: &FinetuneMeta, eot: Option<
         obj.insert("id2label".into(), Value::Object(id2label));
         obj.insert("label2id".into(), Value::Object(label2id));
         obj.insert("pad_token_id".into(), meta.pad_token_id.into());
-        for key in ["bos_token_id", "eos_token_id"] {
-            obj.insert(key.into(), eot.map_or(Value::Null, Value::from));
-        }
         obj.insert("problem_type".into(), "single_label_classification".into());
     }
     v

@@ -66,8 +66,9 @@ pub fn hf_name(name: &str, family: HfFamily) -> String {
 }
 
 /// The Hugging Face `config.json` for `cfg` (see [`HfFamily`]); our own full configuration is
-/// kept under the `"gpt"` key.
-pub fn hf_config(cfg: &GptConfig) -> Value {
+/// kept under the `"gpt"` key. `eot` is the tokenizer's `<|endoftext|>` id, written as GPT-2's
+/// `bos_token_id` / `eos_token_id` (`null` without one).
+pub fn hf_config(cfg: &GptConfig, eot: Option<u32>) -> Value {
     let act = match cfg.activation {
         Activation::Gelu => "gelu_new",
         Activation::Relu => "relu",
@@ -120,8 +121,8 @@ pub fn hf_config(cfg: &GptConfig) -> Value {
         "attn_pdrop": 0.0,
         "layer_norm_epsilon": cfg.ln_eps,
         "initializer_range": 0.02,
-        "bos_token_id": 50256,
-        "eos_token_id": 50256,
+        "bos_token_id": eot,
+        "eos_token_id": eot,
         "tie_word_embeddings": true,
         "scale_attn_weights": true,
         "torch_dtype": "float32",
@@ -250,12 +251,45 @@ pub fn params_bytes(
     )
 }
 
+/// GPT-2's `<|endoftext|>` id (50256) when the vocabulary is GPT-2's or larger, else `None`:
+/// the `eot` of [`save`], which has no tokenizer to ask.
+pub fn default_eot(cfg: &GptConfig) -> Option<u32> {
+    (cfg.vocab_size > 50256).then_some(50256)
+}
+
 /// Saves `config.json` and `model.safetensors` into `dir` atomically (weights first, so a
-/// config never describes weights that are not there).
+/// config never describes weights that are not there); the config's `<|endoftext|>` id is
+/// [`default_eot`] (see [`save_with_tokenizer`] for a model with its own tokenizer).
 pub fn save(model: &Gpt, dir: &Path, metadata: Option<HashMap<String, String>>) -> Result<()> {
+    save_with_eot(model, dir, metadata, default_eot(&model.config))
+}
+
+/// [`save`], then the tokenizer files beside the weights; the config names the tokenizer's
+/// `<|endoftext|>` id.
+pub fn save_with_tokenizer(
+    model: &Gpt,
+    dir: &Path,
+    metadata: Option<HashMap<String, String>>,
+    tok: &crate::tokenizer::AnyTokenizer,
+) -> Result<()> {
+    save_with_eot(
+        model,
+        dir,
+        metadata,
+        tok.special_id(crate::tokenizer::ENDOFTEXT),
+    )?;
+    crate::io::save_tokenizer(tok, dir)
+}
+
+fn save_with_eot(
+    model: &Gpt,
+    dir: &Path,
+    metadata: Option<HashMap<String, String>>,
+    eot: Option<u32>,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     write_atomic(&dir.join(WEIGHTS_FILE), &weights_bytes(model, metadata)?)?;
-    let cfg = serde_json::to_vec_pretty(&hf_config(&model.config))
+    let cfg = serde_json::to_vec_pretty(&hf_config(&model.config, eot))
         .map_err(|e| Error::usage("checkpoint::save", e.to_string()))?;
     write_atomic(&dir.join(CONFIG_FILE), &cfg)
 }
@@ -406,8 +440,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_end_of_text_id_is_the_tokenizers_and_inside_the_vocabulary() {
+        // A small vocabulary has no id 50256: the config must not name one.
+        let small = GptConfig::tiny(65);
+        assert_eq!(default_eot(&small), None);
+        let v = hf_config(&small, default_eot(&small));
+        assert!(v["eos_token_id"].is_null() && v["bos_token_id"].is_null());
+        let v = hf_config(&small, Some(64));
+        assert_eq!(
+            (v["bos_token_id"].as_u64(), v["eos_token_id"].as_u64()),
+            (Some(64), Some(64))
+        );
+        assert_eq!(default_eot(&GptConfig::gpt2()), Some(50256));
+    }
+
+    #[test]
     fn n_inner_with_a_huge_n_embd_is_an_error_not_an_overflow() {
-        let mut v = hf_config(&GptConfig::tiny(65));
+        let mut v = hf_config(&GptConfig::tiny(65), None);
         let o = v.as_object_mut().unwrap();
         o.remove("gpt");
         o.insert("n_embd".into(), json!(1u64 << 62));

@@ -11,7 +11,7 @@ use crate::data::loader::{Batch, BatchSampler};
 use crate::data::prepare::{prepare, read_documents, tokenizer_for};
 use crate::data::tokens::TokenFile;
 use crate::error::{Error, Result};
-use crate::io::{load_tokenizer, save_tokenizer};
+use crate::io::load_tokenizer;
 use crate::model::checkpoint::{self, WEIGHTS_FILE};
 use crate::model::memory::MemoryEstimate;
 use crate::model::{Gpt, GptConfig};
@@ -230,8 +230,7 @@ impl Task for Pretrain {
 
     fn save(&self, dir: &Path, mut meta: HashMap<String, String>) -> Result<()> {
         meta.insert("precision".into(), self.model.precision().name().into());
-        checkpoint::save(&self.model, dir, Some(meta))?;
-        save_tokenizer(&self.data.tokenizer, dir)
+        checkpoint::save_with_tokenizer(&self.model, dir, Some(meta), &self.data.tokenizer)
     }
 
     fn state(&self) -> Result<Map<String, Value>> {
