@@ -141,3 +141,32 @@ fn bf16_follows_f32_and_resumes_exactly() {
     assert_eq!(&resumed, b);
     std::fs::remove_dir_all(&root).ok();
 }
+
+#[test]
+fn resume_reads_the_budget_over_the_saved_configuration() {
+    let root = tmp("ft-opt", "resume-flags");
+    base(&root.join("base"), true);
+    let c = FinetuneConfig {
+        max_steps: Some(2),
+        ..config(&root, "run")
+    };
+    finetune(&c, &quiet()).unwrap();
+    let resume = TrainOptions {
+        resume: true,
+        ..quiet()
+    };
+    // A longer budget applies; another λ is ignored (the saved configuration governs).
+    let more = FinetuneConfig {
+        max_steps: Some(4),
+        aux_lm: 0.0,
+        ..c.clone()
+    };
+    let o = finetune(&more, &resume).unwrap();
+    assert_eq!((o.train.step, o.max_steps), (4, 4));
+    let saved = FinetuneConfig::saved_in(&c.out).unwrap();
+    assert_eq!((saved.max_steps, saved.aux_lm), (Some(4), 0.5));
+    // Nothing left to do is an error naming the budget.
+    let err = finetune(&more, &resume).unwrap_err().to_string();
+    assert!(err.contains("max_steps"), "{err}");
+    std::fs::remove_dir_all(&root).ok();
+}

@@ -33,27 +33,28 @@ pub struct FinetuneArgs {
     /// Output directory; the model is OUT/checkpoint.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// λ, the weight of the auxiliary language-model loss (0: off).
-    #[arg(long, default_value_t = 0.5)]
-    pub aux_lm: f32,
-    /// Passes over the training set.
-    #[arg(long, default_value_t = 3)]
-    pub epochs: usize,
-    /// Peak learning rate (linear warm-up over 0.2% of the steps, linear decay to 0).
-    #[arg(long, default_value_t = 6.25e-5)]
-    pub lr: f32,
-    /// Examples per optimizer step.
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
+    /// λ, the weight of the auxiliary language-model loss (0: off). Default 0.5.
+    #[arg(long)]
+    pub aux_lm: Option<f32>,
+    /// Passes over the training set. Default 3.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Peak learning rate (linear warm-up over 0.2% of the steps, linear decay to 0). Default
+    /// 6.25e-5.
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// Examples per optimizer step. Default 32.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
     /// Optimizer steps (overrides --epochs).
     #[arg(long)]
     pub max_steps: Option<usize>,
-    /// Dropout of the trunk and the head.
-    #[arg(long, default_value_t = 0.1)]
-    pub dropout: f32,
-    /// Seed (new embedding rows, head, data order, dropout).
-    #[arg(long, default_value_t = 1337)]
-    pub seed: u64,
+    /// Dropout of the trunk and the head. Default 0.1.
+    #[arg(long)]
+    pub dropout: Option<f32>,
+    /// Seed (new embedding rows, head, data order, dropout). Default 1337.
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Skip and count bad records instead of stopping at the first.
     #[arg(long)]
     pub skip_bad: bool,
@@ -61,10 +62,14 @@ pub struct FinetuneArgs {
     /// initialisation (GPT-1's "no pre-training" ablation).
     #[arg(long)]
     pub from_scratch: bool,
-    /// Precision of the matrix products: f32, or bf16 (mixed precision, f32 master weights).
-    #[arg(long, default_value = "f32")]
-    pub precision: String,
-    /// Continue the run in --out from its checkpoint.
+    /// Precision of the matrix products: f32 (default), or bf16 (mixed precision, f32 master
+    /// weights).
+    #[arg(long)]
+    pub precision: Option<String>,
+    /// Continue the run in --out from its checkpoint. The saved configuration governs, with the
+    /// flags read over it: only --max-steps, --epochs and --valid may change (the schedule is
+    /// recomputed at the saved step); any other flag that differs is ignored with a warning.
+    /// --model, --task and --train may be left out.
     #[arg(long)]
     pub resume: bool,
     /// Replace a run already in --out (kept in `--out/.previous-run` until this run's first
@@ -123,6 +128,48 @@ fn required<T: Clone>(v: &Option<T>, flag: &str) -> Result<T, gpt::Error> {
     })
 }
 
+/// The run's configuration: the defaults (the paper's recipe) or, with `--resume`, the saved
+/// configuration, with the flags given read over it.
+fn config(args: &FinetuneArgs) -> Result<FinetuneConfig, gpt::Error> {
+    let out = required(&args.out, "--out")?;
+    let mut c = if args.resume {
+        FinetuneConfig::saved_in(&out)?
+    } else {
+        FinetuneConfig {
+            model: required(&args.model, "--model")?,
+            task: TaskKind::parse(&required(&args.task, "--task")?)?,
+            train: required(&args.train, "--train")?,
+            ..FinetuneConfig::default()
+        }
+    };
+    c.out = out;
+    if let Some(m) = &args.model {
+        c.model = m.clone();
+    }
+    if let Some(t) = &args.task {
+        c.task = TaskKind::parse(t)?;
+    }
+    if let Some(t) = &args.train {
+        c.train = t.clone();
+    }
+    if let Some(v) = &args.valid {
+        c.valid = Some(v.clone());
+    }
+    if let Some(p) = &args.precision {
+        c.precision = gpt::nn::precision::Precision::parse_for("--precision", p)?;
+    }
+    c.aux_lm = args.aux_lm.unwrap_or(c.aux_lm);
+    c.epochs = args.epochs.unwrap_or(c.epochs);
+    c.lr = args.lr.unwrap_or(c.lr);
+    c.batch_size = args.batch_size.unwrap_or(c.batch_size);
+    c.max_steps = args.max_steps.or(c.max_steps);
+    c.dropout = args.dropout.unwrap_or(c.dropout);
+    c.seed = args.seed.unwrap_or(c.seed);
+    c.skip_bad |= args.skip_bad;
+    c.from_scratch |= args.from_scratch;
+    Ok(c)
+}
+
 /// Runs `gpt finetune` or `gpt finetune eval`.
 pub fn run(args: FinetuneArgs) -> CliResult {
     if let Some(FinetuneCommand::Eval(e)) = args.command {
@@ -150,24 +197,7 @@ pub fn run(args: FinetuneArgs) -> CliResult {
         }
         return Ok(());
     }
-    let cfg = FinetuneConfig {
-        model: required(&args.model, "--model")?,
-        task: TaskKind::parse(&required(&args.task, "--task")?)?,
-        train: required(&args.train, "--train")?,
-        valid: args.valid.clone(),
-        out: required(&args.out, "--out")?,
-        aux_lm: args.aux_lm,
-        epochs: args.epochs,
-        lr: args.lr,
-        batch_size: args.batch_size,
-        max_steps: args.max_steps,
-        dropout: args.dropout,
-        seed: args.seed,
-        skip_bad: args.skip_bad,
-        from_scratch: args.from_scratch,
-        precision: gpt::nn::precision::Precision::parse_for("--precision", &args.precision)?,
-        ..FinetuneConfig::default()
-    };
+    let cfg = config(&args)?;
     let stop = StopSignal::install(
         "interrupt: finishing this step and saving a checkpoint (Ctrl-C again to quit now)",
     );

@@ -99,7 +99,23 @@ impl Default for FinetuneConfig {
     }
 }
 
+/// Fields of [`FinetuneConfig`] a resume may change (the budget, and the validation file).
+pub const RESUME_CHANGEABLE: &[&str] = &["max_steps", "epochs", "valid"];
+
+/// The resume rule, as printed with the fields a resume ignored.
+pub const RESUME_RULE: &str = "A fine-tuning resume may change only max_steps, epochs and valid \
+    (the learning-rate schedule is recomputed for the new budget at the saved step); to change \
+    anything else, start a new run (another --out, or --overwrite)";
+
 impl FinetuneConfig {
+    /// The configuration saved in the checkpoint of the run in `out` (what `--resume` starts
+    /// from before the flags are read over it).
+    pub fn saved_in(out: &Path) -> Result<Self> {
+        use crate::train::checkpoint::TrainerState;
+        let dir = CheckpointLayout::Single.resume_dir(out)?;
+        TrainerState::read(&dir)?.field("config")
+    }
+
     /// Checks the values.
     pub fn validate(&self) -> Result<()> {
         if self.batch_size == 0 {
@@ -321,14 +337,19 @@ pub fn finetune(cfg: &FinetuneConfig, opts: &TrainOptions) -> Result<FinetuneOut
         opts.resume,
         opts.overwrite,
     )?;
-    let cfg = match &resume {
-        Some(r) => {
-            let mut saved: FinetuneConfig = r.state.field("config")?;
-            saved.out = cfg.out.clone();
-            saved
-        }
-        None => cfg.clone(),
-    };
+    // An epoch-based budget is only known once the data is read: checked again below.
+    let cfg = run_dir::resumed(
+        resume.as_ref(),
+        cfg,
+        &cfg.out,
+        &run_dir::ResumeRules {
+            changeable: RESUME_CHANGEABLE,
+            rule: RESUME_RULE,
+            set_out: |c, out| c.out = out,
+            max_steps: |c| c.max_steps.unwrap_or(usize::MAX),
+        },
+        opts.quiet,
+    )?;
     cfg.validate()?;
     if resume.is_none() && run_dir::claim(&cfg.out, opts.overwrite)? && !opts.quiet {
         eprintln!(
@@ -385,6 +406,9 @@ pub fn finetune(cfg: &FinetuneConfig, opts: &TrainOptions) -> Result<FinetuneOut
     };
     let steps_per_epoch = train.len().div_ceil(cfg.batch_size);
     let max_steps = cfg.max_steps.unwrap_or(cfg.epochs * steps_per_epoch);
+    if let Some(r) = &resume {
+        run_dir::check_steps_left(&cfg.out, r.state.step, max_steps)?;
+    }
     let warmup = finetune_warmup(max_steps);
     let meta = FinetuneMeta {
         version: META_VERSION,
