@@ -22,8 +22,9 @@ use std::time::Instant;
 /// Settings of `gpt bench finetune`.
 #[derive(Clone, Debug)]
 pub struct FinetuneBench {
-    /// Base model directory (ours or a Hugging Face GPT-2 directory, with its tokenizer).
-    pub model: PathBuf,
+    /// Base model directory (ours or a Hugging Face GPT-2 directory, with its tokenizer);
+    /// `None`: a random GPT-2 124M with the GPT-2 tokenizer, made in a temporary directory.
+    pub model: Option<PathBuf>,
     /// classify, entail, similar or choice.
     pub task: String,
     /// Training records (JSONL) of that task.
@@ -128,13 +129,31 @@ pub fn run(opts: &FinetuneBench) -> Result<()> {
     }
     let threads = crate::threads::current();
     let n_train = count_records(&opts.train)?;
+    let tmp_base = std::env::temp_dir().join(format!("gpt-bench-ft-base-{}", std::process::id()));
+    let model = match &opts.model {
+        Some(m) => m.clone(),
+        None => {
+            eprintln!(
+                "creating a random GPT-2 124M base (GPT-2 tokenizer) in {} ...",
+                tmp_base.display()
+            );
+            let gpt = crate::model::Gpt::new(
+                crate::model::GptConfig::gpt2(),
+                &mut crate::rng::Rng::new(0),
+            )?;
+            let tok =
+                crate::tokenizer::AnyTokenizer::Bpe(Box::new(crate::tokenizer::Tokenizer::gpt2()));
+            crate::model::checkpoint::save_with_tokenizer(&gpt, &tmp_base, None, &tok)?;
+            tmp_base.clone()
+        }
+    };
     let steps = opts.steps + 2;
     let peak = matmul_peak_gflops();
     println!(
         "gpt bench finetune: {threads} threads, task {}, {} ({n_train} records), base {}, batch {}, λ {}, {} timed steps after 2 warm-up, {} runs per side; f32 matmul peak {peak:.1} GFLOP/s (1024x768x3072)",
         opts.task,
         opts.train.display(),
-        opts.model.display(),
+        model.display(),
         opts.batch_size,
         opts.aux_lm,
         opts.steps,
@@ -147,7 +166,7 @@ pub fn run(opts: &FinetuneBench) -> Result<()> {
             .arg(threads.to_string())
             .arg("finetune")
             .arg("--model")
-            .arg(&opts.model)
+            .arg(&model)
             .arg("--task")
             .arg(&opts.task)
             .arg("--train")
@@ -173,7 +192,7 @@ pub fn run(opts: &FinetuneBench) -> Result<()> {
         let mut cmd = Command::new(&python);
         cmd.arg(script("finetune_torch.py"))
             .arg("--model")
-            .arg(&opts.model)
+            .arg(&model)
             .arg("--task")
             .arg(&opts.task)
             .arg("--train")
@@ -224,6 +243,7 @@ pub fn run(opts: &FinetuneBench) -> Result<()> {
         );
     }
     let _ = std::fs::remove_dir_all(&out_dir);
+    let _ = std::fs::remove_dir_all(&tmp_base);
     let med = |v: &mut Vec<f64>| (!v.is_empty()).then(|| median(v));
     let (f, b, e, a) = (
         med(&mut f32s),

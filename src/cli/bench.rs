@@ -162,9 +162,9 @@ pub struct TranslateBenchArgs {
 #[derive(Args)]
 pub struct FinetuneBenchArgs {
     /// Base model directory (one of our checkpoints or a Hugging Face GPT-2 directory, with its
-    /// tokenizer).
+    /// tokenizer). Default: a random GPT-2 124M with the GPT-2 tokenizer (no download).
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// classify, entail, similar or choice.
     #[arg(long, default_value = "classify")]
     pub task: String,
