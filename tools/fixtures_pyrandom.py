@@ -15,7 +15,8 @@ for seed in [0, 1, 42, 1234, 2**32 + 5, -7, 2**63 - 1]:
     r = random.Random(seed)
     case = {"seed": seed}
     case["u32"] = [r.getrandbits(32) for _ in range(8)]
-    case["random"] = [r.random() for _ in range(4)]
+    # random() as its exact 53-bit integer (JSON float parsing need not round-trip)
+    case["random53"] = [int(r.random() * 2**53) for _ in range(4)]
     case["bits"] = [r.getrandbits(k) for k in (1, 5, 31, 33, 64)]
     case["randbelow"] = [r.randrange(n) for n in (1, 2, 3, 7, 100, 1000, 2**20 + 3)]
     case["sample"] = []
