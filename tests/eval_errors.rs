@@ -50,7 +50,14 @@ fn prep(t: &task::TaskDef, k: usize) -> gpt::Result<gpt::eval::Prepared> {
 #[test]
 fn unknown_task_lists_the_known_ones() {
     let e = task::builtin("hellaswag").unwrap_err().to_string();
-    for known in ["wikitext", "lambada_openai", "arc_easy", "arc_challenge", "piqa", "copa"] {
+    for known in [
+        "wikitext",
+        "lambada_openai",
+        "arc_easy",
+        "arc_challenge",
+        "piqa",
+        "copa",
+    ] {
         assert!(e.contains(known), "{e}");
     }
     assert!(e.contains("hellaswag"), "{e}");
@@ -66,14 +73,26 @@ fn builtin_tasks_parse() {
 #[test]
 fn missing_field_and_unknown_key_name_the_file() {
     let text = TASK.replace("doc_to_text = \"Q: {question}\\nA:\"\n", "");
-    let e = task::parse(&text, Path::new("my.toml")).unwrap_err().to_string();
+    let e = task::parse(&text, Path::new("my.toml"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("my.toml") && e.contains("doc_to_text"), "{e}");
     let text = format!("{TASK}doc_to_txet = \"x\"\n");
-    let e = task::parse(&text, Path::new("my.toml")).unwrap_err().to_string();
-    assert!(e.contains("my.toml") && e.contains("doc_to_txet") && e.contains("line 10"), "{e}");
+    let e = task::parse(&text, Path::new("my.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("my.toml") && e.contains("doc_to_txet") && e.contains("line 10"),
+        "{e}"
+    );
     let text = TASK.replace("\"acc_norm\"", "\"bleu\"");
-    let e = task::parse(&text, Path::new("my.toml")).unwrap_err().to_string();
-    assert!(e.contains("my.toml:9: metrics") && e.contains("bleu"), "{e}");
+    let e = task::parse(&text, Path::new("my.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("my.toml:9: metrics") && e.contains("bleu"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -83,15 +102,24 @@ fn template_naming_a_missing_field_names_file_line_and_field() {
     let e = prep(&t, 0).err().unwrap().to_string();
     let toml = d.join("mytask.toml").display().to_string();
     assert!(e.contains(&format!("{toml}:6: doc_to_text")), "{e}");
-    assert!(e.contains("`query`") && e.contains("test.jsonl line 1"), "{e}");
-    assert!(e.contains("question"), "the record's fields are listed: {e}");
+    assert!(
+        e.contains("`query`") && e.contains("test.jsonl line 1"),
+        "{e}"
+    );
+    assert!(
+        e.contains("question"),
+        "the record's fields are listed: {e}"
+    );
 }
 
 #[test]
 fn empty_data_file_is_an_error() {
     let (_d, t) = setup("empty", TASK, "\n", &format!("{DOC}\n"));
     let e = prep(&t, 0).err().unwrap().to_string();
-    assert!(e.contains("test.jsonl") && e.contains("no documents"), "{e}");
+    assert!(
+        e.contains("test.jsonl") && e.contains("no documents"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -100,14 +128,22 @@ fn more_shots_than_the_pool_is_an_error() {
     let (_d, t) = setup("pool", TASK, &format!("{DOC}\n"), &two);
     assert!(prep(&t, 2).is_ok());
     let e = prep(&t, 3).err().unwrap().to_string();
-    assert!(e.contains("--num-fewshot") && e.contains("has 2 documents"), "{e}");
+    assert!(
+        e.contains("--num-fewshot") && e.contains("has 2 documents"),
+        "{e}"
+    );
 }
 
 #[test]
 fn requests_longer_than_the_context_are_cut_and_counted() {
     let long = "word ".repeat(300);
     let doc = DOC.replace("Is it?", &long);
-    let (_d, t) = setup("long", TASK, &format!("{doc}\n{DOC}\n"), &format!("{DOC}\n"));
+    let (_d, t) = setup(
+        "long",
+        TASK,
+        &format!("{doc}\n{DOC}\n"),
+        &format!("{DOC}\n"),
+    );
     let p = prep(&t, 0).unwrap();
     assert_eq!(p.truncated, 2, "both choices of the long document");
     for r in &p.requests {
@@ -132,5 +168,8 @@ fn cli_unknown_task_exits_with_the_list() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown task `nope`") && err.contains("arc_easy"), "{err}");
+    assert!(
+        err.contains("unknown task `nope`") && err.contains("arc_easy"),
+        "{err}"
+    );
 }

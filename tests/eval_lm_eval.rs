@@ -17,8 +17,15 @@ use std::path::Path;
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 fn close(what: &str, got: f64, want: f64, rel: bool) {
-    let tol = if rel { 1e-4 * want.abs().max(1e-12) } else { 1e-4 };
-    assert!((got - want).abs() <= tol, "{what}: ours {got} vs lm-eval {want}");
+    let tol = if rel {
+        1e-4 * want.abs().max(1e-12)
+    } else {
+        1e-4
+    };
+    assert!(
+        (got - want).abs() <= tol,
+        "{what}: ours {got} vs lm-eval {want}"
+    );
 }
 
 fn check_fixture(file: &str) {
@@ -44,7 +51,12 @@ fn check_fixture(file: &str) {
             let mut want_ll = Vec::new();
             for r in want["requests"].as_array().unwrap() {
                 for a in r["arguments"].as_array().unwrap() {
-                    let a: Vec<&str> = a.as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+                    let a: Vec<&str> = a
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|s| s.as_str().unwrap())
+                        .collect();
                     want_args.push(a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
                 }
                 for l in r["ll"].as_array().unwrap() {
@@ -55,9 +67,19 @@ fn check_fixture(file: &str) {
             let got_args: Vec<Vec<String>> = p
                 .strings
                 .iter()
-                .map(|(c, x)| if rolling { vec![x.clone()] } else { vec![c.clone(), x.clone()] })
+                .map(|(c, x)| {
+                    if rolling {
+                        vec![x.clone()]
+                    } else {
+                        vec![c.clone(), x.clone()]
+                    }
+                })
                 .collect();
-            assert_eq!(got_args.len(), want_args.len(), "{name} K={k}: request count");
+            assert_eq!(
+                got_args.len(),
+                want_args.len(),
+                "{name} K={k}: request count"
+            );
             for (i, (g, w)) in got_args.iter().zip(&want_args).enumerate() {
                 assert_eq!(g, w, "{name} K={k}: request {i}");
             }
@@ -80,13 +102,21 @@ fn check_fixture(file: &str) {
             for m in &res.metrics {
                 let rel = m.name.contains("perplexity");
                 let key = format!("{},none", m.name);
-                close(&format!("{name} K={k} {key}"), m.value, wm[&key].as_f64().unwrap(), rel);
+                close(
+                    &format!("{name} K={k} {key}"),
+                    m.value,
+                    wm[&key].as_f64().unwrap(),
+                    rel,
+                );
                 let skey = format!("{}_stderr,none", m.name);
                 match (m.stderr, &wm[&skey]) {
                     (None, Value::String(s)) => assert_eq!(s, "N/A"),
-                    (Some(s), Value::Number(w)) => {
-                        close(&format!("{name} K={k} {skey}"), s, w.as_f64().unwrap(), true)
-                    }
+                    (Some(s), Value::Number(w)) => close(
+                        &format!("{name} K={k} {skey}"),
+                        s,
+                        w.as_f64().unwrap(),
+                        true,
+                    ),
                     (g, w) => panic!("{name} K={k} {skey}: ours {g:?} vs lm-eval {w}"),
                 }
             }

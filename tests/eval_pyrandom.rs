@@ -7,12 +7,19 @@ use gpt::eval::pyrandom::PyRandom;
 use serde_json::Value;
 
 fn fixture() -> Value {
-    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/eval/pyrandom.json");
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/eval/pyrandom.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
 fn u64s(v: &Value) -> Vec<u64> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect()
 }
 
 fn usizes(v: &Value) -> Vec<usize> {
@@ -32,7 +39,10 @@ fn matches_cpython_for_every_seed() {
             assert_eq!(got as u64, want, "seed {seed}: random()");
             assert_eq!(got.fract(), 0.0, "seed {seed}: random() has 53 bits");
         }
-        let bits: Vec<u64> = [1, 5, 31, 33, 64].iter().map(|&k| r.getrandbits(k)).collect();
+        let bits: Vec<u64> = [1, 5, 31, 33, 64]
+            .iter()
+            .map(|&k| r.getrandbits(k))
+            .collect();
         assert_eq!(bits, u64s(&case["bits"]), "seed {seed}: getrandbits(k)");
         let below: Vec<usize> = [1usize, 2, 3, 7, 100, 1000, (1 << 20) + 3]
             .iter()
@@ -40,9 +50,16 @@ fn matches_cpython_for_every_seed() {
             .collect();
         assert_eq!(below, usizes(&case["randbelow"]), "seed {seed}: randrange");
         for s in case["sample"].as_array().unwrap() {
-            let (n, k) = (s["n"].as_u64().unwrap() as usize, s["k"].as_u64().unwrap() as usize);
+            let (n, k) = (
+                s["n"].as_u64().unwrap() as usize,
+                s["k"].as_u64().unwrap() as usize,
+            );
             let got = r.sample_indices(n, k).unwrap();
-            assert_eq!(got, usizes(&s["got"]), "seed {seed}: sample(range({n}), {k})");
+            assert_eq!(
+                got,
+                usizes(&s["got"]),
+                "seed {seed}: sample(range({n}), {k})"
+            );
         }
         let mut x: Vec<usize> = (0..20).collect();
         r.shuffle(&mut x);

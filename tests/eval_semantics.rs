@@ -32,7 +32,10 @@ fn continuation_ids_are_the_whole_minus_the_context() {
     let tok = AnyTokenizer::load("gpt2").unwrap();
     // "Answer: " + "yes": the space moves, so the continuation is " yes" (one token), not "yes".
     let r = encode_pair(&tok, "Question: Is it?\nAnswer: ", "yes", 50256).unwrap();
-    assert_eq!(r.context, tok.encode("Question: Is it?\nAnswer:", true).unwrap());
+    assert_eq!(
+        r.context,
+        tok.encode("Question: Is it?\nAnswer:", true).unwrap()
+    );
     assert_eq!(r.continuation, tok.encode(" yes", true).unwrap());
     let whole = tok.encode("Question: Is it?\nAnswer: yes", true).unwrap();
     assert_eq!([r.context.clone(), r.continuation.clone()].concat(), whole);
@@ -58,7 +61,10 @@ fn requests_are_cut_on_the_left_to_context_plus_one() {
         context: vec![1],
         continuation: (0..9).collect(),
     };
-    assert!(truncate(&mut long, 8, "doc 3").unwrap_err().to_string().contains("doc 3"));
+    assert!(truncate(&mut long, 8, "doc 3")
+        .unwrap_err()
+        .to_string()
+        .contains("doc 3"));
 }
 
 fn w(context: std::ops::Range<u32>, continuation: std::ops::Range<u32>) -> Window {
@@ -91,7 +97,11 @@ fn rolling_windows_golden_for_context_1024() {
     // A full window has one token of context.
     assert_eq!(
         rolling_windows(&toks(2049), EOT, 1024),
-        vec![first(1024), w(1023..1024, 1024..2048), w(1024..2048, 2048..2049)]
+        vec![
+            first(1024),
+            w(1023..1024, 1024..2048),
+            w(1024..2048, 2048..2049)
+        ]
     );
     assert!(rolling_windows(&[], EOT, 1024).is_empty());
     // Every token predicted once, every input within the context + 1.
@@ -99,7 +109,9 @@ fn rolling_windows_golden_for_context_1024() {
         let ws = rolling_windows(&toks(n), EOT, 1024);
         let all: Vec<u32> = ws.iter().flat_map(|w| w.continuation.clone()).collect();
         assert_eq!(all, toks(n), "n = {n}");
-        assert!(ws.iter().all(|w| w.context.len() + w.continuation.len() <= 1025));
+        assert!(ws
+            .iter()
+            .all(|w| w.context.len() + w.continuation.len() <= 1025));
     }
 }
 
@@ -110,11 +122,20 @@ fn ties_go_to_the_lowest_index() {
     let ch = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     // acc: equal log-likelihoods → choice 0. acc_norm: -4/4 = -2/2 → choice 0 again;
     // gold 1 scores 0 on both.
-    assert_eq!(choice_scores(&[-4.0, -4.0], &ch(&["abcd", "wxyz"]), 1), (0.0, 0.0, 0.0));
-    assert_eq!(choice_scores(&[-4.0, -2.0], &ch(&["abcd", "ab"]), 0), (0.0, 1.0, 1.0));
+    assert_eq!(
+        choice_scores(&[-4.0, -4.0], &ch(&["abcd", "wxyz"]), 1),
+        (0.0, 0.0, 0.0)
+    );
+    assert_eq!(
+        choice_scores(&[-4.0, -2.0], &ch(&["abcd", "ab"]), 0),
+        (0.0, 1.0, 1.0)
+    );
     // acc_norm counts characters, acc_bytes UTF-8 bytes: "éé" is 2 characters, 4 bytes.
     // acc: -2.9 > -3.5 → 1; chars: -3.5/2 < -2.9/3 → 1; bytes: -3.5/4 > -2.9/3 → 0.
-    assert_eq!(choice_scores(&[-3.5, -2.9], &ch(&["éé", "abc"]), 0), (0.0, 0.0, 1.0));
+    assert_eq!(
+        choice_scores(&[-3.5, -2.9], &ch(&["éé", "abc"]), 0),
+        (0.0, 0.0, 1.0)
+    );
 }
 
 #[test]
@@ -155,7 +176,10 @@ fn shared_context_scoring_equals_the_plain_forward() {
     let tok = AnyTokenizer::load("gpt2").unwrap();
     let mut reqs = Vec::new();
     for (ctx, conts) in [
-        ("Question: Which is a fruit?\nAnswer:", vec![" apple", " a red brick house", " rock"]),
+        (
+            "Question: Which is a fruit?\nAnswer:",
+            vec![" apple", " a red brick house", " rock"],
+        ),
         ("The cat sat on the", vec![" mat", " roof of the old barn"]),
         ("", vec!["Hello there, general."]),
         ("One more", vec![" time"]),
@@ -177,4 +201,28 @@ fn shared_context_scoring_equals_the_plain_forward() {
             assert_eq!(g.greedy, want.greedy);
         }
     }
+}
+
+#[test]
+fn templates_fill_fields_and_keep_escaped_braces() {
+    use gpt::eval::template::{Doc, Template};
+    let fields = serde_json::json!({"q": "Why?", "n": 3, "c": ["a", "b"]});
+    let doc = Doc {
+        fields: fields.as_object().unwrap().clone(),
+        file: "d.jsonl".into(),
+        line: 7,
+    };
+    let t = Template::parse("{{Q}}: {q} ({n})", "t.toml:1: doc_to_text").unwrap();
+    assert_eq!(t.render(&doc).unwrap(), "{Q}: Why? (3)");
+    // A list field is only usable as the choice list; each element fills the template.
+    let c = Template::parse(" {c}", "t.toml:2: doc_to_choice").unwrap();
+    assert_eq!(c.single_field(), Some("c"));
+    assert_eq!(c.render_over(&doc, "c", "a").unwrap(), " a");
+    assert!(c
+        .render(&doc)
+        .unwrap_err()
+        .to_string()
+        .contains("d.jsonl line 7"));
+    assert!(Template::parse("{open", "x").is_err());
+    assert!(Template::parse("a } b", "x").is_err());
 }

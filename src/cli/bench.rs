@@ -39,7 +39,10 @@ pub struct EvalBenchArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// Comma-separated built-in tasks.
-    #[arg(long, default_value = "lambada_openai,arc_easy,arc_challenge,piqa,copa")]
+    #[arg(
+        long,
+        default_value = "lambada_openai,arc_easy,arc_challenge,piqa,copa"
+    )]
     pub tasks: String,
     /// Documents per task.
     #[arg(long, default_value_t = 200)]

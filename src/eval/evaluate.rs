@@ -139,7 +139,10 @@ pub fn choices_of(task: &TaskDef, doc: &Doc) -> Result<Vec<String>> {
             )),
         },
         Some(ChoiceSpec::Templates(ts)) => ts.iter().map(|t| t.render(doc)).collect(),
-        None => Err(Error::usage("eval::choices_of", "not a multiple-choice task")),
+        None => Err(Error::usage(
+            "eval::choices_of",
+            "not a multiple-choice task",
+        )),
     }
 }
 
@@ -283,7 +286,11 @@ pub fn prepare(
                 } else {
                     raw.clone()
                 };
-                let counted = if task.wikitext_detokenize { &raw } else { &text };
+                let counted = if task.wikitext_detokenize {
+                    &raw
+                } else {
+                    &text
+                };
                 let ids = tok
                     .encode(&text, true)
                     .map_err(|e| Error::field(what(), e.to_string()))?;
@@ -381,7 +388,10 @@ pub fn finish(p: &Prepared, lls: &[LogLik], opts: &EvalOptions) -> Result<TaskRe
             }
         }
         OutputType::LoglikelihoodRolling => {
-            let ll: Vec<f64> = per_doc.iter().map(|s| s.iter().map(|x| x.ll).sum()).collect();
+            let ll: Vec<f64> = per_doc
+                .iter()
+                .map(|s| s.iter().map(|x| x.ll).sum())
+                .collect();
             let (mut words, mut bytes) = (Vec::new(), Vec::new());
             for info in &p.docs {
                 if let DocInfo::Rolling { words: w, bytes: b } = info {
@@ -389,8 +399,14 @@ pub fn finish(p: &Prepared, lls: &[LogLik], opts: &EvalOptions) -> Result<TaskRe
                     bytes.push(*b);
                 }
             }
-            values.insert("word_perplexity", (metrics::weighted_perplexity(&ll, &words), None));
-            values.insert("byte_perplexity", (metrics::weighted_perplexity(&ll, &bytes), None));
+            values.insert(
+                "word_perplexity",
+                (metrics::weighted_perplexity(&ll, &words), None),
+            );
+            values.insert(
+                "byte_perplexity",
+                (metrics::weighted_perplexity(&ll, &bytes), None),
+            );
             values.insert("bits_per_byte", (metrics::bits_per_byte(&ll, &bytes), None));
         }
     }

@@ -72,8 +72,8 @@ pub fn truncate(req: &mut TokenRequest, max_len: usize, what: &str) -> Result<bo
             format!("the continuation of {what} (tokens)"),
             cont as u64,
             max_len as u64,
-            "the model's context must hold the whole target; use a model with a longer \
-             context or shorten the target",
+            "the model's context must hold the whole target (lm-eval refuses it too); use a \
+             model with a longer context, or leave the task out",
         ));
     }
     let total = req.context.len() + cont;

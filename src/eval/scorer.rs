@@ -158,7 +158,11 @@ pub fn score(
                 g.n += 1;
                 g.len = g.len.max(len);
             }
-            _ => groups.push(Group { start: i, n: 1, len }),
+            _ => groups.push(Group {
+                start: i,
+                n: 1,
+                len,
+            }),
         }
     }
     // Longest first; ties keep request order, so the result never depends on the sort.

@@ -174,7 +174,10 @@ pub fn builtin_names() -> Vec<&'static str> {
 /// The built-in task `name`; an unknown name is an error listing the known ones.
 pub fn builtin(name: &str) -> Result<TaskDef> {
     match BUILTIN.iter().find(|(n, _)| *n == name) {
-        Some((n, text)) => parse(text, &PathBuf::from(format!("tasks/eval/{n}.toml (built in)"))),
+        Some((n, text)) => parse(
+            text,
+            &PathBuf::from(format!("tasks/eval/{n}.toml (built in)")),
+        ),
         None => Err(Error::field(
             "--tasks",
             format!(
@@ -197,8 +200,8 @@ fn line_of(text: &str, byte: usize) -> usize {
 
 /// Parses a task definition; `path` names it in errors (with the line of the offending key).
 pub fn parse(text: &str, path: &Path) -> Result<TaskDef> {
-    let raw: RawTask =
-        toml::from_str(text).map_err(|e| Error::file(path, format!("not a task definition: {e}")))?;
+    let raw: RawTask = toml::from_str(text)
+        .map_err(|e| Error::file(path, format!("not a task definition: {e}")))?;
     let table: toml::Table = toml::from_str(text).map_err(|e| Error::file(path, e.to_string()))?;
     let need = |v: Option<Spanned<String>>, key: &str, why: &str| {
         v.ok_or_else(|| {
@@ -209,7 +212,10 @@ pub fn parse(text: &str, path: &Path) -> Result<TaskDef> {
         })
     };
     let tmpl = |v: &Spanned<String>, key: &str| {
-        Template::parse(v.get_ref(), &origin(path, line_of(text, v.span().start), key))
+        Template::parse(
+            v.get_ref(),
+            &origin(path, line_of(text, v.span().start), key),
+        )
     };
     let name = need(raw.name, "name", "")?.into_inner();
     let ot = need(raw.output_type, "output_type", "")?;
@@ -292,7 +298,9 @@ pub fn parse(text: &str, path: &Path) -> Result<TaskDef> {
     let allowed: &[&str] = match output_type {
         OutputType::MultipleChoice => &["acc", "acc_norm", "acc_bytes"],
         OutputType::Loglikelihood => &["acc", "perplexity"],
-        OutputType::LoglikelihoodRolling => &["word_perplexity", "byte_perplexity", "bits_per_byte"],
+        OutputType::LoglikelihoodRolling => {
+            &["word_perplexity", "byte_perplexity", "bits_per_byte"]
+        }
     };
     if let Some(bad) = metrics.iter().find(|m| !allowed.contains(&m.as_str())) {
         return Err(Error::field(
@@ -310,7 +318,10 @@ pub fn parse(text: &str, path: &Path) -> Result<TaskDef> {
         Some(d) => {
             return Err(Error::field(
                 origin(path, line_of(text, d.span().start), "detokenize"),
-                format!("`{}` is not a known detokenizer (known: wikitext)", d.get_ref()),
+                format!(
+                    "`{}` is not a known detokenizer (known: wikitext)",
+                    d.get_ref()
+                ),
             ))
         }
     };
@@ -385,10 +396,7 @@ impl TaskDef {
             }
         }
         roots.extend(data_roots(data_dir));
-        let tried: Vec<PathBuf> = roots
-            .iter()
-            .map(|r| r.join(&self.dataset))
-            .collect();
+        let tried: Vec<PathBuf> = roots.iter().map(|r| r.join(&self.dataset)).collect();
         for t in &tried {
             if t.join(&self.test_split).is_file() {
                 return Ok(t.clone());

@@ -158,7 +158,9 @@ impl Template {
 
 /// `doc[name]`, or an error naming the template, the field and the record.
 pub fn field<'a>(doc: &'a Doc, name: &str, t: &Template) -> Result<&'a Value> {
-    doc.fields.get(name).ok_or_else(|| missing(doc, name, &t.origin))
+    doc.fields
+        .get(name)
+        .ok_or_else(|| missing(doc, name, &t.origin))
 }
 
 fn missing(doc: &Doc, name: &str, origin: &str) -> Error {
