@@ -6,7 +6,9 @@ use super::CliResult;
 use gpt::eval::evaluate::{finish, prepare, results_json};
 use gpt::eval::scorer::score;
 use gpt::eval::{task, EvalOptions, TaskResult};
-use gpt::model::inference::load_with_tokenizer;
+use gpt::model::checkpoint::NonFinite;
+use gpt::model::inference::load_with_tokenizer_as;
+use gpt::nn::precision::Precision;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
@@ -48,6 +50,14 @@ pub struct Args {
     /// Also write the results JSON to this file (atomically).
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// dtype of the weight matrices: f32 (lm-eval's numbers), or bf16 (products over
+    /// bf16-rounded weights; numbers close to, not equal to, f32's).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Load weights that hold NaN or inf (refused by default, naming the tensor); a non-finite
+    /// log-probability is still an error.
+    #[arg(long)]
+    pub allow_nonfinite: bool,
 }
 
 /// Runs `gpt eval`.
@@ -74,7 +84,12 @@ pub fn run(args: Args) -> CliResult {
         bootstrap_iters: args.bootstrap_iters,
         data_dir: args.data_dir.clone(),
     };
-    let (model, tok, dir) = load_with_tokenizer(&args.model)?;
+    let dtype = Precision::parse_for("dtype", &args.dtype)?;
+    if let Some(w) = dtype.warning() {
+        eprintln!("{w}");
+    }
+    let nonfinite = NonFinite::allowing(args.allow_nonfinite);
+    let (model, tok, dir) = load_with_tokenizer_as(&args.model, dtype, nonfinite)?;
     let eot = gpt::generate::text::eos_id(&tok).ok_or_else(|| {
         format!(
             "the tokenizer of {} has no `<|endoftext|>` token, which lm-eval's requests need \
@@ -122,9 +137,10 @@ pub fn run(args: Args) -> CliResult {
         print_table(&mut out, &results)?;
         writeln!(
             out,
-            "{total} requests in {secs:.1} s ({:.1} requests/s), model {}",
+            "{total} requests in {secs:.1} s ({:.1} requests/s), model {} [weights {}]",
             total as f64 / secs.max(1e-9),
-            dir.display()
+            dir.display(),
+            dtype.describe()
         )?;
     }
     for r in results.iter().filter(|r| r.truncated > 0) {
