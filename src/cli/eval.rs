@@ -7,10 +7,14 @@ use gpt::eval::evaluate::{finish, prepare, results_json};
 use gpt::eval::scorer::score;
 use gpt::eval::{task, EvalOptions, TaskResult};
 use gpt::model::checkpoint::NonFinite;
-use gpt::model::inference::load_with_tokenizer_as;
+use gpt::model::inference::{load_with_tokenizer_as, resolve_dir};
+use gpt::model::memory::{available, gpt_inference_for_dir};
 use gpt::nn::precision::Precision;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+
+/// Rows of logits the scorer computes at once (its `LOGIT_ROWS`), for the memory estimate.
+const LOGIT_ROWS: usize = 64;
 
 /// Options of `gpt eval`.
 #[derive(clap::Args, Debug)]
@@ -54,6 +58,10 @@ pub struct Args {
     /// bf16-rounded weights; numbers close to, not equal to, f32's).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Load the model even when the estimated memory (weights, KV cache, activations) is over
+    /// what the machine has available.
+    #[arg(long)]
+    pub no_memory_check: bool,
     /// Load weights that hold NaN or inf (refused by default, naming the tensor); a non-finite
     /// log-probability is still an error.
     #[arg(long)]
@@ -88,6 +96,12 @@ pub fn run(args: Args) -> CliResult {
     if let Some(w) = dtype.warning() {
         eprintln!("{w}");
     }
+    let n_ctx = gpt::model::checkpoint::load_config(&resolve_dir(&args.model))?.n_ctx;
+    let rows = gpt::eval::scorer::max_cache_rows(n_ctx);
+    let est = gpt_inference_for_dir(&args.model, rows, LOGIT_ROWS, dtype, "")?;
+    if !args.no_memory_check {
+        est.check(available(), "--no-memory-check")?;
+    }
     let nonfinite = NonFinite::allowing(args.allow_nonfinite);
     let (model, tok, dir) = load_with_tokenizer_as(&args.model, dtype, nonfinite)?;
     let eot = gpt::generate::text::eos_id(&tok).ok_or_else(|| {
@@ -97,7 +111,6 @@ pub fn run(args: Args) -> CliResult {
             dir.display()
         )
     })?;
-    let n_ctx = model.config.n_ctx;
     let mut prepared = Vec::new();
     for d in &defs {
         prepared.push(prepare(d, &tok, n_ctx, eot, &opts)?);

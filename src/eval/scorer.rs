@@ -22,8 +22,16 @@ use crate::nn::kv_cache::{KvCache, Scratch};
 /// Rows of logits computed at once (bounds memory to `rows × V` floats).
 const LOGIT_ROWS: usize = 64;
 
-/// Tokens run per forward at most (bounds activations); a single group may exceed it.
-const TOKEN_BUDGET: usize = 8_192;
+/// Tokens run per forward at most (bounds activations and the KV cache); a single group may
+/// exceed it.
+pub const TOKEN_BUDGET: usize = 8_192;
+
+/// Rows of `n_ctx` positions the KV cache of one forward may hold at most: the token budget,
+/// or one full-context group of up to 5 choices (ARC's most), whichever is larger. For the
+/// memory estimate of `gpt eval`.
+pub fn max_cache_rows(n_ctx: usize) -> usize {
+    TOKEN_BUDGET.div_ceil(n_ctx.max(1)).max(5)
+}
 
 /// The score of one request.
 #[derive(Clone, Copy, Debug, PartialEq)]
