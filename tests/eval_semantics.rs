@@ -226,3 +226,28 @@ fn templates_fill_fields_and_keep_escaped_braces() {
     assert!(Template::parse("{open", "x").is_err());
     assert!(Template::parse("a } b", "x").is_err());
 }
+
+#[test]
+fn wikitext_pages_split_as_the_document_level_data_set() {
+    use gpt::eval::wikitext::documents;
+    let text = " \n = A = \n \n a text . \n \n = = Sub = = \n \n more \n \n = B = \n \n b \n";
+    let docs = documents(std::path::Path::new("w.tokens"), text);
+    let pages: Vec<&str> = docs
+        .iter()
+        .map(|d| d.fields["page"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        pages,
+        [
+            " = A = \n \n a text . \n \n = = Sub = = \n \n more \n ",
+            " = B = \n \n b \n"
+        ]
+    );
+    assert_eq!((docs[0].line, docs[1].line), (2, 10));
+    // The test file of WikiText-2 has 62 pages, as EleutherAI/wikitext_document_level.
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data/eval/wikitext2/wiki.test.tokens");
+    if let Ok(t) = std::fs::read_to_string(&p) {
+        assert_eq!(documents(&p, &t).len(), 62);
+    }
+}

@@ -60,16 +60,20 @@ def find_folder(name, data_dir):
 
 
 def wikitext_pages(path):
-    """Documents as gpt::eval::wikitext::documents splits them."""
-    pages, page = [], ""
+    """Documents as gpt::eval::wikitext::documents splits them (EleutherAI's
+    wikitext_document_level rule: 62 test pages)."""
+    pages, ret = [], []
     with open(path, encoding="utf-8") as f:
-        text = f.read()
-    for line in text.splitlines(keepends=True):
-        if line.startswith(" = ") and not line.startswith(" = = "):
+        lines = f.read().split("\n")
+    for line in lines:
+        r = line.replace("= = =", "===").replace("= =", "==").strip()
+        if r.startswith("= ") and r.endswith(" ="):
+            page = "\n".join(ret)
             if page.strip():
                 pages.append(page)
-            page = ""
-        page += line
+            ret = []
+        ret.append(line)
+    page = "\n".join(ret)
     if page.strip():
         pages.append(page)
     return pages
