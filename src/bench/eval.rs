@@ -6,7 +6,7 @@
 
 use super::harness::{cell, find_python, run_json, script};
 use crate::error::{Error, Result};
-use crate::eval::evaluate::{finish, prepare};
+use crate::eval::evaluate::{end_of_text, finish, prepare};
 use crate::eval::scorer::score;
 use crate::eval::{task, EvalOptions};
 use crate::model::inference::load_with_tokenizer;
@@ -49,12 +49,7 @@ pub fn run(opts: &EvalBench) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let threads = crate::threads::current();
     let (model, tok, dir) = load_with_tokenizer(&opts.model)?;
-    let eot = crate::generate::text::eos_id(&tok).ok_or_else(|| {
-        Error::field(
-            "--model",
-            format!("the tokenizer of {} has no <|endoftext|>", dir.display()),
-        )
-    })?;
+    let eot = end_of_text(&tok, &dir)?;
     let eval_opts = EvalOptions {
         num_fewshot: opts.num_fewshot,
         limit: Some(opts.limit),

@@ -3,8 +3,7 @@
 //! bar over the requests, prints a table per task and writes lm-eval's results JSON.
 
 use super::CliResult;
-use gpt::eval::evaluate::{finish, prepare, results_json};
-use gpt::eval::scorer::score;
+use gpt::eval::evaluate::{end_of_text, evaluate_tasks, results_json, Progress};
 use gpt::eval::{task, EvalOptions, TaskResult};
 use gpt::model::checkpoint::NonFinite;
 use gpt::model::inference::{load_with_tokenizer_as, resolve_dir};
@@ -104,40 +103,27 @@ pub fn run(args: Args) -> CliResult {
     }
     let nonfinite = NonFinite::allowing(args.allow_nonfinite);
     let (model, tok, dir) = load_with_tokenizer_as(&args.model, dtype, nonfinite)?;
-    let eot = gpt::generate::text::eos_id(&tok).ok_or_else(|| {
-        format!(
-            "the tokenizer of {} has no `<|endoftext|>` token, which lm-eval's requests need \
-             (empty contexts, document windows); use a BPE model with one",
-            dir.display()
-        )
-    })?;
-    let mut prepared = Vec::new();
-    for d in &defs {
-        prepared.push(prepare(d, &tok, n_ctx, eot, &opts)?);
-    }
-    let total: usize = prepared.iter().map(|p| p.requests.len()).sum();
-    let bar = if std::io::stderr().is_terminal() {
-        let b = indicatif::ProgressBar::new(total as u64);
+    let eot = end_of_text(&tok, &dir)?;
+    let bar = indicatif::ProgressBar::hidden();
+    if std::io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
         let style = indicatif::ProgressStyle::with_template(
             "{bar:30} {pos}/{len} requests {msg} {per_sec} ETA {eta}",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-        b.set_style(style);
-        b
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    let started = std::time::Instant::now();
-    let mut results: Vec<TaskResult> = Vec::new();
-    for p in &prepared {
-        bar.set_message(p.task.name.clone());
-        let lls = score(&model, &p.requests, opts.batch_size, &mut |k| {
-            bar.inc(k as u64)
-        })?;
-        results.push(finish(p, &lls, &opts)?);
+        bar.set_style(style);
     }
+    let started = std::time::Instant::now();
+    let results = evaluate_tasks(&model, &tok, eot, &defs, &opts, &mut |p| match p {
+        Progress::Start { total } => bar.set_length(total as u64),
+        Progress::Scored { task, done } => {
+            bar.set_message(task.to_string());
+            bar.inc(done as u64);
+        }
+    })?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
+    let total: usize = results.iter().map(|r| r.n_requests).sum();
     let json = results_json(&results, &dir, &opts);
     if let Some(path) = &args.output {
         let text = serde_json::to_string_pretty(&json)? + "\n";

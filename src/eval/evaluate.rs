@@ -11,7 +11,8 @@ use super::template::{field, Doc};
 use super::wikitext;
 use super::windows::rolling_windows;
 use crate::error::{Error, Result};
-use crate::tokenizer::AnyTokenizer;
+use crate::model::inference::InferenceModel;
+use crate::tokenizer::{AnyTokenizer, ENDOFTEXT};
 use serde_json::{json, Map, Value};
 use std::path::Path;
 
@@ -434,6 +435,68 @@ pub fn finish(p: &Prepared, lls: &[LogLik], opts: &EvalOptions) -> Result<TaskRe
         num_fewshot: p.num_fewshot,
         config,
     })
+}
+
+/// The end-of-text id lm-eval's requests need (the context of an empty-context request, the
+/// first token of every document's windows); an error naming `model_dir` if the tokenizer has
+/// none.
+pub fn end_of_text(tok: &AnyTokenizer, model_dir: &Path) -> Result<u32> {
+    tok.special_id(ENDOFTEXT).ok_or_else(|| {
+        Error::field(
+            "--model",
+            format!(
+                "the tokenizer of {} has no `{ENDOFTEXT}` token, which lm-eval's requests need \
+                 (empty contexts, document windows); use a BPE model with one",
+                model_dir.display()
+            ),
+        )
+    })
+}
+
+/// What [`evaluate_tasks`] reports as it goes.
+pub enum Progress<'a> {
+    /// Every task is prepared: `total` requests to score.
+    Start {
+        /// Requests of all tasks.
+        total: usize,
+    },
+    /// `done` more requests of task `task` are scored.
+    Scored {
+        /// The task's name.
+        task: &'a str,
+        /// Requests just finished.
+        done: usize,
+    },
+}
+
+/// Evaluates `tasks` on `model`: every task is prepared first (so bad data stops the run before
+/// any scoring, and the total is known), then each is scored and aggregated in order.
+pub fn evaluate_tasks(
+    model: &InferenceModel,
+    tok: &AnyTokenizer,
+    eot: u32,
+    tasks: &[TaskDef],
+    opts: &EvalOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<TaskResult>> {
+    let prepared = tasks
+        .iter()
+        .map(|t| prepare(t, tok, model.config.n_ctx, eot, opts))
+        .collect::<Result<Vec<_>>>()?;
+    progress(Progress::Start {
+        total: prepared.iter().map(|p| p.requests.len()).sum(),
+    });
+    let mut results = Vec::with_capacity(prepared.len());
+    for p in &prepared {
+        let lls = super::scorer::score(model, &p.requests, opts.batch_size, &mut |done| {
+            progress(Progress::Scored {
+                task: &p.task.name,
+                done,
+            })
+        })?;
+        results.push(finish(p, &lls, opts)?);
+    }
+    Ok(results)
 }
 
 /// lm-eval's results layout: `results` (`"acc,none"`, `"acc_stderr,none"`, ... per task;
