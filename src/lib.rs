@@ -11,12 +11,14 @@
 //!   encoder-decoder, training, inference, translation and the token files they read.
 //! - [`finetune`]: GPT-1 fine-tuning (four input transforms, classifier head, auxiliary LM
 //!   loss) as a task of the training loop; prediction and evaluation.
+//! - [`eval`]: zero- and few-shot evaluation with lm-evaluation-harness's semantics.
 //! - [`bench`]: the benchmark harnesses behind `gpt bench`.
 //! - [`tokenizer`]: re-export of the `gpt-tokenizer` crate (GPT-2 byte-level BPE).
 
 pub mod bench;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod finetune;
 pub mod generate;
 pub mod io;

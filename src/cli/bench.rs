@@ -27,6 +27,45 @@ pub enum BenchCommand {
     /// GPT-1 fine-tuning examples/s of `gpt finetune` on a base model, optionally beside the
     /// PyTorch reference (`bench/finetune_torch.py`) on the same model, data, batch and threads.
     Finetune(FinetuneBenchArgs),
+    /// `gpt eval`'s wall time per task, optionally beside lm-evaluation-harness 0.4 on the same
+    /// requests, model and threads (metrics compared).
+    Eval(EvalBenchArgs),
+}
+
+/// Options of `gpt bench eval`.
+#[derive(Args)]
+pub struct EvalBenchArgs {
+    /// Model directory with its tokenizer (transformers must load it for --vs-lm-eval).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Comma-separated built-in tasks.
+    #[arg(
+        long,
+        default_value = "lambada_openai,arc_easy,arc_challenge,piqa,copa"
+    )]
+    pub tasks: String,
+    /// Documents per task.
+    #[arg(long, default_value_t = 200)]
+    pub limit: usize,
+    /// Few-shot examples per document.
+    #[arg(long, default_value_t = 0)]
+    pub num_fewshot: usize,
+    /// Contexts per forward pass on our side.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Bootstrap resamples of the perplexity stderr, both sides (lm-eval's default).
+    #[arg(long, default_value_t = 100_000)]
+    pub bootstrap_iters: usize,
+    /// Folder holding the task data (as `gpt eval --data-dir`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Also run lm-eval (bench/eval_lm_eval.py) on the same work.
+    #[arg(long)]
+    pub vs_lm_eval: bool,
+    /// Python interpreter with lm-eval and transformers (default: $GPT_PYTHON,
+    /// ~/.cache/gpt-refenv/bin/python, then python3).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
 }
 
 /// Options of `gpt bench kernels`.
@@ -253,6 +292,17 @@ pub fn run(cmd: BenchCommand) -> CliResult {
             limit: a.limit,
             beam: a.beam,
             vs_torch: a.vs_torch,
+            python: a.python,
+        })?,
+        BenchCommand::Eval(a) => bench::eval::run(&bench::eval::EvalBench {
+            model: a.model,
+            tasks: list(&a.tasks),
+            limit: a.limit,
+            num_fewshot: a.num_fewshot,
+            batch_size: a.batch_size,
+            bootstrap_iters: a.bootstrap_iters,
+            data_dir: a.data_dir,
+            vs_lm_eval: a.vs_lm_eval,
             python: a.python,
         })?,
         BenchCommand::Finetune(a) => bench::finetune::run(&bench::finetune::FinetuneBench {

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 pub mod bench;
 pub mod bleu;
+pub mod eval;
 pub mod finetune;
 pub mod generate;
 pub mod interrupt;
@@ -50,6 +51,8 @@ pub enum Command {
     Generate(generate::Args),
     /// Per-token log-probabilities, NLL, perplexity and bits per byte of a text.
     Score(score::Args),
+    /// Zero- and few-shot evaluation with lm-evaluation-harness 0.4's semantics.
+    Eval(eval::Args),
     /// Encode text with a tokenizer (ids, count, tokens or JSON).
     Tokenize(tokenize::TokenizeArgs),
     /// Tokenizer tools (train a byte-level BPE).
@@ -78,6 +81,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Sample(args) => generate::run(args.into()),
         Command::Generate(args) => generate::run(args),
         Command::Score(args) => score::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Tokenize(args) => tokenize::run(args),
         Command::Tokenizer(cmd) => tokenizer_train::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
