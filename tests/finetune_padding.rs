@@ -72,7 +72,7 @@ fn examples(task: TaskKind) -> Vec<Example> {
 }
 
 fn scores(m: &mut FinetuneModel, b: &Batch) -> Vec<f32> {
-    m.forward(b, false, false, &mut Rng::new(0)).unwrap();
+    m.forward(b, false, &mut Rng::new(0)).unwrap();
     m.scores().to_vec()
 }
 

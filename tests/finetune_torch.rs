@@ -103,7 +103,7 @@ fn run_variant(file: &str, norm: NormPlacement) {
         }
         let mut m = FinetuneModel::new(gpt, head, task);
         let mut rng = Rng::new(0);
-        m.forward(&batch, false, false, &mut rng).unwrap();
+        m.forward(&batch, false, &mut rng).unwrap();
         let scores = common::get(&fx, &format!("{name}.scores"));
         check(
             &format!("{name} scores"),

@@ -80,7 +80,7 @@ impl Classifier {
         for chunk in examples.chunks(EVAL_BATCH) {
             let picked: Vec<&Example> = chunk.iter().collect();
             let b = Batch::build(&picked, self.meta.pad_token_id, 0)?;
-            self.model.forward(&b, false, false, &mut rng)?;
+            self.model.forward(&b, false, &mut rng)?;
             let probs = self.model.probs(&b);
             let k = probs.len() / b.n;
             for (ex, p) in chunk.iter().zip(probs.chunks(k)) {

@@ -152,14 +152,11 @@ impl FinetuneModel {
         }
     }
 
-    /// Runs the trunk (with logits when `lm`) and the head; the example scores `(n, classes)`
-    /// are in [`FinetuneModel::scores`].
-    pub fn forward(&mut self, b: &Batch, train: bool, lm: bool, rng: &mut Rng) -> Result<()> {
-        if lm {
-            self.gpt.forward(&b.ids, b.rows(), b.t, train, rng)?;
-        } else {
-            self.gpt.forward_hidden(&b.ids, b.rows(), b.t, train, rng)?;
-        }
+    /// Runs the trunk and the head; the example scores `(n, classes)` are in
+    /// [`FinetuneModel::scores`]. (The auxiliary LM loss's logits are computed in
+    /// [`FinetuneModel::forward_backward`], for the real tokens only.)
+    pub fn forward(&mut self, b: &Batch, train: bool, rng: &mut Rng) -> Result<()> {
+        self.gpt.forward_hidden(&b.ids, b.rows(), b.t, train, rng)?;
         let c = self.gpt.config.n_embd;
         let h = self.gpt.hidden();
         let n_head = self.head_rows(b);
@@ -240,7 +237,7 @@ impl FinetuneModel {
             ));
         }
         let lm = lambda != 0.0;
-        self.forward(b, true, lm, rng)?;
+        self.forward(b, true, rng)?;
         let (c, k, n_head) = (self.gpt.config.n_embd, self.classes(b), self.head_rows(b));
         self.losses.resize(b.n, 0.0);
         let task = crossentropy_forward_backward(
@@ -281,7 +278,7 @@ impl FinetuneModel {
         let lm_loss = if lm {
             match self
                 .gpt
-                .lm_backward(&b.targets, 0.0, scale * lambda, &mut dh)
+                .lm_backward_rows(&b.targets, scale * lambda, &mut dh)
             {
                 Ok(l) => Some(l),
                 Err(e) => {

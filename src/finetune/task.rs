@@ -222,7 +222,7 @@ impl Finetune {
         for chunk in (0..n).collect::<Vec<_>>().chunks(self.cfg.batch_size) {
             let picked: Vec<&Example> = chunk.iter().map(|&i| &self.data.valid[i]).collect();
             let b = Batch::build(&picked, self.meta.pad_token_id, 0)?;
-            self.model.forward(&b, false, false, &mut rng)?;
+            self.model.forward(&b, false, &mut rng)?;
             let k = self.model.scores().len() / b.n;
             for (row, &y) in self.model.scores().chunks(k).zip(&b.labels) {
                 correct += (argmax(row) as i32 == y) as usize;

@@ -405,4 +405,68 @@ impl Gpt {
             .backward(p, g, Some(dh), &self.logits, m.stack.output(), n);
         Ok(loss)
     }
+
+    /// [`Gpt::lm_backward`] after [`Gpt::forward_hidden`], computing logits only for the rows
+    /// whose target is not [`IGNORE_INDEX`]: the same loss and gradients (ignored rows add
+    /// nothing to either), without the head's work on padding, which in batches of
+    /// ragged sequences (fine-tuning) is often most of the rows. Leaves [`Gpt::logits`] holding
+    /// the gradient of the kept rows only.
+    pub fn lm_backward_rows(
+        &mut self,
+        targets: &[i32],
+        grad_scale: f32,
+        dh: &mut [f32],
+    ) -> Result<f32> {
+        self.check_targets(targets)?;
+        let (c, v) = (self.config.n_embd, self.config.vocab_size);
+        let n = self.b * self.t;
+        if dh.len() != n * c {
+            return Err(Error::shape(
+                "Gpt::lm_backward_rows",
+                format!("dh of length {}", dh.len()),
+                format!("B·T·C = {}", n * c),
+            ));
+        }
+        let rows: Vec<usize> = (0..n).filter(|&r| targets[r] != IGNORE_INDEX).collect();
+        let k = rows.len();
+        let hidden = self.modules.stack.output();
+        let mut h = Vec::with_capacity(k * c);
+        for &r in &rows {
+            h.extend_from_slice(&hidden[r * c..(r + 1) * c]);
+        }
+        let kept: Vec<i32> = rows.iter().map(|&r| targets[r]).collect();
+        let p = Self::weights(&self.params.data, &self.shadow, self.precision);
+        let m = &self.modules;
+        self.logits.resize(k * v, 0.0);
+        m.head.forward(p, &mut self.logits, &h, k);
+        self.losses.resize(k, 0.0);
+        let loss = crossentropy_forward_backward(
+            &mut self.logits,
+            &mut self.losses,
+            &kept,
+            k,
+            v,
+            IGNORE_INDEX,
+            0.0,
+            grad_scale,
+        );
+        let mut dh_kept = vec![0.0f32; k * c];
+        m.head.backward(
+            p,
+            &mut self.params.grad,
+            Some(&mut dh_kept),
+            &self.logits,
+            &h,
+            k,
+        );
+        for (i, &r) in rows.iter().enumerate() {
+            for (d, s) in dh[r * c..(r + 1) * c]
+                .iter_mut()
+                .zip(&dh_kept[i * c..(i + 1) * c])
+            {
+                *d += s;
+            }
+        }
+        Ok(loss)
+    }
 }
