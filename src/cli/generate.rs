@@ -105,6 +105,10 @@ pub struct SampleArgs {
     /// Keep the last n_ctx tokens of a prompt longer than the context instead of failing.
     #[arg(long)]
     pub truncate: bool,
+    /// Load the model even when the estimated memory (weights, KV cache) is over what the
+    /// machine has available.
+    #[arg(long)]
+    pub no_memory_check: bool,
 }
 
 impl From<SampleArgs> for Args {
@@ -123,7 +127,7 @@ impl From<SampleArgs> for Args {
             truncate: a.truncate,
             ignore_eos: true,
             dtype: "f32".into(),
-            no_memory_check: false,
+            no_memory_check: a.no_memory_check,
             allow_nonfinite: false,
         }
     }
