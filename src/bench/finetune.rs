@@ -10,7 +10,9 @@
 //! The two sides alternate `runs` times and the medians are compared, beside the f32 matmul
 //! peak measured in the same run.
 
-use super::harness::{find_python, matmul_peak_gflops, median, script, PYTHON_HINT};
+use super::harness::{
+    find_python, matmul_peak_gflops, median, peer_failed, program, script, PYTHON_HINT,
+};
 use crate::error::{Error, Result};
 use crate::nn::precision::Precision;
 use serde_json::Value;
@@ -47,21 +49,31 @@ pub struct FinetuneBench {
 }
 
 /// Runs `cmd` (which prints one JSON object per optimizer step, then anything else), stamping
-/// each step's line as it arrives, and returns examples/s over steps 3.. together with the
-/// step lines. `examples(step, line)` gives a step's examples.
+/// each step's line as it arrives, and returns examples/s over steps 3..
+/// `examples(step, line)` gives a step's examples.
 fn timed_steps(cmd: &mut Command, examples: impl Fn(usize, &Value) -> usize) -> Result<f64> {
-    let name = format!("{:?}", cmd.get_program());
+    let name = program(cmd);
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| Error::file(Path::new(&name), format!("could not run: {e}")))?;
-    let Some(stdout) = child.stdout.take() else {
-        return Err(Error::usage("timed_steps", "stdout is piped above"));
+        .map_err(|e| Error::file(&name, format!("could not run: {e}")))?;
+    let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(Error::usage(
+            "timed_steps",
+            "stdout and stderr are piped above",
+        ));
     };
+    // Standard error is drained beside standard output, so a chatty peer cannot fill its pipe
+    // and stall while we wait for its next step.
+    let stderr = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stderr, &mut buf);
+        buf
+    });
     let mut stamps: Vec<(Instant, usize)> = Vec::new();
     for line in BufReader::new(stdout).lines() {
-        let line = line.map_err(|e| Error::io(Path::new(&name), e))?;
+        let line = line.map_err(|e| Error::io(&name, e))?;
         let now = Instant::now();
         let Ok(v) = serde_json::from_str::<Value>(&line) else {
             continue;
@@ -72,25 +84,14 @@ fn timed_steps(cmd: &mut Command, examples: impl Fn(usize, &Value) -> usize) -> 
             }
         }
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Error::io(Path::new(&name), e))?;
-    if !out.status.success() {
-        return Err(Error::file(
-            Path::new(&name),
-            format!(
-                "{:?} failed: {}",
-                cmd.get_args().collect::<Vec<_>>(),
-                String::from_utf8_lossy(&out.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            ),
-        ));
+    let status = child.wait().map_err(|e| Error::io(&name, e))?;
+    let stderr = stderr.join().unwrap_or_default();
+    if !status.success() {
+        return Err(peer_failed(cmd, &stderr));
     }
     if stamps.len() < 3 {
         return Err(Error::file(
-            Path::new(&name),
+            &name,
             format!("printed {} step lines; at least 3 are needed", stamps.len()),
         ));
     }
@@ -160,29 +161,30 @@ pub fn run(opts: &FinetuneBench) -> Result<()> {
         opts.runs,
     );
     let out_dir = std::env::temp_dir().join(format!("gpt-bench-finetune-{}", std::process::id()));
+    // The work both sides are given, in flags both understand.
+    let same_work: Vec<std::ffi::OsString> = [
+        ("--model", model.as_os_str().to_owned()),
+        ("--task", opts.task.clone().into()),
+        ("--train", opts.train.as_os_str().to_owned()),
+        ("--max-steps", steps.to_string().into()),
+        ("--batch-size", opts.batch_size.to_string().into()),
+        ("--aux-lm", opts.aux_lm.to_string().into()),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.into(), value])
+    .chain(["--json".into()])
+    .collect();
     let ours = |precision: Precision| -> Result<f64> {
         let mut cmd = Command::new(super::harness::current_exe()?);
         cmd.arg("--threads")
             .arg(threads.to_string())
             .arg("finetune")
-            .arg("--model")
-            .arg(&model)
-            .arg("--task")
-            .arg(&opts.task)
-            .arg("--train")
-            .arg(&opts.train)
+            .args(&same_work)
             .arg("--out")
             .arg(&out_dir)
             .arg("--overwrite")
-            .arg("--max-steps")
-            .arg(steps.to_string())
-            .arg("--batch-size")
-            .arg(opts.batch_size.to_string())
-            .arg("--aux-lm")
-            .arg(opts.aux_lm.to_string())
             .arg("--precision")
-            .arg(precision.name())
-            .arg("--json");
+            .arg(precision.name());
         timed_steps(&mut cmd, |step, _| {
             examples_of_step(step, n_train, opts.batch_size)
         })
@@ -191,21 +193,9 @@ pub fn run(opts: &FinetuneBench) -> Result<()> {
     let torch = |autocast: bool| -> Result<f64> {
         let mut cmd = Command::new(&python);
         cmd.arg(script("finetune_torch.py"))
-            .arg("--model")
-            .arg(&model)
-            .arg("--task")
-            .arg(&opts.task)
-            .arg("--train")
-            .arg(&opts.train)
-            .arg("--max-steps")
-            .arg(steps.to_string())
-            .arg("--batch-size")
-            .arg(opts.batch_size.to_string())
-            .arg("--aux-lm")
-            .arg(opts.aux_lm.to_string())
+            .args(&same_work)
             .arg("--threads")
-            .arg(threads.to_string())
-            .arg("--json");
+            .arg(threads.to_string());
         if autocast {
             cmd.arg("--autocast");
         }

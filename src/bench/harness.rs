@@ -91,7 +91,7 @@ pub fn script(name: &str) -> PathBuf {
 }
 
 /// The program a [`Command`] runs, as a path (for error messages).
-fn program(cmd: &Command) -> PathBuf {
+pub fn program(cmd: &Command) -> PathBuf {
     PathBuf::from(cmd.get_program())
 }
 
@@ -110,19 +110,22 @@ pub fn run_peer(cmd: &mut Command, hint: &str) -> Result<String> {
         Error::file(&program(cmd), format!("could not run: {e}{hint}"))
     })?;
     if !out.status.success() {
-        return Err(Error::file(
-            &program(cmd),
-            format!(
-                "{:?} failed: {}",
-                cmd.get_args().collect::<Vec<_>>(),
-                String::from_utf8_lossy(&out.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            ),
-        ));
+        return Err(peer_failed(cmd, &out.stderr));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The error for a peer `cmd` that exited unsuccessfully: its program, arguments and the last
+/// line of its standard error.
+pub fn peer_failed(cmd: &Command, stderr: &[u8]) -> Error {
+    Error::file(
+        &program(cmd),
+        format!(
+            "{:?} failed: {}",
+            cmd.get_args().collect::<Vec<_>>(),
+            String::from_utf8_lossy(stderr).lines().last().unwrap_or("")
+        ),
+    )
 }
 
 /// Runs `cmd` (see [`run_peer`] for `hint`) and parses the last line of its standard output
