@@ -298,6 +298,27 @@ impl Gpt {
         Ok(())
     }
 
+    /// The checks of an LM backward after a forward of `B·T` rows: the targets, and `dh` of
+    /// `B·T·C`. Returns `(B·T, vocabulary)`.
+    fn check_lm_backward(
+        &self,
+        what: &'static str,
+        targets: &[i32],
+        dh: &[f32],
+    ) -> Result<(usize, usize)> {
+        self.check_targets(targets)?;
+        let n = self.b * self.t;
+        let c = self.config.n_embd;
+        if dh.len() != n * c {
+            return Err(Error::shape(
+                what,
+                format!("dh of length {}", dh.len()),
+                format!("B·T·C = {}", n * c),
+            ));
+        }
+        Ok((n, self.config.vocab_size))
+    }
+
     fn check_targets(&self, targets: &[i32]) -> Result<()> {
         let n = self.b * self.t;
         if targets.len() != n {
@@ -376,16 +397,7 @@ impl Gpt {
         grad_scale: f32,
         dh: &mut [f32],
     ) -> Result<f32> {
-        self.check_targets(targets)?;
-        let (c, v) = (self.config.n_embd, self.config.vocab_size);
-        let n = self.b * self.t;
-        if dh.len() != n * c {
-            return Err(Error::shape(
-                "Gpt::lm_backward",
-                format!("dh of length {}", dh.len()),
-                format!("B·T·C = {}", n * c),
-            ));
-        }
+        let (n, v) = self.check_lm_backward("Gpt::lm_backward", targets, dh)?;
         self.losses.resize(n, 0.0);
         let loss = crossentropy_forward_backward(
             &mut self.logits,
@@ -417,16 +429,8 @@ impl Gpt {
         grad_scale: f32,
         dh: &mut [f32],
     ) -> Result<f32> {
-        self.check_targets(targets)?;
-        let (c, v) = (self.config.n_embd, self.config.vocab_size);
-        let n = self.b * self.t;
-        if dh.len() != n * c {
-            return Err(Error::shape(
-                "Gpt::lm_backward_rows",
-                format!("dh of length {}", dh.len()),
-                format!("B·T·C = {}", n * c),
-            ));
-        }
+        let (n, v) = self.check_lm_backward("Gpt::lm_backward_rows", targets, dh)?;
+        let c = self.config.n_embd;
         let rows: Vec<usize> = (0..n).filter(|&r| targets[r] != IGNORE_INDEX).collect();
         let k = rows.len();
         let hidden = self.modules.stack.output();
