@@ -160,6 +160,8 @@ fn save_with_bf16_matrices(src: &Path, dst: &Path) {
 
 #[test]
 fn bf16_checkpoint_loads_directly_and_every_route_gives_the_same_logits() {
+    // Bit-for-bit comparisons: no other test's `simd::limit` may switch the bf16 path mid-run.
+    let _steady = gpt::kernels::simd::steady();
     let gpt = random_gpt2(64);
     let (d32, d16) = (tmp_dir("f32"), tmp_dir("bf16"));
     checkpoint::save(&gpt, &d32, None).unwrap();
@@ -239,6 +241,7 @@ fn bf16_cached_decoding_matches_recompute_and_greedy_follows_it() {
 fn bf16_batched_generation_equals_one_by_one() {
     // The decode kernel computes each row with the same additions whatever the batch, so a
     // batch of prompts of different lengths gives exactly the tokens of each prompt alone.
+    let _steady = gpt::kernels::simd::steady();
     let gpt = random_gpt2(64);
     let mut model = InferenceModel::from_gpt(&gpt).unwrap();
     model.set_dtype(Precision::Bf16);

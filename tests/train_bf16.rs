@@ -60,6 +60,8 @@ fn metadata(path: &Path) -> serde_json::Value {
 
 #[test]
 fn bf16_training_tracks_f32_resumes_exactly_and_records_its_precision() {
+    // Exact resume: no other test's `simd::limit` may switch the bf16 path mid-run.
+    let _steady = gpt::kernels::simd::steady();
     let dir = tmpdir("train");
     let f32_run = train(&config(&dir, Precision::F32), &quiet()).unwrap();
     let cfg = config(&dir, Precision::Bf16);

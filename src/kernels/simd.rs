@@ -170,12 +170,22 @@ pub struct Limit {
 /// Caps the ladder at `cap` for the whole process until the returned guard drops (the CPU's
 /// best still applies: asking for AVX-512 on an AVX2 machine runs AVX2). For tests and
 /// benchmarks that compare rungs; one limit is live at a time (others wait). Other threads'
-/// kernels run on the capped rung meanwhile, which changes their speed, never their results.
+/// kernels run on the capped rung meanwhile, which changes their speed, and the last bits of the
+/// bf16 kernels' results (the AVX-512 BF16 kernels and their portable twins add in different
+/// orders; the [`simd_fn!`] rungs agree bit for bit). A test that compares bf16 results exactly
+/// holds [`steady`] meanwhile.
 pub fn limit(cap: Isa) -> Limit {
     static SERIAL: Mutex<()> = Mutex::new(());
     let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     ACTIVE.store(cap.min(default_isa()).code(), Ordering::Relaxed);
     Limit { _serial: guard }
+}
+
+/// Holds the ladder at its default rung until the guard drops (waiting for any live [`limit`]),
+/// so that no other thread's limit changes the kernels mid-run: for tests that compare bf16
+/// results bit for bit while other tests in the process cap the ladder.
+pub fn steady() -> Limit {
+    limit(Isa::Avx512)
 }
 
 impl Drop for Limit {
