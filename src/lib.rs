@@ -16,6 +16,7 @@
 //! - [`tokenizer`]: re-export of the `gpt-tokenizer` crate (GPT-2 byte-level BPE).
 
 pub mod bench;
+pub mod chat;
 pub mod data;
 pub mod error;
 pub mod eval;

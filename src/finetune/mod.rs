@@ -29,9 +29,9 @@ use crate::io::{load_tokenizer, save_tokenizer, write_atomic};
 use crate::model::checkpoint::{
     self, hf_config, hf_family, hf_name, params_bytes, HfFamily, CONFIG_FILE, WEIGHTS_FILE,
 };
+use crate::model::grown::{load_grown, GrowOptions};
 use crate::model::Gpt;
 use crate::nn::classifier::{ClassifierHead, SCORE};
-use crate::rng::Rng;
 use crate::tokenizer::AnyTokenizer;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -162,7 +162,7 @@ impl FinetuneMeta {
 }
 
 /// The stored names of one of our tensors: the head's as is, the trunk's as GPT-2's.
-fn stored_names(name: &str, family: HfFamily) -> Vec<String> {
+pub(crate) fn stored_names(name: &str, family: HfFamily) -> Vec<String> {
     if name.starts_with(SCORE) {
         return vec![name.to_string()];
     }
@@ -295,70 +295,19 @@ pub fn load_base(
     seed: u64,
     from_scratch: bool,
 ) -> Result<Base> {
-    let dir = crate::model::inference::resolve_dir(dir);
-    let files = [
-        "tokenizer.json",
-        "vocab.json",
-        crate::io::CHAR_TOKENIZER_FILE,
-    ];
-    if !files.iter().any(|f| dir.join(f).exists()) {
-        return Err(Error::file(
-            &dir,
-            "the base model has no tokenizer (tokenizer.json, vocab.json + merges.txt, or tokenizer_char.json), which fine-tuning needs to encode the records and to save with the model; copy the tokenizer it was trained with into this directory",
-        ));
-    }
-    let mut tok = load_tokenizer(&dir)?;
-    let base = checkpoint::load(&dir)?;
-    let v0 = base.config.vocab_size;
-    if tok.vocab_size() > v0 {
-        return Err(Error::file(
-            &dir,
-            format!(
-                "the tokenizer has {} ids but the model's vocabulary is {v0}; put the model's own tokenizer beside it",
-                tok.vocab_size()
-            ),
-        ));
-    }
-    let had: Vec<bool> = SPECIAL_NAMES
-        .iter()
-        .map(|s| tok.special_id(s).is_some())
-        .collect();
-    let ids = tok
-        .add_special_tokens(&SPECIAL_NAMES)
-        .map_err(|e| Error::file(&dir, format!("adding the special tokens: {e}")))?;
+    let opts = GrowOptions {
+        specials: &SPECIAL_NAMES,
+        dropout,
+        seed,
+        from_scratch,
+    };
+    let g = load_grown(dir, &opts, |l, c| ClassifierHead::new(l, c, n_out, dropout))?;
     let specials = Specials {
-        start: ids[0],
-        delim: ids[1],
-        extract: ids[2],
+        start: g.ids[0],
+        delim: g.ids[1],
+        extract: g.ids[2],
     };
-    let mut cfg = base.config.clone();
-    cfg.vocab_size = v0.max(tok.vocab_size());
-    cfg.dropout = dropout;
-    let c = cfg.n_embd;
-    let (mut gpt, head) = Gpt::uninit_with(cfg, |l| ClassifierHead::new(l, c, n_out, dropout))?;
-    let mut rng = Rng::new(seed);
-    gpt.params.init(&mut rng);
-    // From scratch the fresh initialisation stays (GPT-1's "no pre-training" ablation).
-    let copied = if from_scratch {
-        &[][..]
-    } else {
-        base.params.layout.entries()
-    };
-    for e in copied {
-        let src = e.param.of(&base.params.data);
-        let dst = gpt.params.tensor_mut(&e.name)?;
-        // wte grows by rows; every other tensor has the same shape.
-        dst[..src.len()].copy_from_slice(src);
-    }
-    // A special id that falls inside the old table (a model vocabulary padded past the
-    // tokenizer's) is a fresh row too.
-    let wte = gpt.params.tensor_mut("wte.weight")?;
-    for (&id, had) in ids.iter().zip(had) {
-        let id = id as usize;
-        if !had && id < v0 {
-            rng.fill_normal(&mut wte[id * c..(id + 1) * c], 0.0, 0.02);
-        }
-    }
+    let (gpt, head, tok, dir) = (g.gpt, g.head, g.tokenizer, g.dir);
     Ok(Base {
         model: FinetuneModel::new(gpt, head, task),
         tokenizer: tok,

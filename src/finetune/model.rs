@@ -183,6 +183,12 @@ impl FinetuneModel {
         Ok(())
     }
 
+    /// Per-example task losses of the last [`FinetuneModel::forward_backward`] or
+    /// [`FinetuneModel::task_loss`].
+    pub fn example_losses(&self) -> &[f32] {
+        &self.losses
+    }
+
     /// Example scores `(n, classes)` of the last forward (logits before the softmax).
     pub fn scores(&self) -> &[f32] {
         &self.scores

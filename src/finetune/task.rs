@@ -24,6 +24,7 @@ use crate::rng::Rng;
 use crate::tokenizer::AnyTokenizer;
 use crate::train::checkpoint::{state_field, CheckpointLayout};
 use crate::train::config::{OnNan, DEFAULT_MAX_NAN_SKIPS};
+use crate::train::epoch_order::EpochOrder;
 use crate::train::run_dir;
 use crate::train::task::{MicroStep, Task};
 use crate::train::trainer::{run, LoopConfig, TrainOptions};
@@ -155,13 +156,6 @@ struct Data {
     valid: Vec<Example>,
 }
 
-/// Where the data order stands.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-struct Cursor {
-    epoch: u64,
-    pos: usize,
-}
-
 /// GPT-1 fine-tuning: the model, the encoded data and the state exact resume needs.
 pub struct Finetune {
     cfg: FinetuneConfig,
@@ -169,46 +163,21 @@ pub struct Finetune {
     meta: FinetuneMeta,
     tok: AnyTokenizer,
     data: Data,
-    order: Vec<usize>,
-    cursor: Cursor,
+    order: EpochOrder,
     dropout_rng: Rng,
     /// Accuracy of the last validation.
     pub val_accuracy: Option<f32>,
 }
 
 impl Finetune {
-    /// The order of epoch `epoch`: a seeded shuffle.
-    fn order_of(&self, epoch: u64) -> Vec<usize> {
-        let n = self.data.train.len();
-        let mut order: Vec<usize> = (0..n).collect();
-        let mut rng = Rng::new(self.cfg.seed ^ 0x0F1E_7E5E ^ epoch.wrapping_mul(0x9E37_79B9));
-        for i in (1..n).rev() {
-            let j = rng.below(i as u64 + 1) as usize;
-            order.swap(i, j);
-        }
-        order
-    }
-
     fn next_batch(&mut self) -> Result<Batch> {
-        if self.order.is_empty() {
-            self.order = self.order_of(self.cursor.epoch);
-        }
-        let n = self.data.train.len();
-        let end = (self.cursor.pos + self.cfg.batch_size).min(n);
-        let picked: Vec<&Example> = self.order[self.cursor.pos..end]
-            .iter()
-            .map(|&i| &self.data.train[i])
+        let picked: Vec<&Example> = self
+            .order
+            .next(self.cfg.batch_size)
+            .into_iter()
+            .map(|i| &self.data.train[i])
             .collect();
-        let batch = Batch::build(&picked, self.meta.pad_token_id, 0)?;
-        self.cursor.pos = end;
-        if end == n {
-            self.cursor = Cursor {
-                epoch: self.cursor.epoch + 1,
-                pos: 0,
-            };
-            self.order = self.order_of(self.cursor.epoch);
-        }
-        Ok(batch)
+        Batch::build(&picked, self.meta.pad_token_id, 0)
     }
 
     /// Mean task loss and accuracy over the validation set (evaluation mode).
@@ -280,7 +249,10 @@ impl Task for Finetune {
             v.map_err(|e| Error::usage("Finetune::state", e.to_string()))
         };
         let mut m = Map::new();
-        m.insert("cursor".into(), json(serde_json::to_value(self.cursor))?);
+        m.insert(
+            "cursor".into(),
+            json(serde_json::to_value(self.order.cursor))?,
+        );
         m.insert(
             "dropout_rng".into(),
             json(serde_json::to_value(&self.dropout_rng))?,
@@ -296,8 +268,7 @@ impl Task for Finetune {
             &dir.join(crate::model::checkpoint::WEIGHTS_FILE),
             |n| super::stored_names(n, family),
         )?;
-        self.cursor = state_field(dir, state, "cursor")?;
-        self.order = self.order_of(self.cursor.epoch);
+        self.order.seek(state_field(dir, state, "cursor")?);
         self.dropout_rng = state_field(dir, state, "dropout_rng")?;
         // The bf16 shadow is rounded from the restored master weights.
         self.model.gpt.set_precision(self.cfg.precision);
@@ -430,9 +401,8 @@ pub fn finetune(cfg: &FinetuneConfig, opts: &TrainOptions) -> Result<FinetuneOut
         model: base.model,
         meta,
         tok: base.tokenizer,
+        order: EpochOrder::new(train.len(), cfg.seed),
         data: Data { train, valid },
-        order: Vec::new(),
-        cursor: Cursor::default(),
         val_accuracy: None,
         cfg: cfg.clone(),
     };

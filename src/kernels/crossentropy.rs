@@ -209,6 +209,37 @@ pub fn crossentropy_forward_backward(
     mean_loss(losses, counted)
 }
 
+/// Backward of a weighted sum of per-row cross-entropies `Σ_i s_i · loss_i` (no smoothing):
+/// overwrites each row of logits with `s_i · (softmax(x_i) − onehot(t_i))`, and ignored rows
+/// with 0. For losses that weigh rows differently (DPO's sequence log-probabilities, where
+/// `log p = −loss` and `s_i = −∂L/∂log p_i`).
+pub fn crossentropy_backward_rows(
+    logits_to_dlogits: &mut [f32],
+    targets: &[i32],
+    row_scale: &[f32],
+    n: usize,
+    v: usize,
+) {
+    const OP: &str = "crossentropy_backward_rows";
+    check_len(OP, "logits_to_dlogits", logits_to_dlogits.len(), n * v);
+    check_len(OP, "targets", targets.len(), n);
+    check_len(OP, "row_scale", row_scale.len(), n);
+    count_targets(OP, targets, v, IGNORE_INDEX);
+    if v == 0 {
+        return;
+    }
+    logits_to_dlogits
+        .par_chunks_exact_mut(v)
+        .zip(targets.par_iter().zip(row_scale.par_iter()))
+        .for_each(|(x, (&t, &g))| {
+            if t == IGNORE_INDEX {
+                x.fill(0.0);
+            } else {
+                row_loss_grad(x, t as usize, 0.0, g);
+            }
+        });
+}
+
 /// Log-softmax of one row in f64 (naive helper).
 fn log_softmax_f64(x: &[f32]) -> Vec<f64> {
     let mx = x.iter().fold(f64::NEG_INFINITY, |m, &e| m.max(e as f64));
@@ -468,5 +499,42 @@ mod tests {
             best_f * 1e3,
             best_fb * 1e3
         );
+    }
+    #[test]
+    fn weighted_rows_backward_is_the_mean_backward_with_equal_weights_and_scales_per_row() {
+        let (n, v) = (5, 7);
+        let mut rng = crate::rng::Rng::new(4);
+        let logits: Vec<f32> = (0..n * v).map(|_| rng.normal()).collect();
+        let targets = [3, IGNORE_INDEX, 0, 6, 2];
+        let mut mean = logits.clone();
+        let mut losses = vec![0.0; n];
+        crossentropy_forward_backward(
+            &mut mean,
+            &mut losses,
+            &targets,
+            n,
+            v,
+            IGNORE_INDEX,
+            0.0,
+            1.0,
+        );
+        let mut rows = logits.clone();
+        crossentropy_backward_rows(&mut rows, &targets, &[0.25; 5], n, v);
+        for (a, b) in mean.iter().zip(&rows) {
+            assert!((a - b).abs() < 1e-7, "{a} vs {b}");
+        }
+        let scales = [2.0, 9.0, -1.5, 0.0, 0.5];
+        let mut weighted = logits.clone();
+        crossentropy_backward_rows(&mut weighted, &targets, &scales, n, v);
+        for i in 0..n {
+            for j in 0..v {
+                let want = if targets[i] == IGNORE_INDEX {
+                    0.0
+                } else {
+                    rows[i * v + j] * 4.0 * scales[i]
+                };
+                assert!((weighted[i * v + j] - want).abs() < 1e-6, "row {i}");
+            }
+        }
     }
 }

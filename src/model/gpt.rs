@@ -19,7 +19,9 @@
 
 use super::config::GptConfig;
 use crate::error::{Error, Result};
-use crate::kernels::crossentropy::{crossentropy_forward, crossentropy_forward_backward};
+use crate::kernels::crossentropy::{
+    crossentropy_backward_rows, crossentropy_forward, crossentropy_forward_backward,
+};
 use crate::nn::block::{BlockConfig, NormPlacement};
 use crate::nn::embedding::{Embedding, EmbeddingConfig};
 use crate::nn::linear::Linear;
@@ -429,41 +431,159 @@ impl Gpt {
         grad_scale: f32,
         dh: &mut [f32],
     ) -> Result<f32> {
-        let (n, v) = self.check_lm_backward("Gpt::lm_backward_rows", targets, dh)?;
-        let c = self.config.n_embd;
-        let rows: Vec<usize> = (0..n).filter(|&r| targets[r] != IGNORE_INDEX).collect();
-        let k = rows.len();
-        let hidden = self.modules.stack.output();
-        let mut h = Vec::with_capacity(k * c);
-        for &r in &rows {
-            h.extend_from_slice(&hidden[r * c..(r + 1) * c]);
-        }
-        let kept: Vec<i32> = rows.iter().map(|&r| targets[r]).collect();
-        let p = Self::weights(&self.params.data, &self.shadow, self.precision);
-        let m = &self.modules;
-        self.logits.resize(k * v, 0.0);
-        m.head.forward(p, &mut self.logits, &h, k);
+        self.check_lm_backward("Gpt::lm_backward_rows", targets, dh)?;
+        let kept = self.kept_logits(targets);
+        let (k, v) = (kept.rows.len(), self.config.vocab_size);
         self.losses.resize(k, 0.0);
         let loss = crossentropy_forward_backward(
             &mut self.logits,
             &mut self.losses,
-            &kept,
+            &kept.targets,
             k,
             v,
             IGNORE_INDEX,
             0.0,
             grad_scale,
         );
+        self.kept_backward(&kept, dh);
+        Ok(loss)
+    }
+
+    /// The mean cross-entropy of [`Gpt::lm_backward_rows`] without its backward (evaluation).
+    pub fn lm_loss_rows(&mut self, targets: &[i32]) -> Result<f32> {
+        self.check_targets(targets)?;
+        let kept = self.kept_logits(targets);
+        let k = kept.rows.len();
+        self.losses.resize(k, 0.0);
+        Ok(crossentropy_forward(
+            &mut self.losses,
+            &self.logits,
+            &kept.targets,
+            k,
+            self.config.vocab_size,
+            IGNORE_INDEX,
+            0.0,
+        ))
+    }
+
+    /// After [`Gpt::forward_hidden`]: the logits `(k, V)` of the `k` rows whose target is not
+    /// [`IGNORE_INDEX`], in row order.
+    pub fn lm_logits_rows(&mut self, targets: &[i32]) -> Result<&[f32]> {
+        self.check_targets(targets)?;
+        self.kept_logits(targets);
+        Ok(&self.logits)
+    }
+
+    /// After [`Gpt::forward_hidden`]: `log p(targets[r])` of every row whose target is not
+    /// [`IGNORE_INDEX`] (0 for the others), `(B·T)`. Keeps the logits of those rows for
+    /// [`Gpt::token_logprobs_backward`]. (Sequence log-probabilities of DPO.)
+    pub fn token_logprobs(&mut self, targets: &[i32]) -> Result<Vec<f32>> {
+        self.check_targets(targets)?;
+        let kept = self.kept_logits(targets);
+        let k = kept.rows.len();
+        self.losses.resize(k, 0.0);
+        crossentropy_forward(
+            &mut self.losses,
+            &self.logits,
+            &kept.targets,
+            k,
+            self.config.vocab_size,
+            IGNORE_INDEX,
+            0.0,
+        );
+        let mut out = vec![0.0f32; targets.len()];
+        for (&r, &l) in kept.rows.iter().zip(&self.losses) {
+            out[r] = -l;
+        }
+        Ok(out)
+    }
+
+    /// Backward of the last [`Gpt::token_logprobs`] (same `targets`) as far as the hidden
+    /// states: with `dlogp[r] = ∂L/∂log p(targets[r])`, `dh (B, T, C) += ∂L/∂hidden` and the
+    /// LM head's gradient accumulated; the trunk is not touched (see [`Gpt::lm_backward`]).
+    pub fn token_logprobs_backward(
+        &mut self,
+        targets: &[i32],
+        dlogp: &[f32],
+        dh: &mut [f32],
+    ) -> Result<()> {
+        self.check_lm_backward("Gpt::token_logprobs_backward", targets, dh)?;
+        if dlogp.len() != targets.len() {
+            return Err(Error::shape(
+                "Gpt::token_logprobs_backward",
+                format!("dlogp of length {}", dlogp.len()),
+                format!("B·T = {}", targets.len()),
+            ));
+        }
+        let rows: Vec<usize> = (0..targets.len())
+            .filter(|&r| targets[r] != IGNORE_INDEX)
+            .collect();
+        let k = rows.len();
+        let v = self.config.vocab_size;
+        if self.logits.len() != k * v {
+            return Err(Error::usage(
+                "Gpt::token_logprobs_backward",
+                "call token_logprobs with the same targets first",
+            ));
+        }
+        let kept_targets: Vec<i32> = rows.iter().map(|&r| targets[r]).collect();
+        // ∂L/∂logits = dlogp · (onehot − softmax): the cross-entropy gradient scaled by −dlogp.
+        let scales: Vec<f32> = rows.iter().map(|&r| -dlogp[r]).collect();
+        crossentropy_backward_rows(&mut self.logits, &kept_targets, &scales, k, v);
+        let kept = Kept {
+            hidden: self.gather_hidden(&rows),
+            rows,
+            targets: kept_targets,
+        };
+        self.kept_backward(&kept, dh);
+        Ok(())
+    }
+
+    /// The hidden rows `rows` of the last forward, `(k, C)`.
+    fn gather_hidden(&self, rows: &[usize]) -> Vec<f32> {
+        let c = self.config.n_embd;
+        let hidden = self.modules.stack.output();
+        let mut h = Vec::with_capacity(rows.len() * c);
+        for &r in rows {
+            h.extend_from_slice(&hidden[r * c..(r + 1) * c]);
+        }
+        h
+    }
+
+    /// Gathers the rows whose target is not ignored and runs the LM head on them:
+    /// [`Gpt::logits`] becomes `(k, V)`.
+    fn kept_logits(&mut self, targets: &[i32]) -> Kept {
+        let rows: Vec<usize> = (0..targets.len())
+            .filter(|&r| targets[r] != IGNORE_INDEX)
+            .collect();
+        let hidden = self.gather_hidden(&rows);
+        let k = rows.len();
+        let p = Self::weights(&self.params.data, &self.shadow, self.precision);
+        self.logits.resize(k * self.config.vocab_size, 0.0);
+        self.modules.head.forward(p, &mut self.logits, &hidden, k);
+        Kept {
+            targets: rows.iter().map(|&r| targets[r]).collect(),
+            rows,
+            hidden,
+        }
+    }
+
+    /// The LM head's backward from the kept rows' logit gradient (in [`Gpt::logits`]),
+    /// scattering `∂L/∂hidden` into their rows of `dh`.
+    fn kept_backward(&mut self, kept: &Kept, dh: &mut [f32]) {
+        let c = self.config.n_embd;
+        let k = kept.rows.len();
+        let p = Self::weights(&self.params.data, &self.shadow, self.precision);
         let mut dh_kept = vec![0.0f32; k * c];
-        m.head.backward(
+        self.modules.head.backward(
             p,
             &mut self.params.grad,
             Some(&mut dh_kept),
             &self.logits,
-            &h,
+            &kept.hidden,
             k,
         );
-        for (i, &r) in rows.iter().enumerate() {
+        for (i, &r) in kept.rows.iter().enumerate() {
             for (d, s) in dh[r * c..(r + 1) * c]
                 .iter_mut()
                 .zip(&dh_kept[i * c..(i + 1) * c])
@@ -471,6 +591,12 @@ impl Gpt {
                 *d += s;
             }
         }
-        Ok(loss)
     }
+}
+
+/// The rows of a batch the LM head runs on: their indices, targets and hidden states.
+struct Kept {
+    rows: Vec<usize>,
+    targets: Vec<i32>,
+    hidden: Vec<f32>,
 }

@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod gpt;
+pub mod grown;
 pub mod inference;
 pub mod memory;
 pub mod packed_weights;

@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod epoch_order;
 pub mod optim_state;
 pub mod plot;
 pub mod pretrain;

@@ -56,6 +56,19 @@ pub trait Task {
         Vec::new()
     }
 
+    /// The task's own metrics of the optimizer step just taken (e.g. DPO's `rewards/margins`),
+    /// averaged over its micro-batches; written to `metrics.jsonl`, the `--json` lines and
+    /// `metrics.png` beside the loss. Default: none.
+    fn step_metrics(&mut self) -> Vec<(String, f32)> {
+        Vec::new()
+    }
+
+    /// The task's own metrics of the last [`Task::evaluate`] (e.g. validation accuracy), named
+    /// `eval/...`. Default: none.
+    fn eval_metrics(&mut self) -> Vec<(String, f32)> {
+        Vec::new()
+    }
+
     /// The validation loss, or `None` without validation data. Must not disturb the training
     /// state (batches, RNGs).
     fn evaluate(&mut self) -> Result<Option<f32>>;

@@ -16,7 +16,7 @@
 use super::checkpoint::{CheckpointLayout, TrainerState, STATE_FILE};
 use super::config::OnNan;
 use super::optim_state;
-use super::plot::plot_losses;
+use super::plot::{plot_losses, plot_metrics};
 use super::task::Task;
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
@@ -188,6 +188,9 @@ pub struct Metric {
     /// Validation loss, on evaluation steps.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub val_loss: Option<f32>,
+    /// The task's own metrics ([`Task::step_metrics`], [`Task::eval_metrics`]).
+    #[serde(flatten, default)]
+    pub extra: std::collections::BTreeMap<String, f32>,
 }
 
 /// Reads metrics up to and including `step` (to continue the file on resume).
@@ -345,6 +348,11 @@ pub fn run(
         if eval_now {
             outcome.val_loss = task.evaluate()?;
         }
+        let mut extra: std::collections::BTreeMap<String, f32> =
+            task.step_metrics().into_iter().collect();
+        if eval_now {
+            extra.extend(task.eval_metrics());
+        }
         let m = Metric {
             step,
             loss,
@@ -352,6 +360,7 @@ pub fn run(
             grad_norm,
             tokens_per_sec: rate,
             val_loss: if eval_now { outcome.val_loss } else { None },
+            extra,
         };
         if opts.json {
             println!("{}", to_json_line(&m)?);
@@ -395,6 +404,9 @@ pub fn run(
                 .map(|m| (m.step, m.loss, m.val_loss))
                 .collect();
             plot_losses(&cfg.out.join("loss.png"), &points)?;
+            if metrics.iter().any(|m| !m.extra.is_empty()) {
+                plot_metrics(&cfg.out.join("metrics.png"), &metrics)?;
+            }
             // The new run has a checkpoint: a run `--overwrite` moved aside can go.
             super::run_dir::discard_previous(&cfg.out)?;
         }

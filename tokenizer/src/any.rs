@@ -79,6 +79,18 @@ impl AnyTokenizer {
         }
     }
 
+    /// The special tokens as (string, id), by id.
+    pub fn special_tokens(&self) -> Vec<(String, u32)> {
+        match self {
+            AnyTokenizer::Bpe(t) => t.special_tokens().to_vec(),
+            AnyTokenizer::Char(t) => t
+                .specials()
+                .iter()
+                .filter_map(|s| Some((s.clone(), t.special_id(s)?)))
+                .collect(),
+        }
+    }
+
     /// The bytes of one token.
     pub fn token_bytes(&self, id: u32) -> Result<Vec<u8>> {
         match self {
