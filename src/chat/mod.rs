@@ -16,6 +16,7 @@ pub mod model;
 pub mod pairs;
 pub mod records;
 pub mod reward;
+pub mod session;
 pub mod sft;
 pub mod template;
 

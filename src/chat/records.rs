@@ -110,7 +110,7 @@ fn line_error(path: &Path, line: usize, msg: impl std::fmt::Display) -> Error {
 }
 
 /// A list of messages from a JSON array (`field` names it in errors).
-fn messages(v: &Value, field: &str) -> std::result::Result<Vec<Message>, String> {
+pub fn messages(v: &Value, field: &str) -> std::result::Result<Vec<Message>, String> {
     let list = v
         .as_array()
         .ok_or_else(|| format!("`{field}` must be a list of messages"))?;
@@ -140,7 +140,7 @@ fn text<'a>(v: &'a Value, field: &str) -> std::result::Result<&'a str, String> {
 }
 
 /// One SFT record, or `Ok(None)` for a conversation without an assistant turn.
-fn sft_record(v: &Value) -> std::result::Result<Option<SftRecord>, String> {
+pub fn sft_record(v: &Value) -> std::result::Result<Option<SftRecord>, String> {
     let msgs = if let Some(m) = v.get("messages") {
         messages(m, "messages")?
     } else {

@@ -58,6 +58,33 @@ pub fn pair_rewards(
     Ok(out)
 }
 
+/// The reward of each sequence (`prompt ++ answer`, read at its last token), in evaluation
+/// mode, `batch` at a time.
+pub fn score_sequences(
+    model: &mut FinetuneModel,
+    seqs: &[Vec<u32>],
+    pad: u32,
+    batch: usize,
+) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(seqs.len());
+    let mut rng = Rng::new(0);
+    for chunk in seqs.chunks(batch.max(1)) {
+        let ex: Vec<Example> = chunk
+            .iter()
+            .map(|s| Example {
+                seqs: vec![s.clone()],
+                label: None,
+                line: 0,
+            })
+            .collect();
+        let refs: Vec<&Example> = ex.iter().collect();
+        let b = Batch::build(&refs, pad, 0)?;
+        model.forward(&b, false, &mut rng)?;
+        out.extend_from_slice(model.scores());
+    }
+    Ok(out)
+}
+
 /// What a reward model does on a set of pairs, beside two baselines.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct RewardReport {

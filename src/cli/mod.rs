@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 
 pub mod bench;
 pub mod bleu;
+pub mod chat;
+pub mod chat_train;
 pub mod eval;
 pub mod finetune;
 pub mod generate;
@@ -70,6 +72,16 @@ pub enum Command {
     Classify(finetune::ClassifyArgs),
     /// Corpus BLEU (sacreBLEU default) and chrF of a hypothesis file against references.
     Bleu(bleu::BleuArgs),
+    /// Supervised fine-tuning on demonstrations (chat messages or prompt/completion): the
+    /// loss on the assistant's tokens only; the result is a chat model.
+    Sft(Box<chat_train::SftArgs>),
+    /// Train a reward model on preference pairs (`reward eval`: pairwise accuracy; `reward
+    /// score`: rewards of answers).
+    Reward(Box<chat_train::RewardArgs>),
+    /// Direct preference optimisation of a chat model on preference pairs.
+    Dpo(Box<chat_train::DpoArgs>),
+    /// Talk to a chat model (interactive, streaming, multi-turn), or answer a file (--batch).
+    Chat(Box<chat::ChatArgs>),
 }
 
 /// Runs the parsed command line.
@@ -87,6 +99,10 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Translate(args) => translate::run(*args),
         Command::Bleu(args) => bleu::run(args),
+        Command::Sft(args) => chat_train::run_sft(*args),
+        Command::Reward(args) => chat_train::run_reward(*args),
+        Command::Dpo(args) => chat_train::run_dpo(*args),
+        Command::Chat(args) => chat::run(*args),
         Command::Finetune(args) => finetune::run(*args),
         Command::Classify(args) => finetune::run_classify(args),
     }
