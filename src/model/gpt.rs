@@ -242,12 +242,13 @@ impl Gpt {
         self.t = t;
         let p = Self::weights(&self.params.data, &self.shadow, self.precision);
         let m = &mut self.modules;
-        m.embed.forward(p, ids, b, t, train, rng);
+        m.embed.forward(p, ids, None, b, t, train, rng)?;
         let inp = StackInput {
             x: &m.embed.out,
             b,
             t,
             key_mask: None,
+            positions: None,
             memory: None,
         };
         m.stack.forward(p, &inp, train, rng);
@@ -273,6 +274,7 @@ impl Gpt {
             b: self.b,
             t: self.t,
             key_mask: None,
+            positions: None,
             memory: None,
         };
         m.stack.backward(p, g, &inp, dh, &mut self.demb, None);
