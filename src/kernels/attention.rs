@@ -34,9 +34,9 @@
 //! live in a per-thread scratch buffer reused across calls (no allocation per task): one block
 //! of at most `Tq×Tk` in the forward, two half-height blocks (`P` and `dS`) in the backward. The
 //! exponentials go through a polynomial `exp` that vectorises (AVX2 when the CPU has it), since
-//! scalar `expf` would cost as much as the products. A query block also skips the keys before the first key any of its rows may see
-//! (packed rows: the keys of earlier examples), so the work of a packed row shrinks with its
-//! examples' lengths.
+//! scalar `expf` would cost as much as the products. Packed rows: a query block also skips the
+//! keys before the first one any of its rows may see (earlier examples' keys); inside the block,
+//! scores from that key on are computed and masked, so the saving is per block, not per row.
 //!
 //! Mixed precision: [`attention_forward_bf16`] / [`attention_backward_bf16`] run the same
 //! algorithm with every block product in bf16 (inputs rounded to nearest even, f32
