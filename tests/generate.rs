@@ -279,6 +279,7 @@ fn cross_attention_block_cached_steps_match_training_forward() {
             b,
             t,
             key_mask: None,
+            positions: None,
             memory: Some(memory),
         };
         block.forward(Weights::new(p), &inp, false, &mut rng);

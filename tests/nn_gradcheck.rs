@@ -189,6 +189,7 @@ fn self_attention_gradients_causal_and_padded() {
             &x,
             None,
             km,
+            None,
             B,
             T,
             false,
@@ -205,6 +206,7 @@ fn self_attention_gradients_causal_and_padded() {
             &x,
             None,
             km,
+            None,
             &r,
             &mut dx,
             None,
@@ -214,12 +216,12 @@ fn self_attention_gradients_causal_and_padded() {
         let mut a2 = attn.clone();
         let mut rng2 = Rng::new(0);
         check_params(&mut params, &mut |p: &[f32]| {
-            a2.forward(Weights::new(p), &xs, None, km, B, T, false, &mut rng2);
+            a2.forward(Weights::new(p), &xs, None, km, None, B, T, false, &mut rng2);
             weighted(&a2.out, &r)
         });
         let p = params.data.clone();
         check("attention dx", &dx, &mut x, &mut |x: &[f32]| {
-            a2.forward(Weights::new(&p), x, None, km, B, T, false, &mut rng2);
+            a2.forward(Weights::new(&p), x, None, km, None, B, T, false, &mut rng2);
             weighted(&a2.out, &r)
         });
     }
@@ -241,6 +243,7 @@ fn cross_attention_gradients_with_padded_memory() {
         &x,
         Some((&mem, TK)),
         Some(&mask),
+        None,
         B,
         T,
         false,
@@ -253,6 +256,7 @@ fn cross_attention_gradients_with_padded_memory() {
         &x,
         Some(&mem),
         Some(&mask),
+        None,
         &r,
         &mut dx,
         Some(&mut dmem),
@@ -268,6 +272,7 @@ fn cross_attention_gradients_with_padded_memory() {
             &xs,
             Some((&ms, TK)),
             Some(&mask),
+            None,
             B,
             T,
             false,
@@ -282,6 +287,7 @@ fn cross_attention_gradients_with_padded_memory() {
             x,
             Some((&ms, TK)),
             Some(&mask),
+            None,
             B,
             T,
             false,
@@ -295,6 +301,7 @@ fn cross_attention_gradients_with_padded_memory() {
             &xs,
             Some((m, TK)),
             Some(&mask),
+            None,
             B,
             T,
             false,
@@ -402,6 +409,7 @@ fn block_gradients_pre_post_with_and_without_cross() {
                     b: B,
                     t: T,
                     key_mask: Some(&self_mask),
+                    positions: None,
                     memory,
                 };
                 block.forward(Weights::new(p), &inp, false, &mut Rng::new(0));
@@ -420,6 +428,7 @@ fn block_gradients_pre_post_with_and_without_cross() {
                     b: B,
                     t: T,
                     key_mask: Some(&self_mask),
+                    positions: None,
                     memory,
                 };
                 block.backward(

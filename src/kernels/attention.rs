@@ -20,8 +20,12 @@
 //!
 //! Masks: with `causal`, query `i` may attend key `j` iff `j <= i + (Tk - Tq)` (aligned to the
 //! bottom right, so the same call serves training (`Tq = Tk`) and KV-cache decoding (`Tq < Tk`,
-//! the queries are the last `Tq` positions)). A query row with no key left to attend produces a
-//! zero output row, `lse = -∞`, and zero gradients — never NaN.
+//! the queries are the last `Tq` positions)). Packed rows (several examples in one row of the
+//! batch, supervised fine-tuning's "packing") add a document mask: given `pos (B, Tq)`, each
+//! token's position inside its own example (0 at an example's first token), query `i` may
+//! attend key `j` iff `i - pos[i] <= j <= i` (causal self-attention, `Tq = Tk`). All masks
+//! travel in one [`AttentionMask`]. A query row with no key left to attend produces a zero
+//! output row, `lse = -∞`, and zero gradients — never NaN.
 //!
 //! Why this shape of kernel (measured on the 2-core Zen 4 of `shared/notes/cpu-performance.md`):
 //! one task per (b, h) spread with rayon, each running single-threaded `gemm`s on strided views
@@ -30,7 +34,9 @@
 //! live in a per-thread scratch buffer reused across calls (no allocation per task): one block
 //! of at most `Tq×Tk` in the forward, two half-height blocks (`P` and `dS`) in the backward. The
 //! exponentials go through a polynomial `exp` that vectorises (AVX2 when the CPU has it), since
-//! scalar `expf` would cost as much as the products.
+//! scalar `expf` would cost as much as the products. Packed rows: a query block also skips the
+//! keys before the first one any of its rows may see (earlier examples' keys); inside the block,
+//! scores from that key on are computed and masked, so the saving is per block, not per row.
 //!
 //! Mixed precision: [`attention_forward_bf16`] / [`attention_backward_bf16`] run the same
 //! algorithm with every block product in bf16 (inputs rounded to nearest even, f32
@@ -96,12 +102,99 @@ impl AttentionDims {
             self.tk
         }
     }
+}
 
-    fn check(&self, op: &str, key_mask: Option<&[u8]>) {
-        assert!(self.hs > 0, "{op}: head size must be positive");
-        if let Some(m) = key_mask {
-            check_len(op, "key_mask", m.len(), self.b * self.tk);
+/// Which keys each query may attend: padding, causality and, for packed rows, the example
+/// boundaries (see the module docs). `Default` is no mask at all (every query sees every key).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttentionMask<'a> {
+    /// `(B, Tk)` bytes, 1 = attend, 0 = padding.
+    pub key_mask: Option<&'a [u8]>,
+    /// Query `i` sees only keys `j <= i + Tk - Tq`.
+    pub causal: bool,
+    /// Packed rows: `(B, Tq)` position of each token inside its own example, 0 at each
+    /// example's first token; query `i` sees only keys `j >= i - pos[i]`. Needs `causal` and
+    /// `Tq = Tk` (self-attention), and `pos[i] <= i`.
+    pub positions: Option<&'a [u32]>,
+}
+
+impl<'a> AttentionMask<'a> {
+    /// A key mask and the causal flag (the plain kernels' arguments), no document mask.
+    pub fn new(key_mask: Option<&'a [u8]>, causal: bool) -> Self {
+        AttentionMask {
+            key_mask,
+            causal,
+            positions: None,
         }
+    }
+
+    /// Causal self-attention over packed rows with positions `pos (B, T)`, and an optional key
+    /// mask.
+    pub fn packed(positions: &'a [u32], key_mask: Option<&'a [u8]>) -> Self {
+        AttentionMask {
+            key_mask,
+            causal: true,
+            positions: Some(positions),
+        }
+    }
+
+    /// First key query `i` of batch row `b` may attend by the document mask (0 without one).
+    /// `pos[i] <= i` was checked by [`AttentionMask::check`].
+    #[inline]
+    fn key_start(&self, d: &AttentionDims, b: usize, i: usize) -> usize {
+        match self.positions {
+            Some(p) => i - p[b * d.tq + i] as usize,
+            None => 0,
+        }
+    }
+
+    /// Panics (naming `op`) on a mask that does not fit `d`: a wrong length, or positions
+    /// without causal self-attention or past their own index.
+    fn check(&self, op: &str, d: &AttentionDims) {
+        assert!(d.hs > 0, "{op}: head size must be positive");
+        if let Some(m) = self.key_mask {
+            check_len(op, "key_mask", m.len(), d.b * d.tk);
+        }
+        if let Some(p) = self.positions {
+            assert!(
+                self.causal && d.tq == d.tk,
+                "{op}: positions (packed rows) need causal self-attention (Tq = Tk), got \
+                 causal = {}, Tq = {}, Tk = {}",
+                self.causal,
+                d.tq,
+                d.tk
+            );
+            check_len(op, "positions", p.len(), d.b * d.tq);
+            for (r, row) in p.chunks_exact(d.tq.max(1)).enumerate() {
+                if let Some((i, &x)) = row.iter().enumerate().find(|&(i, &x)| x as usize > i) {
+                    panic!("{op}: position {x} of batch row {r} at index {i} is past its index");
+                }
+            }
+        }
+    }
+
+    /// Keys worth computing for the query block `i0..i0 + bq` of batch row `b`: from the first
+    /// key any of its rows may see to one past the last (`lo >= hi`: none).
+    fn block_keys(&self, d: &AttentionDims, b: usize, i0: usize, bq: usize) -> (usize, usize) {
+        let kv = kv_len(self.key_mask, b, d.tk);
+        let hi = d.key_limit(i0 + bq - 1, self.causal).min(kv);
+        let lo = (i0..i0 + bq).fold(usize::MAX, |lo, i| lo.min(self.key_start(d, b, i)));
+        (lo, hi)
+    }
+
+    /// Row `r` of the block `i0..` whose keys start at `lo` and end before `hi`: the columns
+    /// `s..e` of the score block it may attend (before the key mask).
+    #[inline]
+    fn row_window(
+        &self,
+        d: &AttentionDims,
+        b: usize,
+        i: usize,
+        (lo, hi): (usize, usize),
+    ) -> (usize, usize) {
+        let e = d.key_limit(i, self.causal).min(hi).saturating_sub(lo);
+        let s = (self.key_start(d, b, i) - lo).min(e);
+        (s, e)
     }
 }
 
@@ -167,7 +260,21 @@ pub fn attention_forward(
     causal: bool,
     d: AttentionDims,
 ) {
-    forward_with(gemm_strided, out, lse, q, k, v, key_mask, causal, d);
+    let mask = AttentionMask::new(key_mask, causal);
+    forward_with(gemm_strided, out, lse, q, k, v, mask, d);
+}
+
+/// [`attention_forward`] under any [`AttentionMask`], packed rows' document mask included.
+pub fn attention_forward_masked(
+    out: &mut [f32],
+    lse: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: AttentionMask,
+    d: AttentionDims,
+) {
+    forward_with(gemm_strided, out, lse, q, k, v, mask, d);
 }
 
 /// [`attention_forward`] with the two block products (`Q Kᵀ`, `P V`) in bf16 with f32
@@ -183,7 +290,22 @@ pub fn attention_forward_bf16(
     causal: bool,
     d: AttentionDims,
 ) {
-    forward_with(gemm_strided_bf16, out, lse, q, k, v, key_mask, causal, d);
+    let mask = AttentionMask::new(key_mask, causal);
+    forward_with(gemm_strided_bf16, out, lse, q, k, v, mask, d);
+}
+
+/// [`attention_forward_masked`] with the block products in bf16 (see
+/// [`attention_forward_bf16`]).
+pub fn attention_forward_masked_bf16(
+    out: &mut [f32],
+    lse: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: AttentionMask,
+    d: AttentionDims,
+) {
+    forward_with(gemm_strided_bf16, out, lse, q, k, v, mask, d);
 }
 
 /// A block product on strided views with `gemm_strided`'s contract (f32 or bf16 inputs).
@@ -212,13 +334,12 @@ fn forward_with(
     q: &[f32],
     k: &[f32],
     v: &[f32],
-    key_mask: Option<&[u8]>,
-    causal: bool,
+    mask: AttentionMask,
     d: AttentionDims,
 ) {
     const OP: &str = "attention_forward";
     let c = d.c();
-    d.check(OP, key_mask);
+    mask.check(OP, &d);
     check_len(OP, "out", out.len(), d.b * d.tq * c);
     check_len(OP, "lse", lse.len(), d.b * d.nh * d.tq);
     check_len(OP, "q", q.len(), d.b * d.tq * c);
@@ -228,15 +349,14 @@ fn forward_with(
         return;
     }
     let scale = d.scale();
-    let bq_max = block_rows(d.tk, causal).min(d.tq);
+    let bq_max = block_rows(d.tk, mask.causal).min(d.tq);
     let out_ptr = SendPtr(out.as_mut_ptr());
     // lse is laid out (B, NH, Tq): chunk `bh` of Tq rows belongs to task bh = b·NH + h.
     lse.par_chunks_mut(d.tq)
         .enumerate()
         .for_each(|(bh, lse_bh)| {
             let (b, h) = (bh / d.nh, bh % d.nh);
-            let mask_b = key_mask.map(|m| &m[b * d.tk..(b + 1) * d.tk]);
-            let kv = kv_len(key_mask, b, d.tk);
+            let mask_b = mask.key_mask.map(|m| &m[b * d.tk..(b + 1) * d.tk]);
             let q_bh = &q[b * d.tq * c + h * d.hs..];
             let k_bh = &k[b * d.tk * c + h * d.hs..];
             let v_bh = &v[b * d.tk * c + h * d.hs..];
@@ -246,9 +366,10 @@ fn forward_with(
             with_scratch(bq_max * d.tk, |scratch| {
                 for i0 in (0..d.tq).step_by(bq_max) {
                     let bq = bq_max.min(d.tq - i0);
-                    let nk = d.key_limit(i0 + bq - 1, causal).min(kv);
+                    // The block sees keys lo..hi at most: nk of them from key lo on.
+                    let (lo, hi) = mask.block_keys(&d, b, i0, bq);
                     let o_blk = unsafe { o_bh.add(i0 * c) };
-                    if nk == 0 {
+                    if lo >= hi {
                         // Every row of the block is fully masked.
                         for r in 0..bq {
                             // SAFETY: row r of this task's head columns, inside `out`.
@@ -258,19 +379,20 @@ fn forward_with(
                         lse_bh[i0..i0 + bq].fill(f32::NEG_INFINITY);
                         continue;
                     }
+                    let nk = hi - lo;
                     let s = &mut scratch[..bq * nk];
                     // SAFETY (all gemms below): views lie inside q/k/v/out (lengths checked above:
-                    // the last row read is < Tq or < nk <= Tk, the last column < (h+1)·HS <= C),
+                    // the last row read is < Tq or < hi <= Tk, the last column < (h+1)·HS <= C),
                     // and `s` is thread-local so it aliases nothing.
                     unsafe {
-                        // S (bq×nk) = scale · Q_blk (bq×HS) · Kᵀ (HS×nk)
+                        // S (bq×nk) = scale · Q_blk (bq×HS) · K[lo..hi]ᵀ (HS×nk)
                         gemm_strided(
                             s.as_mut_ptr(),
                             nk as isize,
                             q_bh[i0 * c..].as_ptr(),
                             c as isize,
                             1,
-                            k_bh.as_ptr(),
+                            k_bh[lo * c..].as_ptr(),
                             1,
                             c as isize,
                             bq,
@@ -281,17 +403,18 @@ fn forward_with(
                             false,
                         );
                     }
-                    let limits = |r: usize| d.key_limit(i0 + r, causal).min(nk);
-                    softmax_block(s, &mut lse_bh[i0..i0 + bq], nk, limits, mask_b);
+                    let window = |r: usize| mask.row_window(&d, b, i0 + r, (lo, hi));
+                    let mask_blk = mask_b.map(|m| &m[lo..hi]);
+                    softmax_block(s, &mut lse_bh[i0..i0 + bq], nk, window, mask_blk);
                     unsafe {
-                        // O_blk (bq×HS) = P (bq×nk) · V (nk×HS)
+                        // O_blk (bq×HS) = P (bq×nk) · V[lo..hi] (nk×HS)
                         gemm_strided(
                             o_blk,
                             c as isize,
                             s.as_ptr(),
                             nk as isize,
                             1,
-                            v_bh.as_ptr(),
+                            v_bh[lo * c..].as_ptr(),
                             c as isize,
                             1,
                             bq,
@@ -308,18 +431,20 @@ fn forward_with(
 }
 
 /// Row-wise masked softmax of a score block in place, writing each row's log-sum-exp.
-/// Row `r` may attend keys `j < limit(r)` with `mask[j] != 0`; other entries become 0.
+/// Row `r` may attend the columns `j` in `window(r) = (s, e)`, `s <= j < e`, with
+/// `mask[j] != 0`; other entries become 0.
 fn softmax_block(
     s: &mut [f32],
     lse: &mut [f32],
     nk: usize,
-    limit: impl Fn(usize) -> usize,
+    window: impl Fn(usize) -> (usize, usize),
     mask: Option<&[u8]>,
 ) {
     for (r, (row, l)) in s.chunks_exact_mut(nk).zip(lse.iter_mut()).enumerate() {
-        let lim = limit(r);
-        *l = rows::softmax_row(&mut row[..lim], mask.map(|m| &m[..lim]));
-        row[lim..].fill(0.0);
+        let (s0, e) = window(r);
+        *l = rows::softmax_row(&mut row[s0..e], mask.map(|m| &m[s0..e]));
+        row[..s0].fill(0.0);
+        row[e..].fill(0.0);
     }
 }
 
@@ -353,21 +478,27 @@ pub fn attention_backward(
     causal: bool,
     d: AttentionDims,
 ) {
-    backward_with(
-        gemm_strided,
-        dq,
-        dk,
-        dv,
-        dout,
-        out,
-        lse,
-        q,
-        k,
-        v,
-        key_mask,
-        causal,
-        d,
-    );
+    let mask = AttentionMask::new(key_mask, causal);
+    backward_with(gemm_strided, dq, dk, dv, dout, out, lse, q, k, v, mask, d);
+}
+
+/// Backward of [`attention_forward_masked`] (see [`attention_backward`]); `mask` must be the
+/// forward's.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward_masked(
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+    dout: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: AttentionMask,
+    d: AttentionDims,
+) {
+    backward_with(gemm_strided, dq, dk, dv, dout, out, lse, q, k, v, mask, d);
 }
 
 /// [`attention_backward`] with its five block products in bf16 with f32 accumulation (the
@@ -387,6 +518,7 @@ pub fn attention_backward_bf16(
     causal: bool,
     d: AttentionDims,
 ) {
+    let mask = AttentionMask::new(key_mask, causal);
     backward_with(
         gemm_strided_bf16,
         dq,
@@ -398,8 +530,39 @@ pub fn attention_backward_bf16(
         q,
         k,
         v,
-        key_mask,
-        causal,
+        mask,
+        d,
+    );
+}
+
+/// Backward of [`attention_forward_masked_bf16`] (see [`attention_backward_bf16`]); `mask`
+/// must be the forward's.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward_masked_bf16(
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+    dout: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: AttentionMask,
+    d: AttentionDims,
+) {
+    backward_with(
+        gemm_strided_bf16,
+        dq,
+        dk,
+        dv,
+        dout,
+        out,
+        lse,
+        q,
+        k,
+        v,
+        mask,
         d,
     );
 }
@@ -416,13 +579,12 @@ fn backward_with(
     q: &[f32],
     k: &[f32],
     v: &[f32],
-    key_mask: Option<&[u8]>,
-    causal: bool,
+    mask: AttentionMask,
     d: AttentionDims,
 ) {
     const OP: &str = "attention_backward";
     let c = d.c();
-    d.check(OP, key_mask);
+    mask.check(OP, &d);
     for (name, len) in [
         ("dq", dq.len()),
         ("dout", dout.len()),
@@ -445,7 +607,7 @@ fn backward_with(
     }
     let scale = d.scale();
     // Two blocks (P and dS) of at most ⌈Tq/2⌉ rows: together no more than one Tq×Tk block.
-    let bq_max = block_rows(d.tk, causal).min(d.tq.div_ceil(2));
+    let bq_max = block_rows(d.tk, mask.causal).min(d.tq.div_ceil(2));
     let (dq_ptr, dk_ptr, dv_ptr) = (
         SendPtr(dq.as_mut_ptr()),
         SendPtr(dk.as_mut_ptr()),
@@ -453,8 +615,7 @@ fn backward_with(
     );
     (0..d.b * d.nh).into_par_iter().for_each(|bh| {
         let (b, h) = (bh / d.nh, bh % d.nh);
-        let mask_b = key_mask.map(|m| &m[b * d.tk..(b + 1) * d.tk]);
-        let kv = kv_len(key_mask, b, d.tk);
+        let mask_b = mask.key_mask.map(|m| &m[b * d.tk..(b + 1) * d.tk]);
         let (qo, ko) = (b * d.tq * c + h * d.hs, b * d.tk * c + h * d.hs);
         let (q_bh, k_bh, v_bh) = (&q[qo..], &k[ko..], &v[ko..]);
         let (do_bh, o_bh) = (&dout[qo..], &out[qo..]);
@@ -473,24 +634,29 @@ fn backward_with(
             let (ds_buf, dd) = rest.split_at_mut(bq_max * d.tk);
             for i0 in (0..d.tq).step_by(bq_max) {
                 let bq = bq_max.min(d.tq - i0);
-                let nk = d.key_limit(i0 + bq - 1, causal).min(kv);
-                if nk == 0 {
+                // The block sees keys lo..hi at most: nk of them from key lo on.
+                let (lo, hi) = mask.block_keys(&d, b, i0, bq);
+                if lo >= hi {
                     continue;
                 }
+                let nk = hi - lo;
+                let (k_blk, v_blk) = (&k_bh[lo * c..], &v_bh[lo * c..]);
+                // SAFETY: rows lo..hi of this task's columns of dk and dv (hi <= Tk).
+                let (dk_blk, dv_blk) = unsafe { (dk_bh.add(lo * c), dv_bh.add(lo * c)) };
                 let (p, ds) = (&mut p_buf[..bq * nk], &mut ds_buf[..bq * nk]);
                 let (q_blk, do_blk) = (&q_bh[i0 * c..], &do_bh[i0 * c..]);
                 // SAFETY (all gemms below): views lie inside their buffers (lengths checked
-                // above, rows < Tq or < nk <= Tk, columns < (h+1)·HS <= C); `p` and `ds` are
+                // above, rows < Tq or < hi <= Tk, columns < (h+1)·HS <= C); `p` and `ds` are
                 // thread-local; the dq/dk/dv regions are this task's own (see above).
                 unsafe {
-                    // S (bq×nk) = scale · Q_blk Kᵀ, then P = exp(S - lse) in place.
+                    // S (bq×nk) = scale · Q_blk K[lo..hi]ᵀ, then P = exp(S - lse) in place.
                     gemm_strided(
                         p.as_mut_ptr(),
                         nk as isize,
                         q_blk.as_ptr(),
                         c as isize,
                         1,
-                        k_bh.as_ptr(),
+                        k_blk.as_ptr(),
                         1,
                         c as isize,
                         bq,
@@ -501,17 +667,20 @@ fn backward_with(
                         false,
                     );
                 }
+                let mask_blk = mask_b.map(|m| &m[lo..hi]);
                 for r in 0..bq {
-                    let lim = d.key_limit(i0 + r, causal).min(nk);
+                    let (s0, e) = mask.row_window(&d, b, i0 + r, (lo, hi));
                     let row = &mut p[r * nk..(r + 1) * nk];
-                    rows::probs_row(&mut row[..lim], lse_bh[i0 + r], mask_b.map(|m| &m[..lim]));
-                    row[lim..].fill(0.0);
+                    let m = mask_blk.map(|m| &m[s0..e]);
+                    rows::probs_row(&mut row[s0..e], lse_bh[i0 + r], m);
+                    row[..s0].fill(0.0);
+                    row[e..].fill(0.0);
                     dd[r] = dot(&do_blk[r * c..r * c + d.hs], &o_bh[(i0 + r) * c..][..d.hs]);
                 }
                 unsafe {
-                    // dV (nk×HS) += Pᵀ (nk×bq) · dO_blk (bq×HS)
+                    // dV[lo..hi] (nk×HS) += Pᵀ (nk×bq) · dO_blk (bq×HS)
                     gemm_strided(
-                        dv_bh,
+                        dv_blk,
                         c as isize,
                         p.as_ptr(),
                         1,
@@ -526,14 +695,14 @@ fn backward_with(
                         1.0,
                         false,
                     );
-                    // dP (bq×nk) = dO_blk (bq×HS) · Vᵀ (HS×nk)
+                    // dP (bq×nk) = dO_blk (bq×HS) · V[lo..hi]ᵀ (HS×nk)
                     gemm_strided(
                         ds.as_mut_ptr(),
                         nk as isize,
                         do_blk.as_ptr(),
                         c as isize,
                         1,
-                        v_bh.as_ptr(),
+                        v_blk.as_ptr(),
                         1,
                         c as isize,
                         bq,
@@ -546,14 +715,14 @@ fn backward_with(
                 }
                 rows::softmax_grad_block(ds, p, &dd[..bq], nk);
                 unsafe {
-                    // dQ_blk (bq×HS) += scale · dS (bq×nk) · K (nk×HS)
+                    // dQ_blk (bq×HS) += scale · dS (bq×nk) · K[lo..hi] (nk×HS)
                     gemm_strided(
                         dq_bh.add(i0 * c),
                         c as isize,
                         ds.as_ptr(),
                         nk as isize,
                         1,
-                        k_bh.as_ptr(),
+                        k_blk.as_ptr(),
                         c as isize,
                         1,
                         bq,
@@ -563,9 +732,9 @@ fn backward_with(
                         scale,
                         false,
                     );
-                    // dK (nk×HS) += scale · dSᵀ (nk×bq) · Q_blk (bq×HS)
+                    // dK[lo..hi] (nk×HS) += scale · dSᵀ (nk×bq) · Q_blk (bq×HS)
                     gemm_strided(
-                        dk_bh,
+                        dk_blk,
                         c as isize,
                         ds.as_ptr(),
                         1,
@@ -656,16 +825,15 @@ pub(crate) mod rows {
 // Naive twins (test oracles)
 // ---------------------------------------------------------------------------------------------
 
-/// Whether query `i` may attend key `j` of batch `b`.
-fn allowed(
-    d: &AttentionDims,
-    key_mask: Option<&[u8]>,
-    causal: bool,
-    b: usize,
-    i: usize,
-    j: usize,
-) -> bool {
-    j < d.key_limit(i, causal) && key_mask.is_none_or(|m| m[b * d.tk + j] != 0)
+/// Whether query `i` may attend key `j` of batch `b`, written out from the rules of the module
+/// docs (not through the fast kernel's windows).
+fn allowed(d: &AttentionDims, mask: &AttentionMask, b: usize, i: usize, j: usize) -> bool {
+    let after_start = mask
+        .positions
+        .is_none_or(|p| j + p[b * d.tq + i] as usize >= i);
+    j < d.key_limit(i, mask.causal)
+        && after_start
+        && mask.key_mask.is_none_or(|m| m[b * d.tk + j] != 0)
 }
 
 /// Full probability matrix of head (b, h) in f64, rows of fully masked queries all zero, and
@@ -673,8 +841,7 @@ fn allowed(
 fn naive_probs(
     q: &[f32],
     k: &[f32],
-    key_mask: Option<&[u8]>,
-    causal: bool,
+    mask: &AttentionMask,
     d: &AttentionDims,
     b: usize,
     h: usize,
@@ -687,7 +854,7 @@ fn naive_probs(
         let row = &mut p[i * tk..(i + 1) * tk];
         let mut mx = f64::NEG_INFINITY;
         for (j, s) in row.iter_mut().enumerate() {
-            if allowed(d, key_mask, causal, b, i, j) {
+            if allowed(d, mask, b, i, j) {
                 let qi = &q[(b * tq + i) * c + h * hs..][..hs];
                 let kj = &k[(b * tk + j) * c + h * hs..][..hs];
                 *s = scale
@@ -718,16 +885,16 @@ fn naive_forward_f64(
     q: &[f32],
     k: &[f32],
     v: &[f32],
-    key_mask: Option<&[u8]>,
-    causal: bool,
+    mask: &AttentionMask,
     d: AttentionDims,
 ) -> (Vec<f64>, Vec<f64>) {
+    mask.check("attention_forward_naive", &d);
     let (c, tq, tk, hs) = (d.c(), d.tq, d.tk, d.hs);
     let mut out = vec![0.0f64; d.b * tq * c];
     let mut lse = vec![0.0f64; d.b * d.nh * tq];
     for b in 0..d.b {
         for h in 0..d.nh {
-            let (p, l) = naive_probs(q, k, key_mask, causal, &d, b, h);
+            let (p, l) = naive_probs(q, k, mask, &d, b, h);
             lse[(b * d.nh + h) * tq..][..tq].copy_from_slice(&l);
             for i in 0..tq {
                 for e in 0..hs {
@@ -753,7 +920,21 @@ pub fn attention_forward_naive(
     causal: bool,
     d: AttentionDims,
 ) {
-    let (o, l) = naive_forward_f64(q, k, v, key_mask, causal, d);
+    let mask = AttentionMask::new(key_mask, causal);
+    attention_forward_naive_masked(out, lse, q, k, v, mask, d);
+}
+
+/// Oracle for [`attention_forward_masked`] (see [`attention_forward_naive`]).
+pub fn attention_forward_naive_masked(
+    out: &mut [f32],
+    lse: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: AttentionMask,
+    d: AttentionDims,
+) {
+    let (o, l) = naive_forward_f64(q, k, v, &mask, d);
     for (dst, src) in out.iter_mut().zip(o) {
         *dst = src as f32;
     }
@@ -779,6 +960,26 @@ pub fn attention_backward_naive(
     causal: bool,
     d: AttentionDims,
 ) {
+    let mask = AttentionMask::new(key_mask, causal);
+    attention_backward_naive_masked(dq, dk, dv, dout, _out, _lse, q, k, v, mask, d);
+}
+
+/// Oracle for [`attention_backward_masked`] (see [`attention_backward_naive`]).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward_naive_masked(
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+    dout: &[f32],
+    _out: &[f32],
+    _lse: &[f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: AttentionMask,
+    d: AttentionDims,
+) {
+    mask.check("attention_backward_naive", &d);
     let (c, tq, tk, hs) = (d.c(), d.tq, d.tk, d.hs);
     let scale = 1.0 / (hs as f64).sqrt();
     let qi = |b: usize, i: usize, h: usize, e: usize| (b * tq + i) * c + h * hs + e;
@@ -788,7 +989,7 @@ pub fn attention_backward_naive(
     let mut dv64 = vec![0.0f64; dv.len()];
     for b in 0..d.b {
         for h in 0..d.nh {
-            let (p, _) = naive_probs(q, k, key_mask, causal, &d, b, h);
+            let (p, _) = naive_probs(q, k, &mask, &d, b, h);
             for i in 0..tq {
                 // dP_ij = dO_i · V_j; dS_ij = P_ij (dP_ij - Σ_l P_il dP_il)
                 let dp: Vec<f64> = (0..tk)
@@ -833,11 +1034,23 @@ mod tests {
         }
     }
 
-    /// A case: dims, causal, and a key mask (None, or one row of bytes per batch).
+    /// A case: dims, causal, a key mask (None, or one row of bytes per batch) and packed rows'
+    /// positions (None, or `(B, T)`).
     struct Case {
         d: AttentionDims,
         causal: bool,
         mask: Option<Vec<u8>>,
+        positions: Option<Vec<u32>>,
+    }
+
+    impl Case {
+        fn mask(&self) -> AttentionMask<'_> {
+            AttentionMask {
+                key_mask: self.mask.as_deref(),
+                causal: self.causal,
+                positions: self.positions.as_deref(),
+            }
+        }
     }
 
     fn dims(b: usize, tq: usize, tk: usize, nh: usize, hs: usize) -> AttentionDims {
@@ -855,6 +1068,23 @@ mod tests {
             }
         }
         m
+    }
+
+    /// Packed rows: each row of `t` tokens split into examples at random (a new one starts
+    /// with probability `p_new` at each token), positions restarting at 0 for each.
+    fn packing(b: usize, t: usize, p_new: f64, rng: &mut Rng) -> Vec<u32> {
+        let mut pos = Vec::with_capacity(b * t);
+        for _ in 0..b {
+            let mut x = 0u32;
+            for i in 0..t {
+                if i > 0 && rng.uniform_f64() < p_new {
+                    x = 0;
+                }
+                pos.push(x);
+                x += 1;
+            }
+        }
+        pos
     }
 
     fn cases(rng: &mut Rng) -> Vec<Case> {
@@ -881,8 +1111,25 @@ mod tests {
                 d: dims(b, tq, tk, nh, hs),
                 causal,
                 mask: pad.then(|| padding(b, tk, rng)),
+                positions: None,
             })
             .collect();
+        // Packed rows (document mask): (B, T, NH, HS, padded keys, chance of a new example).
+        for (b, t, nh, hs, pad, p_new) in [
+            (2, 7, 3, 5, false, 0.3),
+            (2, 7, 3, 5, true, 0.3),
+            (2, 37, 2, 7, false, 0.15),
+            (1, 150, 1, 4, false, 0.05), // several query blocks, later ones skip keys
+            (2, 70, 2, 5, true, 0.1),    // padding too: some rows see no key at all
+            (1, 9, 2, 3, false, 0.5),    // examples of one token
+        ] {
+            v.push(Case {
+                d: dims(b, t, t, nh, hs),
+                causal: true,
+                mask: pad.then(|| padding(b, t, rng)),
+                positions: Some(packing(b, t, p_new, rng)),
+            });
+        }
         // Left padding under a causal mask: the first rows of batch 1 see no key.
         let mut left = vec![1u8; 2 * 7];
         left[7..10].fill(0);
@@ -890,6 +1137,7 @@ mod tests {
             d: dims(2, 7, 7, 2, 3),
             causal: true,
             mask: Some(left),
+            positions: None,
         });
         // A batch with no key at all: every row of it fully masked.
         let mut none = padding(2, 6, rng);
@@ -898,16 +1146,16 @@ mod tests {
             d: dims(2, 4, 6, 2, 3),
             causal: false,
             mask: Some(none),
+            positions: None,
         });
         v
     }
 
-    type Forward =
-        fn(&mut [f32], &mut [f32], &[f32], &[f32], &[f32], Option<&[u8]>, bool, AttentionDims);
+    type Forward = fn(&mut [f32], &mut [f32], &[f32], &[f32], &[f32], AttentionMask, AttentionDims);
     #[rustfmt::skip]
     type Backward = fn(
         &mut [f32], &mut [f32], &mut [f32], &[f32], &[f32], &[f32], &[f32], &[f32], &[f32],
-        Option<&[u8]>, bool, AttentionDims,
+        AttentionMask, AttentionDims,
     );
 
     struct Run {
@@ -933,54 +1181,51 @@ mod tests {
         Fast,
         Naive,
         Bf16,
+        /// The plain entry points (`key_mask`, `causal`), for cases without positions.
+        Plain,
+        /// [`Kernel::Plain`] in bf16.
+        PlainBf16,
     }
 
     fn run(case: &Case, q: &[f32], k: &[f32], v: &[f32], dout: &[f32], kernel: Kernel) -> Run {
         let d = case.d;
         let c = d.c();
-        let mask = case.mask.as_deref();
+        let mask = case.mask();
         let mut out = vec![f32::NAN; d.b * d.tq * c];
         let mut lse = vec![f32::NAN; d.b * d.nh * d.tq];
         // Backward accumulates: start from ones and subtract them afterwards.
         let mut dq = vec![1.0; q.len()];
         let mut dk = vec![1.0; k.len()];
         let mut dv = vec![1.0; v.len()];
-        if kernel == Kernel::Naive {
-            attention_forward_naive(&mut out, &mut lse, q, k, v, mask, case.causal, d);
-            attention_backward_naive(
-                &mut dq,
-                &mut dk,
-                &mut dv,
-                dout,
-                &out,
-                &lse,
-                q,
-                k,
-                v,
-                mask,
-                case.causal,
-                d,
+        if matches!(kernel, Kernel::Plain | Kernel::PlainBf16) {
+            assert!(
+                case.positions.is_none(),
+                "the plain kernels take no positions"
             );
-        } else {
-            let (forward, backward): (Forward, Backward) = if kernel == Kernel::Bf16 {
-                (attention_forward_bf16, attention_backward_bf16)
+            let (km, causal) = (case.mask.as_deref(), case.causal);
+            let (dq, dk, dv) = (&mut dq, &mut dk, &mut dv);
+            if kernel == Kernel::Plain {
+                attention_forward(&mut out, &mut lse, q, k, v, km, causal, d);
+                attention_backward(dq, dk, dv, dout, &out, &lse, q, k, v, km, causal, d);
             } else {
-                (attention_forward, attention_backward)
+                attention_forward_bf16(&mut out, &mut lse, q, k, v, km, causal, d);
+                attention_backward_bf16(dq, dk, dv, dout, &out, &lse, q, k, v, km, causal, d);
+            }
+        } else {
+            let (forward, backward): (Forward, Backward) = match kernel {
+                Kernel::Naive => (
+                    attention_forward_naive_masked,
+                    attention_backward_naive_masked,
+                ),
+                Kernel::Bf16 => (
+                    attention_forward_masked_bf16,
+                    attention_backward_masked_bf16,
+                ),
+                _ => (attention_forward_masked, attention_backward_masked),
             };
-            forward(&mut out, &mut lse, q, k, v, mask, case.causal, d);
+            forward(&mut out, &mut lse, q, k, v, mask, d);
             backward(
-                &mut dq,
-                &mut dk,
-                &mut dv,
-                dout,
-                &out,
-                &lse,
-                q,
-                k,
-                v,
-                mask,
-                case.causal,
-                d,
+                &mut dq, &mut dk, &mut dv, dout, &out, &lse, q, k, v, mask, d,
             );
         }
         for g in dq.iter_mut().chain(dk.iter_mut()).chain(dv.iter_mut()) {
@@ -1002,7 +1247,13 @@ mod tests {
             let (q, k, v, dout) = inputs(case.d, &mut rng);
             let fast = run(case, &q, &k, &v, &dout, Kernel::Fast);
             let slow = run(case, &q, &k, &v, &dout, Kernel::Naive);
-            let tag = |s: &str| format!("case {ci} {:?} causal {}: {s}", case.d, case.causal);
+            let tag = |s: &str| {
+                let packed = case.positions.is_some();
+                format!(
+                    "case {ci} {:?} causal {} packed {packed}: {s}",
+                    case.d, case.causal
+                )
+            };
             close(&tag("out"), &fast.out, &slow.out, 2e-5);
             for (i, (a, b)) in fast.lse.iter().zip(&slow.lse).enumerate() {
                 let ok = (a == b) || (a - b).abs() <= 2e-5 * (1.0 + b.abs());
@@ -1017,6 +1268,12 @@ mod tests {
     /// The bf16 products round Q, K, V, dO, P and dS to bf16 (relative error 2^-9 each) and
     /// accumulate in f32: every output stays within 1% (in norm) of the f64 oracle, and differs
     /// from the f32 kernel (so the bf16 path really ran). Fully masked rows stay zero.
+    ///
+    /// Except `dq` and `dk` of packed rows of very short examples (under 4 tokens on average):
+    /// a query that sees one key has `dS = P (dP - D) = 0` exactly, but `dP` multiplies the
+    /// bf16-rounded `dO` and `D` the f32 one, so bf16 leaves noise of the rounding's size there
+    /// (the plain kernel's first causal query too); when most queries see one or two keys, that
+    /// noise is most of the tensor's norm (measured: 6% and 10% for examples of 2 tokens).
     #[test]
     fn bf16_products_stay_within_bf16_rounding_of_the_oracle() {
         let mut rng = Rng::new(13);
@@ -1030,7 +1287,18 @@ mod tests {
             let half = run(case, &q, &k, &v, &dout, Kernel::Bf16);
             let fast = run(case, &q, &k, &v, &dout, Kernel::Fast);
             let slow = run(case, &q, &k, &v, &dout, Kernel::Naive);
-            let tag = |s: &str| format!("case {ci} {:?} causal {}: {s}", case.d, case.causal);
+            let tag = |s: &str| {
+                let packed = case.positions.is_some();
+                format!(
+                    "case {ci} {:?} causal {} packed {packed}: {s}",
+                    case.d, case.causal
+                )
+            };
+            let starts = |p: &Vec<u32>| p.iter().filter(|&&x| x == 0).count();
+            let short = case
+                .positions
+                .as_ref()
+                .is_some_and(|p| p.len() < 4 * starts(p));
             for (name, a, f, b) in [
                 ("out", &half.out, &fast.out, &slow.out),
                 ("lse", &half.lse, &fast.lse, &slow.lse),
@@ -1046,7 +1314,9 @@ mod tests {
                 };
                 let (a, f, b) = (finite(a), finite(f), finite(b));
                 let e = rel(&a, &b);
-                assert!(e < 1e-2, "{}: relative error {e}", tag(name));
+                if !(short && (name == "dq" || name == "dk")) {
+                    assert!(e < 1e-2, "{}: relative error {e}", tag(name));
+                }
                 if norm(&b) > 0.0 && name != "lse" {
                     assert!(a != f, "{}: bf16 result equals f32", tag(name));
                 }
@@ -1083,6 +1353,7 @@ mod tests {
             d,
             causal: true,
             mask: Some(mask),
+            positions: None,
         };
         let (q, k, v, dout) = inputs(d, &mut rng);
         let r = run(&case, &q, &k, &v, &dout, Kernel::Fast);
@@ -1120,10 +1391,10 @@ mod tests {
             let d = case.d;
             let (q, k, v, dout) = inputs(d, &mut rng);
             let r = run(case, &q, &k, &v, &dout, Kernel::Fast);
-            let mask = case.mask.as_deref();
+            let mask = case.mask();
             // L = Σ dout ⊙ out in f64 through the naive forward.
             let loss = |q: &[f32], k: &[f32], v: &[f32]| -> f64 {
-                let (o, _) = naive_forward_f64(q, k, v, mask, case.causal, d);
+                let (o, _) = naive_forward_f64(q, k, v, &mask, d);
                 o.iter().zip(&dout).map(|(a, g)| a * *g as f64).sum()
             };
             let h = 1e-2f32;
@@ -1140,12 +1411,122 @@ mod tests {
                     let g = grad[idx] as f64;
                     assert!(
                         (fd - g).abs() < 2e-3 * (1.0 + fd.abs()),
-                        "case {ci} {d:?} causal {}: d{name}[{idx}] analytic {g} vs fd {fd}",
-                        case.causal
+                        "case {ci} {d:?} causal {} packed {}: d{name}[{idx}] analytic {g} vs fd {fd}",
+                        case.causal,
+                        case.positions.is_some()
                     );
                 }
             }
         }
+    }
+
+    /// Positions `0..T` in every row (one example per row) take the packed path through the
+    /// same blocks as the plain causal kernel: the results are equal bit for bit, in f32 and
+    /// in bf16, with and without padding.
+    #[test]
+    fn packed_path_with_one_example_per_row_is_the_causal_kernel_bit_for_bit() {
+        // Hold the SIMD ladder: the bf16 products' last bits depend on the rung.
+        let _steady = crate::kernels::simd::steady();
+        let mut rng = Rng::new(15);
+        for (b, t, nh, hs, pad) in [
+            (2, 7, 3, 5, false),
+            (1, 150, 2, 4, false),
+            (2, 70, 2, 5, true),
+        ] {
+            let d = dims(b, t, t, nh, hs);
+            let mask = pad.then(|| padding(b, t, &mut rng));
+            let (q, k, v, dout) = inputs(d, &mut rng);
+            let packed = Case {
+                d,
+                causal: true,
+                mask: mask.clone(),
+                positions: Some((0..b).flat_map(|_| 0..t as u32).collect()),
+            };
+            let plain = Case {
+                d,
+                causal: true,
+                mask,
+                positions: None,
+            };
+            for (a, z) in [
+                (Kernel::Fast, Kernel::Plain),
+                (Kernel::Bf16, Kernel::PlainBf16),
+            ] {
+                let got = run(&packed, &q, &k, &v, &dout, a);
+                let want = run(&plain, &q, &k, &v, &dout, z);
+                for (name, x, y) in [
+                    ("out", &got.out, &want.out),
+                    ("lse", &got.lse, &want.lse),
+                    ("dq", &got.dq, &want.dq),
+                    ("dk", &got.dk, &want.dk),
+                    ("dv", &got.dv, &want.dv),
+                ] {
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert!(bits(x) == bits(y), "{d:?} pad {pad}: {name} differs");
+                }
+            }
+        }
+    }
+
+    /// The document mask isolates the examples of a packed row: each example's outputs and
+    /// gradients equal those of the example run alone (plain causal kernel on its own rows).
+    #[test]
+    fn packed_examples_match_each_example_alone() {
+        let mut rng = Rng::new(16);
+        let (nh, hs) = (2, 5);
+        let lens = [5usize, 9, 4, 1];
+        let t: usize = lens.iter().sum();
+        let d = dims(1, t, t, nh, hs);
+        let c = d.c();
+        let (q, k, v, dout) = inputs(d, &mut rng);
+        let positions: Vec<u32> = lens.iter().flat_map(|&n| 0..n as u32).collect();
+        let case = Case {
+            d,
+            causal: true,
+            mask: None,
+            positions: Some(positions),
+        };
+        let packed = run(&case, &q, &k, &v, &dout, Kernel::Fast);
+        let mut s = 0;
+        for &n in &lens {
+            let rows = s * c..(s + n) * c;
+            let one = Case {
+                d: dims(1, n, n, nh, hs),
+                causal: true,
+                mask: None,
+                positions: None,
+            };
+            let sub = |x: &[f32]| x[rows.clone()].to_vec();
+            let alone = run(
+                &one,
+                &sub(&q),
+                &sub(&k),
+                &sub(&v),
+                &sub(&dout),
+                Kernel::Plain,
+            );
+            let tag = |name: &str| format!("example of {n} at {s}: {name}");
+            close(&tag("out"), &packed.out[rows.clone()], &alone.out, 1e-6);
+            close(&tag("dq"), &packed.dq[rows.clone()], &alone.dq, 1e-6);
+            close(&tag("dk"), &packed.dk[rows.clone()], &alone.dk, 1e-6);
+            close(&tag("dv"), &packed.dv[rows.clone()], &alone.dv, 1e-6);
+            for h in 0..nh {
+                let l = &packed.lse[h * t + s..h * t + s + n];
+                close(&tag("lse"), l, &alone.lse[h * n..(h + 1) * n], 1e-6);
+            }
+            s += n;
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "past its index")]
+    fn a_position_past_its_index_panics() {
+        let d = dims(1, 4, 4, 1, 2);
+        let x = vec![0.0; 8];
+        let (mut out, mut lse) = (vec![0.0; 8], vec![0.0; 4]);
+        let pos = [0, 1, 3, 0];
+        let mask = AttentionMask::packed(&pos, None);
+        attention_forward_masked(&mut out, &mut lse, &x, &x, &x, mask, d);
     }
 
     /// Times forward+backward at GPT-2-small attention shapes; run with

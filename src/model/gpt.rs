@@ -8,6 +8,12 @@
 //! module registered after the trunk ([`Gpt::uninit_with`]), reading the trunk's hidden states
 //! ([`Gpt::forward_hidden`]) and sending their gradient back ([`Gpt::backward_hidden`]).
 //!
+//! Packed rows (supervised fine-tuning's "packing", TRL's `padding_free`): several examples
+//! share one row of the batch, given their positions ([`Gpt::forward_hidden_packed`]). Positions
+//! restart at 0 for each example and self-attention stays inside each example (the document
+//! mask of [`crate::kernels::attention`]), so each token's hidden state, loss and gradient are
+//! those of its example run alone: the same training without the padding.
+//!
 //! Shapes: `ids (B, T)`, residual stream `(B, T, C)`, logits `(B, T, V)`.
 //! Parameter names are GPT-2's Hugging Face names without the `transformer.` prefix:
 //! `wte.weight (V, C)`, `wpe.weight (n_ctx, C)`, `h.{i}.…`, `ln_f.{weight,bias}`.
@@ -97,6 +103,8 @@ pub struct Gpt {
     pub modules: GptModules,
     b: usize,
     t: usize,
+    /// Positions `(B, T)` of the last forward's packed rows; empty when it ran `0..T` per row.
+    positions: Vec<u32>,
     /// Logits `(B, T, V)` of the last [`Gpt::forward`]; after [`Gpt::forward_backward`] it holds
     /// their gradient instead (the fused loss overwrites them in place).
     pub logits: Vec<f32>,
@@ -138,6 +146,7 @@ impl Gpt {
                 modules,
                 b: 0,
                 t: 0,
+                positions: Vec::new(),
                 logits: Vec::new(),
                 losses: Vec::new(),
                 dh: Vec::new(),
@@ -227,9 +236,48 @@ impl Gpt {
         Ok(())
     }
 
+    /// Checks that `positions` describe packed rows of `(B, T)`: each row starts an example at
+    /// position 0, and each next position is the previous one plus 1 (same example) or 0 (the
+    /// next example).
+    fn check_positions(positions: &[u32], b: usize, t: usize) -> Result<()> {
+        if positions.len() != b * t {
+            return Err(Error::shape(
+                "Gpt::forward_hidden_packed",
+                format!("positions of length {}", positions.len()),
+                format!("(B, T) = ({b}, {t})"),
+            ));
+        }
+        for (r, row) in positions.chunks_exact(t).enumerate() {
+            if row[0] != 0 {
+                return Err(Error::field(
+                    "positions",
+                    format!(
+                        "row {r} starts at position {}; a packed row starts an example, at 0",
+                        row[0]
+                    ),
+                ));
+            }
+            for (i, w) in row.windows(2).enumerate() {
+                let (prev, x) = (w[0], w[1]);
+                if x != 0 && x != prev.wrapping_add(1) {
+                    return Err(Error::field(
+                        "positions",
+                        format!(
+                            "row {r}, column {}: position {x} after {prev}; each position must \
+                             be the previous one plus 1 (same example) or 0 (a new example)",
+                            i + 1
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Runs the trunk (embedding and blocks, final LayerNorm included) on `ids (B, T)`; the
     /// hidden states `(B, T, C)` are in [`Gpt::hidden`]. In training mode dropout is active and
-    /// activations are kept for [`Gpt::backward_hidden`].
+    /// activations are kept for [`Gpt::backward_hidden`]. The same as
+    /// [`Gpt::forward_hidden_packed`] with `positions = None`.
     pub fn forward_hidden(
         &mut self,
         ids: &[u32],
@@ -238,18 +286,45 @@ impl Gpt {
         train: bool,
         rng: &mut Rng,
     ) -> Result<()> {
+        self.forward_hidden_packed(ids, None, b, t, train, rng)
+    }
+
+    /// [`Gpt::forward_hidden`] over packed rows: `positions (B, T)` gives each token's position
+    /// inside its own example (0 at the example's first token), which selects its position
+    /// embedding, and each token attends only to the earlier tokens of its own example. `None`
+    /// is one example per row (`0..T`). [`Gpt::backward_hidden`] uses the same positions.
+    ///
+    /// Errors: the checks of [`Gpt::forward_hidden`], positions of a length other than `B·T`,
+    /// or positions that are not a packing (a row not starting at 0, a step other than +1 or a
+    /// restart at 0). Trailing padding can be packed as one more example (its targets ignored).
+    pub fn forward_hidden_packed(
+        &mut self,
+        ids: &[u32],
+        positions: Option<&[u32]>,
+        b: usize,
+        t: usize,
+        train: bool,
+        rng: &mut Rng,
+    ) -> Result<()> {
         self.check_inputs(ids, b, t)?;
+        if let Some(pos) = positions {
+            Self::check_positions(pos, b, t)?;
+        }
         self.ensure_shadow();
         self.b = b;
         self.t = t;
+        self.positions.clear();
+        self.positions
+            .extend_from_slice(positions.unwrap_or_default());
         let p = Self::weights(&self.params.data, &self.shadow, self.precision);
         let m = &mut self.modules;
-        m.embed.forward(p, ids, b, t, train, rng);
+        m.embed.forward(p, ids, positions, b, t, train, rng)?;
         let inp = StackInput {
             x: &m.embed.out,
             b,
             t,
             key_mask: None,
+            positions,
             memory: None,
         };
         m.stack.forward(p, &inp, train, rng);
@@ -261,8 +336,9 @@ impl Gpt {
         self.modules.stack.output()
     }
 
-    /// Backward of the last [`Gpt::forward_hidden`] from `dh = ∂L/∂hidden (B, T, C)`:
-    /// accumulates every trunk parameter's gradient into `params.grad`.
+    /// Backward of the last [`Gpt::forward_hidden`] (or [`Gpt::forward_hidden_packed`], with
+    /// its positions) from `dh = ∂L/∂hidden (B, T, C)`: accumulates every trunk parameter's
+    /// gradient into `params.grad`.
     pub fn backward_hidden(&mut self, dh: &[f32]) {
         let n = self.b * self.t * self.config.n_embd;
         let p = Self::weights(&self.params.data, &self.shadow, self.precision);
@@ -275,6 +351,7 @@ impl Gpt {
             b: self.b,
             t: self.t,
             key_mask: None,
+            positions: (!self.positions.is_empty()).then_some(&self.positions[..]),
             memory: None,
         };
         m.stack.backward(p, g, &inp, dh, &mut self.demb, None);

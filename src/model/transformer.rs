@@ -429,12 +429,13 @@ impl EncoderDecoder {
     ) -> Result<()> {
         self.check_ids("EncoderDecoder::encode", src, b, s)?;
         let p = Weights::new(&self.params.data);
-        self.src_embed.forward(p, src, b, s, train, rng);
+        self.src_embed.forward(p, src, None, b, s, train, rng)?;
         let inp = StackInput {
             x: &self.src_embed.out,
             b,
             t: s,
             key_mask: Some(src_mask),
+            positions: None,
             memory: None,
         };
         self.encoder.forward(p, &inp, train, rng);
@@ -471,12 +472,13 @@ impl EncoderDecoder {
             ));
         }
         let p = Weights::new(&self.params.data);
-        self.tgt_embed.forward(p, tgt, b, t, train, rng);
+        self.tgt_embed.forward(p, tgt, None, b, t, train, rng)?;
         let inp = StackInput {
             x: &self.tgt_embed.out,
             b,
             t,
             key_mask: tgt_mask,
+            positions: None,
             memory: Some(Memory {
                 data: memory,
                 t: s,
@@ -641,6 +643,7 @@ impl EncoderDecoder {
             b,
             t,
             key_mask: Some(&batch.tgt_mask),
+            positions: None,
             memory: Some(Memory {
                 data: self.encoder.output(),
                 t: s,
@@ -664,6 +667,7 @@ impl EncoderDecoder {
             b,
             t: s,
             key_mask: Some(&batch.src_mask),
+            positions: None,
             memory: None,
         };
         self.encoder

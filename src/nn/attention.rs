@@ -22,8 +22,8 @@ use super::linear::Linear;
 use super::params::ParamLayout;
 use crate::error::Result;
 use crate::kernels::attention::{
-    attention_backward, attention_backward_bf16, attention_forward, attention_forward_bf16,
-    AttentionDims,
+    attention_backward_masked, attention_backward_masked_bf16, attention_forward_masked,
+    attention_forward_masked_bf16, AttentionDims, AttentionMask,
 };
 use crate::kernels::matmul::WeightLayout;
 use crate::nn::weights::Weights;
@@ -210,7 +210,10 @@ impl MultiHeadAttention {
 
     /// Forward for `x (B, Tq, C)`. Cross-attention reads keys and values from
     /// `memory (B, Tk, C)`; self-attention ignores `memory` (Tk = Tq). `key_mask (B, Tk)` marks
-    /// keys to attend (1) or skip (0). The result is in `self.out`.
+    /// keys to attend (1) or skip (0). `positions (B, Tq)` packs several examples per row
+    /// (causal self-attention only): each token's position inside its own example, 0 at its
+    /// first token, and a query attends only the keys of its own example (the document mask of
+    /// [`crate::kernels::attention`]). The result is in `self.out`.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &mut self,
@@ -218,6 +221,7 @@ impl MultiHeadAttention {
         x: &[f32],
         memory: Option<(&[f32], usize)>,
         key_mask: Option<&[u8]>,
+        positions: Option<&[u32]>,
         b: usize,
         tq: usize,
         train: bool,
@@ -267,9 +271,14 @@ impl MultiHeadAttention {
         resize(&mut self.lse, b * self.nh * tq);
         // Inside a bf16 scope (mixed precision) the score and value products run in bf16 too.
         let attention_forward = if p.is_bf16() {
-            attention_forward_bf16
+            attention_forward_masked_bf16
         } else {
-            attention_forward
+            attention_forward_masked
+        };
+        let mask = AttentionMask {
+            key_mask,
+            causal: self.causal,
+            positions,
         };
         attention_forward(
             &mut self.att,
@@ -277,8 +286,7 @@ impl MultiHeadAttention {
             &self.q,
             &self.k,
             &self.v,
-            key_mask,
-            self.causal,
+            mask,
             self.dims,
         );
         resize(&mut self.out, n * c);
@@ -287,8 +295,8 @@ impl MultiHeadAttention {
     }
 
     /// Backward of the last forward: accumulates parameter gradients into `g`, `dx += ∂L/∂x`
-    /// and, for cross-attention, `dmemory += ∂L/∂memory`. `x`, `memory` and `key_mask` must be
-    /// those of the forward.
+    /// and, for cross-attention, `dmemory += ∂L/∂memory`. `x`, `memory`, `key_mask` and
+    /// `positions` must be those of the forward.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &mut self,
@@ -297,6 +305,7 @@ impl MultiHeadAttention {
         x: &[f32],
         memory: Option<&[f32]>,
         key_mask: Option<&[u8]>,
+        positions: Option<&[u32]>,
         dout: &[f32],
         dx: &mut [f32],
         dmemory: Option<&mut [f32]>,
@@ -327,9 +336,14 @@ impl MultiHeadAttention {
             buf.fill(0.0);
         }
         let attention_backward = if p.is_bf16() {
-            attention_backward_bf16
+            attention_backward_masked_bf16
         } else {
-            attention_backward
+            attention_backward_masked
+        };
+        let mask = AttentionMask {
+            key_mask,
+            causal: self.causal,
+            positions,
         };
         attention_backward(
             &mut self.dq,
@@ -341,8 +355,7 @@ impl MultiHeadAttention {
             &self.q,
             &self.k,
             &self.v,
-            key_mask,
-            self.causal,
+            mask,
             self.dims,
         );
         match &self.proj {

@@ -82,6 +82,9 @@ pub struct BlockInput<'a> {
     pub t: usize,
     /// `(B, T)` self-attention key mask (padding), 1 = attend.
     pub key_mask: Option<&'a [u8]>,
+    /// `(B, T)` positions of packed rows (causal self-attention only): each token's position
+    /// inside its own example, 0 at its first token; self-attention stays inside each example.
+    pub positions: Option<&'a [u32]>,
     /// Encoder output for cross-attention.
     pub memory: Option<Memory<'a>>,
 }
@@ -187,12 +190,13 @@ impl Block {
         match self.norm {
             NormPlacement::Pre => {
                 self.ln_1.forward(p, x, n);
+                let (km, pos) = (inp.key_mask, inp.positions);
                 self.attn
-                    .forward(p, &self.ln_1.out, None, inp.key_mask, b, t, train, rng);
+                    .forward(p, &self.ln_1.out, None, km, pos, b, t, train, rng);
                 residual_forward(&mut self.r1, x, &self.attn.out);
                 let h = if let Some((ln_c, cross)) = &mut self.cross {
                     ln_c.forward(p, &self.r1, n);
-                    cross.forward(p, &ln_c.out, mem, mem_mask, b, t, train, rng);
+                    cross.forward(p, &ln_c.out, mem, mem_mask, None, b, t, train, rng);
                     residual_forward(&mut self.r2, &self.r1, &cross.out);
                     &self.r2
                 } else {
@@ -208,12 +212,12 @@ impl Block {
                 residual_forward(&mut self.r3, h, &self.mlp.out);
             }
             NormPlacement::Post => {
-                self.attn
-                    .forward(p, x, None, inp.key_mask, b, t, train, rng);
+                let (km, pos) = (inp.key_mask, inp.positions);
+                self.attn.forward(p, x, None, km, pos, b, t, train, rng);
                 residual_forward(&mut self.r1, x, &self.attn.out);
                 self.ln_1.forward(p, &self.r1, n);
                 if let Some((ln_c, cross)) = &mut self.cross {
-                    cross.forward(p, &self.ln_1.out, mem, mem_mask, b, t, train, rng);
+                    cross.forward(p, &self.ln_1.out, mem, mem_mask, None, b, t, train, rng);
                     residual_forward(&mut self.r2, &self.ln_1.out, &cross.out);
                     ln_c.forward(p, &self.r2, n);
                 }
@@ -265,7 +269,8 @@ impl Block {
                 if let Some((ln_c, cross)) = &mut self.cross {
                     // h2 = h1 + cross(ln_c(h1)): s1 = ∂L/∂ln_c.out, s3 = ∂L/∂h1
                     zeroed(&mut s1, n * c);
-                    cross.backward(p, g, &ln_c.out, mem, mem_mask, &s2, &mut s1, dmemory);
+                    let h = &ln_c.out;
+                    cross.backward(p, g, h, mem, mem_mask, None, &s2, &mut s1, dmemory);
                     s3.clear();
                     s3.extend_from_slice(&s2);
                     ln_c.backward(p, g, &mut s3, &s1, &self.r1);
@@ -273,8 +278,10 @@ impl Block {
                 }
                 // h1 = x + attn(ln_1(x)): s1 = ∂L/∂ln_1.out
                 zeroed(&mut s1, n * c);
+                let (km, pos) = (inp.key_mask, inp.positions);
+                let h = &self.ln_1.out;
                 self.attn
-                    .backward(p, g, &self.ln_1.out, None, inp.key_mask, &s2, &mut s1, None);
+                    .backward(p, g, h, None, km, pos, &s2, &mut s1, None);
                 add_inplace(dx, &s2);
                 self.ln_1.backward(p, g, dx, &s1, x);
             }
@@ -295,15 +302,16 @@ impl Block {
                     ln_c.backward(p, g, &mut s1, &s2, &self.r2);
                     s3.clear();
                     s3.extend_from_slice(&s1);
-                    cross.backward(p, g, &self.ln_1.out, mem, mem_mask, &s1, &mut s3, dmemory);
+                    let h = &self.ln_1.out;
+                    cross.backward(p, g, h, mem, mem_mask, None, &s1, &mut s3, dmemory);
                     std::mem::swap(&mut s2, &mut s3);
                 }
                 // h1 = ln_1(r1), r1 = x + attn(x): s1 = ∂L/∂r1
                 zeroed(&mut s1, n * c);
                 self.ln_1.backward(p, g, &mut s1, &s2, &self.r1);
                 add_inplace(dx, &s1);
-                self.attn
-                    .backward(p, g, x, None, inp.key_mask, &s1, dx, None);
+                let (km, pos) = (inp.key_mask, inp.positions);
+                self.attn.backward(p, g, x, None, km, pos, &s1, dx, None);
             }
         }
         self.s1 = s1;

@@ -3,19 +3,22 @@
 //!
 //! One module serves the GPT (`wte` + `wpe`, GPT-1/2) and the encoder-decoder (`embed.weight`,
 //! scaled, sinusoidal), in two modes: full sequences (training and evaluation; keeps the ids
-//! backward needs) and packed cached rows (inference: each row's tokens start at that row's
-//! cached length). The token table is also the LM head's matrix ([`super::linear::Linear::tied`]);
-//! a bf16 model holds it only packed, and the lookup widens the row from there.
+//! backward needs; positions `0..T` in each row, or given per token for packed rows, where
+//! several examples share a row and each restarts at 0) and packed cached rows (inference: each
+//! row's tokens start at that row's cached length). The token table is also the LM head's
+//! matrix ([`super::linear::Linear::tied`]); a bf16 model holds it only packed, and the lookup
+//! widens the row from there.
 //!
-//! Shapes: `ids (B, T)` → `out (B, T, C)`; cached: `ids (N)` packed → `out (N, C)`.
+//! Shapes: `ids (B, T)`, `positions (B, T)` → `out (B, T, C)`; cached: `ids (N)` packed →
+//! `out (N, C)`.
 
 use super::dropout::Dropout;
 use super::params::{Init, Param, ParamLayout};
 use super::weights::Weights;
 use crate::error::{Error, Result};
 use crate::kernels::embedding::{embedding_backward, embedding_forward, sinusoidal_positions};
-use crate::kernels::residual::add_inplace;
 use crate::rng::Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Position information added to token embeddings.
@@ -69,7 +72,9 @@ pub struct Embedding {
     c: usize,
     n_pos: usize,
     drop: Dropout,
+    /// Token ids `(B, T)` of the last full forward.
     ids: Vec<u32>,
+    /// Position ids `(B, T)` of the last full forward (rows of the position table).
     pos_ids: Vec<u32>,
     /// Output `(B, T, C)` of the last full forward.
     pub out: Vec<f32>,
@@ -128,39 +133,90 @@ impl Embedding {
         }
     }
 
-    /// `out (B, T, C) = scale · wte[ids] + pos[0..T]`, dropout in training. `ids` must be in
-    /// range and `T ≤ n_pos` (checked by the model).
+    /// `out (B, T, C) = scale · wte[ids] + pos[positions]`, dropout in training.
+    /// `positions (B, T)` are the rows of the position table, one per token (packed rows restart
+    /// them at 0 for each example); `None` means `0..T` in every row. `ids (B, T)` must be in
+    /// range (checked by the model). Errors on positions of the wrong length or at or past the
+    /// table's `n_pos` rows (for `None`: `T > n_pos`).
+    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &mut self,
         p: Weights,
         ids: &[u32],
+        positions: Option<&[u32]>,
         b: usize,
         t: usize,
         train: bool,
         rng: &mut Rng,
-    ) {
+    ) -> Result<()> {
+        const OP: &str = "Embedding::forward";
         let (c, v) = (self.c, self.v);
         let n = b * t;
+        let hint = "positions index the model's context (n_ctx); shorten the rows";
+        match positions {
+            Some(pos) if pos.len() != n => {
+                return Err(Error::shape(
+                    OP,
+                    format!("positions of length {}", pos.len()),
+                    format!("(B, T) = ({b}, {t})"),
+                ));
+            }
+            Some(pos) => {
+                if let Some((i, &x)) = pos
+                    .iter()
+                    .enumerate()
+                    .find(|(_, &x)| x as usize >= self.n_pos)
+                {
+                    let what = format!(
+                        "the position of token {i} (row {}, column {})",
+                        i / t,
+                        i % t
+                    );
+                    let last = self.n_pos.saturating_sub(1) as u64;
+                    return Err(Error::limit(what, x as u64, last, hint));
+                }
+            }
+            None if t > self.n_pos => {
+                return Err(Error::limit(
+                    "sequence length",
+                    t as u64,
+                    self.n_pos as u64,
+                    hint,
+                ));
+            }
+            None => {}
+        }
         self.ids.clear();
         self.ids.extend_from_slice(ids);
+        self.pos_ids.clear();
+        match positions {
+            Some(pos) => self.pos_ids.extend_from_slice(pos),
+            None => self.pos_ids.extend((0..n).map(|i| (i % t) as u32)),
+        }
         self.out.resize(n * c, 0.0);
         embedding_forward(&mut self.out, ids, p.of(self.wte), n, c, v);
-        if let PositionRows::Learned(_) = self.positions {
-            self.pos_ids.clear();
-            self.pos_ids.extend((0..n).map(|i| (i % t) as u32));
+        if let Some(s) = self.scale {
+            self.out.iter_mut().for_each(|x| *x *= s);
         }
-        let table = &Self::position_table(&self.positions, &p)[..t * c];
-        for row in self.out.chunks_exact_mut(t * c) {
-            if let Some(s) = self.scale {
-                row.iter_mut().for_each(|x| *x *= s);
-            }
-            add_inplace(row, table);
-        }
+        // Position rows gathered by id: with `0..T` the same sums as adding the table's first
+        // T rows to each row of the batch.
+        let table = Self::position_table(&self.positions, &p);
+        self.out
+            .par_chunks_exact_mut(c)
+            .zip(self.pos_ids.par_iter())
+            .for_each(|(row, &pos)| {
+                let pos = pos as usize;
+                for (x, q) in row.iter_mut().zip(&table[pos * c..(pos + 1) * c]) {
+                    *x += q;
+                }
+            });
         self.drop.forward_inplace(&mut self.out, train, rng);
+        Ok(())
     }
 
     /// Backward of the last forward: accumulates the token (and learned position) table
-    /// gradients into `g`; `dout` is consumed as scratch.
+    /// gradients into `g`, scattering into the rows the forward gathered (its positions);
+    /// `dout` is consumed as scratch.
     pub fn backward(&self, g: &mut [f32], dout: &mut [f32]) {
         let (c, v) = (self.c, self.v);
         let n = self.ids.len();

@@ -36,6 +36,8 @@ pub struct StackInput<'a> {
     pub t: usize,
     /// `(B, T)` key mask of the stack's self-attention.
     pub key_mask: Option<&'a [u8]>,
+    /// `(B, T)` positions of packed rows (see [`BlockInput::positions`]).
+    pub positions: Option<&'a [u32]>,
     /// Encoder output for the decoder's cross-attention.
     pub memory: Option<Memory<'a>>,
 }
@@ -101,6 +103,7 @@ impl Stack {
             b: inp.b,
             t: inp.t,
             key_mask: inp.key_mask,
+            positions: inp.positions,
             memory: inp.memory,
         }
     }
