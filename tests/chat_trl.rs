@@ -166,6 +166,7 @@ fn pairs_of(fx: &Value) -> (Vec<PairSeqs>, PairBatch) {
             rejected: cat(&p[i], &r[i]),
             rejected_start: p[i].len(),
             line: i + 1,
+            answer_lens: (c[i].len(), r[i].len()),
         })
         .collect();
     let refs: Vec<&PairSeqs> = pairs.iter().collect();
@@ -321,6 +322,7 @@ fn reward_model_loss_rewards_and_gradients_match_trl() {
             rejected: to_u32(&rj),
             rejected_start: 0,
             line: i + 1,
+            answer_lens: (0, 0),
         })
         .collect();
     let rewards = pair_rewards(&mut model, &pairs, pad, 2).unwrap();

@@ -22,16 +22,8 @@ pub struct PairSeqs {
     pub rejected_start: usize,
     /// The record's line.
     pub line: usize,
-}
-
-impl PairSeqs {
-    /// Tokens of the chosen and the rejected answer.
-    pub fn answer_lens(&self) -> (usize, usize) {
-        (
-            self.chosen.len() - self.chosen_start,
-            self.rejected.len() - self.rejected_start,
-        )
-    }
+    /// Tokens of the chosen and the rejected answer before any cut (EOS included).
+    pub answer_lens: (usize, usize),
 }
 
 /// The pairs of a file and what reading and cutting them counted.
@@ -68,6 +60,7 @@ pub fn encode_pairs_file(
             rejected,
             rejected_start,
             line: r.line,
+            answer_lens: (e.chosen.len(), e.rejected.len()),
         });
     }
     Ok(data)

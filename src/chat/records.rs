@@ -6,7 +6,9 @@
 //! - `{"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}`;
 //! - `{"prompt": "...", "completion": "..."}` (plain text, no template: TRL's "standard"
 //!   prompt-completion form);
-//! - `{"prompt": [messages], "completion": [messages]}` (TRL's conversational form).
+//! - `{"prompt": [messages], "completion": [messages]}` (TRL's conversational form);
+//! - a preference pair (below): its chosen answer is the demonstration, the usual SFT step
+//!   before DPO.
 //!
 //! Preference pairs (`gpt reward`, `gpt dpo`):
 //! - `{"prompt": "...", "chosen": "...", "rejected": "..."}`. A prompt written as Anthropic
@@ -156,9 +158,25 @@ pub fn sft_record(v: &Value) -> std::result::Result<Option<SftRecord>, String> {
                 m.extend(messages(c, "completion")?);
                 m
             }
+            _ if v.get("chosen").is_some() => {
+                // A preference pair: its chosen answer is the demonstration (the SFT step
+                // before DPO).
+                let p = preference(v, 0)?;
+                let mut m = match p.prompt {
+                    Prompt::Chat(turns) => turns,
+                    Prompt::Text(prompt) => {
+                        return Ok(Some(SftRecord::Text {
+                            prompt,
+                            completion: p.chosen,
+                        }))
+                    }
+                };
+                m.push(Message::new(Role::Assistant, p.chosen));
+                m
+            }
             _ => {
                 return Err(
-                    "expected {\"messages\": [...]} or {\"prompt\", \"completion\"} (both strings or both lists of messages)"
+                    "expected {\"messages\": [...]}, {\"prompt\", \"completion\"} (both strings or both lists of messages), or a preference pair (its chosen answer is trained)"
                         .into(),
                 )
             }

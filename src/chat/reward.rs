@@ -94,9 +94,11 @@ pub struct RewardReport {
     pub loss: f32,
     /// Fraction with `r_c > r_r`.
     pub accuracy: f32,
-    /// The length heuristic "the shorter answer is chosen" (ties count half).
+    /// The length heuristic "the shorter answer is chosen" (in tokens before any cut; ties
+    /// count half).
     pub shorter_wins: f32,
-    /// Pairs whose answers differ in length by at most 20% of the longer (in tokens).
+    /// Pairs whose answers differ in length by at most 20% of the longer (in tokens, before
+    /// any cut to the context).
     pub similar_length_pairs: usize,
     /// Accuracy on those pairs (what the model learned beyond length).
     pub similar_length_accuracy: f32,
@@ -120,7 +122,7 @@ pub fn reward_report(pairs: &[PairSeqs], rewards: &[(f32, f32)]) -> RewardReport
             -d + d.exp().ln_1p()
         };
         right += (c > r) as usize;
-        let (lc, lr) = p.answer_lens();
+        let (lc, lr) = p.answer_lens;
         shorter += match lc.cmp(&lr) {
             std::cmp::Ordering::Less => 1.0,
             std::cmp::Ordering::Equal => 0.5,

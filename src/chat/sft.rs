@@ -157,10 +157,14 @@ pub fn sft_forward_backward(
 
 /// The trunk's forward of `batch` (packed or not).
 fn forward(gpt: &mut Gpt, batch: &SftBatch, train: bool, rng: &mut Rng) -> Result<()> {
-    match &batch.positions {
-        Some(_) => Err(crate::error::Error::usage("sft", "TODO-PACKING")),
-        None => gpt.forward_hidden(&batch.ids, batch.b, batch.t, train, rng),
-    }
+    gpt.forward_hidden_packed(
+        &batch.ids,
+        batch.positions.as_deref(),
+        batch.b,
+        batch.t,
+        train,
+        rng,
+    )
 }
 
 /// Mean cross-entropy over the trained targets of `batch` in evaluation mode, and their count.
