@@ -17,6 +17,7 @@ pub mod pairs;
 pub mod records;
 pub mod reward;
 pub mod sft;
+pub mod suite;
 pub mod template;
 
 pub use config::{ChatTrainConfig, DpoLoss, Method};
