@@ -18,6 +18,7 @@ pub mod records;
 pub mod reward;
 pub mod session;
 pub mod sft;
+pub mod suite;
 pub mod template;
 
 pub use config::{ChatTrainConfig, DpoLoss, Method};
