@@ -5,6 +5,7 @@
 use super::CliResult;
 use gpt::chat::records::{messages, sft_record, SftRecord};
 use gpt::chat::session::ChatModel;
+use gpt::chat::suite::exact_match;
 use gpt::chat::{Message, Role};
 use gpt::generate::{FinishReason, GenerateConfig, SamplingConfig};
 use gpt::nn::precision::Precision;
@@ -259,22 +260,7 @@ fn run_batch(chat: &ChatModel, args: &ChatArgs, path: &PathBuf) -> CliResult {
         None => print!("{lines}"),
     }
     if !tally.is_empty() {
-        let acc: BTreeMap<&String, f64> = tally
-            .iter()
-            .map(|(k, (r, n))| (k, *r as f64 / (*n).max(1) as f64))
-            .collect();
-        if args.json {
-            eprintln!("{}", json!({"exact_match": acc, "n": tally.get("all").map(|t| t.1)}));
-        } else {
-            for (k, (r, n)) in &tally {
-                eprintln!("exact match {k}: {r}/{n} = {:.4}", *r as f64 / (*n).max(1) as f64);
-            }
-        }
+        super::chat_train::report_tally(&tally, args.json);
     }
     Ok(())
-}
-
-// TEMP until the suite module lands.
-fn exact_match(got: &str, want: &str) -> bool {
-    got.trim().eq_ignore_ascii_case(want.trim())
 }

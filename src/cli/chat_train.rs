@@ -78,13 +78,66 @@ pub struct CommonArgs {
 
 /// Options of `gpt sft`.
 #[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct SftArgs {
+    /// `suite` (write the synthetic instruction suite) or `fewshot` (a base model's k-shot
+    /// accuracy on it).
+    #[command(subcommand)]
+    pub command: Option<SftCommand>,
     #[command(flatten)]
     pub common: CommonArgs,
     /// Pack several demonstrations into each row (positions restart, no attention across
     /// them): the same loss with fewer padded tokens.
     #[arg(long)]
     pub packing: bool,
+}
+
+/// Subcommands of `gpt sft`.
+#[derive(clap::Subcommand, Debug)]
+pub enum SftCommand {
+    /// Write the synthetic instruction suite (12 task kinds with checkable answers) as
+    /// OUT/train.jsonl and OUT/heldout.jsonl (no held-out instruction is in train).
+    Suite(SuiteArgs),
+    /// Exact-match accuracy of a base model (no chat template) on a held-out suite file,
+    /// prompted with k solved examples of the same kind from a train file.
+    Fewshot(FewshotArgs),
+}
+
+/// Options of `gpt sft suite`.
+#[derive(clap::Args, Debug)]
+pub struct SuiteArgs {
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Training items per task kind.
+    #[arg(long, default_value_t = 500)]
+    pub train_per_kind: usize,
+    /// Held-out items per task kind.
+    #[arg(long, default_value_t = 50)]
+    pub heldout_per_kind: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Options of `gpt sft fewshot`.
+#[derive(clap::Args, Debug)]
+pub struct FewshotArgs {
+    /// Base model directory (with its tokenizer).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Suite file the examples come from.
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Suite file to answer.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Solved examples per prompt.
+    #[arg(long, default_value_t = 3)]
+    pub shots: usize,
+    /// Print the accuracies as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `gpt reward`.
@@ -207,8 +260,24 @@ fn install_stop() -> StopSignal {
     )
 }
 
-/// Runs `gpt sft`.
+/// Runs `gpt sft`, `gpt sft suite` or `gpt sft fewshot`.
 pub fn run_sft(args: SftArgs) -> CliResult {
+    match args.command {
+        Some(SftCommand::Suite(a)) => {
+            let c = gpt::chat::suite::write_suite(&a.out, a.train_per_kind, a.heldout_per_kind, a.seed)?;
+            eprintln!(
+                "wrote {} train and {} held-out instructions to {} ({} held-out draws dropped as already in train{})",
+                c.train,
+                c.heldout,
+                a.out.display(),
+                c.dropped,
+                if c.short.is_empty() { String::new() } else { format!("; short of held-out items: {}", c.short.join(", ")) }
+            );
+            return Ok(());
+        }
+        Some(SftCommand::Fewshot(a)) => return fewshot(a),
+        None => {}
+    }
     let mut cfg = config(&args.common, Method::Sft)?;
     cfg.packing |= args.packing;
     let stop = install_stop();
@@ -413,4 +482,76 @@ pub fn run_dpo(args: DpoArgs) -> CliResult {
         eprintln!("DPO {} steps; model in {}", o.train.step, dir.display());
     }
     Ok(())
+}
+
+/// `gpt sft fewshot`: k solved examples of the query's kind (the first k of that kind in the
+/// train file), greedy continuation up to the end of the line, exact match.
+fn fewshot(a: FewshotArgs) -> CliResult {
+    use gpt::chat::suite::{exact_match, few_shot_answer, few_shot_prompt, read_suite};
+    use gpt::generate::{generate, GenerateConfig, InferenceModel, SamplingConfig};
+    let train = read_suite(&a.train)?;
+    let data = read_suite(&a.data)?;
+    let dir = gpt::model::inference::resolve_dir(&a.model);
+    let model = InferenceModel::load(&dir)?;
+    let tok = gpt::io::load_tokenizer(&dir)?;
+    let n_ctx = model.config.n_ctx;
+    let max_new = 16;
+    let mut prompts = Vec::with_capacity(data.len());
+    for q in &data {
+        let shots: Vec<_> = train
+            .iter()
+            .filter(|t| t.kind == q.kind)
+            .take(a.shots)
+            .cloned()
+            .collect();
+        // Fewer shots when k of them do not fit the context.
+        let mut k = shots.len();
+        loop {
+            let ids = tok.encode(&few_shot_prompt(&shots[..k], q), false)?;
+            if ids.len() + max_new <= n_ctx || k == 0 {
+                prompts.push(ids);
+                break;
+            }
+            k -= 1;
+        }
+    }
+    let cfg = GenerateConfig {
+        max_new_tokens: max_new,
+        sampling: SamplingConfig::greedy(),
+        seed: 0,
+        eos: None,
+    };
+    let mut tally: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+    for (chunk, items) in prompts.chunks(32).zip(data.chunks(32)) {
+        let (gens, _) = generate(&model, chunk, &cfg, |_, _| Ok(false))?;
+        for (g, q) in gens.iter().zip(items) {
+            let mut stream = gpt::generate::stream::TextStream::new(&tok, &[]);
+            for &id in &g.ids {
+                stream.push(id)?;
+            }
+            stream.finish();
+            let text = stream.text();
+            let right = exact_match(few_shot_answer(text), &q.answer) as usize;
+            for k in ["all", q.kind] {
+                let e = tally.entry(k.to_string()).or_default();
+                e.0 += right;
+                e.1 += 1;
+            }
+        }
+    }
+    report_tally(&tally, a.json);
+    Ok(())
+}
+
+/// Prints exact-match accuracy per kind (`all` first).
+pub fn report_tally(tally: &std::collections::BTreeMap<String, (usize, usize)>, as_json: bool) {
+    let acc = |(r, n): &(usize, usize)| *r as f64 / (*n).max(1) as f64;
+    if as_json {
+        let m: std::collections::BTreeMap<&String, f64> = tally.iter().map(|(k, v)| (k, acc(v))).collect();
+        println!("{}", json!({"exact_match": m, "n": tally.get("all").map(|t| t.1)}));
+    } else {
+        for (k, v) in tally {
+            println!("exact match {k}: {}/{} = {:.4}", v.0, v.1, acc(v));
+        }
+    }
 }
