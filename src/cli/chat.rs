@@ -58,6 +58,12 @@ pub struct ChatArgs {
     /// With --batch: print the accuracy summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Print, for every conversation of this JSONL file ({"messages": [...]}), the text the
+    /// chat template renders (with the generation prompt when the last turn is not the
+    /// assistant's) and its token ids, as {"text", "ids"} lines: what
+    /// `tools/check_chat_template.py` compares with transformers' `apply_chat_template`.
+    #[arg(long)]
+    pub render: Option<PathBuf>,
 }
 
 fn sampling(args: &ChatArgs, default_temperature: f32) -> Result<GenerateConfig, gpt::Error> {
@@ -85,6 +91,9 @@ fn sampling(args: &ChatArgs, default_temperature: f32) -> Result<GenerateConfig,
 pub fn run(args: ChatArgs) -> CliResult {
     let precision = Precision::parse_for("--dtype", &args.dtype)?;
     let chat = ChatModel::load(&args.model, precision)?;
+    if let Some(path) = &args.render {
+        return render(&chat, path);
+    }
     match &args.batch {
         Some(path) => run_batch(&chat, &args, path),
         None => interactive(&chat, &args),
@@ -261,6 +270,26 @@ fn run_batch(chat: &ChatModel, args: &ChatArgs, path: &PathBuf) -> CliResult {
     }
     if !tally.is_empty() {
         super::chat_train::report_tally(&tally, args.json);
+    }
+    Ok(())
+}
+
+/// `--render`: each conversation's rendered text and ids.
+fn render(chat: &ChatModel, path: &PathBuf) -> CliResult {
+    let text = std::fs::read_to_string(path).map_err(|e| gpt::Error::io(path, e))?;
+    let enc = gpt::chat::encode::ChatEncoder::new(&chat.tok, &chat.template, &chat.origin)?;
+    let mut out = std::io::stdout().lock();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |e: String| gpt::Error::file(path, format!("line {}: {e}", i + 1));
+        let v: Value = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+        let turns = messages(v.get("messages").unwrap_or(&Value::Null), "messages").map_err(bad)?;
+        let generation_prompt = turns.last().is_none_or(|m| m.role != Role::Assistant);
+        let text = chat.template.render(&turns, generation_prompt, &chat.origin)?;
+        let ids = enc.encode_spans(&text, &[])?.ids;
+        writeln!(out, "{}", json!({"text": text, "ids": ids, "add_generation_prompt": generation_prompt}))?;
     }
     Ok(())
 }
