@@ -264,6 +264,21 @@ fn dpo_starts_at_ln2_learns_the_preference_and_writes_its_metrics() {
         assert!(metrics.contains(key), "{key} in metrics.jsonl");
     }
     assert!(dir.join("dpo/metrics.png").exists());
+    // Interrupted at step 5 and resumed: the uninterrupted run's losses (the reference
+    // log-probabilities are recomputed from the starting model).
+    let mut cfg2 = cfg.clone();
+    cfg2.out = dir.join("interrupted");
+    let stop = TrainOptions {
+        stop_at: Some(5),
+        ..quiet()
+    };
+    dpo::dpo(&cfg2, &stop).unwrap();
+    let resume = TrainOptions {
+        resume: true,
+        ..quiet()
+    };
+    let second = dpo::dpo(&cfg2, &resume).unwrap();
+    assert_eq!(second.train.losses, o.train.losses[5..], "exact resume");
     // The policy is saved as a chat model with the base's template.
     let chat = ChatModel::load(&dir.join("dpo"), Precision::F32).unwrap();
     assert_eq!(chat.template.source(), ChatTemplate::default_template().source());

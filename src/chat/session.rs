@@ -154,13 +154,24 @@ impl ChatModel {
     }
 
     /// Greedy (or sampled, per `cfg`) answers to many conversations at once (batched
-    /// generation), each fitted to the context.
+    /// generation), each fitted to the context (old turns dropped; a last turn longer than the
+    /// context loses its start).
     pub fn reply_batch(&self, conversations: &[Vec<Message>], cfg: &GenerateConfig) -> Result<Vec<String>> {
         let room = cfg.max_new_tokens.min(self.model.config.n_ctx / 2);
         let mut prompts = Vec::with_capacity(conversations.len());
+        let limit = self.model.config.n_ctx.saturating_sub(room).max(1);
         for c in conversations {
             let mut h = c.clone();
-            prompts.push(self.fit(&mut h, room)?.0);
+            let ids = match self.fit(&mut h, room) {
+                Ok((ids, _)) => ids,
+                // A last turn too long for the context keeps its end (TRL's `keep_end`): a
+                // batch answers every conversation rather than failing on one.
+                Err(_) => {
+                    let ids = self.prompt_ids(&h)?;
+                    ids[ids.len().saturating_sub(limit)..].to_vec()
+                }
+            };
+            prompts.push(ids);
         }
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
         let cfg = GenerateConfig {

@@ -44,7 +44,8 @@ pub struct ChatArgs {
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// Answer every conversation of this JSONL file ({"messages": [...]}, whose final
-    /// assistant turn, if any, is the expected answer, or {"prompt": text or messages}) and
+    /// assistant turn, if any, is the expected answer, or {"prompt": text or messages}, HH-RLHF
+    /// dialogue text included) and
     /// write {"messages", "completion", "reference"} lines to --out (standard output by
     /// default); prints exact-match accuracy (per "kind" too) where answers are expected.
     #[arg(long)]
@@ -204,7 +205,9 @@ fn batch_record(v: &Value) -> Result<(Vec<Message>, Option<String>, Option<Strin
     let kind = v.get("kind").and_then(Value::as_str).map(str::to_string);
     if let Some(p) = v.get("prompt") {
         let turns = match p {
-            Value::String(s) => vec![Message::new(Role::User, s.clone())],
+            // HH-RLHF dialogue text becomes its turns; other text is one user turn.
+            Value::String(s) => gpt::chat::records::parse_dialogue(s)
+                .unwrap_or_else(|| vec![Message::new(Role::User, s.clone())]),
             list => messages(list, "prompt")?,
         };
         let reference = v.get("completion").and_then(Value::as_str).map(str::to_string);

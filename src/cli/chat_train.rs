@@ -157,7 +157,8 @@ pub enum RewardCommand {
     /// Pairwise accuracy on preference pairs, beside the length heuristic, and on pairs of
     /// similar length.
     Eval(RewardEvalArgs),
-    /// The reward of each {"prompt", "completion"} or {"messages"} record, and their mean.
+    /// The reward of each {"prompt", "completion"} or {"messages"} record (also `gpt chat
+    /// --batch` output: {"messages", "completion"}), and their mean.
     Score(RewardEvalArgs),
 }
 
@@ -388,7 +389,14 @@ fn scored_record(v: &serde_json::Value) -> Result<(Prompt, String), String> {
                 c.to_string(),
             )),
             Some(_) => Err("`prompt` must be text or a list of messages".into()),
-            None => Err("a record with `completion` needs a `prompt`".into()),
+            // `gpt chat --batch` output: the conversation answered and the answer.
+            None => match v.get("messages") {
+                Some(m) => Ok((
+                    Prompt::Chat(gpt::chat::records::messages(m, "messages")?),
+                    c.to_string(),
+                )),
+                None => Err("a record with `completion` needs a `prompt` or `messages`".into()),
+            },
         };
     }
     let rec = gpt::chat::records::sft_record(v)?;
