@@ -120,16 +120,20 @@ fn packed_batches_give_the_padded_loss_and_gradients() {
     let b = base(&dir.join("base"), 64);
     let cb = load_chat_base(&b, 1, |_, _| Ok(())).unwrap();
     let enc = ChatEncoder::new(&cb.tokenizer, &cb.template, &cb.template_origin).unwrap();
-    let recs: Vec<_> = [("hi", "yes"), ("what is 2+2", "4"), ("name a colour", "red or blue")]
-        .iter()
-        .map(|(u, a)| {
-            enc.sft(&SftRecord::Chat(vec![
-                Message::new(Role::User, *u),
-                Message::new(Role::Assistant, *a),
-            ]))
-            .unwrap()
-        })
-        .collect();
+    let recs: Vec<_> = [
+        ("hi", "yes"),
+        ("what is 2+2", "4"),
+        ("name a colour", "red or blue"),
+    ]
+    .iter()
+    .map(|(u, a)| {
+        enc.sft(&SftRecord::Chat(vec![
+            Message::new(Role::User, *u),
+            Message::new(Role::Assistant, *a),
+        ]))
+        .unwrap()
+    })
+    .collect();
     let refs: Vec<_> = recs.iter().collect();
     let padded = SftBatch::padded(&refs, cb.pad);
     let packed = SftBatch::packed(&refs, cb.pad, 64);
@@ -143,8 +147,14 @@ fn packed_batches_give_the_padded_loss_and_gradients() {
     let ((l1, g1), (l2, g2)) = (run(&padded), run(&packed));
     assert!((l1 - l2).abs() < 1e-6, "{l1} vs {l2}");
     let scale = g1.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-    let worst = g1.iter().zip(&g2).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(worst < 1e-5 * scale, "gradients differ by {worst} (scale {scale})");
+    let worst = g1
+        .iter()
+        .zip(&g2)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        worst < 1e-5 * scale,
+        "gradients differ by {worst} (scale {scale})"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -163,7 +173,12 @@ fn sft_learns_a_demonstration_answers_it_in_chat_and_resumes_exactly() {
     cfg.packing = true;
     let full = sft::sft(&cfg, &quiet()).unwrap();
     let l = &full.train.losses;
-    assert!(l[l.len() - 1] < 0.1 * l[0], "SFT loss {} -> {}", l[0], l[l.len() - 1]);
+    assert!(
+        l[l.len() - 1] < 0.1 * l[0],
+        "SFT loss {} -> {}",
+        l[0],
+        l[l.len() - 1]
+    );
     let chat = ChatModel::load(&dir.join("run"), Precision::F32).unwrap();
     let greedy = GenerateConfig {
         max_new_tokens: 16,
@@ -176,7 +191,10 @@ fn sft_learns_a_demonstration_answers_it_in_chat_and_resumes_exactly() {
         Message::new(Role::User, "is 3 a number"),
     ];
     let answers = chat.reply_batch(&[conv], &greedy).unwrap();
-    assert_eq!(answers[0], "yes it is", "the model stops at its end-of-turn token");
+    assert_eq!(
+        answers[0], "yes it is",
+        "the model stops at its end-of-turn token"
+    );
     // Interrupted at step 40, resumed: the losses of the uninterrupted run.
     let mut cfg2 = cfg.clone();
     cfg2.out = dir.join("interrupted");
@@ -232,7 +250,10 @@ fn reward_model_learns_separable_pairs_and_reloads() {
     };
     let r = evaluate_reward_model(&mut rm, &pairs).unwrap();
     assert_eq!(r.accuracy, 1.0);
-    assert!((r.loss - o.train_report.loss).abs() < 1e-5, "reloaded model scores the same");
+    assert!(
+        (r.loss - o.train_report.loss).abs() < 1e-5,
+        "reloaded model scores the same"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -248,7 +269,11 @@ fn dpo_starts_at_ln2_learns_the_preference_and_writes_its_metrics() {
     cfg.eval_every = Some(4);
     let o = dpo::dpo(&cfg, &quiet()).unwrap();
     let (before, kl0) = o.valid_before.unwrap();
-    assert!((before.loss - std::f64::consts::LN_2).abs() < 1e-6, "{}", before.loss);
+    assert!(
+        (before.loss - std::f64::consts::LN_2).abs() < 1e-6,
+        "{}",
+        before.loss
+    );
     assert_eq!((before.accuracies, before.margins, kl0), (0.0, 0.0, 0.0));
     let (after, kl) = o.valid_after.unwrap();
     assert_eq!(after.accuracies, 1.0, "{after:?}");
@@ -281,7 +306,10 @@ fn dpo_starts_at_ln2_learns_the_preference_and_writes_its_metrics() {
     assert_eq!(second.train.losses, o.train.losses[5..], "exact resume");
     // The policy is saved as a chat model with the base's template.
     let chat = ChatModel::load(&dir.join("dpo"), Precision::F32).unwrap();
-    assert_eq!(chat.template.source(), ChatTemplate::default_template().source());
+    assert_eq!(
+        chat.template.source(),
+        ChatTemplate::default_template().source()
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -324,7 +352,10 @@ fn bad_records_are_named_by_file_and_line_or_counted() {
     );
     let cfg = config(Method::Sft, &b, &unknown, &dir.join("a"));
     let e = sft::sft(&cfg, &quiet()).unwrap_err().to_string();
-    assert!(e.contains("role.jsonl") && e.contains("line 2") && e.contains("\"robot\""), "{e}");
+    assert!(
+        e.contains("role.jsonl") && e.contains("line 2") && e.contains("\"robot\""),
+        "{e}"
+    );
 
     let mixed = write(
         &dir,
@@ -332,14 +363,20 @@ fn bad_records_are_named_by_file_and_line_or_counted() {
         &[
             &convo("hi", "yo"),
             r#"{"messages": [{"role": "user", "content": "no answer"}]}"#,
-            &convo("a long question that goes past the context for sure", "and a long answer too"),
+            &convo(
+                "a long question that goes past the context for sure",
+                "and a long answer too",
+            ),
         ],
     );
     let mut cfg = config(Method::Sft, &b, &mixed, &dir.join("b"));
     cfg.max_steps = Some(1);
     let o = sft::sft(&cfg, &quiet()).unwrap();
     assert_eq!(o.data.read.no_assistant, 1);
-    assert_eq!(o.data.cuts.answer, 1, "the long conversation is cut (keeping its start)");
+    assert_eq!(
+        o.data.cuts.answer, 1,
+        "the long conversation is cut (keeping its start)"
+    );
 
     let same = write(
         &dir,
@@ -364,6 +401,9 @@ fn bad_records_are_named_by_file_and_line_or_counted() {
     let data = write(&dir, "ok.jsonl", &[&convo("hi", "yo")]);
     let cfg = config(Method::Sft, &raising, &data, &dir.join("d"));
     let e = sft::sft(&cfg, &quiet()).unwrap_err().to_string();
-    assert!(e.contains("tokenizer_config.json") && e.contains("only user turns"), "{e}");
+    assert!(
+        e.contains("tokenizer_config.json") && e.contains("only user turns"),
+        "{e}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

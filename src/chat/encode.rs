@@ -170,7 +170,8 @@ impl<'a> ChatEncoder<'a> {
             }
             SftRecord::Text { prompt, completion } => {
                 let text = format!("{prompt}{completion}");
-                let mut e = self.encode_spans(&text, std::slice::from_ref(&(prompt.len()..text.len())))?;
+                let mut e =
+                    self.encode_spans(&text, std::slice::from_ref(&(prompt.len()..text.len())))?;
                 if e.ids.last() != Some(&self.eos) {
                     e.push(self.eos, true);
                 }

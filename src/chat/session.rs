@@ -9,8 +9,8 @@
 use super::encode::ChatEncoder;
 use super::template::{ChatTemplate, Message, Role, TOKENIZER_CONFIG_FILE};
 use crate::error::{Error, Result};
-use crate::generate::{generate, FinishReason, GenerateConfig, InferenceModel};
 use crate::generate::stream::TextStream;
+use crate::generate::{generate, FinishReason, GenerateConfig, InferenceModel};
 use crate::nn::precision::Precision;
 use crate::tokenizer::AnyTokenizer;
 use std::path::{Path, PathBuf};
@@ -147,7 +147,11 @@ impl ChatModel {
         let g = &gens[0];
         Ok(Reply {
             text: stream.text().to_string(),
-            finish: if stop_asked { FinishReason::Stop } else { g.finish },
+            finish: if stop_asked {
+                FinishReason::Stop
+            } else {
+                g.finish
+            },
             tokens: g.ids.len(),
             dropped_turns: dropped,
         })
@@ -156,7 +160,11 @@ impl ChatModel {
     /// Greedy (or sampled, per `cfg`) answers to many conversations at once (batched
     /// generation), each fitted to the context (old turns dropped; a last turn longer than the
     /// context loses its start).
-    pub fn reply_batch(&self, conversations: &[Vec<Message>], cfg: &GenerateConfig) -> Result<Vec<String>> {
+    pub fn reply_batch(
+        &self,
+        conversations: &[Vec<Message>],
+        cfg: &GenerateConfig,
+    ) -> Result<Vec<String>> {
         let room = cfg.max_new_tokens.min(self.model.config.n_ctx / 2);
         let mut prompts = Vec::with_capacity(conversations.len());
         let limit = self.model.config.n_ctx.saturating_sub(room).max(1);

@@ -201,7 +201,10 @@ fn interactive(chat: &ChatModel, args: &ChatArgs) -> CliResult {
 }
 
 /// One conversation of a --batch file: the turns to answer, the expected answer, its kind.
-fn batch_record(v: &Value) -> Result<(Vec<Message>, Option<String>, Option<String>), String> {
+type BatchRecord = (Vec<Message>, Option<String>, Option<String>);
+
+/// Reads one line of a --batch file.
+fn batch_record(v: &Value) -> Result<BatchRecord, String> {
     let kind = v.get("kind").and_then(Value::as_str).map(str::to_string);
     if let Some(p) = v.get("prompt") {
         let turns = match p {
@@ -210,7 +213,10 @@ fn batch_record(v: &Value) -> Result<(Vec<Message>, Option<String>, Option<Strin
                 .unwrap_or_else(|| vec![Message::new(Role::User, s.clone())]),
             list => messages(list, "prompt")?,
         };
-        let reference = v.get("completion").and_then(Value::as_str).map(str::to_string);
+        let reference = v
+            .get("completion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         return Ok((turns, reference, kind));
     }
     match sft_record(v)? {
@@ -239,8 +245,8 @@ fn run_batch(chat: &ChatModel, args: &ChatArgs, path: &PathBuf) -> CliResult {
         }
         let v: Value = serde_json::from_str(line)
             .map_err(|e| gpt::Error::file(path, format!("line {}: not valid JSON: {e}", i + 1)))?;
-        let r = batch_record(&v)
-            .map_err(|e| gpt::Error::file(path, format!("line {}: {e}", i + 1)))?;
+        let r =
+            batch_record(&v).map_err(|e| gpt::Error::file(path, format!("line {}: {e}", i + 1)))?;
         records.push(r);
     }
     let mut lines = String::new();
@@ -290,9 +296,15 @@ fn render(chat: &ChatModel, path: &PathBuf) -> CliResult {
         let v: Value = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
         let turns = messages(v.get("messages").unwrap_or(&Value::Null), "messages").map_err(bad)?;
         let generation_prompt = turns.last().is_none_or(|m| m.role != Role::Assistant);
-        let text = chat.template.render(&turns, generation_prompt, &chat.origin)?;
+        let text = chat
+            .template
+            .render(&turns, generation_prompt, &chat.origin)?;
         let ids = enc.encode_spans(&text, &[])?.ids;
-        writeln!(out, "{}", json!({"text": text, "ids": ids, "add_generation_prompt": generation_prompt}))?;
+        writeln!(
+            out,
+            "{}",
+            json!({"text": text, "ids": ids, "add_generation_prompt": generation_prompt})
+        )?;
     }
     Ok(())
 }

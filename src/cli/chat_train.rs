@@ -265,7 +265,12 @@ fn install_stop() -> StopSignal {
 pub fn run_sft(args: SftArgs) -> CliResult {
     match args.command {
         Some(SftCommand::Suite(a)) => {
-            let c = gpt::chat::suite::write_suite(&a.out, a.train_per_kind, a.heldout_per_kind, a.seed)?;
+            let c = gpt::chat::suite::write_suite(
+                &a.out,
+                a.train_per_kind,
+                a.heldout_per_kind,
+                a.seed,
+            )?;
             eprintln!(
                 "wrote {} train and {} held-out instructions to {} ({} held-out draws dropped as already in train{})",
                 c.train,
@@ -284,7 +289,11 @@ pub fn run_sft(args: SftArgs) -> CliResult {
     let stop = install_stop();
     let o = sft::sft(&cfg, &options(&args.common, &stop))?;
     stop.exit_if_stopped(o.train.stopped_early);
-    let dir = o.train.checkpoint.clone().unwrap_or_else(|| cfg.out.clone());
+    let dir = o
+        .train
+        .checkpoint
+        .clone()
+        .unwrap_or_else(|| cfg.out.clone());
     if args.common.json {
         println!(
             "{}",
@@ -322,7 +331,11 @@ pub fn run_reward(args: RewardArgs) -> CliResult {
     let stop = install_stop();
     let o = reward::train_reward(&cfg, &options(&args.common, &stop))?;
     stop.exit_if_stopped(o.train.stopped_early);
-    let dir = o.train.checkpoint.clone().unwrap_or_else(|| cfg.out.clone());
+    let dir = o
+        .train
+        .checkpoint
+        .clone()
+        .unwrap_or_else(|| cfg.out.clone());
     if args.common.json {
         println!(
             "{}",
@@ -464,11 +477,17 @@ pub fn run_dpo(args: DpoArgs) -> CliResult {
     let stop = install_stop();
     let o = dpo::dpo(&cfg, &options(&args.common, &stop))?;
     stop.exit_if_stopped(o.train.stopped_early);
-    let dir = o.train.checkpoint.clone().unwrap_or_else(|| cfg.out.clone());
+    let dir = o
+        .train
+        .checkpoint
+        .clone()
+        .unwrap_or_else(|| cfg.out.clone());
     let show = |v: &Option<(dpo::DpoMetrics, f64)>| {
-        v.map(|(m, kl)| json!({"loss": m.loss, "rewards/chosen": m.chosen,
+        v.map(|(m, kl)| {
+            json!({"loss": m.loss, "rewards/chosen": m.chosen,
             "rewards/rejected": m.rejected, "rewards/accuracies": m.accuracies,
-            "rewards/margins": m.margins, "kl": kl}))
+            "rewards/margins": m.margins, "kl": kl})
+        })
     };
     if args.common.json {
         println!(
@@ -555,8 +574,12 @@ fn fewshot(a: FewshotArgs) -> CliResult {
 pub fn report_tally(tally: &std::collections::BTreeMap<String, (usize, usize)>, as_json: bool) {
     let acc = |(r, n): &(usize, usize)| *r as f64 / (*n).max(1) as f64;
     if as_json {
-        let m: std::collections::BTreeMap<&String, f64> = tally.iter().map(|(k, v)| (k, acc(v))).collect();
-        println!("{}", json!({"exact_match": m, "n": tally.get("all").map(|t| t.1)}));
+        let m: std::collections::BTreeMap<&String, f64> =
+            tally.iter().map(|(k, v)| (k, acc(v))).collect();
+        println!(
+            "{}",
+            json!({"exact_match": m, "n": tally.get("all").map(|t| t.1)})
+        );
     } else {
         for (k, v) in tally {
             println!("exact match {k}: {}/{} = {:.4}", v.0, v.1, acc(v));
