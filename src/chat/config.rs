@@ -112,6 +112,9 @@ pub struct ChatTrainConfig {
     pub loss: DpoLoss,
     /// Validation every this many steps (default: once per epoch).
     pub eval_every: Option<usize>,
+    /// SFT: which end of an over-long demonstration survives.
+    #[serde(default)]
+    pub truncation: super::encode::Truncation,
 }
 
 impl ChatTrainConfig {
@@ -142,6 +145,7 @@ impl ChatTrainConfig {
             beta: 0.1,
             loss: DpoLoss::Sigmoid,
             eval_every: None,
+            truncation: super::encode::Truncation::KeepStart,
         }
     }
 

@@ -12,7 +12,7 @@
 //! (trained) unless the completion already ends with it.
 //!
 //! Truncation to the context `max_len`: a demonstration keeps its start (TRL SFT's
-//! `keep_start`); a preference sequence keeps its answer and drops the start of the prompt
+//! `keep_start`, the default) or its end ([`Truncation::KeepEnd`]); a preference sequence keeps its answer and drops the start of the prompt
 //! (TRL DPO's `keep_end`), and an answer longer than the context keeps its start. Each cut is
 //! counted per side.
 
@@ -258,12 +258,49 @@ impl Cuts {
     }
 }
 
-/// Cuts a demonstration to `max_len` tokens, keeping its start (TRL SFT's `keep_start`).
-pub fn truncate_sft(e: &mut Encoded, max_len: usize, cuts: &mut Cuts) {
-    if e.ids.len() > max_len {
-        e.ids.truncate(max_len);
-        e.trained.truncate(max_len);
-        cuts.answer += 1;
+/// Which end of an over-long demonstration survives (TRL's `truncation_mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Truncation {
+    /// Keep the first `max_len` tokens (TRL SFT's default).
+    #[default]
+    KeepStart,
+    /// Keep the last `max_len` tokens: the end of a long conversation, with its last answer.
+    KeepEnd,
+}
+
+impl Truncation {
+    /// The mode named `s` (`keep_start`, `keep_end`).
+    pub fn parse(s: &str) -> Result<Truncation> {
+        match s {
+            "keep_start" => Ok(Truncation::KeepStart),
+            "keep_end" => Ok(Truncation::KeepEnd),
+            _ => Err(Error::field(
+                "--truncation",
+                format!("`{s}` is not one of keep_start, keep_end"),
+            )),
+        }
+    }
+}
+
+/// Cuts a demonstration to `max_len` tokens, keeping its start or its end; counts it in
+/// `cuts.answer` (keep_start) or `cuts.prompt` (keep_end).
+pub fn truncate_sft(e: &mut Encoded, max_len: usize, mode: Truncation, cuts: &mut Cuts) {
+    let n = e.ids.len();
+    if n <= max_len {
+        return;
+    }
+    match mode {
+        Truncation::KeepStart => {
+            e.ids.truncate(max_len);
+            e.trained.truncate(max_len);
+            cuts.answer += 1;
+        }
+        Truncation::KeepEnd => {
+            e.ids.drain(..n - max_len);
+            e.trained.drain(..n - max_len);
+            cuts.prompt += 1;
+        }
     }
 }
 

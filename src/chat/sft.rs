@@ -11,7 +11,7 @@
 //! only on the trained positions ([`Gpt::lm_backward_rows`]).
 
 use super::config::{plan_steps, start_run, task_state, ChatTrainConfig};
-use super::encode::{truncate_sft, ChatEncoder, Cuts, Encoded};
+use super::encode::{truncate_sft, ChatEncoder, Cuts, Encoded, Truncation};
 use super::model::{load_chat_base, save_chat_model};
 use super::records::{read_sft, ReadReport};
 use super::template::ChatTemplate;
@@ -288,6 +288,7 @@ pub fn encode_sft_file(
     path: &Path,
     enc: &ChatEncoder,
     max_len: usize,
+    mode: Truncation,
     skip_bad: bool,
 ) -> Result<SftData> {
     let (records, read) = read_sft(path, skip_bad)?;
@@ -297,7 +298,7 @@ pub fn encode_sft_file(
     };
     for r in &records {
         let mut e = enc.sft(r)?;
-        truncate_sft(&mut e, max_len, &mut data.cuts);
+        truncate_sft(&mut e, max_len, mode, &mut data.cuts);
         // The first token is never a target.
         if e.trained.iter().skip(1).any(|&t| t) {
             data.examples.push(e);
@@ -337,9 +338,9 @@ pub fn sft(cfg: &ChatTrainConfig, opts: &TrainOptions) -> Result<SftOutcome> {
         .unwrap_or(base.gpt.config.n_ctx)
         .min(base.gpt.config.n_ctx);
     let enc = ChatEncoder::new(&base.tokenizer, &base.template, &base.template_origin)?;
-    let data = encode_sft_file(&cfg.data, &enc, max_len, cfg.skip_bad)?;
+    let data = encode_sft_file(&cfg.data, &enc, max_len, cfg.truncation, cfg.skip_bad)?;
     let valid = match &cfg.valid {
-        Some(p) => encode_sft_file(p, &enc, max_len, cfg.skip_bad)?.examples,
+        Some(p) => encode_sft_file(p, &enc, max_len, cfg.truncation, cfg.skip_bad)?.examples,
         None => Vec::new(),
     };
     let (max_steps, per_epoch) = plan_steps(&cfg, data.examples.len(), resume.as_ref())?;
@@ -355,11 +356,15 @@ pub fn sft(cfg: &ChatTrainConfig, opts: &TrainOptions) -> Result<SftOutcome> {
             base.template_origin.display()
         );
         eprintln!(
-            "data: {} demonstrations ({} without an assistant turn, {} malformed skipped; {} cut to {max_len} tokens keeping the start, {} with nothing left to train), {} valid; {max_steps} steps, batch {}{}, lr {}",
+            "data: {} demonstrations ({} without an assistant turn, {} malformed skipped; {} cut to {max_len} tokens keeping the {}, {} with nothing left to train), {} valid; {max_steps} steps, batch {}{}, lr {}",
             data.examples.len(),
             data.read.no_assistant,
             data.read.bad,
-            data.cuts.answer,
+            data.cuts.answer + data.cuts.prompt,
+            match cfg.truncation {
+                Truncation::KeepStart => "start",
+                Truncation::KeepEnd => "end",
+            },
             data.empty,
             valid.len(),
             cfg.batch_size,

@@ -90,6 +90,10 @@ pub struct SftArgs {
     /// them): the same loss with fewer padded tokens.
     #[arg(long)]
     pub packing: bool,
+    /// Which end of an over-long demonstration survives: keep_start (default, TRL's) or
+    /// keep_end (the end of a long conversation, with its last answer).
+    #[arg(long)]
+    pub truncation: Option<String>,
 }
 
 /// Subcommands of `gpt sft`.
@@ -286,6 +290,9 @@ pub fn run_sft(args: SftArgs) -> CliResult {
     }
     let mut cfg = config(&args.common, Method::Sft)?;
     cfg.packing |= args.packing;
+    if let Some(t) = &args.truncation {
+        cfg.truncation = gpt::chat::encode::Truncation::parse(t)?;
+    }
     let stop = install_stop();
     let o = sft::sft(&cfg, &options(&args.common, &stop))?;
     stop.exit_if_stopped(o.train.stopped_early);
@@ -301,7 +308,7 @@ pub fn run_sft(args: SftArgs) -> CliResult {
                 "step": o.train.step, "max_steps": o.max_steps, "loss": o.train.losses.last(),
                 "val_loss": o.train.val_loss, "n_train": o.data.examples.len(),
                 "n_valid": o.n_valid, "no_assistant": o.data.read.no_assistant,
-                "skipped_bad": o.data.read.bad, "cut": o.data.cuts.answer,
+                "skipped_bad": o.data.read.bad, "cut": o.data.cuts.answer + o.data.cuts.prompt,
                 "tokens_per_sec": o.train.tokens_per_sec, "model": dir,
             })
         );
