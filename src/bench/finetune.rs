@@ -11,15 +11,14 @@
 //! peak measured in the same run.
 
 use super::harness::{
-    find_python, matmul_peak_gflops, median, peer_failed, program, script, PYTHON_HINT,
+    find_python, matmul_peak_gflops, median, random_gpt2_base, rate_after_warmup, script,
+    stamp_steps, PYTHON_HINT,
 };
 use crate::error::{Error, Result};
 use crate::nn::precision::Precision;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::process::Command;
 
 /// Settings of `gpt bench finetune`.
 #[derive(Clone, Debug)]
@@ -48,59 +47,11 @@ pub struct FinetuneBench {
     pub python: Option<PathBuf>,
 }
 
-/// Runs `cmd` (which prints one JSON object per optimizer step, then anything else), stamping
-/// each step's line as it arrives, and returns examples/s over steps 3..
-/// `examples(step, line)` gives a step's examples.
+/// Runs `cmd` (which prints one JSON object per optimizer step, then anything else) and
+/// returns examples/s over steps 3..; `examples(step, line)` gives a step's examples.
 fn timed_steps(cmd: &mut Command, examples: impl Fn(usize, &Value) -> usize) -> Result<f64> {
-    let name = program(cmd);
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::file(&name, format!("could not run: {e}")))?;
-    let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(Error::usage(
-            "timed_steps",
-            "stdout and stderr are piped above",
-        ));
-    };
-    // Standard error is drained beside standard output, so a chatty peer cannot fill its pipe
-    // and stall while we wait for its next step.
-    let stderr = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut stderr, &mut buf);
-        buf
-    });
-    let mut stamps: Vec<(Instant, usize)> = Vec::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.map_err(|e| Error::io(&name, e))?;
-        let now = Instant::now();
-        let Ok(v) = serde_json::from_str::<Value>(&line) else {
-            continue;
-        };
-        if let Some(step) = v.get("step").and_then(Value::as_u64) {
-            if v.get("loss").is_some() {
-                stamps.push((now, examples(step as usize, &v)));
-            }
-        }
-    }
-    let status = child.wait().map_err(|e| Error::io(&name, e))?;
-    let stderr = stderr.join().unwrap_or_default();
-    if !status.success() {
-        return Err(peer_failed(cmd, &stderr));
-    }
-    if stamps.len() < 3 {
-        return Err(Error::file(
-            &name,
-            format!("printed {} step lines; at least 3 are needed", stamps.len()),
-        ));
-    }
-    let secs = stamps[stamps.len() - 1]
-        .0
-        .duration_since(stamps[1].0)
-        .as_secs_f64();
-    let n: usize = stamps[2..].iter().map(|s| s.1).sum();
-    Ok(n as f64 / secs)
+    let steps = stamp_steps(cmd, |v| v.get("step").is_some() && v.get("loss").is_some())?;
+    Ok(rate_after_warmup(&steps, |i, v| examples(i, v) as f64))
 }
 
 /// Examples in step `step` (1-based) of an epoch-ordered run over `n` examples in batches of
@@ -138,13 +89,7 @@ pub fn run(opts: &FinetuneBench) -> Result<()> {
                 "creating a random GPT-2 124M base (GPT-2 tokenizer) in {} ...",
                 tmp_base.display()
             );
-            let gpt = crate::model::Gpt::new(
-                crate::model::GptConfig::gpt2(),
-                &mut crate::rng::Rng::new(0),
-            )?;
-            let tok =
-                crate::tokenizer::AnyTokenizer::Bpe(Box::new(crate::tokenizer::Tokenizer::gpt2()));
-            crate::model::checkpoint::save_with_tokenizer(&gpt, &tmp_base, None, &tok)?;
+            random_gpt2_base(crate::model::GptConfig::gpt2(), &tmp_base)?;
             tmp_base.clone()
         }
     };

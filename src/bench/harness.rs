@@ -7,8 +7,10 @@
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 /// Median wall time in milliseconds of `reps` calls of `f` (at least one), after one untimed
@@ -128,6 +130,85 @@ pub fn peer_failed(cmd: &Command, stderr: &[u8]) -> Error {
     )
 }
 
+/// One optimizer step's JSON line of a training peer, stamped when it arrived.
+#[derive(Clone, Debug)]
+pub struct StampedStep {
+    /// When this process read the line.
+    pub at: Instant,
+    /// The line.
+    pub line: Value,
+}
+
+/// Runs `cmd`, a training run that prints one JSON object per optimizer step (and anything
+/// else), and stamps each line for which `is_step` holds as it arrives; at least three are
+/// needed (two warm-up steps and one timed).
+///
+/// Stamping here, rather than trusting each side's own clock, times both sides the same way:
+/// everything between two step lines (data, forward, backward, clip, optimizer) counts.
+pub fn stamp_steps(
+    cmd: &mut Command,
+    is_step: impl Fn(&Value) -> bool,
+) -> Result<Vec<StampedStep>> {
+    let name = program(cmd);
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::file(&name, format!("could not run: {e}")))?;
+    let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(Error::usage(
+            "stamp_steps",
+            "stdout and stderr are piped above",
+        ));
+    };
+    // Standard error is drained beside standard output, so a chatty peer cannot fill its pipe
+    // and stall while we wait for its next step.
+    let stderr = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stderr, &mut buf);
+        buf
+    });
+    let mut steps = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.map_err(|e| Error::io(&name, e))?;
+        let at = Instant::now();
+        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            if is_step(&v) {
+                steps.push(StampedStep { at, line: v });
+            }
+        }
+    }
+    let status = child.wait().map_err(|e| Error::io(&name, e))?;
+    let stderr = stderr.join().unwrap_or_default();
+    if !status.success() {
+        return Err(peer_failed(cmd, &stderr));
+    }
+    if steps.len() < 3 {
+        return Err(Error::file(
+            &name,
+            format!("printed {} step lines; at least 3 are needed", steps.len()),
+        ));
+    }
+    Ok(steps)
+}
+
+/// The rate of `amount` per second over steps 3.. of `steps` (the first two warm up): the sum
+/// of `amount(step, line)` (`step` 1-based) over those steps, divided by the time from the
+/// second line to the last.
+pub fn rate_after_warmup(steps: &[StampedStep], amount: impl Fn(usize, &Value) -> f64) -> f64 {
+    let (Some(second), Some(last)) = (steps.get(1), steps.last()) else {
+        return 0.0;
+    };
+    let secs = last.at.duration_since(second.at).as_secs_f64();
+    let n: f64 = steps
+        .iter()
+        .enumerate()
+        .skip(2)
+        .map(|(i, s)| amount(i + 1, &s.line))
+        .sum();
+    n / secs
+}
+
 /// Runs `cmd` (see [`run_peer`] for `hint`) and parses the last line of its standard output
 /// as JSON.
 pub fn run_json(cmd: &mut Command, hint: &str) -> Result<serde_json::Value> {
@@ -140,6 +221,15 @@ pub fn run_json(cmd: &mut Command, hint: &str) -> Result<serde_json::Value> {
 /// This executable, for benchmarks that measure themselves in a fresh process.
 pub fn current_exe() -> Result<PathBuf> {
     std::env::current_exe().map_err(|e| Error::io(Path::new("the running gpt executable"), e))
+}
+
+/// Writes a model of `config` with random weights (seed 0) and the bundled GPT-2 tokenizer into
+/// `dir`, as one of our checkpoints (which `transformers` also loads): the default model of
+/// the benchmarks that need one on a fresh machine, with no download.
+pub fn random_gpt2_base(config: crate::model::GptConfig, dir: &Path) -> Result<()> {
+    let gpt = crate::model::Gpt::new(config, &mut Rng::new(0))?;
+    let tok = crate::tokenizer::AnyTokenizer::Bpe(Box::new(crate::tokenizer::Tokenizer::gpt2()));
+    crate::model::checkpoint::save_with_tokenizer(&gpt, dir, None, &tok)
 }
 
 /// `value` formatted with `f`, or `-` when absent (a table cell of an optional column).

@@ -7,6 +7,7 @@
 //! - [`generate`]: GPT-2 124M decoding against the memory-bandwidth bound.
 //! - [`translate`]: encoder-decoder training tokens/s and beam-search sentences/s.
 //! - [`finetune`]: GPT-1 fine-tuning examples/s of `gpt finetune`.
+//! - [`chat`]: SFT and DPO steps/s of `gpt sft` / `gpt dpo` beside TRL's trainers.
 //! - [`eval`]: `gpt eval`'s wall time per task beside lm-evaluation-harness.
 //! - [`harness`]: what they share (median timing, peak memory, peer processes, table cells).
 //! - [`bandwidth`]: the read and copy bandwidth probes of the decode bound.
@@ -15,6 +16,7 @@
 //! measured results.
 
 pub mod bandwidth;
+pub mod chat;
 pub mod eval;
 pub mod finetune;
 pub mod generate;

@@ -13,7 +13,7 @@
 use super::config::{plan_steps, start_run, task_state, ChatTrainConfig};
 use super::encode::{truncate_sft, ChatEncoder, Cuts, Encoded, Truncation};
 use super::model::{load_chat_base, save_chat_model};
-use super::records::{read_sft, ReadReport};
+use super::records::{read_sft, ReadReport, SftRecord};
 use super::template::ChatTemplate;
 use crate::error::Result;
 use crate::model::gpt::IGNORE_INDEX;
@@ -283,6 +283,21 @@ pub struct SftData {
     pub empty: usize,
 }
 
+/// A demonstration encoded and truncated to `max_len` by `mode` (cuts counted), or `None` when
+/// nothing is left to train (such a demonstration is skipped).
+pub fn encode_sft_record(
+    r: &SftRecord,
+    enc: &ChatEncoder,
+    max_len: usize,
+    mode: Truncation,
+    cuts: &mut Cuts,
+) -> Result<Option<Encoded>> {
+    let mut e = enc.sft(r)?;
+    truncate_sft(&mut e, max_len, mode, cuts);
+    // The first token is never a target.
+    Ok(e.trained.iter().skip(1).any(|&t| t).then_some(e))
+}
+
 /// Reads and encodes the demonstrations in `path`, truncated to `max_len`.
 pub fn encode_sft_file(
     path: &Path,
@@ -297,13 +312,9 @@ pub fn encode_sft_file(
         ..SftData::default()
     };
     for r in &records {
-        let mut e = enc.sft(r)?;
-        truncate_sft(&mut e, max_len, mode, &mut data.cuts);
-        // The first token is never a target.
-        if e.trained.iter().skip(1).any(|&t| t) {
-            data.examples.push(e);
-        } else {
-            data.empty += 1;
+        match encode_sft_record(r, enc, max_len, mode, &mut data.cuts)? {
+            Some(e) => data.examples.push(e),
+            None => data.empty += 1,
         }
     }
     if data.examples.is_empty() {

@@ -27,6 +27,9 @@ pub enum BenchCommand {
     /// GPT-1 fine-tuning examples/s of `gpt finetune` on a base model, optionally beside the
     /// PyTorch reference (`bench/finetune_torch.py`) on the same model, data, batch and threads.
     Finetune(FinetuneBenchArgs),
+    /// SFT and DPO training steps/s of `gpt sft` and `gpt dpo`, optionally beside TRL's
+    /// `SFTTrainer` and `DPOTrainer` (`bench/chat_trl.py`) on the same model, batches and threads.
+    Chat(ChatBenchArgs),
     /// `gpt eval`'s wall time per task, optionally beside lm-evaluation-harness 0.4 on the same
     /// requests, model and threads (metrics compared).
     Eval(EvalBenchArgs),
@@ -233,6 +236,44 @@ pub struct FinetuneBenchArgs {
     pub python: Option<PathBuf>,
 }
 
+/// Options of `gpt bench chat`.
+#[derive(Args)]
+pub struct ChatBenchArgs {
+    /// A chat model, or a base model (one `gpt sft` step makes it a chat model first; ours or
+    /// a Hugging Face GPT-2 directory with its tokenizer). Default: a random GPT-2-style model,
+    /// 4 layers, width 256, context 256, with the GPT-2 tokenizer (no download).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// sft, dpo or both.
+    #[arg(long, default_value = "both")]
+    pub which: String,
+    /// SFT demonstrations (JSONL). Default: the instruction suite of `gpt sft suite`.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// DPO preference pairs (JSONL). Default: data/chat/hh_rlhf_harmless/train.jsonl.
+    #[arg(long)]
+    pub pairs: Option<PathBuf>,
+    /// Timed optimizer steps per run (after two warm-up steps).
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Alternating runs per side (medians reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Examples (SFT) or pairs (DPO) per step.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// SFT with packed rows (ours `--packing`, TRL `padding_free`).
+    #[arg(long)]
+    pub packing: bool,
+    /// Also run TRL (bench/chat_trl.py) on the same work.
+    #[arg(long)]
+    pub vs_trl: bool,
+    /// Python interpreter with torch, transformers and trl (default: $GPT_PYTHON,
+    /// ~/.cache/gpt-refenv/bin/python, then python3).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+}
+
 /// A comma-separated list, trimmed, empty items dropped.
 fn list(s: &str) -> Vec<String> {
     s.split(',')
@@ -315,6 +356,18 @@ pub fn run(cmd: BenchCommand) -> CliResult {
             precision: Precision::parse_for("precision", &a.precision)?,
             runs: a.runs,
             vs_torch: a.vs_torch,
+            python: a.python,
+        })?,
+        BenchCommand::Chat(a) => bench::chat::run(&bench::chat::ChatBench {
+            model: a.model,
+            which: bench::chat::Which::parse(&a.which)?,
+            data: a.data,
+            pairs: a.pairs.unwrap_or_else(bench::chat::default_pairs),
+            steps: a.steps,
+            runs: a.runs,
+            batch_size: a.batch_size,
+            packing: a.packing,
+            vs_trl: a.vs_trl,
             python: a.python,
         })?,
     }

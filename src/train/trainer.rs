@@ -185,6 +185,10 @@ pub struct Metric {
     pub grad_norm: f32,
     /// Tokens per second of the step.
     pub tokens_per_sec: f64,
+    /// Tokens of the step's micro-batches as its task counts them (the chat tasks: real
+    /// tokens, padding not counted).
+    #[serde(default)]
+    pub tokens: usize,
     /// Validation loss, on evaluation steps.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub val_loss: Option<f32>,
@@ -359,6 +363,7 @@ pub fn run(
             lr,
             grad_norm,
             tokens_per_sec: rate,
+            tokens,
             val_loss: if eval_now { outcome.val_loss } else { None },
             extra,
         };
