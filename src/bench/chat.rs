@@ -372,14 +372,7 @@ fn run_in(opts: &ChatBench, tmp: &Path) -> Result<()> {
             packing: opts.packing && method == Method::Sft,
             ..ChatTrainConfig::new(method)
         };
-        work.push(write_work(
-            &data,
-            &enc,
-            config.n_ctx,
-            cfg,
-            n_steps,
-            tmp,
-        )?);
+        work.push(write_work(&data, &enc, config.n_ctx, cfg, n_steps, tmp)?);
     }
 
     let peak = matmul_peak_gflops();

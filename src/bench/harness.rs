@@ -236,3 +236,28 @@ pub fn random_gpt2_base(config: crate::model::GptConfig, dir: &Path) -> Result<(
 pub fn cell(value: Option<f64>, f: impl Fn(f64) -> String) -> String {
     value.map_or("-".into(), f)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rates_skip_the_two_warm_up_steps() {
+        let t0 = Instant::now();
+        // Steps at 10 s (a slow first step), 11 s, 12 s, 14 s, with 100, 100, 30 and 50 tokens.
+        let steps: Vec<StampedStep> = [(10, 100), (11, 100), (12, 30), (14, 50)]
+            .iter()
+            .map(|&(s, tokens)| StampedStep {
+                at: t0 + Duration::from_secs(s),
+                line: serde_json::json!({ "step": 1, "tokens": tokens }),
+            })
+            .collect();
+        // Steps 3 and 4 over the 3 s after step 2.
+        assert!((rate_after_warmup(&steps, |_, _| 1.0) - 2.0 / 3.0).abs() < 1e-12);
+        let tokens = rate_after_warmup(&steps, |_, v| v["tokens"].as_f64().unwrap());
+        assert!((tokens - 80.0 / 3.0).abs() < 1e-12);
+        let numbered = rate_after_warmup(&steps, |step, _| step as f64);
+        assert!((numbered - 7.0 / 3.0).abs() < 1e-12);
+    }
+}
