@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 /// A tiny char-level base (newline, digits and punctuation included) with context `n_ctx`.
 fn base(dir: &Path, n_ctx: usize) -> PathBuf {
     let tok = CharTokenizer::from_text(
-        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ?.,!'\n=+-",
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ?.,!'\n=+-:",
     );
     let cfg = GptConfig {
         vocab_size: tok.vocab_size(),
@@ -405,5 +405,31 @@ fn bad_records_are_named_by_file_and_line_or_counted() {
         e.contains("tokenizer_config.json") && e.contains("only user turns"),
         "{e}"
     );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_model_with_its_own_chat_template_keeps_it() {
+    let dir = tmp("chat", "own");
+    let b = base(&dir.join("base"), 64);
+    // A template of its own: ChatML-like text markers, no role tokens, EOS after each turn.
+    let tpl = "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + eos_token }}{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}";
+    std::fs::write(
+        b.join("tokenizer_config.json"),
+        serde_json::json!({"chat_template": tpl, "eos_token": "<|endoftext|>"}).to_string(),
+    )
+    .unwrap();
+    let data = write(&dir, "one.jsonl", &[&convo("hi", "yo")]);
+    let mut cfg = config(Method::Sft, &b, &data, &dir.join("run"));
+    cfg.max_steps = Some(1);
+    sft::sft(&cfg, &quiet()).unwrap();
+    let chat = ChatModel::load(&dir.join("run"), Precision::F32).unwrap();
+    assert_eq!(chat.template.source(), tpl);
+    assert!(chat.tok.special_id("<|user|>").is_none(), "no role tokens were added");
+    let text = chat
+        .template
+        .render(&[Message::new(Role::User, "hi")], true, Path::new("x"))
+        .unwrap();
+    assert_eq!(text, "user: hi<|endoftext|>assistant: ");
     std::fs::remove_dir_all(&dir).ok();
 }

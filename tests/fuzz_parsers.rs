@@ -1011,6 +1011,70 @@ fn metrics_jsonl_target() -> Target {
     )
 }
 
+fn chat_records_target() -> Target {
+    let dir = scratch("chat-records");
+    let path = dir.join("chats.jsonl");
+    let seeds = vec![
+        br#"{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+{"prompt": "q", "completion": " a"}
+{"prompt": [{"role": "user", "content": "x"}], "completion": [{"role": "assistant", "content": "y"}]}
+"#
+        .to_vec(),
+        br#"{"prompt": "\n\nHuman: hi\n\nAssistant:", "chosen": " yes", "rejected": " no"}
+{"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: c"}
+"#
+        .to_vec(),
+    ];
+    (
+        seeds,
+        Box::new(move |b| {
+            // Owns the scratch directory: removed when the target is dropped.
+            let _keep = &dir;
+            put(&path, b);
+            let sft = gpt::chat::records::read_sft(&path, false).is_ok();
+            let pairs = gpt::chat::records::read_preferences(&path, false).is_ok();
+            // With skip_bad every line is read or counted, never a panic.
+            let _ = gpt::chat::records::read_sft(&path, true);
+            let _ = gpt::chat::records::read_preferences(&path, true);
+            sft || pairs
+        }),
+    )
+}
+
+fn chat_template_target() -> Target {
+    use gpt::chat::{ChatTemplate, Message, Role};
+    let dir = scratch("chat-template");
+    let path = dir.join("tokenizer_config.json");
+    let seeds = vec![
+        serde_json::json!({
+            "chat_template": gpt::chat::template::DEFAULT_TEMPLATE,
+            "eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "pad_token": "<|pad|>"
+        })
+        .to_string()
+        .into_bytes(),
+        br#"{"chat_template": "{% for m in messages %}{{ m['role'] | upper }}: {{ m['content'].strip() }}{% if not loop.last %}\n{% endif %}{% endfor %}", "eos_token": {"content": "</s>"}}"#
+            .to_vec(),
+    ];
+    let convo = vec![
+        Message::new(Role::System, "s"),
+        Message::new(Role::User, "u"),
+        Message::new(Role::Assistant, "a"),
+    ];
+    (
+        seeds,
+        Box::new(move |b| {
+            // Owns the scratch directory: removed when the target is dropped.
+            let _keep = &dir;
+            put(&path, b);
+            match ChatTemplate::load(&dir) {
+                // A template that loads must render or fail with an error, never panic.
+                Ok(Some(t)) => t.render(&convo, true, &path).is_ok(),
+                _ => false,
+            }
+        }),
+    )
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tests: a short run each in `cargo test`, a long `#[ignore]`d run each.
 
@@ -1048,6 +1112,8 @@ fuzz_tests! {
     fuzz_tsv_pairs, fuzz_tsv_pairs_long, tsv_target(), 1000;
     fuzz_jsonl_documents, fuzz_jsonl_documents_long, jsonl_target(), 1000;
     fuzz_metrics_jsonl, fuzz_metrics_jsonl_long, metrics_jsonl_target(), 1000;
+    fuzz_chat_records, fuzz_chat_records_long, chat_records_target(), 1000;
+    fuzz_chat_template, fuzz_chat_template_long, chat_template_target(), 500;
 }
 
 /// The other half of the property: the valid files the fuzzers start from read back to what

@@ -13,8 +13,18 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to `path` atomically (temporary file in the same directory, synced, then
-/// renamed over `path`, then the directory synced), creating the directory if needed.
+/// renamed over `path`, then the directory synced), creating the directory if needed. A path
+/// that is a device or a pipe is written directly.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    // A device or a pipe (`--out /dev/null`, `--out /dev/stdout`) is written in place: renaming
+    // a file over it would replace the device node itself.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(bytes))
+            .map_err(|e| Error::io(path, e));
+    }
     let dir = parent(path);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let tmp = dir.join(format!(".{}.tmp.{}", file_name(path), std::process::id()));
@@ -91,6 +101,19 @@ fn file_name(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_device_is_written_in_place_not_replaced() {
+        use std::os::unix::fs::FileTypeExt;
+        let null = Path::new("/dev/null");
+        if !null.exists() {
+            return;
+        }
+        write_atomic(null, b"discarded").unwrap();
+        let kind = std::fs::metadata(null).unwrap().file_type();
+        assert!(kind.is_char_device(), "/dev/null must stay a device");
+    }
 
     #[test]
     fn files_and_directories_are_replaced_whole() {
