@@ -24,6 +24,7 @@ pub mod finetune;
 pub mod generate;
 pub mod io;
 pub mod kernels;
+pub mod logs;
 pub mod model;
 pub mod nn;
 pub mod optim;

@@ -14,6 +14,8 @@ pub mod eval;
 pub mod finetune;
 pub mod generate;
 pub mod interrupt;
+pub mod logs;
+pub mod logs_model;
 pub mod prepare;
 pub mod score;
 pub mod tokenize;
@@ -82,6 +84,10 @@ pub enum Command {
     Dpo(Box<chat_train::DpoArgs>),
     /// Talk to a chat model (interactive, streaming, multi-turn), or answer a file (--batch).
     Chat(Box<chat::ChatArgs>),
+    /// Log anomaly detection: a GPT over log keys learns normal sessions and flags what
+    /// deviates (DeepLog's top-g rule, or surprisal).
+    #[command(subcommand)]
+    Logs(logs::LogsCommand),
 }
 
 /// Runs the parsed command line.
@@ -102,6 +108,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Sft(args) => chat_train::run_sft(*args),
         Command::Reward(args) => chat_train::run_reward(*args),
         Command::Dpo(args) => chat_train::run_dpo(*args),
+        Command::Logs(cmd) => logs::run(cmd),
         Command::Chat(args) => chat::run(*args),
         Command::Finetune(args) => finetune::run(*args),
         Command::Classify(args) => finetune::run_classify(args),
