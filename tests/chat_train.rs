@@ -425,7 +425,10 @@ fn a_model_with_its_own_chat_template_keeps_it() {
     sft::sft(&cfg, &quiet()).unwrap();
     let chat = ChatModel::load(&dir.join("run"), Precision::F32).unwrap();
     assert_eq!(chat.template.source(), tpl);
-    assert!(chat.tok.special_id("<|user|>").is_none(), "no role tokens were added");
+    assert!(
+        chat.tok.special_id("<|user|>").is_none(),
+        "no role tokens were added"
+    );
     let text = chat
         .template
         .render(&[Message::new(Role::User, "hi")], true, Path::new("x"))

@@ -111,12 +111,13 @@ mod tests {
 
     #[test]
     fn position_score_is_the_log_softmax_and_the_rank() {
-        let row = [1.0f32, 3.0, 2.0, 0.5];
+        // Id 2 is `<unk>`; the target is key 4 with logit 2.
+        let row = [1.0f32, 3.0, 0.0, 0.5, 2.0];
         let z: f32 = row.iter().map(|l| l.exp()).sum();
-        let s = position_score(&row, 2, 4, 2);
+        let s = position_score(&row, 4, 4, 2);
         assert!((s.nll - (z.ln() - 2.0)).abs() < 1e-5);
         assert_eq!(s.rank, 1);
-        assert_eq!(s.top, [1, 2]);
+        assert_eq!(s.top, [1, 4]);
         assert_eq!(s.pos, 4);
         let u = position_score(&row, UNK, 1, 0);
         assert!(u.nll.is_infinite() && u.rank == u32::MAX && u.top.is_empty());
