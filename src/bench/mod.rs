@@ -9,6 +9,7 @@
 //! - [`finetune`]: GPT-1 fine-tuning examples/s of `gpt finetune`.
 //! - [`chat`]: SFT and DPO steps/s of `gpt sft` / `gpt dpo` beside TRL's trainers.
 //! - [`eval`]: `gpt eval`'s wall time per task beside lm-evaluation-harness.
+//! - [`logs`]: log anomaly detection on HDFS beside an n-gram baseline and DeepLog in PyTorch.
 //! - [`harness`]: what they share (median timing, peak memory, peer processes, table cells).
 //! - [`bandwidth`]: the read and copy bandwidth probes of the decode bound.
 //!
@@ -22,5 +23,6 @@ pub mod finetune;
 pub mod generate;
 pub mod harness;
 pub mod kernels;
+pub mod logs;
 pub mod train;
 pub mod translate;

@@ -30,6 +30,9 @@ pub enum BenchCommand {
     /// SFT and DPO training steps/s of `gpt sft` and `gpt dpo`, optionally beside TRL's
     /// `SFTTrainer` and `DPOTrainer` (`bench/chat_trl.py`) on the same model, batches and threads.
     Chat(ChatBenchArgs),
+    /// Log anomaly detection on HDFS (DeepLog's session files): `gpt logs train`/`eval` beside
+    /// an n-gram baseline and, optionally, DeepLog's LSTM in PyTorch (quality and speed).
+    Logs(LogsBenchArgs),
     /// `gpt eval`'s wall time per task, optionally beside lm-evaluation-harness 0.4 on the same
     /// requests, model and threads (metrics compared).
     Eval(EvalBenchArgs),
@@ -236,6 +239,33 @@ pub struct FinetuneBenchArgs {
     pub python: Option<PathBuf>,
 }
 
+/// Flags of `gpt bench logs`.
+#[derive(clap::Args, Debug)]
+pub struct LogsBenchArgs {
+    /// Folder with DeepLog's `hdfs_train` and `hdfs_test_abnormal` (research licence; read in
+    /// place).
+    #[arg(long, default_value = "../shared/data/logs/hdfs_deeplog")]
+    pub data_dir: PathBuf,
+    /// Epochs of our model.
+    #[arg(long, default_value_t = 20)]
+    pub epochs: usize,
+    /// Our model's context in keys.
+    #[arg(long, default_value_t = 64)]
+    pub window: usize,
+    /// Epochs of the PyTorch LSTM.
+    #[arg(long, default_value_t = 30)]
+    pub torch_epochs: usize,
+    /// Alternating runs per side (medians reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Also run DeepLog's LSTM in PyTorch (bench/deeplog_torch.py).
+    #[arg(long)]
+    pub vs_torch: bool,
+    /// Python with PyTorch (default: $GPT_PYTHON, ~/.cache/gpt-refenv/bin/python, python3).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+}
+
 /// Options of `gpt bench chat`.
 #[derive(Args)]
 pub struct ChatBenchArgs {
@@ -354,6 +384,15 @@ pub fn run(cmd: BenchCommand) -> CliResult {
             batch_size: a.batch_size,
             aux_lm: a.aux_lm,
             precision: Precision::parse_for("precision", &a.precision)?,
+            runs: a.runs,
+            vs_torch: a.vs_torch,
+            python: a.python,
+        })?,
+        BenchCommand::Logs(a) => bench::logs::run(&bench::logs::LogsBench {
+            data_dir: a.data_dir,
+            epochs: a.epochs,
+            window: a.window,
+            torch_epochs: a.torch_epochs,
             runs: a.runs,
             vs_torch: a.vs_torch,
             python: a.python,

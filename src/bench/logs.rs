@@ -1,0 +1,281 @@
+//! `gpt bench logs`: log anomaly detection on HDFS (DeepLog's session files), our log-key GPT
+//! (`gpt logs train` / `gpt logs eval`, each in a fresh process of this binary: the commands
+//! users run) beside the n-gram baseline and, with `--vs-torch`, DeepLog's LSTM in PyTorch
+//! (`bench/deeplog_torch.py`) on the same split and threads, in one run.
+//!
+//! The split (the issue's): the first 4,000 normal sessions train (our last 10% of them, the
+//! LSTM's sessions 3601..4000, are the validation part that picks the surprisal threshold),
+//! the remaining normal sessions (855) and all abnormal ones (16,838) test. Speeds: training
+//! sessions·epochs per second of wall time (ours: the whole `gpt logs train` command; the
+//! LSTM: windows and epochs, from its own clock) and test sessions scored per second (ours:
+//! the whole `gpt logs eval` command; the LSTM: windows, batched inference and the decision).
+//! Each side runs `runs` times, alternating; medians are reported beside the f32 matmul peak
+//! measured in the same run.
+
+use super::harness::{find_python, matmul_peak_gflops, median, run_json, script, PYTHON_HINT};
+use crate::error::{Error, Result};
+use crate::logs::metrics::Confusion;
+use crate::logs::ngram::NgramModel;
+use crate::logs::sessions::read_sessions;
+use crate::logs::vocab::KeyVocab;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// Settings of `gpt bench logs`.
+#[derive(Clone, Debug)]
+pub struct LogsBench {
+    /// DeepLog's HDFS files (`hdfs_train`, `hdfs_test_abnormal`).
+    pub data_dir: PathBuf,
+    /// Epochs of our model.
+    pub epochs: usize,
+    /// Our model's context (keys).
+    pub window: usize,
+    /// Epochs of the PyTorch LSTM.
+    pub torch_epochs: usize,
+    /// Alternating runs per side.
+    pub runs: usize,
+    /// Also run DeepLog's LSTM in PyTorch.
+    pub vs_torch: bool,
+    /// Python with PyTorch.
+    pub python: Option<PathBuf>,
+}
+
+/// Normal sessions that train (and validate).
+const TRAIN_SESSIONS: usize = 4000;
+
+/// One row of the table.
+struct Row {
+    name: String,
+    c: Confusion,
+    roc: Option<f64>,
+    train_rate: Option<f64>,
+    score_rate: Option<f64>,
+}
+
+/// Runs `gpt bench logs`, printing its table.
+pub fn run(opts: &LogsBench) -> Result<()> {
+    if opts.runs == 0 {
+        return Err(Error::field("--runs", "must be at least 1"));
+    }
+    let normal_path = opts.data_dir.join("hdfs_train");
+    let abnormal_path = opts.data_dir.join("hdfs_test_abnormal");
+    let (normal, _) = read_sessions(&normal_path)?;
+    if normal.len() <= TRAIN_SESSIONS {
+        return Err(Error::file(
+            &normal_path,
+            format!(
+                "{} sessions; the split needs more than {TRAIN_SESSIONS}",
+                normal.len()
+            ),
+        ));
+    }
+    let (abnormal, _) = read_sessions(&abnormal_path)?;
+    let tmp = std::env::temp_dir().join(format!("gpt-bench-logs-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let result = run_in(opts, &tmp, &normal, &abnormal, &normal_path, &abnormal_path);
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+fn write_lines(path: &Path, sessions: &[crate::logs::sessions::Session]) -> Result<()> {
+    let text: String = sessions
+        .iter()
+        .map(|s| format!("{}\n", s.keys.join(" ")))
+        .collect();
+    std::fs::write(path, text).map_err(|e| Error::io(path, e))
+}
+
+fn run_in(
+    opts: &LogsBench,
+    tmp: &Path,
+    normal: &[crate::logs::sessions::Session],
+    abnormal: &[crate::logs::sessions::Session],
+    normal_path: &Path,
+    abnormal_path: &Path,
+) -> Result<()> {
+    let threads = crate::threads::current();
+    let exe = super::harness::current_exe()?;
+    let train_file = tmp.join("train.txt");
+    let test_normal = tmp.join("test_normal.txt");
+    write_lines(&train_file, &normal[..TRAIN_SESSIONS])?;
+    write_lines(&test_normal, &normal[TRAIN_SESSIONS..])?;
+    let n_train = TRAIN_SESSIONS - TRAIN_SESSIONS / 10;
+    let n_test = normal.len() - TRAIN_SESSIONS + abnormal.len();
+    let peak = matmul_peak_gflops();
+    println!(
+        "gpt bench logs: HDFS (DeepLog's files in {}), train on normal sessions 1..{n_train}, validate on {}..{TRAIN_SESSIONS}, test {} normal + {} abnormal; {threads} threads; {} runs; f32 matmul peak {peak:.1} GFLOP/s",
+        opts.data_dir.display(),
+        n_train + 1,
+        normal.len() - TRAIN_SESSIONS,
+        abnormal.len(),
+        opts.runs
+    );
+
+    // The n-gram baseline, in process (counting is instant).
+    let vocab = KeyVocab::build(
+        normal[..n_train]
+            .iter()
+            .flat_map(|s| s.keys.iter().map(String::as_str)),
+    );
+    let enc = |s: &crate::logs::sessions::Session| vocab.encode(&s.keys, true);
+    let train_seqs: Vec<Vec<u32>> = normal[..n_train].iter().map(enc).collect();
+    let ngram = NgramModel::train(3, &train_seqs);
+    let tests: Vec<(Vec<u32>, bool)> = normal[TRAIN_SESSIONS..]
+        .iter()
+        .map(|s| (enc(s), false))
+        .chain(abnormal.iter().map(|s| (enc(s), true)))
+        .collect();
+    let labels: Vec<bool> = tests.iter().map(|t| t.1).collect();
+    let flags: Vec<bool> = tests.iter().map(|t| ngram.anomalous(&t.0, 9)).collect();
+    let scores: Vec<f64> = tests.iter().map(|t| ngram.score(&t.0)).collect();
+    let mut rows = vec![Row {
+        name: "3-gram counts + </s>, top-9".into(),
+        c: Confusion::of(&flags, &labels),
+        roc: crate::logs::metrics::roc_auc(&scores, &labels),
+        train_rate: None,
+        score_rate: None,
+    }];
+
+    let model = tmp.join("model");
+    let (mut ours_train, mut ours_score) = (Vec::new(), Vec::new());
+    let (mut torch_train, mut torch_score) = (Vec::new(), Vec::new());
+    let (mut ours_rows, mut torch_row) = (Vec::new(), None);
+    let python = find_python(opts.python.as_deref());
+    for run in 1..=opts.runs {
+        let t0 = Instant::now();
+        let mut cmd = Command::new(&exe);
+        cmd.arg("--threads")
+            .arg(threads.to_string())
+            .args(["logs", "train", "--sessions"])
+            .arg(&train_file)
+            .arg("--out")
+            .arg(&model)
+            .args(["--epochs", &opts.epochs.to_string()])
+            .args(["--window", &opts.window.to_string()])
+            .args(["--batch-size", "32", "--json", "--overwrite"]);
+        run_json(&mut cmd, "")?;
+        ours_train.push((n_train * opts.epochs) as f64 / t0.elapsed().as_secs_f64());
+        let mut this_run = Vec::new();
+        for detector in ["topg", "surprisal"] {
+            let t0 = Instant::now();
+            let mut cmd = Command::new(&exe);
+            cmd.arg("--threads")
+                .arg(threads.to_string())
+                .args(["logs", "eval", "--model"])
+                .arg(&model)
+                .arg("--normal")
+                .arg(&test_normal)
+                .arg("--abnormal")
+                .arg(abnormal_path)
+                .args(["--detector", detector, "--json"]);
+            let v = run_json(&mut cmd, "")?;
+            if detector == "surprisal" {
+                ours_score.push(n_test as f64 / t0.elapsed().as_secs_f64());
+            }
+            this_run.push((detector, v));
+        }
+        ours_rows = this_run;
+        let mut line = format!(
+            "run {run}: ours train {:.0} sessions·epochs/s, score {:.0} sessions/s",
+            ours_train[run - 1],
+            ours_score[run - 1]
+        );
+        if opts.vs_torch {
+            let mut cmd = Command::new(&python);
+            cmd.arg(script("deeplog_torch.py"))
+                .args(["--model", "deeplog", "--eos"])
+                .arg("--normal")
+                .arg(normal_path)
+                .arg("--abnormal")
+                .arg(abnormal_path)
+                .args(["--train-sessions", &n_train.to_string()])
+                .args(["--valid-sessions", &(TRAIN_SESSIONS - n_train).to_string()])
+                .args(["--epochs", &opts.torch_epochs.to_string()])
+                .args(["--threads", &threads.to_string()])
+                .args(["--seed", &run.to_string()]);
+            let v = run_json(&mut cmd, PYTHON_HINT)?;
+            let f = |k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+            torch_train.push(f("train_sessions_per_s"));
+            torch_score.push(f("score_sessions_per_s"));
+            line.push_str(&format!(
+                "; PyTorch DeepLog train {:.0} sessions·epochs/s, score {:.0} sessions/s",
+                f("train_sessions_per_s"),
+                f("score_sessions_per_s")
+            ));
+            torch_row = Some(v);
+        }
+        println!("{line}");
+    }
+    let med = |v: &mut Vec<f64>| (!v.is_empty()).then(|| median(v));
+    let (ot, os) = (med(&mut ours_train), med(&mut ours_score));
+    for (detector, v) in &ours_rows {
+        rows.push(Row {
+            name: format!(
+                "ours: GPT (2 layers, width 64, context {}), {}",
+                opts.window,
+                if *detector == "topg" {
+                    "top-9"
+                } else {
+                    "surprisal"
+                }
+            ),
+            c: confusion_of(v),
+            roc: v.get("roc_auc").and_then(Value::as_f64),
+            train_rate: ot,
+            score_rate: os,
+        });
+    }
+    if let Some(v) = &torch_row {
+        rows.push(Row {
+            name: format!(
+                "PyTorch DeepLog LSTM (2x64, h 10, + </s>), top-9, {} epochs",
+                opts.torch_epochs
+            ),
+            c: confusion_of(v),
+            roc: None,
+            train_rate: med(&mut torch_train),
+            score_rate: med(&mut torch_score),
+        });
+    }
+    println!("| detector | precision | recall | F1 | FPR | ROC-AUC | train sessions·epochs/s | score sessions/s |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let cell = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |x| format!("{x:.d$}"));
+    for r in &rows {
+        println!(
+            "| {} | {:.4} | {:.4} | {:.4} | {:.4} | {} | {} | {} |",
+            r.name,
+            r.c.precision(),
+            r.c.recall(),
+            r.c.f1(),
+            r.c.fpr(),
+            cell(r.roc, 4),
+            cell(r.train_rate, 0),
+            cell(r.score_rate, 0)
+        );
+    }
+    println!(
+        "published DeepLog (Du et al. 2017, its own split): precision 0.95, recall 0.96, F1 0.96"
+    );
+    if let (Some(ot), Some(os), Some(tt), Some(ts)) =
+        (ot, os, med(&mut torch_train), med(&mut torch_score))
+    {
+        println!(
+            "speed ratios (ours / PyTorch DeepLog, medians): training {:.2}x sessions·epochs/s, scoring {:.2}x sessions/s",
+            ot / tt,
+            os / ts
+        );
+    }
+    Ok(())
+}
+
+fn confusion_of(v: &Value) -> Confusion {
+    let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0) as usize;
+    Confusion {
+        tp: n("tp"),
+        fp: n("fp"),
+        fn_: n("fn"),
+        tn: n("tn"),
+    }
+}
