@@ -14,6 +14,7 @@ pub mod eval;
 pub mod finetune;
 pub mod generate;
 pub mod interrupt;
+pub mod logs;
 pub mod prepare;
 pub mod score;
 pub mod tokenize;
@@ -82,6 +83,9 @@ pub enum Command {
     Dpo(Box<chat_train::DpoArgs>),
     /// Talk to a chat model (interactive, streaming, multi-turn), or answer a file (--batch).
     Chat(Box<chat::ChatArgs>),
+    /// Log anomaly detection (`logs parse`: mine templates from a log with Drain).
+    #[command(subcommand)]
+    Logs(logs::LogsCommand),
 }
 
 /// Runs the parsed command line.
@@ -105,5 +109,6 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Chat(args) => chat::run(*args),
         Command::Finetune(args) => finetune::run(*args),
         Command::Classify(args) => finetune::run_classify(args),
+        Command::Logs(cmd) => logs::run(cmd),
     }
 }
