@@ -13,6 +13,7 @@
 //!   loss) as a task of the training loop; prediction and evaluation.
 //! - [`eval`]: zero- and few-shot evaluation with lm-evaluation-harness's semantics.
 //! - [`bench`]: the benchmark harnesses behind `gpt bench`.
+//! - [`logs`]: log anomaly detection (Drain template mining of raw logs).
 //! - [`tokenizer`]: re-export of the `gpt-tokenizer` crate (GPT-2 byte-level BPE).
 
 pub mod bench;

@@ -84,8 +84,9 @@ pub enum Command {
     Dpo(Box<chat_train::DpoArgs>),
     /// Talk to a chat model (interactive, streaming, multi-turn), or answer a file (--batch).
     Chat(Box<chat::ChatArgs>),
-    /// Log anomaly detection: a GPT over log keys learns normal sessions and flags what
-    /// deviates (DeepLog's top-g rule, or surprisal).
+    /// Log anomaly detection: `logs parse` mines templates from a raw log (Drain); `logs
+    /// train` teaches a GPT over log keys normal sessions; `logs detect` / `logs eval` flag
+    /// what deviates (DeepLog's top-g rule, or surprisal).
     #[command(subcommand)]
     Logs(logs::LogsCommand),
 }
