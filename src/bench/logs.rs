@@ -279,3 +279,288 @@ fn confusion_of(v: &Value) -> Confusion {
         tn: n("tn"),
     }
 }
+
+/// Settings of the BGL part of `gpt bench logs`.
+#[derive(Clone, Debug)]
+pub struct BglBench {
+    /// Loghub's 2k samples (`BGL_2k.log`, `BGL_2k.labels.jsonl`).
+    pub loghub_dir: PathBuf,
+    /// Lines of the training period (the rest test).
+    pub train_lines: usize,
+    /// Share of the training period's end held out to choose the threshold.
+    pub valid_fraction: f64,
+    /// Epochs of our model.
+    pub epochs: usize,
+    /// Our model's context (lines).
+    pub window: usize,
+    /// False-positive rate the threshold is chosen for on the validation lines.
+    pub target_fpr: f64,
+}
+
+/// BGL per-line detection: templates mined (Drain, loghub's BGL settings) on the training
+/// period only, test lines matched against them (an unseen template is `<unk>`); a GPT over the
+/// stream of template ids trained on the normal lines of the training period (its last
+/// `valid_fraction` held out to choose the threshold); each test line scored by the NLL of its
+/// template given the lines before it. Beside it the trivial detectors: level FATAL, and an
+/// unseen template.
+pub fn run_bgl(opts: &BglBench) -> Result<()> {
+    use crate::logs::detect::threshold_for_fpr;
+    use crate::logs::metrics::{pr_auc, roc_auc};
+    let log_path = opts.loghub_dir.join("BGL_2k.log");
+    let labels_path = opts.loghub_dir.join("BGL_2k.labels.jsonl");
+    let text = std::fs::read_to_string(&log_path).map_err(|e| Error::io(&log_path, e))?;
+    let labels: Vec<bool> = std::fs::read_to_string(&labels_path)
+        .map_err(|e| Error::io(&labels_path, e))?
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let v: Value = serde_json::from_str(l)
+                .map_err(|e| Error::file(&labels_path, format!("line {}: {e}", i + 1)))?;
+            Ok(v.get("label").and_then(Value::as_u64) == Some(1))
+        })
+        .collect::<Result<_>>()?;
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() != labels.len() || opts.train_lines >= lines.len() {
+        return Err(Error::file(
+            &labels_path,
+            format!(
+                "{} labels for {} lines (training period {})",
+                labels.len(),
+                lines.len(),
+                opts.train_lines
+            ),
+        ));
+    }
+    let resolved = crate::logs::preset::resolve(Some("bgl"))?;
+    let level = resolved
+        .format
+        .headers()
+        .iter()
+        .position(|h| *h == "Level")
+        .ok_or_else(|| Error::field("--format", "the BGL format has no <Level>"))?;
+    let masking = crate::logs::mask::Masking::new(resolved.masks)?;
+    let mut parser =
+        crate::logs::LogParser::new(resolved.format.clone(), masking, resolved.settings)?;
+    let n = opts.train_lines;
+    let train_parsed = parser.parse_text(&lines[..n].join("\n"));
+    let mut keys: Vec<String> = train_parsed.iter().map(|p| p.template.to_string()).collect();
+    for l in &lines[n..] {
+        keys.push(
+            parser
+                .match_line(l)
+                .map_or("unseen".to_string(), |t| t.to_string()),
+        );
+    }
+    let generic = crate::logs::mask::Masking::new(crate::logs::mask::generic_rules())?;
+    let component = resolved.format.headers().iter().position(|h| *h == "Component");
+    let texts: Vec<String> = lines
+        .iter()
+        .map(|l| match resolved.format.split(l) {
+            Some(s) => format!(
+                "{} {} {}",
+                component.and_then(|c| s.headers.get(c).cloned()).unwrap_or_default(),
+                s.headers.get(level).cloned().unwrap_or_default(),
+                generic.apply(&s.content)
+            ),
+            None => generic.apply(l).into_owned(),
+        })
+        .collect();
+    let levels: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            resolved
+                .format
+                .split(l)
+                .and_then(|s| s.headers.get(level).cloned())
+                .unwrap_or_default()
+        })
+        .collect();
+    // The normal lines of the training period, in order: training, then validation.
+    let normal_train: Vec<&str> = (0..n)
+        .filter(|&i| !labels[i])
+        .map(|i| keys[i].as_str())
+        .collect();
+    let n_valid = (normal_train.len() as f64 * opts.valid_fraction).round() as usize;
+    let tmp = std::env::temp_dir().join(format!("gpt-bench-bgl-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let train_file = tmp.join("train.txt");
+    let valid_file = tmp.join("valid.txt");
+    let cut = normal_train.len() - n_valid;
+    std::fs::write(&train_file, normal_train[..cut].join(" "))
+        .map_err(|e| Error::io(&train_file, e))?;
+    std::fs::write(&valid_file, normal_train[cut..].join(" "))
+        .map_err(|e| Error::io(&valid_file, e))?;
+    let cfg = crate::logs::train::LogTrainConfig {
+        sessions: train_file,
+        valid: Some(valid_file),
+        out: tmp.join("model"),
+        end_token: false,
+        window: opts.window,
+        epochs: opts.epochs,
+        batch_size: 16,
+        target_fpr: opts.target_fpr,
+        ..Default::default()
+    };
+    let quiet = crate::train::TrainOptions {
+        quiet: true,
+        ..Default::default()
+    };
+    let result = (|| -> Result<()> {
+        let o = crate::logs::train::train_logs(&cfg, &quiet)?;
+        let mut model = crate::logs::model::LogModel::load(&cfg.out)?;
+        let stream = crate::logs::sessions::Session {
+            keys: keys.clone(),
+            line: 1,
+        };
+        let scores = model.score(&[stream], 0)?.remove(0);
+        // Position p (1-based over the keys) is line p.
+        let test: Vec<usize> = (n..lines.len()).collect();
+        let nll: Vec<f64> = test.iter().map(|&i| scores[i].nll as f64).collect();
+        let truth: Vec<bool> = test.iter().map(|&i| labels[i]).collect();
+        let threshold = o.detector.threshold.unwrap_or(f64::INFINITY);
+        let seen: std::collections::HashSet<&str> = normal_train.iter().copied().collect();
+        let detectors: Vec<(String, Vec<bool>, Vec<f64>)> = vec![
+            (
+                format!(
+                    "ours: GPT over template ids (context {}), NLL > {threshold:.2} (FPR {} on validation lines)",
+                    opts.window, opts.target_fpr
+                ),
+                nll.iter().map(|&s| s > threshold).collect(),
+                nll.clone(),
+            ),
+            (
+                "level FATAL".to_string(),
+                test.iter().map(|&i| levels[i] == "FATAL").collect(),
+                test.iter()
+                    .map(|&i| f64::from(u8::from(levels[i] == "FATAL")))
+                    .collect(),
+            ),
+            (
+                "template unseen in normal training lines".to_string(),
+                test.iter().map(|&i| !seen.contains(keys[i].as_str())).collect(),
+                test.iter()
+                    .map(|&i| f64::from(u8::from(!seen.contains(keys[i].as_str()))))
+                    .collect(),
+            ),
+        ];
+        println!(
+            "BGL (loghub 2k): training period lines 1..{n} ({} normal lines: {} train, {} validation; {} templates mined there), test lines {}..{} ({} anomalous of {})",
+            normal_train.len(),
+            cut,
+            n_valid,
+            parser.template_count(),
+            n + 1,
+            lines.len(),
+            truth.iter().filter(|&&t| t).count(),
+            truth.len()
+        );
+        println!("| detector | precision | recall | F1 | FPR | ROC-AUC | PR-AUC |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for (name, flags, s) in &detectors {
+            let c = Confusion::of(flags, &truth);
+            let cell = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.4}"));
+            println!(
+                "| {name} | {:.4} | {:.4} | {:.4} | {:.4} | {} | {} |",
+                c.precision(),
+                c.recall(),
+                c.f1(),
+                c.fpr(),
+                cell(roc_auc(s, &truth)),
+                cell(pr_auc(s, &truth))
+            );
+        }
+        let chars = char_model_scores(
+            &tmp,
+            &texts,
+            &labels,
+            n,
+            opts,
+            &crate::train::TrainOptions {
+                quiet: true,
+                ..Default::default()
+            },
+        )?;
+        let c_threshold = threshold_for_fpr(&chars.valid, opts.target_fpr).unwrap_or(f64::INFINITY);
+        let c_flags: Vec<bool> = chars.test.iter().map(|&s| s > c_threshold).collect();
+        let c = Confusion::of(&c_flags, &truth);
+        let cell = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.4}"));
+        println!(
+            "| ours: char-level GPT over `component level message` (numbers masked), mean NLL per char > {c_threshold:.3} (FPR {} on validation lines) | {:.4} | {:.4} | {:.4} | {:.4} | {} | {} |",
+            opts.target_fpr,
+            c.precision(),
+            c.recall(),
+            c.f1(),
+            c.fpr(),
+            cell(roc_auc(&chars.test, &truth)),
+            cell(pr_auc(&chars.test, &truth))
+        );
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+/// Per-line mean NLL per character of a character-level model of the lines' text.
+struct CharScores {
+    /// Validation lines (normal, end of the training period).
+    valid: Vec<f64>,
+    /// Test lines (after the training period).
+    test: Vec<f64>,
+}
+
+/// Trains a character-level log model (each line a session of its characters' code points,
+/// `</s>` at the end) on the normal lines of the training period but its last
+/// `valid_fraction`, and scores the validation and test lines by their mean NLL per character
+/// (characters unseen in training: `<unk>`, infinite).
+fn char_model_scores(
+    tmp: &Path,
+    texts: &[String],
+    labels: &[bool],
+    n: usize,
+    opts: &BglBench,
+    quiet: &crate::train::TrainOptions,
+) -> Result<CharScores> {
+    let as_keys = |t: &str| -> Vec<String> { t.chars().map(|c| (c as u32).to_string()).collect() };
+    let normal: Vec<usize> = (0..n).filter(|&i| !labels[i]).collect();
+    let cut = normal.len() - (normal.len() as f64 * opts.valid_fraction).round() as usize;
+    let write = |name: &str, idx: &[usize]| -> Result<PathBuf> {
+        let p = tmp.join(name);
+        let text: String = idx
+            .iter()
+            .map(|&i| format!("{}\n", as_keys(&texts[i]).join(" ")))
+            .collect();
+        std::fs::write(&p, text).map_err(|e| Error::io(&p, e))?;
+        Ok(p)
+    };
+    let cfg = crate::logs::train::LogTrainConfig {
+        sessions: write("chars_train.txt", &normal[..cut])?,
+        valid: Some(write("chars_valid.txt", &normal[cut..])?),
+        out: tmp.join("chars"),
+        end_token: true,
+        window: 64,
+        epochs: opts.epochs,
+        batch_size: 32,
+        ..Default::default()
+    };
+    crate::logs::train::train_logs(&cfg, quiet)?;
+    let mut model = crate::logs::model::LogModel::load(&cfg.out)?;
+    let mut mean_nll = |idx: &[usize]| -> Result<Vec<f64>> {
+        let sessions: Vec<crate::logs::sessions::Session> = idx
+            .iter()
+            .map(|&i| crate::logs::sessions::Session {
+                keys: as_keys(&texts[i]),
+                line: i + 1,
+            })
+            .collect();
+        Ok(model
+            .score(&sessions, 0)?
+            .iter()
+            .map(|s| s.iter().map(|p| p.nll as f64).sum::<f64>() / s.len().max(1) as f64)
+            .collect())
+    };
+    let test: Vec<usize> = (n..texts.len()).collect();
+    Ok(CharScores {
+        valid: mean_nll(&normal[cut..])?,
+        test: mean_nll(&test)?,
+    })
+}

@@ -246,6 +246,17 @@ pub struct LogsBenchArgs {
     /// place).
     #[arg(long, default_value = "../shared/data/logs/hdfs_deeplog")]
     pub data_dir: PathBuf,
+    /// hdfs (sessions, beside the n-gram and DeepLog), bgl (per-line, beside the trivial
+    /// detectors) or both.
+    #[arg(long, default_value = "both")]
+    pub which: String,
+    /// Loghub's 2k samples (`BGL_2k.log`, `BGL_2k.labels.jsonl`; research licence, read in
+    /// place).
+    #[arg(long, default_value = "../shared/data/logs/loghub_2k")]
+    pub loghub_dir: PathBuf,
+    /// BGL: lines of the training period (the rest test).
+    #[arg(long, default_value_t = 1200)]
+    pub bgl_train_lines: usize,
     /// Epochs of our model.
     #[arg(long, default_value_t = 20)]
     pub epochs: usize,
@@ -388,15 +399,36 @@ pub fn run(cmd: BenchCommand) -> CliResult {
             vs_torch: a.vs_torch,
             python: a.python,
         })?,
-        BenchCommand::Logs(a) => bench::logs::run(&bench::logs::LogsBench {
-            data_dir: a.data_dir,
-            epochs: a.epochs,
-            window: a.window,
-            torch_epochs: a.torch_epochs,
-            runs: a.runs,
-            vs_torch: a.vs_torch,
-            python: a.python,
-        })?,
+        BenchCommand::Logs(a) => {
+            if !["hdfs", "bgl", "both"].contains(&a.which.as_str()) {
+                return Err(gpt::error::Error::field(
+                    "--which",
+                    format!("`{}` is not one of hdfs, bgl, both", a.which),
+                )
+                .into());
+            }
+            if a.which != "bgl" {
+                bench::logs::run(&bench::logs::LogsBench {
+                    data_dir: a.data_dir,
+                    epochs: a.epochs,
+                    window: a.window,
+                    torch_epochs: a.torch_epochs,
+                    runs: a.runs,
+                    vs_torch: a.vs_torch,
+                    python: a.python,
+                })?;
+            }
+            if a.which != "hdfs" {
+                bench::logs::run_bgl(&bench::logs::BglBench {
+                    loghub_dir: a.loghub_dir,
+                    train_lines: a.bgl_train_lines,
+                    valid_fraction: 0.2,
+                    epochs: a.epochs,
+                    window: 16,
+                    target_fpr: 0.01,
+                })?;
+            }
+        }
         BenchCommand::Chat(a) => bench::chat::run(&bench::chat::ChatBench {
             model: a.model,
             which: bench::chat::Which::parse(&a.which)?,
