@@ -258,13 +258,13 @@ pub struct LogsBenchArgs {
     #[arg(long, default_value_t = 1200)]
     pub bgl_train_lines: usize,
     /// Epochs of our model.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 5)]
     pub epochs: usize,
     /// Our model's context in keys.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 10)]
     pub window: usize,
     /// Epochs of the PyTorch LSTM.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 12)]
     pub torch_epochs: usize,
     /// Alternating runs per side (medians reported).
     #[arg(long, default_value_t = 3)]

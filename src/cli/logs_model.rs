@@ -33,13 +33,13 @@ pub struct TrainArgs {
     #[arg(long)]
     pub stream: bool,
     /// Context of the model in keys (the history each prediction can see).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 10)]
     pub window: usize,
     /// Transformer blocks.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     pub layers: usize,
     /// Width.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 32)]
     pub width: usize,
     /// Attention heads.
     #[arg(long, default_value_t = 4)]
@@ -51,7 +51,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f32,
     /// Passes over the training windows.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 5)]
     pub epochs: usize,
     /// Optimizer steps (overrides --epochs).
     #[arg(long)]
