@@ -352,7 +352,10 @@ pub fn run_bgl(opts: &BglBench) -> Result<()> {
         crate::logs::LogParser::new(resolved.format.clone(), masking, resolved.settings)?;
     let n = opts.train_lines;
     let train_parsed = parser.parse_text(&lines[..n].join("\n"));
-    let mut keys: Vec<String> = train_parsed.iter().map(|p| p.template.to_string()).collect();
+    let mut keys: Vec<String> = train_parsed
+        .iter()
+        .map(|p| p.template.to_string())
+        .collect();
     for l in &lines[n..] {
         keys.push(
             parser
@@ -361,13 +364,19 @@ pub fn run_bgl(opts: &BglBench) -> Result<()> {
         );
     }
     let generic = crate::logs::mask::Masking::new(crate::logs::mask::generic_rules())?;
-    let component = resolved.format.headers().iter().position(|h| *h == "Component");
+    let component = resolved
+        .format
+        .headers()
+        .iter()
+        .position(|h| *h == "Component");
     let texts: Vec<String> = lines
         .iter()
         .map(|l| match resolved.format.split(l) {
             Some(s) => format!(
                 "{} {} {}",
-                component.and_then(|c| s.headers.get(c).cloned()).unwrap_or_default(),
+                component
+                    .and_then(|c| s.headers.get(c).cloned())
+                    .unwrap_or_default(),
                 s.headers.get(level).cloned().unwrap_or_default(),
                 generic.apply(&s.content)
             ),
