@@ -19,7 +19,7 @@ fn normal_session(rng: &mut Rng) -> String {
         keys.extend(["3", "4"]);
     }
     keys.push("5");
-    if rng.next_u64() % 2 == 0 {
+    if rng.next_u64().is_multiple_of(2) {
         keys.push("7");
     }
     keys.push("6");

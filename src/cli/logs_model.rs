@@ -208,7 +208,7 @@ fn load(a: &DetectorArgs) -> Result<(LogModel, Rule, usize, f64), Error> {
     Ok((model, rule, top_g, threshold))
 }
 
-fn sessions_of(path: &PathBuf) -> Result<Vec<Session>, Error> {
+fn sessions_of(path: &std::path::Path) -> Result<Vec<Session>, Error> {
     let (s, _) = read_sessions(path)?;
     if s.is_empty() {
         return Err(Error::file(path, "no session (every line is empty)"));

@@ -67,10 +67,11 @@ pub fn score_sequences(
         let logits = gpt.lm_logits_rows(&b.targets)?;
         let mut k = 0;
         for &(s, w) in chunk {
-            for p in w.scored_from..w.start + w.len {
+            let scored = &seqs[s][w.scored_from..w.start + w.len];
+            for (i, &target) in scored.iter().enumerate() {
                 let row = &logits[k * vocab..(k + 1) * vocab];
                 k += 1;
-                out[s].push(position_score(row, seqs[s][p], p, top));
+                out[s].push(position_score(row, target, w.scored_from + i, top));
             }
         }
     }

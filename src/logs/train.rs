@@ -123,7 +123,7 @@ impl LogTrainConfig {
                 "must be at least 2 tokens (the start token and one key)",
             ));
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return Err(Error::field(
                 "--heads",
                 format!(
