@@ -170,3 +170,141 @@ fn bad_input_names_the_file_or_flag() {
     assert!(e.contains("keys.json"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A raw log of interleaved block sessions: `open`, 1–3 `write`s, `close` per block.
+fn raw_log(blocks: std::ops::Range<u64>, rng: &mut Rng) -> String {
+    let mut lines = Vec::new();
+    for b in blocks {
+        lines.push(format!("open file for blk_{b} by user {}", rng.below(50)));
+        for _ in 0..=rng.below(3) {
+            lines.push(format!(
+                "write {} bytes to blk_{b}",
+                512 * (1 + rng.below(8))
+            ));
+        }
+        lines.push(format!("close blk_{b} after {} ms", rng.below(900)));
+    }
+    lines.join("\n") + "\n"
+}
+
+fn gpt(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_gpt"))
+        .args(["--threads", "1"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// From raw logs to verdicts with the commands: `logs parse`, `logs train --parsed
+/// --session-key`, `logs detect --input` on a new log.
+#[test]
+fn raw_logs_to_verdicts_through_the_commands() {
+    let dir = tmp("e2e");
+    let mut rng = Rng::new(3);
+    let train_log = dir.join("train.log");
+    std::fs::write(&train_log, raw_log(0..300, &mut rng)).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let parsed = dir.join("parsed");
+    let out = gpt(&[
+        "logs",
+        "parse",
+        "--input",
+        &s(&train_log),
+        "--out",
+        &s(&parsed),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let model = dir.join("model");
+    let out = gpt(&[
+        "logs",
+        "train",
+        "--parsed",
+        &s(&parsed),
+        "--session-key",
+        r"blk_\d+",
+        "--out",
+        &s(&model),
+        "--epochs",
+        "20",
+        "--target-fpr",
+        "0",
+        "--width",
+        "32",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // New blocks: two normal, one that stops before `close`, one with a new message type.
+    let mut new = raw_log(1000..1002, &mut rng);
+    new.push_str("open file for blk_2000 by user 7\nwrite 1024 bytes to blk_2000\n");
+    new.push_str("open file for blk_3000 by user 9\nwrite 512 bytes to blk_3000\n");
+    new.push_str("delete blk_3000 forcibly\nclose blk_3000 after 5 ms\n");
+    let new_log = dir.join("new.log");
+    std::fs::write(&new_log, new).unwrap();
+    let out = gpt(&[
+        "logs",
+        "detect",
+        "--model",
+        &s(&model),
+        "--input",
+        &s(&new_log),
+        "--detector",
+        "surprisal",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verdicts: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let flagged: Vec<(&str, bool)> = verdicts
+        .iter()
+        .map(|v| {
+            (
+                v["session"].as_str().unwrap(),
+                v["anomalous"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        flagged,
+        [
+            ("blk_1000", false),
+            ("blk_1001", false),
+            ("blk_2000", true),
+            ("blk_3000", true)
+        ]
+    );
+    assert_eq!(verdicts[3]["unseen"], serde_json::json!(["unseen"]));
+
+    // Bad input: a model without a parser cannot read raw logs, and says so.
+    let plain = config(&dir);
+    train_logs(&plain, &quiet()).unwrap();
+    let out = gpt(&[
+        "logs",
+        "detect",
+        "--model",
+        &s(&plain.out),
+        "--input",
+        &s(&new_log),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("log_source.json") && err.contains("--parsed"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -429,6 +429,7 @@ pub fn run_bgl(opts: &BglBench) -> Result<()> {
         let stream = crate::logs::sessions::Session {
             keys: keys.clone(),
             line: 1,
+            id: None,
         };
         let scores = model.score(&[stream], 0)?.remove(0);
         // Position p (1-based over the keys) is line p.
@@ -570,6 +571,7 @@ fn char_model_scores(
             .map(|&i| crate::logs::sessions::Session {
                 keys: as_keys(&texts[i]),
                 line: i + 1,
+                id: None,
             })
             .collect();
         Ok(model

@@ -17,8 +17,16 @@ use std::path::PathBuf;
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
     /// Normal sessions: one per line, log keys separated by spaces (DeepLog's format).
+    #[arg(long, required_unless_present = "parsed", conflicts_with = "parsed")]
+    pub sessions: Option<PathBuf>,
+    /// A `gpt logs parse` directory of normal logs: its lines' templates become the keys
+    /// (written to PARSED/sessions.txt), its parser is kept with the model for `detect --input`.
     #[arg(long)]
-    pub sessions: PathBuf,
+    pub parsed: Option<PathBuf>,
+    /// With --parsed: a regex whose matches in a line name the sessions the line belongs to
+    /// (e.g. 'blk_-?\d+' for HDFS blocks); without it the log is one stream.
+    #[arg(long, requires = "parsed")]
+    pub session_key: Option<String>,
     /// Normal validation sessions (default: the last --valid-fraction of --sessions).
     #[arg(long)]
     pub valid: Option<PathBuf>,
@@ -108,8 +116,12 @@ pub struct DetectArgs {
     #[command(flatten)]
     pub detector: DetectorArgs,
     /// Sessions to check (one per line).
+    #[arg(long, required_unless_present = "input", conflicts_with = "input")]
+    pub sessions: Option<PathBuf>,
+    /// A raw log, read with the parser and session rule of a model trained with --parsed
+    /// (lines of templates the parser never saw get the key `unseen`, always flagged).
     #[arg(long)]
-    pub sessions: PathBuf,
+    pub input: Option<PathBuf>,
     /// Print only the anomalous sessions.
     #[arg(long)]
     pub anomalous_only: bool,
@@ -130,12 +142,25 @@ pub struct EvalArgs {
 
 /// Runs `gpt logs train`.
 pub fn run_train(a: TrainArgs) -> CliResult {
+    let source = gpt::logs::parsed::LogSource {
+        session_key: a.session_key.clone(),
+    };
+    let (sessions, end_token) = match (&a.sessions, &a.parsed) {
+        (Some(s), _) => (s.clone(), !a.stream),
+        (None, Some(dir)) => (
+            sessions_file_of_parse(dir, &source)?,
+            source.session_key.is_some() && !a.stream,
+        ),
+        (None, None) => {
+            return Err(Error::field("--sessions", "give --sessions FILE or --parsed DIR").into())
+        }
+    };
     let cfg = LogTrainConfig {
-        sessions: a.sessions,
+        sessions,
         valid: a.valid,
         valid_fraction: a.valid_fraction,
         out: a.out,
-        end_token: !a.stream,
+        end_token,
         window: a.window,
         n_layer: a.layers,
         n_embd: a.width,
@@ -164,8 +189,11 @@ pub fn run_train(a: TrainArgs) -> CliResult {
         check_memory: false,
     };
     let o = train_logs(&cfg, &opts)?;
-    stop.exit_if_stopped(o.train.stopped_early);
     let dir = o.train.checkpoint.clone().unwrap_or(cfg.out.clone());
+    if let Some(parsed) = &a.parsed {
+        source.save_with_parser(parsed, &dir)?;
+    }
+    stop.exit_if_stopped(o.train.stopped_early);
     if a.json {
         println!(
             "{}",
@@ -194,6 +222,32 @@ pub fn run_train(a: TrainArgs) -> CliResult {
     Ok(())
 }
 
+/// Writes the sessions of a parse directory to `DIR/sessions.txt` (the run reads it, and reads
+/// it again on --resume) and returns its path.
+fn sessions_file_of_parse(
+    dir: &std::path::Path,
+    source: &gpt::logs::parsed::LogSource,
+) -> Result<PathBuf, Error> {
+    let (sessions, without) =
+        gpt::logs::parsed::sessions_from_parsed(dir, source.regex()?.as_ref())?;
+    if sessions.is_empty() {
+        return Err(Error::file(
+            &dir.join(gpt::logs::output::STRUCTURED_CSV),
+            "no session: no line matches --session-key",
+        ));
+    }
+    if without > 0 {
+        eprintln!("{without} lines name no session (--session-key) and are left out");
+    }
+    let text: String = sessions
+        .iter()
+        .map(|s| format!("{}\n", s.keys.join(" ")))
+        .collect();
+    let path = dir.join("sessions.txt");
+    gpt::io::write_atomic(&path, text.as_bytes())?;
+    Ok(path)
+}
+
 fn load(a: &DetectorArgs) -> Result<(LogModel, Rule, usize, f64), Error> {
     let model = LogModel::load(&a.model)?;
     let rule = Rule::parse(&a.detector)?;
@@ -219,7 +273,25 @@ fn sessions_of(path: &std::path::Path) -> Result<Vec<Session>, Error> {
 /// Runs `gpt logs detect`.
 pub fn run_detect(a: DetectArgs) -> CliResult {
     let (mut model, rule, top_g, threshold) = load(&a.detector)?;
-    let sessions = sessions_of(&a.sessions)?;
+    let sessions = match (&a.sessions, &a.input) {
+        (Some(s), _) => sessions_of(s)?,
+        (None, Some(log)) => {
+            let (source, parser) = gpt::logs::parsed::LogSource::load_with_parser(&model.dir)?;
+            let text = gpt::io::read_text(log)?;
+            let (s, without) =
+                gpt::logs::parsed::sessions_from_log(&parser, &text, source.regex()?.as_ref());
+            if without > 0 {
+                eprintln!("{without} lines name no session and are left out");
+            }
+            if s.is_empty() {
+                return Err(Error::file(log, "no session in the log").into());
+            }
+            s
+        }
+        (None, None) => {
+            return Err(Error::field("--sessions", "give --sessions FILE or --input LOG").into())
+        }
+    };
     let verdicts = model.detect(&sessions, rule, top_g, threshold)?;
     let mut out = String::new();
     let (mut anomalous, mut unseen) = (0, 0);
@@ -231,13 +303,17 @@ pub fn run_detect(a: DetectArgs) -> CliResult {
         }
         if a.detector.json {
             let mut o = serde_json::to_value(v)?;
-            o["line"] = json!(s.line);
+            match &s.id {
+                Some(id) => o["session"] = json!(id),
+                None => o["line"] = json!(s.line),
+            }
             o["detector"] = json!(rule.name());
             out.push_str(&o.to_string());
         } else {
             out.push_str(&format!(
-                "line {}: {}",
-                s.line,
+                "{}: {}",
+                s.id.as_ref()
+                    .map_or(format!("line {}", s.line), |id| format!("session {id}")),
                 if v.anomalous { "ANOMALOUS" } else { "normal" }
             ));
             for f in &v.flags {
@@ -257,6 +333,8 @@ pub fn run_detect(a: DetectArgs) -> CliResult {
         out.push('\n');
     }
     print!("{out}");
+    // The summary goes to standard error after every verdict is out.
+    std::io::Write::flush(&mut std::io::stdout())?;
     eprintln!(
         "{} of {} sessions anomalous ({}: {}), {} with keys unseen in training (always flagged)",
         anomalous,

@@ -11,7 +11,7 @@
 //! unseen.
 
 use super::score::PositionScore;
-use super::vocab::{KeyVocab, UNK};
+use super::vocab::{KeyVocab, BOS, UNK};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -174,7 +174,13 @@ pub fn verdict(
             flags.push(Flag {
                 position: s.pos,
                 key,
-                expected: s.top.iter().map(|&t| vocab.name(t).to_string()).collect(),
+                // `<s>` and `<unk>` are never a right answer: not listed as expected.
+                expected: s
+                    .top
+                    .iter()
+                    .filter(|&&t| t != BOS && t != UNK)
+                    .map(|&t| vocab.name(t).to_string())
+                    .collect(),
                 nll: s.nll.is_finite().then_some(s.nll as f64),
                 rank: (s.rank != u32::MAX).then_some(s.rank),
             });

@@ -14,6 +14,7 @@
 //!
 //! Detection:
 //! - [`sessions`]: DeepLog's session files, and windows of the context.
+//! - [`parsed`]: sessions from a parse or from raw lines matched against a saved parser.
 //! - [`vocab`]: the key vocabulary (`<s>`, `</s>`, `<unk>`, then the training keys).
 //! - [`train`]: `gpt logs train` (a task of the training loop, the threshold on validation).
 //! - [`score`]: per-position NLL, rank and most likely keys.
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod model;
 pub mod ngram;
 pub mod output;
+pub mod parsed;
 pub mod parser;
 pub mod preset;
 pub mod score;

@@ -10,8 +10,10 @@ use std::path::Path;
 pub struct Session {
     /// The keys, in order.
     pub keys: Vec<String>,
-    /// Line number in its file (1-based).
+    /// Line number in its file (1-based), or the session's number in order of appearance.
     pub line: usize,
+    /// The session's id when it was grouped from a log (e.g. an HDFS block id).
+    pub id: Option<String>,
 }
 
 /// Reads a session file. Empty lines are skipped (counted in the second value): a session
@@ -30,7 +32,11 @@ pub fn parse_sessions(text: &str) -> (Vec<Session>, usize) {
         if keys.is_empty() {
             empty += 1;
         } else {
-            sessions.push(Session { keys, line: i + 1 });
+            sessions.push(Session {
+                keys,
+                line: i + 1,
+                id: None,
+            });
         }
     }
     (sessions, empty)
