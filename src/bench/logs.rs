@@ -80,10 +80,7 @@ pub fn run(opts: &LogsBench) -> Result<()> {
 }
 
 fn write_lines(path: &Path, sessions: &[crate::logs::sessions::Session]) -> Result<()> {
-    let text: String = sessions
-        .iter()
-        .map(|s| format!("{}\n", s.keys.join(" ")))
-        .collect();
+    let text = crate::logs::sessions::sessions_text(sessions);
     std::fs::write(path, text).map_err(|e| Error::io(path, e))
 }
 

@@ -11,9 +11,7 @@
 
 use crate::error::{Error, Result};
 use crate::nn::precision::Precision;
-use crate::optim::{AdamWConfig, Schedule};
 use crate::train::checkpoint::CheckpointLayout;
-use crate::train::config::{OnNan, DEFAULT_MAX_NAN_SKIPS};
 use crate::train::trainer::LoopConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -194,6 +192,12 @@ impl ChatTrainConfig {
         Ok(())
     }
 
+    /// The longest sequence of a run on a model of context `n_ctx`: `--max-len`, at most the
+    /// context.
+    pub fn max_len_for(&self, n_ctx: usize) -> usize {
+        self.max_len.unwrap_or(n_ctx).min(n_ctx)
+    }
+
     /// The loop's settings for a run of `max_steps` steps with `steps_per_epoch`.
     pub fn loop_config(&self, max_steps: usize, steps_per_epoch: usize) -> LoopConfig {
         let warmup = (max_steps as f32 * self.warmup_ratio).ceil() as usize;
@@ -202,30 +206,15 @@ impl ChatTrainConfig {
             .unwrap_or(steps_per_epoch)
             .min(max_steps)
             .max(1);
-        LoopConfig {
-            out: self.out.clone(),
+        LoopConfig::fine_tuning(
+            self.out.clone(),
             max_steps,
-            grad_accum: 1,
-            grad_clip: self.grad_clip,
-            schedule: Schedule::WarmupLinear {
-                lr: self.lr,
-                warmup,
-                max_steps,
-            },
-            adamw: AdamWConfig {
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: self.weight_decay,
-            },
-            eval_interval: every,
-            ckpt_interval: every,
-            max_minutes: None,
-            checkpoints: CheckpointLayout::Single,
-            lr_field: "lr",
-            on_nan: OnNan::Skip,
-            max_nan_skips: DEFAULT_MAX_NAN_SKIPS,
-        }
+            every,
+            self.lr,
+            warmup,
+            self.grad_clip,
+            self.weight_decay,
+        )
     }
 }
 
@@ -245,14 +234,7 @@ pub fn start_run(
     opts: &crate::train::TrainOptions,
 ) -> Result<(ChatTrainConfig, Option<crate::train::trainer::Resume>)> {
     use crate::train::run_dir;
-    let resume = run_dir::find_resume(
-        &cfg.out,
-        CheckpointLayout::Single,
-        opts.resume,
-        opts.overwrite,
-    )?;
-    let cfg = run_dir::resumed(
-        resume.as_ref(),
+    run_dir::start_single(
         cfg,
         &cfg.out,
         &run_dir::ResumeRules {
@@ -261,17 +243,9 @@ pub fn start_run(
             set_out: |c, out| c.out = out,
             max_steps: |c| c.max_steps.unwrap_or(usize::MAX),
         },
-        opts.quiet,
-    )?;
-    cfg.validate()?;
-    if resume.is_none() && run_dir::claim(&cfg.out, opts.overwrite)? && !opts.quiet {
-        eprintln!(
-            "--overwrite: the previous run in {} is kept in {} until this run's first checkpoint",
-            cfg.out.display(),
-            cfg.out.join(run_dir::PREVIOUS_RUN_DIR).display()
-        );
-    }
-    Ok((cfg, resume))
+        opts,
+        ChatTrainConfig::validate,
+    )
 }
 
 /// The run's optimizer steps: `max_steps`, else `epochs` passes of `n` examples; on resume,

@@ -23,7 +23,7 @@
 use super::config::{plan_steps, start_run, task_state, ChatTrainConfig, DpoLoss};
 use super::encode::ChatEncoder;
 use super::model::{load_chat_base, save_chat_model};
-use super::pairs::{encode_pairs_file, PairBatch, PairData, PairSeqs};
+use super::pairs::{encode_run_pairs, PairBatch, PairData, PairSeqs};
 use super::reward::say_pairs;
 use super::template::ChatTemplate;
 use crate::error::Result;
@@ -414,16 +414,9 @@ pub struct DpoOutcome {
 pub fn dpo(cfg: &ChatTrainConfig, opts: &TrainOptions) -> Result<DpoOutcome> {
     let (cfg, resume) = start_run(cfg, opts)?;
     let base = load_chat_base(&cfg.model, cfg.seed, |_, _| Ok(()))?;
-    let max_len = cfg
-        .max_len
-        .unwrap_or(base.gpt.config.n_ctx)
-        .min(base.gpt.config.n_ctx);
+    let max_len = cfg.max_len_for(base.gpt.config.n_ctx);
     let enc = ChatEncoder::new(&base.tokenizer, &base.template, &base.template_origin)?;
-    let data = encode_pairs_file(&cfg.data, &enc, max_len, cfg.skip_bad)?;
-    let valid = match &cfg.valid {
-        Some(p) => encode_pairs_file(p, &enc, max_len, cfg.skip_bad)?.pairs,
-        None => Vec::new(),
-    };
+    let (data, valid) = encode_run_pairs(&cfg, &enc, max_len)?;
     let (max_steps, per_epoch) = plan_steps(&cfg, data.pairs.len(), resume.as_ref())?;
     if opts.talk() {
         eprintln!(

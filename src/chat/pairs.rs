@@ -37,6 +37,21 @@ pub struct PairData {
     pub cuts: Cuts,
 }
 
+/// The training pairs of a run (`cfg.data`) and its validation pairs (`cfg.valid`, none
+/// without), encoded and cut to `max_len`: the data of `gpt reward` and `gpt dpo`.
+pub fn encode_run_pairs(
+    cfg: &super::ChatTrainConfig,
+    enc: &ChatEncoder,
+    max_len: usize,
+) -> Result<(PairData, Vec<PairSeqs>)> {
+    let data = encode_pairs_file(&cfg.data, enc, max_len, cfg.skip_bad)?;
+    let valid = match &cfg.valid {
+        Some(p) => encode_pairs_file(p, enc, max_len, cfg.skip_bad)?.pairs,
+        None => Vec::new(),
+    };
+    Ok((data, valid))
+}
+
 /// Reads and encodes the preference pairs in `path`, each sequence cut to `max_len`.
 pub fn encode_pairs_file(
     path: &Path,

@@ -11,7 +11,7 @@
 use super::config::{plan_steps, start_run, task_state, ChatTrainConfig};
 use super::encode::ChatEncoder;
 use super::model::{load_chat_base, save_reward_model, RewardMeta, RewardModel};
-use super::pairs::{encode_pairs_file, PairData, PairSeqs};
+use super::pairs::{encode_run_pairs, PairData, PairSeqs};
 use super::template::ChatTemplate;
 use crate::error::Result;
 use crate::finetune::model::{Batch, FinetuneModel};
@@ -268,16 +268,9 @@ pub fn train_reward(cfg: &ChatTrainConfig, opts: &TrainOptions) -> Result<Reward
     let base = load_chat_base(&cfg.model, cfg.seed, |l, c| {
         ClassifierHead::new(l, c, 1, 0.0)
     })?;
-    let max_len = cfg
-        .max_len
-        .unwrap_or(base.gpt.config.n_ctx)
-        .min(base.gpt.config.n_ctx);
+    let max_len = cfg.max_len_for(base.gpt.config.n_ctx);
     let enc = ChatEncoder::new(&base.tokenizer, &base.template, &base.template_origin)?;
-    let data = encode_pairs_file(&cfg.data, &enc, max_len, cfg.skip_bad)?;
-    let valid = match &cfg.valid {
-        Some(p) => encode_pairs_file(p, &enc, max_len, cfg.skip_bad)?.pairs,
-        None => Vec::new(),
-    };
+    let (data, valid) = encode_run_pairs(&cfg, &enc, max_len)?;
     let (max_steps, per_epoch) = plan_steps(&cfg, data.pairs.len(), resume.as_ref())?;
     if opts.talk() {
         eprintln!(

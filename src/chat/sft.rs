@@ -175,6 +175,24 @@ pub fn sft_loss(gpt: &mut Gpt, batch: &SftBatch) -> Result<(f32, usize)> {
     Ok((loss, n))
 }
 
+/// The mean cross-entropy over the trained targets of `rows` in evaluation mode, `chunk` rows
+/// at a time, each chunk batched by `batch_of` (a validation loss).
+pub fn mean_sft_loss(
+    gpt: &mut Gpt,
+    rows: &[Encoded],
+    chunk: usize,
+    batch_of: impl Fn(&[&Encoded]) -> SftBatch,
+) -> Result<f32> {
+    let (mut sum, mut count) = (0.0f64, 0usize);
+    for part in rows.chunks(chunk.max(1)) {
+        let refs: Vec<&Encoded> = part.iter().collect();
+        let (loss, n) = sft_loss(gpt, &batch_of(&refs))?;
+        sum += loss as f64 * n as f64;
+        count += n;
+    }
+    Ok((sum / count.max(1) as f64) as f32)
+}
+
 /// SFT: the model, the encoded demonstrations and the data order.
 pub struct Sft {
     cfg: ChatTrainConfig,
@@ -227,21 +245,15 @@ impl Task for Sft {
         if self.valid.is_empty() {
             return Ok(None);
         }
-        let (mut sum, mut count) = (0.0f64, 0usize);
-        let valid = std::mem::take(&mut self.valid);
-        let result = (|| {
-            for chunk in valid.chunks(self.cfg.batch_size) {
-                let refs: Vec<&Encoded> = chunk.iter().collect();
-                let batch = self.batch_of(&refs);
-                let (loss, n) = sft_loss(&mut self.gpt, &batch)?;
-                sum += loss as f64 * n as f64;
-                count += n;
+        let (packing, pad, max_len) = (self.cfg.packing, self.pad, self.max_len);
+        let loss = mean_sft_loss(&mut self.gpt, &self.valid, self.cfg.batch_size, |rows| {
+            if packing {
+                SftBatch::packed(rows, pad, max_len)
+            } else {
+                SftBatch::padded(rows, pad)
             }
-            Ok(())
-        })();
-        self.valid = valid;
-        result?;
-        Ok(Some((sum / count.max(1) as f64) as f32))
+        })?;
+        Ok(Some(loss))
     }
 
     fn save(&self, dir: &Path, meta: HashMap<String, String>) -> Result<()> {
@@ -344,10 +356,7 @@ pub struct SftOutcome {
 pub fn sft(cfg: &ChatTrainConfig, opts: &TrainOptions) -> Result<SftOutcome> {
     let (cfg, resume) = start_run(cfg, opts)?;
     let base = load_chat_base(&cfg.model, cfg.seed, |_, _| Ok(()))?;
-    let max_len = cfg
-        .max_len
-        .unwrap_or(base.gpt.config.n_ctx)
-        .min(base.gpt.config.n_ctx);
+    let max_len = cfg.max_len_for(base.gpt.config.n_ctx);
     let enc = ChatEncoder::new(&base.tokenizer, &base.template, &base.template_origin)?;
     let data = encode_sft_file(&cfg.data, &enc, max_len, cfg.truncation, cfg.skip_bad)?;
     let valid = match &cfg.valid {

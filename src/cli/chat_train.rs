@@ -248,21 +248,7 @@ fn config(a: &CommonArgs, method: Method) -> Result<ChatTrainConfig, gpt::Error>
 }
 
 fn options(a: &CommonArgs, stop: &StopSignal) -> TrainOptions {
-    TrainOptions {
-        json: a.json,
-        resume: a.resume,
-        overwrite: a.overwrite,
-        quiet: false,
-        stop_at: None,
-        interrupt: Some(stop.flag()),
-        check_memory: false,
-    }
-}
-
-fn install_stop() -> StopSignal {
-    StopSignal::install(
-        "interrupt: finishing this step and saving a checkpoint (Ctrl-C again to quit now)",
-    )
+    stop.train_options(a.json, a.resume, a.overwrite)
 }
 
 /// Runs `gpt sft`, `gpt sft suite` or `gpt sft fewshot`.
@@ -293,7 +279,7 @@ pub fn run_sft(args: SftArgs) -> CliResult {
     if let Some(t) = &args.truncation {
         cfg.truncation = gpt::chat::encode::Truncation::parse(t)?;
     }
-    let stop = install_stop();
+    let stop = StopSignal::for_training();
     let o = sft::sft(&cfg, &options(&args.common, &stop))?;
     stop.exit_if_stopped(o.train.stopped_early);
     let dir = o
@@ -335,7 +321,7 @@ pub fn run_reward(args: RewardArgs) -> CliResult {
         None => {}
     }
     let cfg = config(&args.common, Method::Reward)?;
-    let stop = install_stop();
+    let stop = StopSignal::for_training();
     let o = reward::train_reward(&cfg, &options(&args.common, &stop))?;
     stop.exit_if_stopped(o.train.stopped_early);
     let dir = o
@@ -481,7 +467,7 @@ pub fn run_dpo(args: DpoArgs) -> CliResult {
     if let Some(l) = &args.loss {
         cfg.loss = DpoLoss::parse(l)?;
     }
-    let stop = install_stop();
+    let stop = StopSignal::for_training();
     let o = dpo::dpo(&cfg, &options(&args.common, &stop))?;
     stop.exit_if_stopped(o.train.stopped_early);
     let dir = o

@@ -5,7 +5,6 @@
 use super::interrupt::StopSignal;
 use super::CliResult;
 use gpt::finetune::{evaluate_file, finetune, Classifier, FinetuneConfig, TaskKind};
-use gpt::train::TrainOptions;
 use serde_json::json;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -198,20 +197,10 @@ pub fn run(args: FinetuneArgs) -> CliResult {
         return Ok(());
     }
     let cfg = config(&args)?;
-    let stop = StopSignal::install(
-        "interrupt: finishing this step and saving a checkpoint (Ctrl-C again to quit now)",
-    );
-    let opts = TrainOptions {
-        json: args.json,
-        resume: args.resume,
-        overwrite: args.overwrite,
-        quiet: false,
-        stop_at: None,
-        interrupt: Some(stop.flag()),
-        // The memory estimate (`gpt::model::memory`) covers pretraining's batches, not the
-        // fine-tuning task's; not checked here.
-        check_memory: false,
-    };
+    // The memory estimate (`gpt::model::memory`) covers pretraining's batches, not the
+    // fine-tuning task's; not checked here (`train_options` checks none).
+    let stop = StopSignal::for_training();
+    let opts = stop.train_options(args.json, args.resume, args.overwrite);
     let o = finetune(&cfg, &opts)?;
     stop.exit_if_stopped(o.train.stopped_early);
     let dir = o

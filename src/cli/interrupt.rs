@@ -19,7 +19,36 @@ pub struct StopSignal {
     signal: Arc<AtomicI32>,
 }
 
+/// What the first signal says in a training command.
+pub const CHECKPOINT_MESSAGE: &str =
+    "interrupt: finishing this step and saving a checkpoint (Ctrl-C again to quit now)";
+
 impl StopSignal {
+    /// [`StopSignal::install`] with [`CHECKPOINT_MESSAGE`]: the stop of the training commands.
+    pub fn for_training() -> StopSignal {
+        StopSignal::install(CHECKPOINT_MESSAGE)
+    }
+
+    /// The loop's options of a training command: `json`, `resume` and `overwrite` as given,
+    /// this signal as its interrupt, progress shown, no step limit and no memory check (a
+    /// command that has those sets them over these).
+    pub fn train_options(
+        &self,
+        json: bool,
+        resume: bool,
+        overwrite: bool,
+    ) -> gpt::train::TrainOptions {
+        gpt::train::TrainOptions {
+            json,
+            resume,
+            overwrite,
+            quiet: false,
+            stop_at: None,
+            interrupt: Some(self.flag()),
+            check_memory: false,
+        }
+    }
+
     /// Installs the handler for SIGINT and SIGTERM. If it cannot be installed, the signals keep
     /// their default action (the process ends; the last checkpoint stays intact).
     pub fn install(message: &'static str) -> StopSignal {

@@ -9,7 +9,6 @@ use gpt::logs::metrics::{pr_auc, roc_auc, Confusion};
 use gpt::logs::model::LogModel;
 use gpt::logs::sessions::{read_sessions, Session};
 use gpt::logs::train::{train_logs, LogTrainConfig};
-use gpt::train::TrainOptions;
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -176,18 +175,8 @@ pub fn run_train(a: TrainArgs) -> CliResult {
         seed: a.seed,
         ..LogTrainConfig::default()
     };
-    let stop = StopSignal::install(
-        "interrupt: finishing this step and saving a checkpoint (Ctrl-C again to quit now)",
-    );
-    let opts = TrainOptions {
-        json: a.json,
-        resume: a.resume,
-        overwrite: a.overwrite,
-        quiet: false,
-        stop_at: None,
-        interrupt: Some(stop.flag()),
-        check_memory: false,
-    };
+    let stop = StopSignal::for_training();
+    let opts = stop.train_options(a.json, a.resume, a.overwrite);
     let o = train_logs(&cfg, &opts)?;
     let dir = o.train.checkpoint.clone().unwrap_or(cfg.out.clone());
     if let Some(parsed) = &a.parsed {
@@ -239,10 +228,7 @@ fn sessions_file_of_parse(
     if without > 0 {
         eprintln!("{without} lines name no session (--session-key) and are left out");
     }
-    let text: String = sessions
-        .iter()
-        .map(|s| format!("{}\n", s.keys.join(" ")))
-        .collect();
+    let text = gpt::logs::sessions::sessions_text(&sessions);
     let path = dir.join("sessions.txt");
     gpt::io::write_atomic(&path, text.as_bytes())?;
     Ok(path)
@@ -357,17 +343,10 @@ pub fn run_eval(a: EvalArgs) -> CliResult {
     let mut all = normal.clone();
     all.extend(abnormal.iter().cloned());
     let labels: Vec<bool> = (0..all.len()).map(|i| i >= normal.len()).collect();
-    let scores = model.score(&all, 0)?;
-    let session_scores: Vec<f64> = scores
-        .iter()
-        .map(|s| gpt::logs::detect::session_score(rule, s))
-        .collect();
+    let session_scores = model.session_scores(&all, rule)?;
     let flags: Vec<bool> = session_scores
         .iter()
-        .map(|&s| match rule {
-            Rule::TopG => s >= top_g as f64,
-            Rule::Surprisal => s > threshold,
-        })
+        .map(|&s| gpt::logs::detect::flagged(rule, s, top_g, threshold))
         .collect();
     let c = Confusion::of(&flags, &labels);
     let (roc, pr) = (

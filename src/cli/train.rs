@@ -192,17 +192,11 @@ fn resolve_over(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig, gpt:
 /// Runs `gpt train`; a run stopped by SIGINT or SIGTERM exits with 130 or 143.
 pub fn run(args: TrainArgs) -> CliResult {
     let cfg = resolve(&args)?;
-    let stop = StopSignal::install(
-        "interrupt: finishing this step and saving a checkpoint (Ctrl-C again to quit now)",
-    );
+    let stop = StopSignal::for_training();
     let opts = TrainOptions {
-        json: args.json,
-        resume: args.resume,
-        overwrite: args.overwrite,
-        quiet: false,
         stop_at: args.stop_at_step,
-        interrupt: Some(stop.flag()),
         check_memory: !args.no_memory_check,
+        ..stop.train_options(args.json, args.resume, args.overwrite)
     };
     let outcome = train(&cfg, &opts)?;
     stop.exit_if_stopped(outcome.stopped_early);

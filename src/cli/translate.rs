@@ -323,13 +323,8 @@ fn run_train(a: TrainArgs) -> CliResult {
         "interrupt: saving a checkpoint after this step (Ctrl-C again to quit now)",
     );
     let opts = TranslateOptions {
-        json: a.json,
-        resume: a.resume,
-        overwrite: a.overwrite,
-        quiet: false,
-        stop_at: None,
-        interrupt: Some(stop.flag()),
         check_memory: !a.no_memory_check,
+        ..stop.train_options(a.json, a.resume, a.overwrite)
     };
     let outcome = train(&c, &opts)?;
     stop.exit_if_stopped(outcome.stopped_early);

@@ -19,11 +19,9 @@ use crate::error::{Error, Result};
 use crate::nn::params::Params;
 use crate::nn::precision::Precision;
 use crate::optim::schedule::finetune_warmup;
-use crate::optim::{AdamWConfig, Schedule};
 use crate::rng::Rng;
 use crate::tokenizer::AnyTokenizer;
 use crate::train::checkpoint::{state_field, CheckpointLayout};
-use crate::train::config::{OnNan, DEFAULT_MAX_NAN_SKIPS};
 use crate::train::epoch_order::EpochOrder;
 use crate::train::run_dir;
 use crate::train::task::{MicroStep, Task};
@@ -302,15 +300,8 @@ pub struct FinetuneOutcome {
 /// Fine-tunes `cfg.model` on `cfg.train` into `cfg.out` (the model is `OUT/checkpoint`, which
 /// the loop replaces atomically at every save); `opts.resume` continues an interrupted run.
 pub fn finetune(cfg: &FinetuneConfig, opts: &TrainOptions) -> Result<FinetuneOutcome> {
-    let resume = run_dir::find_resume(
-        &cfg.out,
-        CheckpointLayout::Single,
-        opts.resume,
-        opts.overwrite,
-    )?;
     // An epoch-based budget is only known once the data is read: checked again below.
-    let cfg = run_dir::resumed(
-        resume.as_ref(),
+    let (cfg, resume) = run_dir::start_single(
         cfg,
         &cfg.out,
         &run_dir::ResumeRules {
@@ -319,16 +310,9 @@ pub fn finetune(cfg: &FinetuneConfig, opts: &TrainOptions) -> Result<FinetuneOut
             set_out: |c, out| c.out = out,
             max_steps: |c| c.max_steps.unwrap_or(usize::MAX),
         },
-        opts.quiet,
+        opts,
+        FinetuneConfig::validate,
     )?;
-    cfg.validate()?;
-    if resume.is_none() && run_dir::claim(&cfg.out, opts.overwrite)? && !opts.quiet {
-        eprintln!(
-            "--overwrite: the previous run in {} is kept in {} until this run's first checkpoint",
-            cfg.out.display(),
-            cfg.out.join(run_dir::PREVIOUS_RUN_DIR).display()
-        );
-    }
     // Records first: a bad file fails before the model is loaded.
     let (train_recs, train_read) = read_records(&cfg.train, cfg.task, true, cfg.skip_bad)?;
     let (labels, n_choices) = match cfg.task {
@@ -434,30 +418,16 @@ pub fn finetune(cfg: &FinetuneConfig, opts: &TrainOptions) -> Result<FinetuneOut
             cfg.aux_lm
         );
     }
-    let loop_cfg = LoopConfig {
-        out: cfg.out.clone(),
+    let every = steps_per_epoch.min(max_steps).max(1);
+    let loop_cfg = LoopConfig::fine_tuning(
+        cfg.out.clone(),
         max_steps,
-        grad_accum: 1,
-        grad_clip: cfg.grad_clip,
-        schedule: Schedule::WarmupLinear {
-            lr: cfg.lr,
-            warmup,
-            max_steps,
-        },
-        adamw: AdamWConfig {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: cfg.weight_decay,
-        },
-        eval_interval: steps_per_epoch.min(max_steps).max(1),
-        ckpt_interval: steps_per_epoch.min(max_steps).max(1),
-        max_minutes: None,
-        checkpoints: CheckpointLayout::Single,
-        lr_field: "lr",
-        on_nan: OnNan::Skip,
-        max_nan_skips: DEFAULT_MAX_NAN_SKIPS,
-    };
+        every,
+        cfg.lr,
+        warmup,
+        cfg.grad_clip,
+        cfg.weight_decay,
+    );
     let outcome = run(&mut task, &loop_cfg, opts, resume.as_ref())?;
     Ok(FinetuneOutcome {
         train: outcome,

@@ -129,24 +129,35 @@ pub struct Verdict {
     pub unseen: Vec<String>,
 }
 
+/// What `rule` scores at one position: its rank or its NLL (`+∞` for an unseen key).
+fn position_value(rule: Rule, s: &PositionScore) -> f64 {
+    match rule {
+        Rule::TopG if s.rank == u32::MAX => f64::INFINITY,
+        Rule::TopG => s.rank as f64,
+        Rule::Surprisal => s.nll as f64,
+    }
+}
+
 /// A session's score under `rule`: its largest rank or NLL (`+∞` with an unseen key).
 pub fn session_score(rule: Rule, scores: &[PositionScore]) -> f64 {
     scores
         .iter()
-        .map(|s| match rule {
-            Rule::TopG if s.rank == u32::MAX => f64::INFINITY,
-            Rule::TopG => s.rank as f64,
-            Rule::Surprisal => s.nll as f64,
-        })
+        .map(|s| position_value(rule, s))
         .fold(0.0, f64::max)
+}
+
+/// Whether a score of `rule` (a position's, or a session's [`session_score`]) is flagged: a
+/// rank of `top_g` or more, or an NLL above `threshold`.
+pub fn flagged(rule: Rule, score: f64, top_g: usize, threshold: f64) -> bool {
+    match rule {
+        Rule::TopG => score >= top_g as f64,
+        Rule::Surprisal => score > threshold,
+    }
 }
 
 /// Whether one position is flagged under `rule`.
 pub fn position_flagged(rule: Rule, s: &PositionScore, top_g: usize, threshold: f64) -> bool {
-    match rule {
-        Rule::TopG => s.rank as usize >= top_g,
-        Rule::Surprisal => s.nll as f64 > threshold,
-    }
+    flagged(rule, position_value(rule, s), top_g, threshold)
 }
 
 /// The verdict on one session: `ids` its tokens (`<s>` first), `scores` its positions.

@@ -6,7 +6,7 @@
 //! position is predicted once, with at least half a context of history. Windows of many
 //! sequences share one batched forward.
 
-use super::sessions::windows;
+use super::sessions::{windows, Window};
 use super::vocab::UNK;
 use crate::chat::encode::Encoded;
 use crate::chat::sft::SftBatch;
@@ -53,13 +53,7 @@ pub fn score_sequences(
     for chunk in jobs.chunks(batch.max(1)) {
         let rows: Vec<Encoded> = chunk
             .iter()
-            .map(|&(s, w)| {
-                let ids = seqs[s][w.start..w.start + w.len].to_vec();
-                let trained = (w.start..w.start + w.len)
-                    .map(|p| p >= w.scored_from)
-                    .collect();
-                Encoded { ids, trained }
-            })
+            .map(|&(s, w)| window_row(&seqs[s], w))
             .collect();
         let refs: Vec<&Encoded> = rows.iter().collect();
         let b = SftBatch::padded(&refs, super::vocab::BOS);
@@ -76,6 +70,16 @@ pub fn score_sequences(
         }
     }
     Ok(out)
+}
+
+/// The model's row of window `w` of `seq`: its tokens, the positions it predicts trained.
+pub fn window_row(seq: &[u32], w: Window) -> Encoded {
+    Encoded {
+        ids: seq[w.start..w.start + w.len].to_vec(),
+        trained: (w.start..w.start + w.len)
+            .map(|p| p >= w.scored_from)
+            .collect(),
+    }
 }
 
 /// NLL, rank and top tokens of `target` under the logits `row`.

@@ -42,6 +42,15 @@ pub fn parse_sessions(text: &str) -> (Vec<Session>, usize) {
     (sessions, empty)
 }
 
+/// `sessions` in the session-file format (one per line, keys separated by spaces): what
+/// [`parse_sessions`] reads back.
+pub fn sessions_text(sessions: &[Session]) -> String {
+    sessions
+        .iter()
+        .map(|s| format!("{}\n", s.keys.join(" ")))
+        .collect()
+}
+
 /// One window of a token sequence: tokens `start..start + len` go through the model together,
 /// and the targets at positions `scored_from..start + len` (absolute) are predicted there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

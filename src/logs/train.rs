@@ -9,21 +9,19 @@
 //! window.
 
 use super::detect::{session_score, threshold_for_fpr, DetectorSettings, Rule};
-use super::score::score_sequences;
+use super::score::{score_sequences, window_row};
 use super::sessions::{read_sessions, windows};
-use super::vocab::KeyVocab;
+use super::vocab::{KeyVocab, BOS};
 use crate::chat::encode::Encoded;
-use crate::chat::sft::{sft_forward_backward, sft_loss, SftBatch};
+use crate::chat::sft::{mean_sft_loss, sft_forward_backward, SftBatch};
 use crate::error::{Error, Result};
 use crate::model::{Gpt, GptConfig};
 use crate::nn::params::Params;
-use crate::optim::{AdamWConfig, Schedule};
 use crate::rng::Rng;
-use crate::train::checkpoint::{state_field, CheckpointLayout};
-use crate::train::config::{OnNan, DEFAULT_MAX_NAN_SKIPS};
+use crate::train::checkpoint::state_field;
 use crate::train::epoch_order::EpochOrder;
 use crate::train::task::{MicroStep, Task};
-use crate::train::trainer::{run, LoopConfig, Resume, TrainOptions, TrainOutcome};
+use crate::train::trainer::{run, LoopConfig, TrainOptions, TrainOutcome};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -165,30 +163,15 @@ impl LogTrainConfig {
 
     fn loop_config(&self, max_steps: usize, per_epoch: usize) -> LoopConfig {
         let every = per_epoch.min(max_steps).max(1);
-        LoopConfig {
-            out: self.out.clone(),
+        LoopConfig::fine_tuning(
+            self.out.clone(),
             max_steps,
-            grad_accum: 1,
-            grad_clip: self.grad_clip,
-            schedule: Schedule::WarmupLinear {
-                lr: self.lr,
-                warmup: (max_steps as f32 * self.warmup_ratio).ceil() as usize,
-                max_steps,
-            },
-            adamw: AdamWConfig {
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: self.weight_decay,
-            },
-            eval_interval: every,
-            ckpt_interval: every,
-            max_minutes: None,
-            checkpoints: CheckpointLayout::Single,
-            lr_field: "lr",
-            on_nan: OnNan::Skip,
-            max_nan_skips: DEFAULT_MAX_NAN_SKIPS,
-        }
+            every,
+            self.lr,
+            (max_steps as f32 * self.warmup_ratio).ceil() as usize,
+            self.grad_clip,
+            self.weight_decay,
+        )
     }
 }
 
@@ -254,18 +237,13 @@ pub fn read_log_data(cfg: &LogTrainConfig) -> Result<LogData> {
 
 /// The training rows of `seqs`: each window of each sequence, its scored positions trained.
 fn training_rows(seqs: &[Vec<u32>], n_ctx: usize) -> Vec<Encoded> {
-    let mut rows = Vec::new();
-    for seq in seqs {
-        for w in windows(seq.len(), n_ctx) {
-            rows.push(Encoded {
-                ids: seq[w.start..w.start + w.len].to_vec(),
-                trained: (w.start..w.start + w.len)
-                    .map(|p| p >= w.scored_from)
-                    .collect(),
-            });
-        }
-    }
-    rows
+    seqs.iter()
+        .flat_map(|seq| {
+            windows(seq.len(), n_ctx)
+                .into_iter()
+                .map(|w| window_row(seq, w))
+        })
+        .collect()
 }
 
 /// The log-key model in training.
@@ -324,7 +302,7 @@ impl Task for LogTask {
             .into_iter()
             .map(|i| &self.rows[i])
             .collect();
-        let batch = SftBatch::padded(&picked, super::vocab::BOS);
+        let batch = SftBatch::padded(&picked, BOS);
         let loss = sft_forward_backward(&mut self.gpt, &batch, scale, &mut self.rng)?;
         Ok(MicroStep {
             loss,
@@ -336,21 +314,14 @@ impl Task for LogTask {
         if self.valid_rows.is_empty() {
             return Ok(None);
         }
-        let (mut sum, mut count) = (0.0f64, 0usize);
-        let rows = std::mem::take(&mut self.valid_rows);
-        let result = (|| {
-            for chunk in rows.chunks(self.cfg.batch_size) {
-                let refs: Vec<&Encoded> = chunk.iter().collect();
-                let (loss, n) = sft_loss(&mut self.gpt, &SftBatch::padded(&refs, 0))?;
-                sum += loss as f64 * n as f64;
-                count += n;
-            }
-            Ok(())
-        })();
-        self.valid_rows = rows;
-        result?;
+        let loss = mean_sft_loss(
+            &mut self.gpt,
+            &self.valid_rows,
+            self.cfg.batch_size,
+            |rows| SftBatch::padded(rows, BOS),
+        )?;
         self.threshold = self.choose_threshold()?;
-        Ok(Some((sum / count.max(1) as f64) as f32))
+        Ok(Some(loss))
     }
 
     fn eval_metrics(&mut self) -> Vec<(String, f32)> {
@@ -421,14 +392,7 @@ pub struct LogTrainOutcome {
 /// Trains a log-key model as `cfg` says (`opts.resume` continues an interrupted run).
 pub fn train_logs(cfg: &LogTrainConfig, opts: &TrainOptions) -> Result<LogTrainOutcome> {
     use crate::train::run_dir;
-    let resume: Option<Resume> = run_dir::find_resume(
-        &cfg.out,
-        CheckpointLayout::Single,
-        opts.resume,
-        opts.overwrite,
-    )?;
-    let cfg = run_dir::resumed(
-        resume.as_ref(),
+    let (cfg, resume) = run_dir::start_single(
         cfg,
         &cfg.out,
         &run_dir::ResumeRules {
@@ -437,12 +401,9 @@ pub fn train_logs(cfg: &LogTrainConfig, opts: &TrainOptions) -> Result<LogTrainO
             set_out: |c: &mut LogTrainConfig, out| c.out = out,
             max_steps: |c: &LogTrainConfig| c.max_steps.unwrap_or(usize::MAX),
         },
-        opts.quiet,
+        opts,
+        LogTrainConfig::validate,
     )?;
-    cfg.validate()?;
-    if resume.is_none() {
-        run_dir::claim(&cfg.out, opts.overwrite)?;
-    }
     let data = read_log_data(&cfg)?;
     let rows = training_rows(&data.train, cfg.window);
     let per_epoch = rows.len().div_ceil(cfg.batch_size).max(1);

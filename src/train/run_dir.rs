@@ -213,6 +213,30 @@ pub fn resumed<T: Serialize + DeserializeOwned + Clone>(
     Ok(c)
 }
 
+/// How a fine-tuning-style run (one `OUT/checkpoint`) starts: the checkpoint to resume from
+/// ([`find_resume`]), the configuration ([`resumed`]) checked by `validate`, and for a fresh run
+/// the output directory claimed ([`claim`]; what `--overwrite` did is said unless quiet). The
+/// one start of `gpt finetune`, `gpt sft`/`reward`/`dpo` and `gpt logs train`.
+pub fn start_single<T: Serialize + DeserializeOwned + Clone>(
+    given: &T,
+    out: &Path,
+    rules: &ResumeRules<T>,
+    opts: &super::trainer::TrainOptions,
+    validate: impl FnOnce(&T) -> Result<()>,
+) -> Result<(T, Option<Resume>)> {
+    let resume = find_resume(out, CheckpointLayout::Single, opts.resume, opts.overwrite)?;
+    let cfg = resumed(resume.as_ref(), given, out, rules, opts.quiet)?;
+    validate(&cfg)?;
+    if resume.is_none() && claim(out, opts.overwrite)? && !opts.quiet {
+        eprintln!(
+            "--overwrite: the previous run in {} is kept in {} until this run's first checkpoint",
+            out.display(),
+            out.join(PREVIOUS_RUN_DIR).display()
+        );
+    }
+    Ok((cfg, resume))
+}
+
 /// What [`resumed`] needs to know of a run's configuration type `T`.
 pub struct ResumeRules<T> {
     /// Fields a resume may change.

@@ -14,7 +14,7 @@
 //! losses and weights of an uninterrupted `2N`-step run.
 
 use super::checkpoint::{CheckpointLayout, TrainerState, STATE_FILE};
-use super::config::OnNan;
+use super::config::{OnNan, DEFAULT_MAX_NAN_SKIPS};
 use super::optim_state;
 use super::plot::{plot_losses, plot_metrics};
 use super::task::Task;
@@ -91,6 +91,45 @@ pub struct LoopConfig {
 }
 
 impl LoopConfig {
+    /// The loop of the fine-tuning tasks (`gpt finetune`, the chat trainings, `gpt logs
+    /// train`): linear warm-up over `warmup` steps then linear decay to 0 from `lr`, AdamW
+    /// (0.9, 0.999, 1e-8) with `weight_decay`, no accumulation, evaluation and a checkpoint
+    /// (one `OUT/checkpoint`) every `every` steps, non-finite steps skipped.
+    pub fn fine_tuning(
+        out: PathBuf,
+        max_steps: usize,
+        every: usize,
+        lr: f32,
+        warmup: usize,
+        grad_clip: f32,
+        weight_decay: f32,
+    ) -> LoopConfig {
+        LoopConfig {
+            out,
+            max_steps,
+            grad_accum: 1,
+            grad_clip,
+            schedule: Schedule::WarmupLinear {
+                lr,
+                warmup,
+                max_steps,
+            },
+            adamw: AdamWConfig {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay,
+            },
+            eval_interval: every,
+            ckpt_interval: every,
+            max_minutes: None,
+            checkpoints: CheckpointLayout::Single,
+            lr_field: "lr",
+            on_nan: OnNan::Skip,
+            max_nan_skips: DEFAULT_MAX_NAN_SKIPS,
+        }
+    }
+
     /// Checks every value the loop uses, naming the field: the counts (at least 1), the
     /// clipping threshold (a finite number ≥ 0, 0 turning clipping off), the time budget
     /// (positive), `max_nan_skips` (at least 1 with `on_nan = "skip"`), the AdamW settings
