@@ -30,6 +30,7 @@ pub mod model;
 pub mod nn;
 pub mod optim;
 pub mod rng;
+pub mod serve;
 pub mod threads;
 pub mod train;
 pub mod translate;

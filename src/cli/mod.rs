@@ -18,6 +18,7 @@ pub mod logs;
 pub mod logs_model;
 pub mod prepare;
 pub mod score;
+pub mod serve;
 pub mod tokenize;
 pub mod tokenizer_train;
 pub mod train;
@@ -89,6 +90,9 @@ pub enum Command {
     /// what deviates (DeepLog's top-g rule, or surprisal).
     #[command(subcommand)]
     Logs(logs::LogsCommand),
+    /// An OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions, streaming,
+    /// continuous batching) with a chat page at `/`.
+    Serve(Box<serve::ServeArgs>),
 }
 
 /// Runs the parsed command line.
@@ -110,6 +114,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Reward(args) => chat_train::run_reward(*args),
         Command::Dpo(args) => chat_train::run_dpo(*args),
         Command::Logs(cmd) => logs::run(cmd),
+        Command::Serve(args) => serve::run_serve(*args),
         Command::Chat(args) => chat::run(*args),
         Command::Finetune(args) => finetune::run(*args),
         Command::Classify(args) => finetune::run_classify(args),

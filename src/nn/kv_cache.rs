@@ -213,6 +213,27 @@ impl KvCache {
         }
     }
 
+    /// Makes row `dst` a copy of row `src` (its filled positions and length): `n > 1`
+    /// completions of one prompt share one prefill.
+    pub fn copy_row(&mut self, src: usize, dst: usize) {
+        if src == dst {
+            return;
+        }
+        for l in &mut self.layers {
+            let (row, n) = (l.cap * l.c, l.len[src] * l.c);
+            l.k.copy_within(src * row..src * row + n, dst * row);
+            l.v.copy_within(src * row..src * row + n, dst * row);
+            l.len[dst] = l.len[src];
+        }
+    }
+
+    /// Filled positions over all rows, and the positions the cache holds (`B · cap`).
+    pub fn usage(&self) -> (usize, usize) {
+        self.layers
+            .first()
+            .map_or((0, 0), |l| (l.len.iter().sum(), l.len.len() * l.cap))
+    }
+
     /// Beam search reorder of every layer (see [`LayerKvCache::reorder`]).
     pub fn reorder(&mut self, src: &[usize]) -> Result<()> {
         self.layers.iter_mut().try_for_each(|l| l.reorder(src))
