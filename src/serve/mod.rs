@@ -100,7 +100,7 @@ async fn serve(
         tokio::select! {
             _ = shutdown => {}
             // A model that fails to load stops the server (the error is returned below).
-            Ok(_) = async { fail_rx.await } => {}
+            Ok(_) = fail_rx => {}
         }
         stop_app.stats.stopping.store(true, Ordering::SeqCst);
     };

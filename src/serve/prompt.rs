@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// How conversations become prompts.
 pub enum ChatFormat {
     /// The model's template and the file it came from.
-    Template(ChatTemplate, PathBuf),
+    Template(Box<ChatTemplate>, PathBuf),
     /// `role: content` lines, then `assistant:`.
     Plain,
 }
@@ -37,7 +37,7 @@ impl ChatFormat {
             Some(t) => {
                 // Fails early (at startup) when the template's EOS is not a token.
                 ChatEncoder::new(tok, &t, &origin)?;
-                ChatFormat::Template(t, origin)
+                ChatFormat::Template(Box::new(t), origin)
             }
             None => ChatFormat::Plain,
         })
