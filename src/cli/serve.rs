@@ -75,8 +75,8 @@ pub fn run_serve(args: ServeArgs) -> CliResult {
     let cfg = gpt::model::checkpoint::load_config(&dir)?;
     let est = gpt_inference_for_dir(
         &args.model,
-        args.max_batch * cfg.n_ctx,
-        args.max_batch * args.prefill_chunk,
+        args.max_batch,
+        args.max_batch + args.prefill_chunk,
         dtype,
         "--max-batch",
     )?;
