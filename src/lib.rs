@@ -23,6 +23,7 @@ pub mod error;
 pub mod eval;
 pub mod finetune;
 pub mod generate;
+pub mod honeypot;
 pub mod io;
 pub mod kernels;
 pub mod logs;

@@ -13,6 +13,7 @@ pub mod chat_train;
 pub mod eval;
 pub mod finetune;
 pub mod generate;
+pub mod honeypot;
 pub mod interrupt;
 pub mod logs;
 pub mod logs_model;
@@ -93,6 +94,10 @@ pub enum Command {
     /// An OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions, streaming,
     /// continuous batching) with a chat page at `/`.
     Serve(Box<serve::ServeArgs>),
+    /// A deceptive shell for attackers: an emulated session answers common commands, a model
+    /// (ours or any OpenAI-compatible endpoint) the rest, through guard rails (`honeypot
+    /// replay`: print logged sessions).
+    Honeypot(Box<honeypot::HoneypotArgs>),
 }
 
 /// Runs the parsed command line.
@@ -115,6 +120,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Dpo(args) => chat_train::run_dpo(*args),
         Command::Logs(cmd) => logs::run(cmd),
         Command::Serve(args) => serve::run_serve(*args),
+        Command::Honeypot(args) => honeypot::run(*args),
         Command::Chat(args) => chat::run(*args),
         Command::Finetune(args) => finetune::run(*args),
         Command::Classify(args) => finetune::run_classify(args),
