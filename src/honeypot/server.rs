@@ -178,7 +178,7 @@ fn serve_connection(
             let line = match buf.iter().position(|&b| b == b'\n') {
                 Some(at) => buf.drain(..=at).collect::<Vec<u8>>(),
                 // A line longer than the limit without a newline is taken as it is.
-                None if buf.len() > cfg.limits.max_line => buf.drain(..).collect(),
+                None if buf.len() > cfg.limits.max_line => std::mem::take(&mut buf),
                 None => break,
             };
             let text = String::from_utf8_lossy(&line).into_owned();

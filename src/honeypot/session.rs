@@ -316,6 +316,14 @@ impl<'a> Session<'a> {
             if !run {
                 continue;
             }
+            // Expand variables when the command runs, as bash does (`export X=1; echo $X`).
+            let cmd = match shell::parse(&cmd.source, &self.state.env) {
+                Parsed::Commands(mut v) if v.len() == 1 => shell::Simple {
+                    join: cmd.join,
+                    ..v.remove(0)
+                },
+                _ => cmd,
+            };
             let o = shell::run(&mut self.state, self.profile, &cmd);
             let (text, st) = if o.path == Path::Model {
                 let (text, p, v, t, _) = self.ask_model(&cmd.source, &cmd.words[0]);
