@@ -12,6 +12,7 @@ use gpt::nn::precision::Precision;
 use gpt::serve::engine::EngineConfig;
 use gpt::serve::http::HttpConfig;
 use gpt::serve::{ServeOptions, Server};
+use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,6 +39,30 @@ enum HoneypotCommand {
         /// Only this session.
         #[arg(long)]
         session: Option<String>,
+    },
+    /// Load: concurrent TCP sessions on loopback against a honeypot started for the run (or
+    /// `--connect ADDR`), checking that sessions stay isolated; reports commands/s, latency,
+    /// errors and the server's memory.
+    Load {
+        /// Concurrent sessions.
+        #[arg(long, default_value_t = 20)]
+        sessions: usize,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 60.0)]
+        secs: f64,
+        /// An honeypot already listening (default: start `gpt honeypot --listen 127.0.0.1:0
+        /// --canned`, or with `--model DIR` / `--endpoint URL` when given).
+        #[arg(long)]
+        connect: Option<SocketAddr>,
+        /// Model directory for the started honeypot.
+        #[arg(long, conflicts_with = "endpoint")]
+        model: Option<PathBuf>,
+        /// Endpoint for the started honeypot.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -76,6 +101,9 @@ struct RunArgs {
     /// Commands per minute per session at most.
     #[arg(long, default_value_t = 120)]
     per_minute: usize,
+    /// Commands per session at most (then it is logged out).
+    #[arg(long, default_value_t = 2_000)]
+    max_commands: usize,
     /// Model tokens per session at most.
     #[arg(long, default_value_t = 100_000)]
     max_model_tokens: usize,
@@ -85,6 +113,10 @@ struct RunArgs {
     /// Sampling temperature of the model's answers.
     #[arg(long, default_value_t = 0.2)]
     temperature: f32,
+    /// No model: model commands get the profile's example output for the same command, or
+    /// nothing (for load tests and demos).
+    #[arg(long, conflicts_with_all = ["model", "endpoint"])]
+    canned: bool,
     /// Print the built-in profile (to copy and edit) and exit.
     #[arg(long)]
     print_profile: bool,
@@ -107,8 +139,109 @@ pub fn run(args: HoneypotArgs) -> CliResult {
             }
             Ok(())
         }
+        Some(HoneypotCommand::Load {
+            sessions,
+            secs,
+            connect,
+            model,
+            endpoint,
+            json,
+        }) => run_load(sessions, secs, connect, model, endpoint, json),
         None => run_honeypot(args.run),
     }
+}
+
+/// Kills the child honeypot when the load run ends, however it ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run_load(
+    sessions: usize,
+    secs: f64,
+    connect: Option<SocketAddr>,
+    model: Option<PathBuf>,
+    endpoint: Option<String>,
+    json: bool,
+) -> CliResult {
+    if sessions == 0 || !(secs > 0.0 && secs <= 3600.0) {
+        return Err("--sessions must be at least 1 and --secs in (0, 3600]".into());
+    }
+    let mut child = None;
+    let (addr, pid) = match connect {
+        Some(a) => (a, None),
+        None => {
+            let mut cmd = std::process::Command::new(std::env::current_exe()?);
+            // The clients send thousands of commands a minute: lift the rate and count limits,
+            // which would answer them with the prompt only, then log them out.
+            cmd.args([
+                "honeypot",
+                "--listen",
+                "127.0.0.1:0",
+                "--per-minute",
+                "100000000",
+            ])
+            .args(["--max-commands", "100000000", "--max-sessions"])
+            .arg((sessions + 4).to_string());
+            match (&model, &endpoint) {
+                (Some(m), _) => cmd.arg("--model").arg(m),
+                (None, Some(e)) => cmd.arg("--endpoint").arg(e),
+                (None, None) => cmd.arg("--canned"),
+            };
+            let mut c = Child(
+                cmd.stderr(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::null())
+                    .spawn()?,
+            );
+            let pid = c.0.id();
+            let stderr = c.0.stderr.take().ok_or("no stderr from the honeypot")?;
+            let mut lines = std::io::BufReader::new(stderr).lines();
+            let addr = loop {
+                let line = lines
+                    .next()
+                    .ok_or("the honeypot exited before listening")??;
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    break rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .parse::<SocketAddr>()?;
+                }
+            };
+            // Keep draining its stderr so it never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines {});
+            child = Some(c);
+            (addr, Some(pid))
+        }
+    };
+    let r = gpt::honeypot::load::run(addr, sessions, secs, "$ ", pid);
+    drop(child);
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{} sessions for {:.0} s: {} commands ({:.0}/s), latency p50 {:.2} ms p99 {:.2} ms, isolation failures {}, errors {}",
+            r.sessions, r.secs, r.commands, r.commands_per_sec, r.p50_ms, r.p99_ms, r.isolation_failures, r.errors
+        );
+        if let Some((a, b, peak)) = r.rss_kib {
+            println!(
+                "honeypot memory: VmRSS {a} KiB at the start, {b} KiB at the end, peak {peak} KiB"
+            );
+        }
+    }
+    if r.isolation_failures > 0 || r.errors > 0 {
+        return Err(format!(
+            "{} isolation failures, {} errors",
+            r.isolation_failures, r.errors
+        )
+        .into());
+    }
+    Ok(())
 }
 
 fn run_honeypot(a: RunArgs) -> CliResult {
@@ -151,11 +284,17 @@ fn run_honeypot(a: RunArgs) -> CliResult {
             (format!("http://{}/v1", server.addr), Some("honeypot".to_string()), Some(server))
         }
         (None, Some(url)) => (url.clone(), a.endpoint_model.clone(), None),
-        (None, None) => return Err("give --model DIR (our model, served in-process) or --endpoint URL (an OpenAI-compatible server)".into()),
+        (None, None) if a.canned => ("canned".to_string(), None, None),
+        (None, None) => return Err("give --model DIR (our model, served in-process), --endpoint URL (an OpenAI-compatible server) or --canned (no model)".into()),
     };
-    let mut endpoint = Endpoint::new(&endpoint_url, api_key, model_name)?;
-    endpoint.max_tokens = a.max_tokens;
-    endpoint.temperature = a.temperature;
+    let responder: Box<dyn gpt::honeypot::responder::Responder> = if a.canned {
+        Box::new(gpt::honeypot::responder::Canned)
+    } else {
+        let mut endpoint = Endpoint::new(&endpoint_url, api_key, model_name)?;
+        endpoint.max_tokens = a.max_tokens;
+        endpoint.temperature = a.temperature;
+        Box::new(endpoint)
+    };
     let log = match &a.log {
         Some(p) => {
             let f = std::fs::OpenOptions::new()
@@ -169,12 +308,13 @@ fn run_honeypot(a: RunArgs) -> CliResult {
     };
     let limits = Limits {
         per_minute: a.per_minute.max(1),
+        max_commands: a.max_commands.max(1),
         max_model_tokens: a.max_model_tokens,
         ..Limits::default()
     };
     let shared = Shared {
         profile,
-        responder: Box::new(endpoint),
+        responder,
         log,
     };
     match a.listen {

@@ -172,6 +172,28 @@ impl Responder for Endpoint {
     }
 }
 
+/// No model: answers a command with the output of the profile's example of the same command, or
+/// nothing. For load tests and demos without a model.
+pub struct Canned;
+
+impl Responder for Canned {
+    fn answer(
+        &self,
+        profile: &Profile,
+        _cwd: &str,
+        _history: &[Turn],
+        command: &str,
+    ) -> Result<Answer> {
+        let text = profile
+            .examples
+            .iter()
+            .find(|e| e.command.trim() == command.trim())
+            .map(|e| e.output.clone())
+            .unwrap_or_default();
+        Ok(Answer { text, tokens: 0 })
+    }
+}
+
 /// Reads an HTTP/1.1 response: status and body (Content-Length, chunked, or to the end), at
 /// most 4 MiB.
 fn read_http(r: &mut impl BufRead) -> std::io::Result<(u16, String)> {

@@ -146,7 +146,7 @@ fn serve_connection(
         session_id(),
         peer.to_string(),
     );
-    stream.write_all(session.start().as_bytes())?;
+    stream.write_all(session.start().replace('\n', "\r\n").as_bytes())?;
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 4096];
     let mut idle = Duration::ZERO;

@@ -5,7 +5,7 @@
 
 use super::guard::{self, Verdict};
 use super::profile::Profile;
-use super::responder::{Responder, Turn};
+use super::responder::{Responder, Turn, HISTORY_TURNS};
 use super::shell::{self, Parsed, Path, ShellState};
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -252,7 +252,7 @@ impl<'a> Session<'a> {
             };
         }
         let cwd_before = self.state.cwd.clone();
-        self.state.history.push(line.clone());
+        self.state.remember(&line);
         let (output, path, verdict, tokens, end) = self.run_line(&line);
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         if let Some(log) = self.log {
@@ -273,6 +273,10 @@ impl<'a> Session<'a> {
             command: line,
             output: output.clone(),
         });
+        // Only the last turns are sent to the model: keep no more (memory stays bounded).
+        if self.turns.len() > 2 * HISTORY_TURNS {
+            self.turns.drain(..self.turns.len() - HISTORY_TURNS);
+        }
         if end {
             self.ended = true;
             return Reply {

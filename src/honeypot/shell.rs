@@ -8,7 +8,10 @@
 
 use super::profile::Profile;
 use super::vfs::{base_name, normalize, FsError, Node, Vfs};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+
+/// Commands `history` keeps (bash's default `HISTSIZE`).
+pub const HISTSIZE: usize = 500;
 
 /// Commands the model answers (real tools the emulator does not run).
 pub const MODEL_COMMANDS: &[&str] = &[
@@ -225,13 +228,24 @@ pub struct ShellState {
     pub oldpwd: String,
     /// Environment.
     pub env: BTreeMap<String, String>,
-    /// Commands typed so far (`history`).
-    pub history: Vec<String>,
+    /// The last [`HISTSIZE`] commands typed (`history`).
+    pub history: VecDeque<String>,
+    /// Commands typed before the first one kept in `history`.
+    pub history_offset: usize,
     /// `ls -l` time of new files.
     pub now: String,
 }
 
 impl ShellState {
+    /// Records a typed command in `history`, keeping the last [`HISTSIZE`].
+    pub fn remember(&mut self, line: &str) {
+        self.history.push_back(line.to_string());
+        if self.history.len() > HISTSIZE {
+            self.history.pop_front();
+            self.history_offset += 1;
+        }
+    }
+
     /// A fresh session of `profile`.
     pub fn new(profile: &Profile) -> ShellState {
         let mut env = BTreeMap::new();
@@ -256,7 +270,8 @@ impl ShellState {
             cwd: profile.home.clone(),
             oldpwd: profile.home.clone(),
             env,
-            history: Vec::new(),
+            history: VecDeque::new(),
+            history_offset: 0,
             now: "Nov 28 09:31".into(),
         }
     }
@@ -681,7 +696,7 @@ pub fn run(state: &mut ShellState, profile: &Profile, cmd: &Simple) -> Outcome {
                 .history
                 .iter()
                 .enumerate()
-                .map(|(i, c)| format!("{:>5}  {c}", i + 1))
+                .map(|(i, c)| format!("{:>5}  {c}", state.history_offset + i + 1))
                 .collect();
             done(lines.join("\n"), 0)
         }

@@ -231,6 +231,12 @@ impl Vfs {
             None => self.can_write_in(parent(path))?,
         }
         let new = !self.nodes.contains_key(path);
+        // Overwriting gives the old contents' bytes back to the quota.
+        let old = match self.nodes.get(path).and_then(|n| n.content.as_ref()) {
+            Some(c) if !append => c.len(),
+            _ => 0,
+        };
+        self.added_bytes = self.added_bytes.saturating_sub(old);
         self.charge(text.len(), usize::from(new))?;
         let user = self.user.clone();
         let node = self.nodes.entry(path.to_string()).or_insert_with(|| Node {
@@ -306,10 +312,15 @@ impl Vfs {
         if inside.iter().any(|k| self.nodes[k].owner != self.user) {
             return Err(FsError::Denied);
         }
-        for k in inside {
-            self.nodes.remove(&k);
+        for k in inside.iter().map(String::as_str).chain([path]) {
+            // What the session created is given back to its quota.
+            if let Some(n) = self.nodes.remove(k) {
+                self.added_entries = self.added_entries.saturating_sub(1);
+                self.added_bytes = self
+                    .added_bytes
+                    .saturating_sub(n.content.map_or(0, |c| c.len()));
+            }
         }
-        self.nodes.remove(path);
         Ok(())
     }
 }
