@@ -40,6 +40,44 @@ enum HoneypotCommand {
         #[arg(long)]
         session: Option<String>,
     },
+    /// Write SFT records of terminal sessions (the emulator's answers and a library of outputs
+    /// of the commands the model answers) in the honeypot's message layout, for `gpt sft`.
+    Transcripts {
+        /// Output JSONL.
+        #[arg(long)]
+        out: PathBuf,
+        /// Records.
+        #[arg(long, default_value_t = 2_000)]
+        n: usize,
+        /// Earlier turns per record at most (as `--history-turns` at run time).
+        #[arg(long, default_value_t = 2)]
+        history_turns: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// The attacker script (46 commands the model answers, half not in the transcripts) in one
+    /// session: the share of model answers that pass the guard rails and their latency.
+    Bench {
+        /// Our model directory (served in-process).
+        #[arg(long, conflicts_with = "endpoint")]
+        model: Option<PathBuf>,
+        /// An OpenAI-compatible endpoint.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// New tokens per answer at most.
+        #[arg(long, default_value_t = 128)]
+        max_tokens: usize,
+        /// Earlier turns sent with each command.
+        #[arg(long, default_value_t = 2)]
+        history_turns: usize,
+        /// Print every command with its answer and verdict.
+        #[arg(long)]
+        verbose: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Load: concurrent TCP sessions on loopback against a honeypot started for the run (or
     /// `--connect ADDR`), checking that sessions stay isolated; reports commands/s, latency,
     /// errors and the server's memory.
@@ -110,6 +148,9 @@ struct RunArgs {
     /// New tokens per model answer at most.
     #[arg(long, default_value_t = 256)]
     max_tokens: usize,
+    /// Earlier turns of the session sent to the model with each command.
+    #[arg(long, default_value_t = 12)]
+    history_turns: usize,
     /// Sampling temperature of the model's answers.
     #[arg(long, default_value_t = 0.2)]
     temperature: f32,
@@ -147,7 +188,101 @@ pub fn run(args: HoneypotArgs) -> CliResult {
             endpoint,
             json,
         }) => run_load(sessions, secs, connect, model, endpoint, json),
+        Some(HoneypotCommand::Transcripts {
+            out,
+            n,
+            history_turns,
+            seed,
+        }) => {
+            let records = gpt::honeypot::transcripts::transcripts(
+                &Profile::default_profile(),
+                n,
+                history_turns,
+                seed,
+            );
+            let mut text = String::new();
+            for r in &records {
+                text.push_str(&serde_json::to_string(r)?);
+                text.push('\n');
+            }
+            gpt::io::write_atomic(&out, text.as_bytes())?;
+            eprintln!("wrote {} records to {}", records.len(), out.display());
+            Ok(())
+        }
+        Some(HoneypotCommand::Bench {
+            model,
+            endpoint,
+            max_tokens,
+            history_turns,
+            verbose,
+            json,
+        }) => {
+            let (url, name, _server) = endpoint_for(model.as_ref(), endpoint.as_ref(), None, 4)?;
+            let mut e = Endpoint::new(&url, None, name)?;
+            e.max_tokens = max_tokens;
+            e.history_turns = history_turns;
+            e.temperature = 0.0;
+            let r = gpt::honeypot::transcripts::bench(&Profile::default_profile(), &e);
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+                return Ok(());
+            }
+            if verbose {
+                for (c, a, v) in &r.answers {
+                    println!("$ {c}\n{a}\n    [{v}]");
+                }
+            }
+            let share = |k: usize| 100.0 * k as f64 / r.asked.max(1) as f64;
+            println!("| model-answered commands | passed | cleaned | refused | failed | p50 latency | p90 latency |");
+            println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+            println!(
+                "| {} | {:.0}% | {:.0}% | {:.0}% | {:.0}% | {:.0} ms | {:.0} ms |",
+                r.asked,
+                share(r.passed),
+                share(r.cleaned),
+                share(r.refused),
+                share(r.failed),
+                r.p50_ms,
+                r.p90_ms
+            );
+            Ok(())
+        }
         None => run_honeypot(args.run),
+    }
+}
+
+/// The endpoint URL and model name for `--model` (our server started in-process, returned to
+/// keep it alive) or `--endpoint`.
+fn endpoint_for(
+    model: Option<&PathBuf>,
+    endpoint: Option<&String>,
+    endpoint_model: Option<String>,
+    batch: usize,
+) -> Result<(String, Option<String>, Option<Server>), Box<dyn std::error::Error + Send + Sync>> {
+    match (model, endpoint) {
+        (Some(dir), _) => {
+            let server = Server::start(ServeOptions {
+                model: dir.clone(),
+                dtype: Precision::F32,
+                addr: "127.0.0.1:0".parse()?,
+                http: HttpConfig {
+                    model_name: "honeypot".into(),
+                    api_key: None,
+                    max_body_bytes: 1 << 20,
+                    body_timeout: Duration::from_secs(30),
+                    max_tokens_limit: usize::MAX,
+                    cors: Vec::new(),
+                },
+                engine: EngineConfig {
+                    max_batch: batch.clamp(1, 16),
+                    max_queue: batch.max(1) * 2,
+                    prefill_chunk: 64,
+                },
+            })?;
+            Ok((format!("http://{}/v1", server.addr), Some("honeypot".to_string()), Some(server)))
+        }
+        (None, Some(url)) => Ok((url.clone(), endpoint_model, None)),
+        (None, None) => Err("give --model DIR (our model, served in-process), --endpoint URL (an OpenAI-compatible server) or --canned (no model)".into()),
     }
 }
 
@@ -261,31 +396,15 @@ fn run_honeypot(a: RunArgs) -> CliResult {
         None => None,
     };
     // `--model`: our server in-process on a free loopback port, kept alive for the run.
-    let (endpoint_url, model_name, _server) = match (&a.model, &a.endpoint) {
-        (Some(dir), _) => {
-            let server = Server::start(ServeOptions {
-                model: dir.clone(),
-                dtype: Precision::F32,
-                addr: "127.0.0.1:0".parse()?,
-                http: HttpConfig {
-                    model_name: "honeypot".into(),
-                    api_key: None,
-                    max_body_bytes: 1 << 20,
-                    body_timeout: Duration::from_secs(30),
-                    max_tokens_limit: usize::MAX,
-                    cors: Vec::new(),
-                },
-                engine: EngineConfig {
-                    max_batch: a.max_sessions.clamp(1, 16),
-                    max_queue: a.max_sessions.max(1) * 2,
-                    prefill_chunk: 64,
-                },
-            })?;
-            (format!("http://{}/v1", server.addr), Some("honeypot".to_string()), Some(server))
-        }
-        (None, Some(url)) => (url.clone(), a.endpoint_model.clone(), None),
-        (None, None) if a.canned => ("canned".to_string(), None, None),
-        (None, None) => return Err("give --model DIR (our model, served in-process), --endpoint URL (an OpenAI-compatible server) or --canned (no model)".into()),
+    let (endpoint_url, model_name, _server) = if a.canned {
+        ("canned".to_string(), None, None)
+    } else {
+        endpoint_for(
+            a.model.as_ref(),
+            a.endpoint.as_ref(),
+            a.endpoint_model.clone(),
+            a.max_sessions,
+        )?
     };
     let responder: Box<dyn gpt::honeypot::responder::Responder> = if a.canned {
         Box::new(gpt::honeypot::responder::Canned)
@@ -293,6 +412,7 @@ fn run_honeypot(a: RunArgs) -> CliResult {
         let mut endpoint = Endpoint::new(&endpoint_url, api_key, model_name)?;
         endpoint.max_tokens = a.max_tokens;
         endpoint.temperature = a.temperature;
+        endpoint.history_turns = a.history_turns;
         Box::new(endpoint)
     };
     let log = match &a.log {

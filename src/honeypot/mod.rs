@@ -7,7 +7,8 @@
 //! `gpt serve` started in-process) with the persona, the examples and the session so far; every
 //! model answer passes the [`guard`] rails before it is shown. [`session`] ties them together
 //! with per-session limits and a JSONL log; [`server`] serves sessions over TCP or the terminal
-//! and replays logs; [`load`] is its load generator. Nothing is ever executed and no connection is opened but the endpoint's.
+//! and replays logs; [`load`] is its load generator;
+//! [`transcripts`] makes training data for a honeypot model and measures one. Nothing is ever executed and no connection is opened but the endpoint's.
 
 pub mod guard;
 pub mod load;
@@ -16,4 +17,5 @@ pub mod responder;
 pub mod server;
 pub mod session;
 pub mod shell;
+pub mod transcripts;
 pub mod vfs;

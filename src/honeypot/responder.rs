@@ -81,6 +81,8 @@ pub struct Endpoint {
     pub max_tokens: usize,
     /// Sampling temperature.
     pub temperature: f32,
+    /// Earlier turns of the session sent with each command at most.
+    pub history_turns: usize,
     timeout: Duration,
 }
 
@@ -108,6 +110,7 @@ impl Endpoint {
             model,
             max_tokens: 256,
             temperature: 0.2,
+            history_turns: HISTORY_TURNS,
             timeout: Duration::from_secs(60),
         })
     }
@@ -153,7 +156,7 @@ impl Responder for Endpoint {
         command: &str,
     ) -> Result<Answer> {
         let mut body = json!({
-            "messages": messages(profile, cwd, history, command),
+            "messages": messages(profile, cwd, &history[history.len().saturating_sub(self.history_turns)..], command),
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
             "stop": [format!("\n{}@", profile.user)],
