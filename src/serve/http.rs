@@ -819,8 +819,11 @@ fn stream_response(mut out: Output, rx: UnboundedReceiver<Event>) -> Response {
                 }
             }
         });
+    // The charset as OpenAI sends it: SSE is UTF-8 by definition, but tools that decode the
+    // body by its header (Chromium's DevTools protocol, hence Playwright) read a `text/*`
+    // type without one as Latin-1.
     Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")
         .header(header::CACHE_CONTROL, "no-cache")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| ApiError::internal("building the stream").into_response())

@@ -82,6 +82,8 @@ async fn serve(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
     });
+    // A request head gets the time a body gets (30 s).
+    let head_timeout = opts.http.body_timeout;
     let loader_app = app.clone();
     let (fail_tx, fail_rx) = tokio::sync::oneshot::channel::<Error>();
     tokio::task::spawn_blocking(move || {
@@ -104,12 +106,51 @@ async fn serve(
         }
         stop_app.stats.stopping.store(true, Ordering::SeqCst);
     };
-    let served = axum::serve(listener, router).with_graceful_shutdown(stopped);
-    served
-        .await
-        .map_err(|e| Error::usage("serve", format!("the server failed: {e}")))?;
+    serve_http(listener, router, stopped, head_timeout).await;
     app.stats.stopping.store(true, Ordering::SeqCst);
     Ok(())
+}
+
+/// Serves HTTP/1.1 connections from `listener` until `stopped` resolves, then waits for the
+/// open ones to finish (idle ones are closed at once).
+///
+/// Why not `axum::serve`: a client must send its request head within `head_timeout`, on a new
+/// connection and between keep-alive requests, or be disconnected. hyper has that timeout
+/// (`header_read_timeout`) but it needs a timer, which `axum::serve` does not give it; without
+/// it a client that connects and sends nothing, or sends its head a byte at a time, holds its
+/// connection (and a file descriptor) forever (`tools/serve_fuzz.py`, slow heads).
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    stopped: impl Future<Output = ()>,
+    head_timeout: std::time::Duration,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(head_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut stopped = std::pin::pin!(stopped);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let service = hyper_util::service::TowerToHyperService::new(router.clone());
+                    let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                    tokio::spawn(async move {
+                        // A connection's errors (a reset, a malformed head) end only it.
+                        let _ = conn.await;
+                    });
+                }
+                // Out of file descriptors and the like: the condition may pass (axum::serve
+                // waits the same way).
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            },
+            _ = &mut stopped => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Runs the server on the current thread until SIGINT or SIGTERM; `on_ready(addr)` is called once
