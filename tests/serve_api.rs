@@ -536,6 +536,7 @@ fn every_error_has_its_status_and_openai_shape() {
     let k = Some("sekret");
     let models = request(addr, "GET", "/v1/models", k, None).json();
     assert_eq!(models["data"][0]["id"], "tiny");
+    assert_eq!(models["data"][0]["max_model_len"], 64);
     assert_eq!(request(addr, "GET", "/v1/models/tiny", k, None).status, 200);
     let metrics = request(addr, "GET", "/metrics", k, None);
     assert!(
@@ -584,6 +585,8 @@ fn every_error_has_its_status_and_openai_shape() {
     let e = shape(&call(r#"{"prompt": "hi", "model": "gpt-4"}"#), 404);
     assert_eq!(e["code"], "model_not_found");
     shape(&request(addr, "GET", "/nowhere", k, None), 404);
+    let e = shape(&request(addr, "GET", "/v1/completions", k, None), 405);
+    assert_eq!(e["code"], "method_not_allowed");
     // 413 for a body over the limit, declared or not.
     let big = format!(r#"{{"prompt": "{}"}}"#, "a".repeat(70_000));
     shape(&call(&big), 413);

@@ -155,16 +155,23 @@ impl Responder for Endpoint {
         history: &[Turn],
         command: &str,
     ) -> Result<Answer> {
-        let mut body = json!({
-            "messages": messages(profile, cwd, &history[history.len().saturating_sub(self.history_turns)..], command),
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "stop": [format!("\n{}@", profile.user)],
-        });
-        if let Some(m) = &self.model {
-            body["model"] = json!(m);
-        }
-        let v = self.post(&body)?;
+        // A session longer than the model's context: fewer earlier turns until it fits.
+        let mut turns = self.history_turns.min(history.len());
+        let v = loop {
+            let mut body = json!({
+                "messages": messages(profile, cwd, &history[history.len() - turns..], command),
+                "max_tokens": self.max_tokens,
+                "temperature": self.temperature,
+                "stop": [format!("\n{}@", profile.user)],
+            });
+            if let Some(m) = &self.model {
+                body["model"] = json!(m);
+            }
+            match self.post(&body) {
+                Err(e) if turns > 0 && e.to_string().contains("context length") => turns -= 1,
+                r => break r?,
+            }
+        };
         Ok(Answer {
             text: v["choices"][0]["message"]["content"]
                 .as_str()

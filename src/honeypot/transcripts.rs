@@ -156,7 +156,7 @@ const EMULATED: &[&str] = &[
     "ls nginx",
 ];
 
-/// `n` chat records: sessions of 1–4 commands each drawn from the emulator's and the library's
+/// `n` prompt/completion records: sessions of 1–4 commands each drawn from the emulator's and the library's
 /// commands, in the message layout the honeypot sends with up to `history` earlier turns.
 pub fn transcripts(profile: &Profile, n: usize, history: usize, seed: u64) -> Vec<Value> {
     let mut rng = Rng::new(seed);
@@ -193,14 +193,17 @@ pub fn transcripts(profile: &Profile, n: usize, history: usize, seed: u64) -> Ve
                     text.strip_suffix('\n').unwrap_or(text).to_string(),
                 )
             };
-            let mut m = messages(
+            // TRL's conversational prompt/completion: the loss is on this answer only, not on
+            // the examples' and earlier turns' answers that every record repeats.
+            let m = messages(
                 profile,
                 &s.state.cwd,
                 &turns[turns.len().saturating_sub(history)..],
                 &cmd,
             );
-            m.push(json!({"role": "assistant", "content": answer}));
-            out.push(json!({"messages": m}));
+            out.push(
+                json!({"prompt": m, "completion": [{"role": "assistant", "content": answer}]}),
+            );
             turns.push(Turn {
                 command: cmd,
                 output: answer,
@@ -311,19 +314,16 @@ mod tests {
         let t = transcripts(&p, 50, 2, 1);
         assert_eq!(t.len(), 50);
         for r in &t {
-            let m = r["messages"].as_array().unwrap();
+            let m = r["prompt"].as_array().unwrap();
             assert_eq!(m[0]["role"], "system");
-            assert_eq!(m[m.len() - 1]["role"], "assistant");
-            assert_eq!(m[m.len() - 2]["role"], "user");
+            assert_eq!(m[m.len() - 1]["role"], "user");
+            assert_eq!(r["completion"][0]["role"], "assistant");
         }
-        let whoami = t.iter().find(|r| {
-            let m = r["messages"].as_array().unwrap();
-            m[m.len() - 2]["content"] == "whoami"
-        });
-        if let Some(r) = whoami {
-            let m = r["messages"].as_array().unwrap();
-            assert_eq!(m[m.len() - 1]["content"], "deploy");
-        }
+        let whoami = t
+            .iter()
+            .find(|r| r["prompt"].as_array().unwrap().last().unwrap()["content"] == "whoami")
+            .expect("50 records hold a whoami");
+        assert_eq!(whoami["completion"][0]["content"], "deploy");
         let r = bench(&p, &LibraryResponder);
         assert_eq!(
             r.asked,

@@ -93,6 +93,16 @@ pub fn router(app: App) -> Router {
         .route("/", get(|| async { axum::response::Html(CHAT_PAGE) }))
         .route("/health", get(health))
         .merge(protected)
+        .method_not_allowed_fallback(|req: Request| async move {
+            ApiError {
+                status: 405,
+                message: format!("{} is not allowed on {}", req.method(), req.uri().path()),
+                kind: "invalid_request_error",
+                param: None,
+                code: Some("method_not_allowed"),
+            }
+            .into_response()
+        })
         .fallback(|req: Request| async move {
             if req.method() == Method::OPTIONS {
                 return StatusCode::NO_CONTENT.into_response();
@@ -176,7 +186,10 @@ async fn metrics(State(app): State<App>) -> Response {
 }
 
 fn model_card(app: &AppState) -> Value {
-    json!({"id": app.cfg.model_name, "object": "model", "created": app.created, "owned_by": "gpt"})
+    // `max_model_len` as vLLM reports it: the chat page sizes its requests with it.
+    let ctx = app.loaded.get().map(|m| m.n_ctx);
+    json!({"id": app.cfg.model_name, "object": "model", "created": app.created, "owned_by": "gpt",
+           "max_model_len": ctx})
 }
 
 async fn models(State(app): State<App>) -> Response {
