@@ -295,7 +295,8 @@ impl<'a> Session<'a> {
         let cmds = match shell::parse(line, &self.state.env) {
             Parsed::Error(e) => return (e, "emulator", None, 0, false),
             Parsed::Complex { first } => {
-                return if shell::is_model_command(&first) {
+                // `cat x | grep y` is as real as `ps | grep y`: the model answers both.
+                return if shell::is_model_command(&first) || shell::is_emulated(&first) {
                     self.ask_model(line, &first)
                 } else {
                     (

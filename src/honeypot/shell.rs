@@ -751,7 +751,8 @@ pub fn run(state: &mut ShellState, profile: &Profile, cmd: &Simple) -> Outcome {
     out
 }
 
-fn is_emulated(name: &str) -> bool {
+/// Whether the emulator runs `name` itself.
+pub fn is_emulated(name: &str) -> bool {
     [
         "cd", "pwd", "ls", "cat", "echo", "touch", "mkdir", "rm", "whoami", "id", "hostname",
         "uname", "history", "sudo", "su", "clear", "true", "false", "exit", "logout",
