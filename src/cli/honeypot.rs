@@ -251,6 +251,10 @@ pub fn run(args: HoneypotArgs) -> CliResult {
     }
 }
 
+/// An endpoint URL, the `model` field to send, and the in-process server behind it (kept alive
+/// while the endpoint is used).
+type ModelEndpoint = (String, Option<String>, Option<Server>);
+
 /// The endpoint URL and model name for `--model` (our server started in-process, returned to
 /// keep it alive) or `--endpoint`.
 fn endpoint_for(
@@ -258,7 +262,7 @@ fn endpoint_for(
     endpoint: Option<&String>,
     endpoint_model: Option<String>,
     batch: usize,
-) -> Result<(String, Option<String>, Option<Server>), Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<ModelEndpoint, Box<dyn std::error::Error + Send + Sync>> {
     match (model, endpoint) {
         (Some(dir), _) => {
             let server = Server::start(ServeOptions {
