@@ -5,8 +5,8 @@
 //
 // against a running server (tools/serve_chat_page_check.sh starts one). Steps:
 //   1. the page loads, names the model (from /v1/models) and logs no script error;
-//   2. a message sent with the page's default "max tokens" (128) on a model whose context is
-//      128 tokens is refused by the server: the bubble turns into an error naming the context
+//   2. the page lowers its "max tokens" to half the context it reads from /v1/models; a message
+//      sent with "max tokens" 128 on a model whose context is 128 tokens is refused by the server: the bubble turns into an error naming the context
 //      (the page's error path), and the failed turn is dropped from the conversation;
 //   3. with "max tokens" 48 and temperature 0, a message typed and sent with Enter gets an
 //      assistant bubble that ends `data-state="done"` with text, and that text arrived in
@@ -109,7 +109,11 @@ try {
     return { state: await b.getAttribute("data-state"), text: await b.textContent(), cls: await b.getAttribute("class") };
   };
 
-  // 2. The default max tokens (128) on a 128-token context: refused, shown as an error.
+  // 2. The page sizes "max tokens" from /v1/models' max_model_len (half the context); 128 on a
+  // 128-token context is refused, shown as an error.
+  const sized = await page.inputValue("#max");
+  report(sized === "64", "the page sizes max tokens from the context", `max tokens ${sized}`);
+  await page.fill("#max", "128");
   await page.fill("#input", "Hello!");
   await page.press("#input", "Enter");
   const err = await settled(1);
