@@ -77,9 +77,10 @@ pub struct ServeBench {
     pub max_batch: Option<usize>,
     /// Also run `transformers serve`.
     pub vs_transformers: bool,
-    /// Flags of `transformers serve` after the model, host, port, device and dtype (`None`:
-    /// continuous batching with a KV cache of ours' size, see [`transformers_default_args`]).
-    pub transformers_args: Option<Vec<String>>,
+    /// Configurations of `transformers serve`, each its flags after the model, host, port,
+    /// device and dtype; each is run as a peer of its own (empty: one, continuous batching with
+    /// a KV cache of ours' size, see [`transformers_default_args`]).
+    pub transformers_args: Vec<Vec<String>>,
     /// Python interpreter with transformers (and its serving extras).
     pub python: Option<PathBuf>,
 }
@@ -566,20 +567,40 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Which server a measurement is of.
+/// Which server a measurement is of: ours, or the `i`-th configuration of transformers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Side {
     Ours,
-    Transformers,
+    Transformers(usize),
 }
 
-impl Side {
-    fn name(self) -> &'static str {
-        match self {
-            Side::Ours => "ours",
-            Side::Transformers => "transformers",
+/// One configuration of `transformers serve`.
+struct Peer {
+    /// Its name in the report: `transformers` (`transformers-cb` and `transformers-generate`
+    /// when several are run).
+    label: String,
+    /// Its flags.
+    args: Vec<String>,
+}
+
+/// The peers for `configs` (flags of each), named for the report.
+fn peers(configs: Vec<Vec<String>>) -> Vec<Peer> {
+    let several = configs.len() > 1;
+    let mut out: Vec<Peer> = Vec::new();
+    for args in configs {
+        let mut label = if !several {
+            "transformers".to_string()
+        } else if args.iter().any(|a| a == "--continuous-batching") {
+            "transformers-cb".to_string()
+        } else {
+            "transformers-generate".to_string()
+        };
+        if out.iter().any(|p| p.label == label) {
+            label = format!("{label}-{}", out.len() + 1);
         }
+        out.push(Peer { label, args });
     }
+    out
 }
 
 /// The flags `transformers serve` gets by default: continuous batching (what its users pick
@@ -599,15 +620,24 @@ struct Setup {
     model: PathBuf,
     threads: usize,
     max_batch: usize,
-    transformers_args: Vec<String>,
+    peers: Vec<Peer>,
     python: PathBuf,
     tmp: PathBuf,
+}
+
+impl Setup {
+    fn name(&self, side: Side) -> &str {
+        match side {
+            Side::Ours => "ours",
+            Side::Transformers(i) => &self.peers[i].label,
+        }
+    }
 }
 
 fn start_server(rt: &Runtime, side: Side, s: &Setup, run: usize) -> Result<ServerProcess> {
     let port = free_port()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let log = s.tmp.join(format!("{}_run{run}.log", side.name()));
+    let log = s.tmp.join(format!("{}_run{run}.log", s.name(side)));
     let cmd = match side {
         Side::Ours => {
             let mut c = Command::new(current_exe()?);
@@ -621,13 +651,13 @@ fn start_server(rt: &Runtime, side: Side, s: &Setup, run: usize) -> Result<Serve
                 .args(["--max-queue", &(4 * s.max_batch).max(64).to_string()]);
             c
         }
-        Side::Transformers => {
+        Side::Transformers(i) => {
             let mut c = Command::new(&s.python);
             c.args(["-m", "transformers.cli.transformers", "serve"])
                 .arg(&s.model)
                 .args(["--host", "127.0.0.1", "--port", &port.to_string()])
                 .args(["--device", "cpu", "--dtype", "float32"])
-                .args(&s.transformers_args)
+                .args(&s.peers[i].args)
                 .env("OMP_NUM_THREADS", s.threads.to_string())
                 .env("MKL_NUM_THREADS", s.threads.to_string())
                 .env("HF_HUB_OFFLINE", "1")
@@ -637,7 +667,7 @@ fn start_server(rt: &Runtime, side: Side, s: &Setup, run: usize) -> Result<Serve
         }
     };
     ServerProcess::start(rt, cmd, addr, log).map_err(|e| match (side, e) {
-        (Side::Transformers, Error::File { path, reason }) => Error::File {
+        (Side::Transformers(_), Error::File { path, reason }) => Error::File {
             path,
             reason: format!("{reason}\n({PYTHON_HINT}, transformers and its serving extras: fastapi, uvicorn, openai)"),
         },
@@ -662,7 +692,7 @@ fn run_side(
             "bench serve",
             format!(
                 "the warm-up request to {} failed: {e}; the end of its log {}:\n{}",
-                side.name(),
+                s.name(side),
                 server.log.display(),
                 tail(&server.log, 15)
             ),
@@ -682,7 +712,7 @@ fn run_side(
             opts.max_requests,
             &body,
         );
-        println!("run {run} {:<12} {}", side.name(), level_line(&st));
+        println!("run {run} {:<12} {}", s.name(side), level_line(&st));
         levels.push(st);
     }
     drop(server);
@@ -745,10 +775,16 @@ fn medians(runs: &[Vec<LevelStats>], level: usize) -> Medians {
     }
 }
 
-fn print_table(opts: &ServeBench, ours: &[Vec<LevelStats>], theirs: &[Vec<LevelStats>]) {
+/// The table of medians: ours alone (`peer` `None`), or ours beside one peer.
+fn print_table(
+    opts: &ServeBench,
+    ours: &[Vec<LevelStats>],
+    peer: Option<(&str, &[Vec<LevelStats>])>,
+) {
+    let (name, theirs) = peer.unwrap_or(("", &[]));
     let peer = !theirs.is_empty();
     if peer {
-        println!("| clients | ours tokens/s | transformers tokens/s | ratio | TTFT p50 ms (ours / tf) | TTFT p99 ms (ours / tf) | ITL p50 ms (ours / tf) | ITL p99 ms (ours / tf) | requests (ours / tf) | errors (ours / tf) |");
+        println!("| clients | ours tokens/s | {name} tokens/s | ratio | TTFT p50 ms (ours / {name}) | TTFT p99 ms (ours / {name}) | ITL p50 ms (ours / {name}) | ITL p99 ms (ours / {name}) | requests (ours / {name}) | errors (ours / {name}) |");
         println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     } else {
         println!("| clients | ours tokens/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | requests | errors |");
@@ -791,7 +827,7 @@ fn print_table(opts: &ServeBench, ours: &[Vec<LevelStats>], theirs: &[Vec<LevelS
     }
     // The targets, where the levels they name were run.
     let level = |k: usize| opts.clients.iter().position(|&c| c == k);
-    if let (Some(one), Some(eight)) = (level(1), level(8)) {
+    if let (false, Some(one), Some(eight)) = (peer, level(1), level(8)) {
         let (a, b) = (medians(ours, one), medians(ours, eight));
         let r = b.tokens_per_sec / a.tokens_per_sec;
         println!(
@@ -807,7 +843,7 @@ fn print_table(opts: &ServeBench, ours: &[Vec<LevelStats>], theirs: &[Vec<LevelS
             _ => false,
         };
         println!(
-            "target: at 8 clients ours / transformers = {r:.2}x aggregate tokens/s (target ≥ 3x: {}); p99 TTFT {} ms vs {} ms (target lower: {})",
+            "target: at 8 clients ours / {name} = {r:.2}x aggregate tokens/s (target ≥ 3x: {}); p99 TTFT {} ms vs {} ms (target lower: {})",
             if r >= 3.0 { "met" } else { "NOT met" },
             ms(o.ttft_p99),
             ms(t.ttft_p99),
@@ -818,7 +854,7 @@ fn print_table(opts: &ServeBench, ours: &[Vec<LevelStats>], theirs: &[Vec<LevelS
 
 /// Notes on what the streams looked like: missing `[DONE]`, usage vs token chunks, the first
 /// completions' texts.
-fn print_notes(side: Side, runs: &[Vec<LevelStats>]) {
+fn print_notes(name: &str, runs: &[Vec<LevelStats>]) {
     let all: Vec<&LevelStats> = runs.iter().flatten().collect();
     let completed: usize = all.iter().map(|s| s.completed).sum();
     let without: usize = all.iter().map(|s| s.without_done).sum();
@@ -837,7 +873,7 @@ fn print_notes(side: Side, runs: &[Vec<LevelStats>]) {
             usage as f64 / chunks as f64
         ));
     }
-    println!("{}: {}", side.name(), parts.join("; "));
+    println!("{name}: {}", parts.join("; "));
 }
 
 fn sample_text(runs: &[Vec<LevelStats>]) -> Option<&str> {
@@ -929,11 +965,17 @@ fn run_in(opts: &ServeBench, tmp: &Path) -> Result<()> {
         .max_batch
         .unwrap_or_else(|| opts.clients.iter().copied().max().unwrap_or(1));
     let python = find_python(opts.python.as_deref());
+    let configs = if opts.transformers_args.is_empty() {
+        vec![transformers_default_args(max_batch, config.n_ctx)]
+    } else {
+        opts.transformers_args.clone()
+    };
     let setup = Setup {
-        transformers_args: opts
-            .transformers_args
-            .clone()
-            .unwrap_or_else(|| transformers_default_args(max_batch, config.n_ctx)),
+        peers: if opts.vs_transformers {
+            peers(configs)
+        } else {
+            Vec::new()
+        },
         model: model.clone(),
         threads,
         max_batch,
@@ -952,7 +994,7 @@ fn run_in(opts: &ServeBench, tmp: &Path) -> Result<()> {
 
     let peak = matmul_peak_gflops();
     println!(
-        "gpt bench serve: {threads} threads, model {} ({} layers, {} heads, width {}, context {}, vocabulary {}), streaming /v1/completions: prompt {prompt_tokens} tokens, max_tokens {}, temperature {}, seed {}; levels {:?} clients, {} s each{}; {} run(s) per server, medians; f32 matmul peak {peak:.1} GFLOP/s (1024x768x3072)",
+        "gpt bench serve: {threads} threads, model {} ({} layers, {} heads, width {}, context {}, vocabulary {}), streaming /v1/completions: prompt {prompt_tokens} tokens, max_tokens {}, temperature {}, seed {}; levels {:?} clients, {} s each{}; {} run(s) per server, medians; f32 matmul peak {peak:.1} GFLOP/s (1024x768x3072); {}",
         model.display(),
         config.n_layer,
         config.n_head,
@@ -966,49 +1008,75 @@ fn run_in(opts: &ServeBench, tmp: &Path) -> Result<()> {
         opts.duration_secs,
         opts.max_requests.map_or(String::new(), |n| format!(" or {n} requests")),
         opts.runs,
+        load_average(),
     );
     println!(
         "ours: gpt --threads {threads} serve --max-batch {max_batch} (continuous batching, the binary as users start it)"
     );
-    if opts.vs_transformers {
-        println!(
-            "transformers: {} -m transformers.cli.transformers serve MODEL --device cpu --dtype float32 {} with OMP_NUM_THREADS={threads} ({})",
-            python.display(),
-            setup.transformers_args.join(" "),
-            peer_versions(&python)
-        );
+    if !setup.peers.is_empty() {
+        let versions = peer_versions(&python);
+        for p in &setup.peers {
+            println!(
+                "{}: {} -m transformers.cli.transformers serve MODEL --device cpu --dtype float32 {} with OMP_NUM_THREADS={threads} ({versions})",
+                p.label,
+                python.display(),
+                p.args.join(" "),
+            );
+        }
     }
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let mut ours = Vec::new();
+    let mut theirs: Vec<Vec<Vec<LevelStats>>> = vec![Vec::new(); setup.peers.len()];
     for run in 1..=opts.runs {
         ours.push(run_side(&rt, Side::Ours, &setup, opts, run)?);
-        if opts.vs_transformers {
+        for (i, t) in theirs.iter_mut().enumerate() {
             std::thread::sleep(LEVEL_PAUSE);
-            theirs.push(run_side(&rt, Side::Transformers, &setup, opts, run)?);
+            t.push(run_side(&rt, Side::Transformers(i), &setup, opts, run)?);
         }
     }
     println!(
         "medians over {} run(s); TTFT/ITL in ms; ≥: a lower bound (requests still waiting for their first token at the deadline count with their wait so far)",
         opts.runs
     );
-    print_table(opts, &ours, &theirs);
-    print_notes(Side::Ours, &ours);
-    if opts.vs_transformers {
-        print_notes(Side::Transformers, &theirs);
+    print_table(opts, &ours, None);
+    for (p, t) in setup.peers.iter().zip(&theirs) {
+        print_table(opts, &ours, Some((&p.label, t)));
+    }
+    print_notes("ours", &ours);
+    for (p, t) in setup.peers.iter().zip(&theirs) {
+        print_notes(&p.label, t);
         if opts.temperature == 0.0 {
-            if let (Some(a), Some(b)) = (sample_text(&ours), sample_text(&theirs)) {
+            if let (Some(a), Some(b)) = (sample_text(&ours), sample_text(t)) {
                 let same = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
                 println!(
-                    "greedy text of the first completed request: {} ({} of {} / {} characters agree before the first difference)",
-                    if a == b { "identical on both servers" } else { "differs" },
+                    "greedy text of the first completed request, ours vs {}: {} ({} of {} / {} characters agree before the first difference)",
+                    p.label,
+                    if a == b { "identical" } else { "differs" },
                     same,
                     a.chars().count(),
                     b.chars().count()
                 );
             }
         }
-        println!("ratio = ours / transformers aggregate tokens/s (above 1: we are faster)");
     }
+    if !setup.peers.is_empty() {
+        println!("ratio = ours / peer aggregate tokens/s (above 1: we are faster)");
+    }
+    println!("at the end: {}", load_average());
     Ok(())
+}
+
+/// The machine's 1-minute load average, in words: other work on the cores slows both servers,
+/// and PyTorch's OpenMP threads far more than their share (they spin at every barrier while a
+/// peer thread waits for a core), so a figure taken with a load near the thread count is not
+/// a comparison.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .map_or_else(
+            || "load average unknown".into(),
+            |l| format!("1-minute load average {l}"),
+        )
 }
 
 #[cfg(test)]
@@ -1156,6 +1224,30 @@ mod tests {
     fn the_prompt_is_32_gpt2_tokens() {
         let tok = crate::tokenizer::Tokenizer::gpt2();
         assert_eq!(tok.encode_ordinary(PROMPT).len(), 32);
+    }
+
+    #[test]
+    fn peers_are_named_for_their_configuration() {
+        let names = |configs: Vec<Vec<&str>>| -> Vec<String> {
+            peers(
+                configs
+                    .into_iter()
+                    .map(|c| c.into_iter().map(String::from).collect())
+                    .collect(),
+            )
+            .into_iter()
+            .map(|p| p.label)
+            .collect()
+        };
+        assert_eq!(names(vec![vec!["--continuous-batching"]]), ["transformers"]);
+        assert_eq!(
+            names(vec![vec!["--continuous-batching"], vec![], vec![]]),
+            [
+                "transformers-cb",
+                "transformers-generate",
+                "transformers-generate-3"
+            ]
+        );
     }
 
     #[test]

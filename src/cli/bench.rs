@@ -77,10 +77,11 @@ pub struct ServeBenchArgs {
     #[arg(long)]
     pub vs_transformers: bool,
     /// Flags for `transformers serve` after the model, host, port and `--device cpu --dtype
-    /// float32`, one string (default: `--continuous-batching --cb-num-blocks N`, a KV cache of
-    /// ours' size).
+    /// float32`, one string; repeat it to run several configurations as peers of their own
+    /// (default: `--continuous-batching --cb-num-blocks N`, a KV cache of ours' size; `""`:
+    /// no continuous batching, one `generate` at a time).
     #[arg(long, allow_hyphen_values = true)]
-    pub transformers_args: Option<String>,
+    pub transformers_args: Vec<String>,
     /// Python interpreter with transformers and its serving extras (default: $GPT_PYTHON,
     /// ~/.cache/gpt-refenv/bin/python, then python3).
     #[arg(long)]
@@ -500,7 +501,9 @@ pub fn run(cmd: BenchCommand) -> CliResult {
                 vs_transformers: a.vs_transformers,
                 transformers_args: a
                     .transformers_args
-                    .map(|s| s.split_whitespace().map(String::from).collect()),
+                    .iter()
+                    .map(|s| s.split_whitespace().map(String::from).collect())
+                    .collect(),
                 python: a.python,
             })?
         }
