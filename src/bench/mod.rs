@@ -10,6 +10,8 @@
 //! - [`chat`]: SFT and DPO steps/s of `gpt sft` / `gpt dpo` beside TRL's trainers.
 //! - [`eval`]: `gpt eval`'s wall time per task beside lm-evaluation-harness.
 //! - [`logs`]: log anomaly detection on HDFS beside an n-gram baseline and DeepLog in PyTorch.
+//! - [`serve`]: a load generator for `gpt serve` beside `transformers serve` (tokens/s, time to
+//!   first token, inter-token latency per concurrency level), over [`http_client`].
 //! - [`harness`]: what they share (median timing, peak memory, peer processes, table cells).
 //! - [`bandwidth`]: the read and copy bandwidth probes of the decode bound.
 //!
@@ -22,7 +24,9 @@ pub mod eval;
 pub mod finetune;
 pub mod generate;
 pub mod harness;
+pub mod http_client;
 pub mod kernels;
 pub mod logs;
+pub mod serve;
 pub mod train;
 pub mod translate;

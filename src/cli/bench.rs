@@ -36,6 +36,56 @@ pub enum BenchCommand {
     /// `gpt eval`'s wall time per task, optionally beside lm-evaluation-harness 0.4 on the same
     /// requests, model and threads (metrics compared).
     Eval(EvalBenchArgs),
+    /// A load generator for `gpt serve` (the binary, on a free loopback port): K clients
+    /// streaming `/v1/completions` per level, aggregate tokens/s, TTFT and inter-token latency,
+    /// optionally beside `transformers serve` on the same model, threads and load.
+    Serve(ServeBenchArgs),
+}
+
+/// Options of `gpt bench serve`.
+#[derive(Args)]
+pub struct ServeBenchArgs {
+    /// Model directory (Hugging Face GPT-2 layout with its tokenizer; transformers must load it
+    /// for --vs-transformers). Default: a random GPT-2 124M with the GPT-2 tokenizer.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Comma-separated concurrency levels (clients).
+    #[arg(long, default_value = "1,4,8,16,32")]
+    pub clients: String,
+    /// Seconds per level and server.
+    #[arg(long, default_value_t = 60.0)]
+    pub duration_secs: f64,
+    /// Requests started per level at most, over all clients (default: no limit but the time).
+    #[arg(long)]
+    pub max_requests: Option<usize>,
+    /// `max_tokens` of every request (the prompt is 32 tokens).
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// `temperature` of every request (0: greedy).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// `seed` of every request.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Runs per server, alternating (medians reported).
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+    /// Our server's --max-batch (default: the largest --clients, a row for every client).
+    #[arg(long)]
+    pub max_batch: Option<usize>,
+    /// Also run `transformers serve` on the same model, threads and load.
+    #[arg(long)]
+    pub vs_transformers: bool,
+    /// Flags for `transformers serve` after the model, host, port and `--device cpu --dtype
+    /// float32`, one string; repeat it to run several configurations as peers of their own
+    /// (default: `--continuous-batching --cb-num-blocks N`, a KV cache of ours' size; `""`:
+    /// no continuous batching, one `generate` at a time).
+    #[arg(long, allow_hyphen_values = true)]
+    pub transformers_args: Vec<String>,
+    /// Python interpreter with transformers and its serving extras (default: $GPT_PYTHON,
+    /// ~/.cache/gpt-refenv/bin/python, then python3).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
 }
 
 /// Options of `gpt bench eval`.
@@ -428,6 +478,34 @@ pub fn run(cmd: BenchCommand) -> CliResult {
                     target_fpr: 0.01,
                 })?;
             }
+        }
+        BenchCommand::Serve(a) => {
+            let clients = list(&a.clients)
+                .iter()
+                .map(|c| {
+                    c.parse::<usize>().map_err(|_| {
+                        gpt::error::Error::field("--clients", format!("`{c}` is not a count"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            bench::serve::run(&bench::serve::ServeBench {
+                model: a.model,
+                clients,
+                duration_secs: a.duration_secs,
+                max_requests: a.max_requests,
+                max_tokens: a.max_tokens,
+                temperature: a.temperature,
+                seed: a.seed,
+                runs: a.runs,
+                max_batch: a.max_batch,
+                vs_transformers: a.vs_transformers,
+                transformers_args: a
+                    .transformers_args
+                    .iter()
+                    .map(|s| s.split_whitespace().map(String::from).collect())
+                    .collect(),
+                python: a.python,
+            })?
         }
         BenchCommand::Chat(a) => bench::chat::run(&bench::chat::ChatBench {
             model: a.model,

@@ -73,6 +73,7 @@ pub fn run_serve(args: ServeArgs) -> CliResult {
     }
     let dir = gpt::model::inference::resolve_dir(&args.model);
     let cfg = gpt::model::checkpoint::load_config(&dir)?;
+    // `rows` are KV-cache rows of n_ctx positions each: one per completion decoded at once.
     let est = gpt_inference_for_dir(
         &args.model,
         args.max_batch,
