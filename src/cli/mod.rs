@@ -104,6 +104,17 @@ pub enum Command {
 pub fn run(cli: Cli) -> CliResult {
     gpt::threads::init(cli.threads)?;
     match cli.command {
+        // Servers keep their own threads: the engine's loop runs on the pool (see
+        // `gpt::serve`), the HTTP side on tokio.
+        Command::Serve(args) => serve::run_serve(*args),
+        Command::Honeypot(args) => honeypot::run(*args),
+        command => gpt::threads::on_pool(|| run_command(command)),
+    }
+}
+
+/// Runs one command (on a worker of the thread pool, see [`gpt::threads::on_pool`]).
+fn run_command(command: Command) -> CliResult {
+    match command {
         Command::Train(args) => train::run(*args),
         Command::Prepare(args) => prepare::run(args),
         Command::Sample(args) => generate::run(args.into()),

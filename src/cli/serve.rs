@@ -45,7 +45,7 @@ pub struct ServeArgs {
     pub max_tokens_limit: Option<usize>,
     /// Prompt tokens prefilled per engine step (smaller: running streams stall less while a
     /// long prompt is read).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 256)]
     pub prefill_chunk: usize,
     /// Request bodies over this many bytes get 413.
     #[arg(long, default_value_t = 1 << 20)]
@@ -81,6 +81,13 @@ pub fn run_serve(args: ServeArgs) -> CliResult {
         dtype,
         "--max-batch",
     )?;
+    let mut est = est;
+    if args.max_batch > 1 && dtype == Precision::F32 {
+        est.add(
+            "LM head packed for batched decoding",
+            gpt::model::inference::InferenceModel::panel_bytes_for(&cfg),
+        );
+    }
     if !args.no_memory_check {
         est.check(available(), "--no-memory-check")?;
     }

@@ -557,7 +557,7 @@ pub fn linear_small_bf16(
             }
             small_block(acc, &xs, &w[i0 * oc..i1 * oc], n, k, oc, 0, oc, layout);
         }),
-        WeightLayout::OutIn => split_out_in(out, bias, n, oc, |acc, j0, j1| {
+        WeightLayout::OutIn => split_out_in(out, bias, n, oc, 16, |acc, j0, j1| {
             small_block(acc, inp, w, n, ic, oc, j0, j1, layout)
         }),
     }

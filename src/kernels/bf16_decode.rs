@@ -439,7 +439,7 @@ fn decode(
         WeightLayout::InOut => split_in_out(out, bias, n, oc, kp, PAIRS, |acc, p0, p1| {
             in_out(path, acc, &xw, &w.words, n, kp, oc, p0, p1)
         }),
-        WeightLayout::OutIn => split_out_in(out, bias, n, oc, |acc, j0, j1| {
+        WeightLayout::OutIn => split_out_in(out, bias, n, oc, 16, |acc, j0, j1| {
             out_in(path, acc, &xw, &w.words, n, kp, j0, j1)
         }),
     }

@@ -17,14 +17,14 @@
 //!   gives each thread a block of output channels (weight rows), no reduction.
 //!
 //! Each weight format supplies only its inner loop over its share, compiled for the widest
-//! vector extension with [`super::simd::simd_fn!`]. The f32 loops walk column strips whose
-//! accumulators stay in L1.
+//! vector extension with [`super::simd::simd_fn!`]. The f32 loops are in
+//! [`super::blocked_rows`]: several rows meet each weight vector in registers.
 //!
 //! Dimensions: `n` rows, `IC OC` input/output channels.
 
+use super::blocked_rows;
 use super::check_len;
 use super::matmul::{linear_forward, sum_partials, WeightLayout};
-use super::simd::simd_fn;
 use rayon::prelude::*;
 
 /// Row counts up to this run the few-row kernels (one pass over the weights for all rows);
@@ -67,20 +67,21 @@ pub fn split_in_out(
 }
 
 /// The `(OC, IC)` split: the `OC` output channels are cut into one contiguous share per thread,
-/// in multiples of 16; each thread runs `block(acc, j0, j1)` on its share `j0..j1` (never empty)
-/// with `acc (n, j1 − j0)` holding the bias (or zeros), then copies it into `out (n, OC)`.
+/// in multiples of `align`; each thread runs `block(acc, j0, j1)` on its share `j0..j1` (never
+/// empty) with `acc (n, j1 − j0)` holding the bias (or zeros), then copies it into `out (n, OC)`.
 pub fn split_out_in(
     out: &mut [f32],
     bias: Option<&[f32]>,
     n: usize,
     oc: usize,
+    align: usize,
     block: impl Fn(&mut [f32], usize, usize) + Sync,
 ) {
     let tasks = rayon::current_num_threads().max(1);
     let parts: Vec<(usize, Vec<f32>)> = (0..tasks)
         .into_par_iter()
         .map(|t| {
-            let (j0, j1) = share(t, tasks, oc, 16);
+            let (j0, j1) = share(t, tasks, oc, align);
             let wd = j1 - j0;
             let mut acc = vec![0.0f32; n * wd];
             if wd > 0 {
@@ -123,77 +124,19 @@ pub fn linear_small(
     check_len("linear_small", "inp", inp.len(), n * ic);
     check_len("linear_small", "weight", w.len(), ic * oc);
     match layout {
+        // One row streams the weight rows in order; more rows meet each weight vector in
+        // registers. Both compute the same chains (see `blocked_rows`).
         WeightLayout::InOut => split_in_out(out, bias, n, oc, ic, 16, |acc, i0, i1| {
-            in_out_rows_f32(acc, inp, w, n, ic, oc, i0, i1)
-        }),
-        WeightLayout::OutIn => split_out_in(out, bias, n, oc, |acc, j0, j1| {
-            out_in_rows_f32(acc, inp, w, n, ic, j0, j1)
-        }),
-    }
-}
-
-simd_fn! {
-    /// Partial `inp[:, i0..i1] · W[i0..i1, :]` for `W (IC, OC)`, added into `acc (n, OC)`: weight
-    /// rows `i0..i1` are read once, in order.
-    fn in_out_rows_f32(
-        acc: &mut [f32],
-        inp: &[f32],
-        w: &[f32],
-        n: usize,
-        ic: usize,
-        oc: usize,
-        i0: usize,
-        i1: usize
-    ) {
-        for i in i0..i1 {
-            let wrow = &w[i * oc..(i + 1) * oc];
-            for r in 0..n {
-                let xv = inp[r * ic + i];
-                for (a, &b) in acc[r * oc..(r + 1) * oc].iter_mut().zip(wrow) {
-                    *a += xv * b;
-                }
+            if n == 1 {
+                blocked_rows::in_out_portable(acc, inp, w, n, ic, oc, i0, i1)
+            } else {
+                blocked_rows::in_out(acc, inp, w, n, ic, oc, i0, i1)
             }
-        }
+        }),
+        WeightLayout::OutIn => split_out_in(out, bias, n, oc, 16, |acc, j0, j1| {
+            blocked_rows::out_in(acc, inp, w, n, ic, j0, j1)
+        }),
     }
-}
-
-simd_fn! {
-    /// Rows `j0..j1` of `W (OC, IC)` dotted with each input row, added into `acc (n, j1 - j0)`.
-    fn out_in_rows_f32(
-        acc: &mut [f32],
-        inp: &[f32],
-        w: &[f32],
-        n: usize,
-        ic: usize,
-        j0: usize,
-        j1: usize
-    ) {
-        let wd = j1 - j0;
-        for j in j0..j1 {
-            let wr = &w[j * ic..(j + 1) * ic];
-            for r in 0..n {
-                acc[r * wd + j - j0] += dot64(&inp[r * ic..(r + 1) * ic], wr);
-            }
-        }
-    }
-}
-
-/// Dot product with 64 independent lanes (four AVX-512 registers) for instruction parallelism.
-#[inline(always)]
-fn dot64(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 64];
-    let (ca, ra) = a.split_at(a.len() / 64 * 64);
-    let (cb, rb) = b.split_at(ca.len());
-    for (xa, xb) in ca.chunks_exact(64).zip(cb.chunks_exact(64)) {
-        for i in 0..64 {
-            acc[i] += xa[i] * xb[i];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
 }
 
 #[cfg(test)]
@@ -206,7 +149,7 @@ mod tests {
     #[test]
     fn matches_naive_for_both_layouts_every_row_count_and_rung() {
         let mut rng = Rng::new(0);
-        for &(ic, oc) in &[(70, 130), (64, 48), (33, 1000), (1, 17), (20, 20)] {
+        for &(ic, oc) in &[(70, 130), (64, 48), (33, 1000), (1, 17), (20, 20), (40, 31)] {
             for n in 1..=FEW_ROWS + 1 {
                 for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
                     let x = rng.normal_vec(n * ic, 1.0);
@@ -224,6 +167,12 @@ mod tests {
                                 (g - w).abs() < 1e-3,
                                 "{n}x{ic}x{oc} {layout:?} {isa:?}: {g} vs {w}"
                             );
+                        }
+                        // A row's result does not depend on the rows batched with it.
+                        let mut alone = vec![0.0; oc];
+                        linear_small(&mut alone, &x[..ic], &w, Some(&b), 1, ic, oc, layout);
+                        if n <= FEW_ROWS {
+                            assert_eq!(&got[..oc], &alone[..], "{n}x{ic}x{oc} {layout:?} {isa:?}");
                         }
                         // Every rung runs the same operations in the same order.
                         match &first {

@@ -25,10 +25,11 @@ use super::packed_weights::{bf16_layout, in_out_dims, read_packed};
 use crate::error::{Error, Result};
 use crate::io::safetensors::{dtype_size, to_f32, Dtype, TensorFile};
 use crate::kernels::bf16_decode::PackedBf16;
+use crate::kernels::panel_f32::PanelsF32;
 use crate::nn::kv_cache::{sized, KvCache, Scratch};
 use crate::nn::params::ParamLayout;
 use crate::nn::precision::Precision;
-use crate::nn::weights::{PackedMatrices, Weights};
+use crate::nn::weights::{PackedMatrices, PanelMatrices, Weights};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -96,6 +97,9 @@ pub struct InferenceModel {
     pub modules: GptModules,
     /// The weight matrices in bf16 (`--dtype bf16`), which `weights` then lacks; `None` in f32.
     bf16: Option<PackedMatrices>,
+    /// f32 matrices also packed in panels for few-row products (see
+    /// [`InferenceModel::pack_head_panels`]); dropped when the weights change.
+    panels: Option<PanelMatrices>,
 }
 
 /// The modules over `layout`: [`GptModules::register`], the one registration of a GPT.
@@ -353,6 +357,7 @@ impl InferenceModel {
             source,
             modules,
             bf16: None,
+            panels: None,
         }
     }
 
@@ -403,7 +408,9 @@ impl InferenceModel {
     /// Bytes of weights the model holds in memory: the f32 buffer (for a mapped file, the part
     /// of the map that decoding touches) plus the bf16 matrices.
     pub fn weight_bytes(&self) -> usize {
-        4 * self.params().len() + self.bf16.as_ref().map_or(0, |m| m.bytes())
+        4 * self.params().len()
+            + self.bf16.as_ref().map_or(0, |m| m.bytes())
+            + self.panels.as_ref().map_or(0, |m| m.bytes())
     }
 
     /// Sets the dtype of the weight matrices. `Bf16` rounds the f32 matrices to bf16 once
@@ -489,6 +496,32 @@ impl InferenceModel {
         self.layout = layout;
         self.modules = modules;
         self.bf16 = bf16;
+        self.panels = None;
+    }
+
+    /// Packs the f32 LM head (the tied `wte`) a second time, in panels, for products of a few
+    /// rows (batched decoding; see [`crate::kernels::panel_f32`]): a batch-8 decoding step
+    /// then spends ≈ 2× less in the head. Costs the head's bytes once more
+    /// ([`InferenceModel::panel_bytes_for`]); the prefill and batch-1 results are unchanged in
+    /// kind (f32), only the order of additions in the head differs. No-op with bf16 matrices.
+    pub fn pack_head_panels(&mut self) {
+        if self.bf16.is_some() {
+            return;
+        }
+        let head = &self.modules.head;
+        let w = head.weight.of(self.params());
+        let m = PanelsF32::pack(w, head.ic, head.oc, head.layout);
+        let mut map = PanelMatrices::default();
+        map.insert(head.weight, m);
+        self.panels = Some(map);
+    }
+
+    /// Bytes [`InferenceModel::pack_head_panels`] adds for a model of `config`.
+    pub fn panel_bytes_for(config: &GptConfig) -> u64 {
+        (config.vocab_size.div_ceil(crate::kernels::panel_f32::PANEL)
+            * crate::kernels::panel_f32::PANEL
+            * config.n_embd
+            * 4) as u64
     }
 
     /// The dtype of the weight matrices.
@@ -504,6 +537,10 @@ impl InferenceModel {
     /// matrices.
     pub fn weights(&self) -> Weights<'_> {
         let w = Weights::new(self.params());
+        let w = match &self.panels {
+            Some(m) => w.with_panels(m),
+            None => w,
+        };
         match &self.bf16 {
             Some(m) => w.with_packed(m),
             None => w,

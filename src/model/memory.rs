@@ -116,6 +116,11 @@ impl MemoryEstimate {
         });
     }
 
+    /// Adds a part that no size flag drives (e.g. a packed copy of a matrix).
+    pub fn add(&mut self, what: &'static str, bytes: u64) {
+        self.push(what, bytes, &[]);
+    }
+
     /// Bytes in all, with [`BASELINE_BYTES`].
     pub fn total(&self) -> u64 {
         self.parts

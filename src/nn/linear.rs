@@ -12,7 +12,9 @@ use super::weights::Weights;
 use crate::error::Result;
 use crate::kernels::bf16::{linear_backward_bf16, linear_forward_bf16, linear_small_bf16};
 use crate::kernels::bf16_decode::linear_packed_bf16;
+use crate::kernels::few_rows::FEW_ROWS;
 use crate::kernels::matmul::{linear_backward, linear_forward, WeightLayout};
+use crate::kernels::panel_f32::linear_panels_f32;
 
 /// A linear layer. Stateless: the caller keeps the input for backward.
 #[derive(Clone, Debug)]
@@ -123,6 +125,11 @@ impl Linear {
         let (ic, oc, layout) = (self.ic, self.oc, self.layout);
         if let Some(m) = w.packed_of(self.weight) {
             return linear_packed_bf16(out, inp, m, b, n);
+        }
+        if (1..=FEW_ROWS).contains(&n) {
+            if let Some(m) = w.panels_of(self.weight) {
+                return linear_panels_f32(out, inp, m, b, n);
+            }
         }
         match w.bf16_of(self.weight) {
             Some(wb) => linear_small_bf16(out, inp, wb, b, n, ic, oc, layout),

@@ -19,9 +19,10 @@
 
 use super::params::Param;
 use crate::kernels::bf16_decode::PackedBf16;
+use crate::kernels::panel_f32::PanelsF32;
 use half::bf16;
 
-/// The weights modules read; `Copy`, three pointers wide.
+/// The weights modules read; `Copy`, four pointers wide.
 #[derive(Clone, Copy, Debug)]
 pub struct Weights<'a> {
     /// The flat f32 parameters (with packed matrices: only the tensors kept in f32).
@@ -30,6 +31,9 @@ pub struct Weights<'a> {
     pub bf16: Option<&'a [bf16]>,
     /// Weight matrices packed in bf16 for decoding, keyed by handle (bf16 inference).
     pub packed: Option<&'a PackedMatrices>,
+    /// f32 matrices also packed in panels, read by products of a few rows (see
+    /// [`crate::kernels::panel_f32`]); the f32 original serves the others.
+    pub panels: Option<&'a PanelMatrices>,
 }
 
 impl<'a> Weights<'a> {
@@ -39,6 +43,7 @@ impl<'a> Weights<'a> {
             f32,
             bf16: None,
             packed: None,
+            panels: None,
         }
     }
 
@@ -56,6 +61,19 @@ impl<'a> Weights<'a> {
             packed: Some(packed),
             ..self
         }
+    }
+
+    /// These weights with the panel-packed matrices of `panels`.
+    pub fn with_panels(self, panels: &'a PanelMatrices) -> Self {
+        Weights {
+            panels: Some(panels),
+            ..self
+        }
+    }
+
+    /// The panel-packed copy of matrix `p`, if the model holds one.
+    pub fn panels_of(&self, p: Param) -> Option<&'a PanelsF32> {
+        self.panels.and_then(|m| m.get(p))
     }
 
     /// A tensor kept in f32.
@@ -91,23 +109,53 @@ impl<'a> From<&'a Vec<f32>> for Weights<'a> {
     }
 }
 
-/// Weight matrices packed in bf16, keyed by their parameter handles.
-#[derive(Clone, Debug, Default)]
-pub struct PackedMatrices {
-    /// `(handle offset, matrix)`, sorted by offset.
-    mats: Vec<(usize, PackedBf16)>,
+/// A packed form of a weight matrix kept in a [`MatrixMap`].
+pub trait PackedMatrix {
+    /// Bytes held.
+    fn bytes(&self) -> usize;
 }
 
-impl PackedMatrices {
+impl PackedMatrix for PackedBf16 {
+    fn bytes(&self) -> usize {
+        PackedBf16::bytes(self)
+    }
+}
+
+impl PackedMatrix for PanelsF32 {
+    fn bytes(&self) -> usize {
+        PanelsF32::bytes(self)
+    }
+}
+
+/// Packed weight matrices keyed by their parameter handles.
+#[derive(Clone, Debug)]
+pub struct MatrixMap<T> {
+    /// `(handle offset, matrix)`, sorted by offset.
+    mats: Vec<(usize, T)>,
+}
+
+impl<T> Default for MatrixMap<T> {
+    fn default() -> Self {
+        MatrixMap { mats: Vec::new() }
+    }
+}
+
+/// Weight matrices packed in bf16 for decoding (bf16 inference).
+pub type PackedMatrices = MatrixMap<PackedBf16>;
+
+/// f32 weight matrices packed in panels for few-row products (the LM head of a server).
+pub type PanelMatrices = MatrixMap<PanelsF32>;
+
+impl<T: PackedMatrix> MatrixMap<T> {
     /// Adds the matrix of handle `param` (handles must be distinct).
-    pub fn insert(&mut self, param: Param, m: PackedBf16) {
+    pub fn insert(&mut self, param: Param, m: T) {
         let at = self.mats.partition_point(|(o, _)| *o < param.offset);
         debug_assert!(self.mats.get(at).is_none_or(|(o, _)| *o != param.offset));
         self.mats.insert(at, (param.offset, m));
     }
 
     /// The matrix of handle `param`, if it is one of these.
-    pub fn get(&self, param: Param) -> Option<&PackedBf16> {
+    pub fn get(&self, param: Param) -> Option<&T> {
         self.mats
             .binary_search_by_key(&param.offset, |(o, _)| *o)
             .ok()

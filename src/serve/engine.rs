@@ -177,7 +177,22 @@ impl Engine {
         let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("gpt-serve-engine".into())
-            .spawn(move || Scheduler::new(&model, &tok, cfg, thread_stats).run(rx));
+            .spawn(move || {
+                let run = || Scheduler::new(&model, &tok, cfg, thread_stats).run(rx);
+                // The loop runs on a worker of a pool of its own, as many threads as the global
+                // one: each kernel's split then runs one part on this thread (see
+                // `threads::on_pool` for why), and the loop, which never returns while serving,
+                // cannot be picked up by a worker that another engine in the process waits on.
+                match rayon::ThreadPoolBuilder::new()
+                    .num_threads(rayon::current_num_threads())
+                    .thread_name(|i| format!("gpt-serve-worker-{i}"))
+                    .build()
+                {
+                    Ok(pool) => pool.install(run),
+                    // Without a pool of its own the loop still runs, from outside the pool.
+                    Err(_) => run(),
+                }
+            });
         Engine {
             jobs: tx,
             stats,

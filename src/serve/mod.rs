@@ -50,7 +50,12 @@ pub struct ServeOptions {
 
 /// Loads the model of `opts` and starts the engine.
 fn load(opts: &ServeOptions, stats: Arc<Stats>) -> Result<Loaded> {
-    let (model, tok, dir) = load_with_tokenizer_as(&opts.model, opts.dtype, NonFinite::Refuse)?;
+    let (mut model, tok, dir) = load_with_tokenizer_as(&opts.model, opts.dtype, NonFinite::Refuse)?;
+    if opts.engine.max_batch > 1 {
+        // Batched decoding steps run the LM head from panels (f32 only; see
+        // `InferenceModel::pack_head_panels`).
+        model.pack_head_panels();
+    }
     let chat = prompt::ChatFormat::load(&dir, &tok)?;
     let (n_ctx, vocab) = (model.config.n_ctx, model.config.vocab_size);
     let tok = Arc::new(tok);
