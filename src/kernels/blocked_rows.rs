@@ -193,14 +193,16 @@ mod avx2 {
         let mut ib = i0;
         while ib < i1 {
             let ie = (ib + IBLOCK).min(i1);
+            let ne = (ie + IBLOCK).min(i1);
             let mut r = 0;
             while r < n {
                 let rb = (n - r).min(ROWS);
+                let rows = (ib, ie, ne);
                 match rb {
-                    1 => in_out_block::<1>(a, x, w, ic, oc, ib, ie, r),
-                    2 => in_out_block::<2>(a, x, w, ic, oc, ib, ie, r),
-                    3 => in_out_block::<3>(a, x, w, ic, oc, ib, ie, r),
-                    _ => in_out_block::<ROWS>(a, x, w, ic, oc, ib, ie, r),
+                    1 => in_out_block::<1>(a, x, w, ic, oc, rows, r),
+                    2 => in_out_block::<2>(a, x, w, ic, oc, rows, r),
+                    3 => in_out_block::<3>(a, x, w, ic, oc, rows, r),
+                    _ => in_out_block::<ROWS>(a, x, w, ic, oc, rows, r),
                 }
                 r += rb;
             }
@@ -209,7 +211,7 @@ mod avx2 {
     }
 
     /// Rows `r0..r0 + R` over weight rows `ib..ie`, every column: strips of 24, then 8, then
-    /// one by one.
+    /// one by one; the first row tile also prefetches rows `ie..ne` (the next block).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     unsafe fn in_out_block<const R: usize>(
@@ -218,12 +220,19 @@ mod avx2 {
         w: *const f32,
         ic: usize,
         oc: usize,
-        ib: usize,
-        ie: usize,
+        (ib, ie, ne): (usize, usize, usize),
         r0: usize,
     ) {
         let mut j = 0;
         while j + STRIP <= oc {
+            if r0 == 0 {
+                // The next block's rows of this strip (two cache lines cover its 96 bytes):
+                // in flight while this block computes.
+                for i in ie..ne {
+                    _mm_prefetch::<_MM_HINT_T0>(w.add(i * oc + j).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(w.add(i * oc + j + 16).cast());
+                }
+            }
             in_out_tile::<R, 3>(a, x, w, ic, oc, ib, ie, r0, j);
             j += STRIP;
         }
