@@ -19,6 +19,7 @@
 pub mod bench;
 pub mod chat;
 pub mod data;
+pub mod dist;
 pub mod error;
 pub mod eval;
 pub mod finetune;

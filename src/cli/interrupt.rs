@@ -46,6 +46,8 @@ impl StopSignal {
             stop_at: None,
             interrupt: Some(self.flag()),
             check_memory: false,
+            world: gpt::dist::World::solo(),
+            zero1: false,
         }
     }
 

@@ -102,7 +102,21 @@ pub enum Command {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> CliResult {
-    gpt::threads::init(cli.threads)?;
+    gpt::threads::init(
+        cli.threads
+            .or_else(gpt::dist::comm::default_threads_per_rank),
+    )?;
+    // Only `gpt train` runs data-parallel; any other command started by `mpirun` as one of
+    // several ranks would run N times over the same files.
+    if let Some(n) = gpt::dist::comm::launcher_world_size().filter(|&n| n > 1) {
+        if !matches!(cli.command, Command::Train(_)) {
+            return Err(gpt::error::Error::usage(
+                "mpirun",
+                format!("this process is one of {n} ranks, but only `gpt train` runs data-parallel (yet); start this command as one process"),
+            )
+            .into());
+        }
+    }
     match cli.command {
         // Servers keep their own threads: the engine's loop runs on the pool (see
         // `gpt::serve`), the HTTP side on tokio.

@@ -3,6 +3,7 @@
 use super::interrupt::StopSignal;
 use super::CliResult;
 use clap::Args;
+use gpt::dist::World;
 use gpt::model::Positions;
 use gpt::nn::block::NormPlacement;
 use gpt::train::config::read_toml_over;
@@ -106,6 +107,10 @@ pub struct TrainArgs {
     /// over what the machine has available.
     #[arg(long)]
     pub no_memory_check: bool,
+    /// Data-parallel runs (`mpirun -np N`): shard AdamW's moments across the ranks (ZeRO stage
+    /// 1), cutting the optimizer's memory by N; the same steps as without it.
+    #[arg(long)]
+    pub zero1: bool,
     /// A step whose loss or gradient norm is NaN/inf: skip it (no update) or stop. Default skip.
     #[arg(long, value_parser = OnNan::NAMES)]
     pub on_nan: Option<String>,
@@ -189,14 +194,40 @@ fn resolve_over(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig, gpt:
     Ok(c)
 }
 
-/// Runs `gpt train`; a run stopped by SIGINT or SIGTERM exits with 130 or 143.
+/// Runs `gpt train`; a run stopped by SIGINT or SIGTERM exits with 130 or 143. Under `mpirun`
+/// with several ranks (built with `--features mpi`) it trains data-parallel; a rank that fails
+/// prints its error with its rank and ends the whole job (the others may be waiting for it).
 pub fn run(args: TrainArgs) -> CliResult {
+    let world = World::from_env()?;
+    if world.size() == 1 {
+        return run_in(args, world);
+    }
+    let (rank, size) = (world.rank(), world.size());
+    let result = run_in(args, world.clone());
+    if let Err(e) = &result {
+        eprintln!("error: rank {rank} of {size}: {e}");
+        world.abort(1);
+    }
+    result
+}
+
+fn run_in(args: TrainArgs, world: World) -> CliResult {
     let cfg = resolve(&args)?;
+    if args.zero1 && world.size() == 1 && !args.json {
+        eprintln!("warning: --zero1 shards the optimizer state across ranks; with one process it changes nothing");
+    }
     let stop = StopSignal::for_training();
+    let root = world.is_root();
     let opts = TrainOptions {
         stop_at: args.stop_at_step,
         check_memory: !args.no_memory_check,
-        ..stop.train_options(args.json, args.resume, args.overwrite)
+        zero1: args.zero1,
+        world,
+        ..stop.train_options(args.json && root, args.resume, args.overwrite)
+    };
+    let opts = TrainOptions {
+        quiet: !root,
+        ..opts
     };
     let outcome = train(&cfg, &opts)?;
     stop.exit_if_stopped(outcome.stopped_early);

@@ -16,6 +16,11 @@ pub struct BatchSampler {
     pub batch_size: usize,
     /// Window length.
     pub block_size: usize,
+    /// Data parallelism, `(rank, ranks)`: every rank draws the same `ranks · batch_size`
+    /// windows and keeps rows `rank · batch_size ..` of them, so that the ranks together see the
+    /// batches of one process with `ranks · batch_size` (set again after a restore).
+    #[serde(skip)]
+    pub shard: Option<(usize, usize)>,
 }
 
 /// One batch: `ids (B, T)` and `targets (B, T)`.
@@ -45,6 +50,7 @@ impl BatchSampler {
             rng: Rng::new(seed),
             batch_size,
             block_size,
+            shard: None,
         })
     }
 
@@ -55,8 +61,13 @@ impl BatchSampler {
         batch.targets.resize(b * t, 0);
         let mut window = vec![0u32; t + 1];
         let starts = (data.len() - t) as u64; // ≥ 1, checked in `new`
-        for r in 0..b {
+        let (rank, ranks) = self.shard.unwrap_or((0, 1));
+        for global in 0..b * ranks {
             let s = self.rng.below(starts) as usize;
+            if global / b != rank {
+                continue;
+            }
+            let r = global % b;
             data.read(s, &mut window);
             batch.ids[r * t..(r + 1) * t].copy_from_slice(&window[..t]);
             for (dst, &y) in batch.targets[r * t..(r + 1) * t]

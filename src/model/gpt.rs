@@ -33,9 +33,10 @@ use crate::nn::embedding::{Embedding, EmbeddingConfig};
 use crate::nn::linear::Linear;
 use crate::nn::params::{ParamLayout, Params};
 use crate::nn::precision::{Bf16Shadow, Precision};
-use crate::nn::stack::{Stack, StackInput};
+use crate::nn::stack::{GradHook, Stack, StackInput};
 use crate::nn::weights::Weights;
 use crate::rng::Rng;
+use std::sync::Arc;
 
 /// Target value that is not counted in the loss (PyTorch's default `ignore_index`).
 pub const IGNORE_INDEX: i32 = -100;
@@ -116,6 +117,31 @@ pub struct Gpt {
     shadow: Bf16Shadow,
 }
 
+/// The first offset of each block `h.{l}` in `layout`, if everything from there to the end is
+/// block `l`, a later block or `ln_f` (see [`Gpt::report_final_grads`]).
+fn block_starts(layout: &ParamLayout, n_layer: usize) -> Option<Vec<usize>> {
+    let block_of =
+        |name: &str| -> Option<usize> { name.strip_prefix("h.")?.split('.').next()?.parse().ok() };
+    let mut starts = vec![usize::MAX; n_layer];
+    for e in layout.entries() {
+        if let Some(l) = block_of(&e.name) {
+            let s = starts.get_mut(l)?;
+            *s = (*s).min(e.param.offset);
+        }
+    }
+    for (l, &start) in starts.iter().enumerate() {
+        let after_ok = layout.entries().iter().all(|e| {
+            e.param.offset < start
+                || e.name.starts_with("ln_f.")
+                || block_of(&e.name).is_some_and(|k| k >= l)
+        });
+        if start == usize::MAX || !after_ok {
+            return None;
+        }
+    }
+    Some(starts)
+}
+
 impl Gpt {
     /// Builds the layout for `config` and initialises it as GPT-2 does (see
     /// [`GptModules::register`]).
@@ -182,6 +208,28 @@ impl Gpt {
     /// The parameter layout.
     pub fn layout(&self) -> &ParamLayout {
         &self.params.layout
+    }
+
+    /// During every later backward pass, calls `ready(offset, grad)` after each block: every
+    /// gradient from `offset` to the end of the flat buffer is then final (data parallelism
+    /// starts averaging it, [`crate::dist::reducer`]). That holds when the layout puts the
+    /// blocks in order after everything the rest of backward still touches (`wte, wpe, h.0 …
+    /// h.{L-1}, ln_f`, as [`GptModules::register`] does, `ln_f` finished before the blocks);
+    /// for any other layout no hook is installed and `false` is returned. `None` removes it.
+    pub fn report_final_grads(
+        &mut self,
+        ready: Option<Arc<dyn Fn(usize, &[f32]) + Send + Sync>>,
+    ) -> bool {
+        let stack = &mut self.modules.stack;
+        stack.grad_hook = GradHook::default();
+        let Some(ready) = ready else {
+            return false;
+        };
+        let Some(starts) = block_starts(&self.params.layout, stack.blocks.len()) else {
+            return false;
+        };
+        stack.grad_hook = GradHook::new(move |l, g| ready(starts[l], g));
+        true
     }
 
     /// Refreshes a stale shadow (parameters replaced since the last refresh).

@@ -11,6 +11,37 @@ use super::weights::Weights;
 use crate::error::{Error, Result};
 use crate::kernels::residual::add_inplace;
 use crate::rng::Rng;
+use std::fmt;
+use std::sync::Arc;
+
+/// Told during [`Stack::backward`], after each block, that the block's parameter gradients are
+/// final: `(block index, the whole gradient buffer)`. Data parallelism starts averaging them
+/// while backward goes on with the earlier blocks ([`crate::dist::reducer`]). Empty by default.
+#[derive(Clone, Default)]
+pub struct GradHook(Option<Arc<dyn Fn(usize, &[f32]) + Send + Sync>>);
+
+impl GradHook {
+    /// A hook that calls `f`.
+    pub fn new(f: impl Fn(usize, &[f32]) + Send + Sync + 'static) -> Self {
+        GradHook(Some(Arc::new(f)))
+    }
+
+    fn call(&self, block: usize, grad: &[f32]) {
+        if let Some(f) = &self.0 {
+            f(block, grad);
+        }
+    }
+}
+
+impl fmt::Debug for GradHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "GradHook(set)"
+        } else {
+            "GradHook(none)"
+        })
+    }
+}
 
 /// A stack of blocks with an optional final LayerNorm: the encoder or the decoder.
 #[derive(Clone, Debug)]
@@ -19,6 +50,8 @@ pub struct Stack {
     pub blocks: Vec<Block>,
     /// Final LayerNorm (pre-LN only).
     pub ln_f: Option<LayerNorm>,
+    /// Called after each block's backward ([`GradHook`]).
+    pub grad_hook: GradHook,
     c: usize,
     dx: Vec<f32>,
     dy: Vec<f32>,
@@ -68,6 +101,7 @@ impl Stack {
         Ok(Stack {
             blocks,
             ln_f,
+            grad_hook: GradHook::default(),
             c: cfg.n_embd,
             dx: Vec::new(),
             dy: Vec::new(),
@@ -79,6 +113,7 @@ impl Stack {
         Stack {
             blocks: Vec::new(),
             ln_f: None,
+            grad_hook: GradHook::default(),
             c: 0,
             dx: Vec::new(),
             dy: Vec::new(),
@@ -154,6 +189,7 @@ impl Stack {
                 rest[0].backward(p, g, &bin, &cur, &mut next, dmemory.as_deref_mut());
                 std::mem::swap(&mut cur, &mut next);
             }
+            self.grad_hook.call(l, g);
         }
         if self.blocks.is_empty() {
             add_inplace(dx, &cur);

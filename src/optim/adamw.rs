@@ -75,6 +75,10 @@ pub struct AdamW {
     pub v: Vec<f32>,
     /// Steps taken so far.
     pub step: u64,
+    /// The first parameter the moments cover: 0, or with `--zero1` the start of this rank's
+    /// slice ([`crate::dist::shard`]); they cover `offset..offset + m.len()`.
+    #[serde(skip)]
+    pub offset: usize,
     #[serde(skip)]
     ranges: Vec<(Range<usize>, bool)>,
 }
@@ -88,8 +92,28 @@ impl AdamW {
             m: vec![0.0; n],
             v: vec![0.0; n],
             step: 0,
+            offset: 0,
             ranges: layout.decay_ranges(),
         }
+    }
+
+    /// This state with the moments of every parameter (`--zero1`: gathered from the ranks).
+    pub fn with_whole(&self, m: Vec<f32>, v: Vec<f32>) -> AdamW {
+        AdamW {
+            m,
+            v,
+            offset: 0,
+            ..self.clone()
+        }
+    }
+
+    /// Keeps the moments of the parameters `slice` only (`--zero1`): later updates change
+    /// those parameters and no others.
+    pub fn keep_slice(&mut self, slice: Range<usize>) {
+        let (lo, hi) = (slice.start - self.offset, slice.end - self.offset);
+        self.m = self.m[lo..hi].to_vec();
+        self.v = self.v[lo..hi].to_vec();
+        self.offset = slice.start;
     }
 
     /// Re-attaches the layout after deserialising saved state.
@@ -104,12 +128,20 @@ impl AdamW {
         }
         self.step += 1;
         let c = self.config;
+        let (lo, hi) = (self.offset, self.offset + self.m.len());
+        // The layout's ranges within this state's slice, from its start.
+        let ranges: Vec<(Range<usize>, bool)> = self
+            .ranges
+            .iter()
+            .map(|(r, d)| (r.start.clamp(lo, hi) - lo..r.end.clamp(lo, hi) - lo, *d))
+            .filter(|(r, _)| !r.is_empty())
+            .collect();
         adamw_update_ranges(
-            &mut params.data,
-            &params.grad,
+            &mut params.data[lo..hi],
+            &params.grad[lo..hi],
             &mut self.m,
             &mut self.v,
-            &self.ranges,
+            &ranges,
             lr,
             c.beta1,
             c.beta2,
@@ -123,6 +155,42 @@ impl AdamW {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::params::{Init, ParamLayout, Params};
+    use crate::rng::Rng;
+
+    #[test]
+    fn slices_updated_apart_equal_one_update_of_the_whole() {
+        let mut layout = ParamLayout::new();
+        layout.add("w", &[5, 3], true, Init::Normal(0.5)).unwrap();
+        layout.add("b", &[4], false, Init::Normal(0.5)).unwrap();
+        let mut whole = Params::zeros(layout.clone());
+        whole.init(&mut Rng::new(1));
+        Rng::new(2).fill_normal(&mut whole.grad, 0.0, 1.0);
+        let cfg = AdamWConfig {
+            weight_decay: 0.1,
+            ..AdamWConfig::default()
+        };
+        let mut sliced = whole.clone();
+        let mut one = AdamW::new(&layout, cfg);
+        // Slices that cut the matrix and the bias apart.
+        let mut parts: Vec<AdamW> = [0..7, 7..17, 17..19]
+            .into_iter()
+            .map(|r| {
+                let mut o = AdamW::new(&layout, cfg);
+                o.keep_slice(r);
+                o
+            })
+            .collect();
+        for _ in 0..3 {
+            one.update(&mut whole, 1e-2);
+            for p in &mut parts {
+                p.update(&mut sliced, 1e-2);
+            }
+        }
+        assert_eq!(whole.data, sliced.data);
+        let m: Vec<f32> = parts.iter().flat_map(|p| p.m.clone()).collect();
+        assert_eq!(m, one.m);
+    }
 
     #[test]
     fn validate_names_the_field_out_of_range() {

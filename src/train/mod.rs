@@ -14,5 +14,5 @@ pub mod trainer;
 
 pub use config::{OnNan, TrainConfig};
 pub use pretrain::train;
-pub use task::{MicroStep, Task};
+pub use task::{FinalGrads, MicroStep, Task};
 pub use trainer::{LoopConfig, TrainOptions, TrainOutcome};

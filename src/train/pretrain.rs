@@ -5,7 +5,7 @@
 use super::checkpoint::{state_field, CheckpointLayout};
 use super::config::TrainConfig;
 use super::run_dir;
-use super::task::{MicroStep, Task};
+use super::task::{FinalGrads, MicroStep, Task};
 use super::trainer::{run, LoopConfig, TrainOptions, TrainOutcome};
 use crate::data::loader::{Batch, BatchSampler};
 use crate::data::prepare::{prepare, read_documents, tokenizer_for};
@@ -35,12 +35,14 @@ struct Data {
 
 /// Resolves `cfg.data`: a prepared directory is used as is; a text file or folder (or the
 /// bundled corpus) is prepared into `out/data`.
-fn load_data(cfg: &TrainConfig) -> Result<Data> {
+fn load_data(cfg: &TrainConfig, root: bool) -> Result<Data> {
+    let shared = cfg.out.join("data");
     let prepared = cfg
         .data
         .as_ref()
         .filter(|d| d.join("train.bin").exists())
-        .cloned();
+        .cloned()
+        .or_else(|| (!root && shared.join("train.bin").exists()).then_some(shared));
     let dir = match prepared {
         Some(dir) => dir,
         None => {
@@ -120,6 +122,8 @@ pub struct Pretrain {
     dropout_rng: Rng,
     batch: Batch,
     memory: MemoryEstimate,
+    /// `(rank, ranks)` of data parallelism; `(0, 1)` alone.
+    shard: (usize, usize),
 }
 
 /// The memory a run needs ([`crate::model::memory::gpt_training`]), named by `gpt train`'s
@@ -137,8 +141,10 @@ pub fn memory_estimate(cfg: &TrainConfig, m: &GptConfig) -> Result<MemoryEstimat
 impl Pretrain {
     /// Loads (or prepares) the data and initialises the model from `cfg.seed`; with
     /// `check_memory`, first refuses a run whose memory estimate is over what is available.
-    fn new(cfg: TrainConfig, check_memory: bool) -> Result<Self> {
-        let data = load_data(&cfg)?;
+    /// A rank other than 0 (`root` false) reuses the data rank 0 prepared in a shared output
+    /// directory.
+    fn new(cfg: TrainConfig, check_memory: bool, root: bool) -> Result<Self> {
+        let data = load_data(&cfg, root)?;
         let mcfg = model_config(&cfg, data.tokenizer.vocab_size())?;
         let memory = memory_estimate(&cfg, &mcfg)?;
         if check_memory {
@@ -164,6 +170,7 @@ impl Pretrain {
             dropout_rng,
             batch: Batch::default(),
             memory,
+            shard: (0, 1),
         })
     }
 
@@ -174,9 +181,12 @@ impl Pretrain {
         if data.len() < cfg.block_size + 1 {
             return Ok(None);
         }
+        // With several ranks, rank 0 evaluates alone on batches of the global size: the
+        // validation loss of one process with the global batch.
+        let batch_size = cfg.batch_size * self.shard.1;
         let mut sampler = BatchSampler::new(
             data,
-            cfg.batch_size,
+            batch_size,
             cfg.block_size,
             cfg.seed ^ 0x005E_ED0F_7A10,
         )?;
@@ -186,7 +196,7 @@ impl Pretrain {
         for _ in 0..cfg.eval_iters {
             sampler.next(data, &mut batch);
             self.model
-                .forward(&batch.ids, cfg.batch_size, cfg.block_size, false, &mut rng)?;
+                .forward(&batch.ids, batch_size, cfg.block_size, false, &mut rng)?;
             total += self.model.loss(&batch.targets)? as f64;
         }
         Ok(Some((total / cfg.eval_iters as f64) as f32))
@@ -201,6 +211,18 @@ impl Task for Pretrain {
     fn forward_backward(&mut self, scale: f32) -> Result<MicroStep> {
         let (b, t) = (self.cfg.batch_size, self.cfg.block_size);
         self.sampler.next(&self.data.train, &mut self.batch);
+        // Alone, the dropout stream is the saved generator itself. With several ranks each
+        // micro-batch gets a generator seeded from the shared one (which every rank advances
+        // alike, so rank 0's checkpoint restores every rank) and the rank.
+        let (rank, ranks) = self.shard;
+        let mut per_rank;
+        let rng = if ranks > 1 {
+            let seed = self.dropout_rng.next_u64();
+            per_rank = Rng::new(seed ^ (rank as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            &mut per_rank
+        } else {
+            &mut self.dropout_rng
+        };
         let loss = self.model.forward_backward(
             &self.batch.ids,
             &self.batch.targets,
@@ -208,7 +230,7 @@ impl Task for Pretrain {
             t,
             0.0,
             scale,
-            &mut self.dropout_rng,
+            rng,
         )?;
         Ok(MicroStep {
             loss,
@@ -222,6 +244,36 @@ impl Task for Pretrain {
 
     fn evaluate(&mut self) -> Result<Option<f32>> {
         self.estimate_loss()
+    }
+
+    fn shard(&mut self, rank: usize, ranks: usize) -> Result<()> {
+        self.shard = (rank, ranks);
+        self.sampler.shard = Some(self.shard);
+        Ok(())
+    }
+
+    fn report_final_grads(&mut self, ready: Option<FinalGrads>) -> bool {
+        self.model.report_final_grads(ready)
+    }
+
+    fn fingerprint(&self) -> u64 {
+        // The configuration without its paths (which may differ between nodes), the model,
+        // and the training tokens: their count and a sample spread over the file.
+        let mut cfg = serde_json::to_value(&self.cfg).unwrap_or_default();
+        if let Some(m) = cfg.as_object_mut() {
+            m.remove("out");
+            m.remove("data");
+        }
+        let mut h = crate::dist::fnv1a(crate::dist::FNV_OFFSET, cfg.to_string().as_bytes());
+        h = crate::dist::fnv1a(h, format!("{:?}", self.model.config).as_bytes());
+        let train = &self.data.train;
+        h = crate::dist::fnv1a(h, &(train.len() as u64).to_le_bytes());
+        let samples = train.len().min(4096);
+        for k in 0..samples {
+            let i = k * (train.len() / samples.max(1));
+            h = crate::dist::fnv1a(h, &train.get(i).to_le_bytes());
+        }
+        h
     }
 
     fn divergence_hints(&self) -> Vec<String> {
@@ -264,6 +316,7 @@ impl Task for Pretrain {
         }
         checkpoint::load_weights(&mut self.model, &dir.join(WEIGHTS_FILE))?;
         self.sampler = state_field(dir, state, "sampler")?;
+        self.sampler.shard = Some(self.shard);
         self.dropout_rng = state_field(dir, state, "dropout_rng")?;
         self.model.set_precision(self.cfg.precision);
         Ok(())
@@ -336,7 +389,14 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         opts.quiet,
     )?;
     cfg.validate()?;
-    if resume.is_none() && run_dir::claim(&cfg.out, opts.overwrite)? && opts.talk() {
+    let world = &opts.world;
+    // Several ranks may share one output directory: rank 0 claims it (and prepares the data
+    // there) while the others wait, then finds what rank 0 made.
+    if resume.is_none()
+        && world.is_root()
+        && run_dir::claim(&cfg.out, opts.overwrite)?
+        && opts.talk()
+    {
         eprintln!(
             "--overwrite: the previous run in {} is kept in {} until this run's first checkpoint",
             cfg.out.display(),
@@ -344,7 +404,13 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         );
     }
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
-    let mut task = Pretrain::new(cfg.clone(), opts.check_memory)?;
+    if !world.is_root() {
+        world.barrier()?;
+    }
+    let mut task = Pretrain::new(cfg.clone(), opts.check_memory, world.is_root())?;
+    if world.is_root() && world.size() > 1 {
+        world.barrier()?;
+    }
     if task.data.val.len() < cfg.block_size + 1 && !opts.quiet {
         eprintln!(
             "warning: the validation split {} has {} tokens, fewer than one window of block_size + 1 = {}: no validation loss will be reported (use more data or a larger val_fraction)",
@@ -395,7 +461,16 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         );
     }
     let mut outcome = run(&mut task, &loop_config(&cfg), opts, resume.as_ref())?;
-    if cfg.sample_tokens > 0 && !outcome.stopped_early {
+    if world.size() > 1 && opts.talk() && outcome.step_seconds > 0.0 {
+        eprintln!(
+            "data parallel: {} ranks × batch {} = {} sequences per micro-batch; rank 0 waited {:.1}% of its step time for the gradient all-reduce (communication not hidden by backward)",
+            world.size(),
+            cfg.batch_size,
+            world.size() * cfg.batch_size,
+            100.0 * outcome.comm_wait_seconds / outcome.step_seconds
+        );
+    }
+    if cfg.sample_tokens > 0 && !outcome.stopped_early && world.is_root() {
         let text = sample_text(
             &mut task.model,
             &task.data.tokenizer,

@@ -19,11 +19,16 @@
 //!   `tokens` counts all of them. The reference is loaded by the task from its own configuration
 //!   and never enters a checkpoint's optimizer state.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::nn::params::Params;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+
+/// Told during backward that every gradient from an offset to the end of the flat buffer is
+/// final: `(offset, the gradient buffer)` ([`crate::dist::reducer`]).
+pub type FinalGrads = Arc<dyn Fn(usize, &[f32]) + Send + Sync>;
 
 /// What one micro-batch's forward and backward pass gave.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -80,6 +85,34 @@ pub trait Task {
     /// The extra state exact resume needs, as JSON fields stored in `trainer_state.json` next to
     /// the loop's own (`version`, `step`, `train_seconds`).
     fn state(&self) -> Result<Map<String, Value>>;
+
+    /// Data parallelism ([`crate::dist`]): this process is rank `rank` of `ranks`. From then on
+    /// each micro-batch is this rank's share of a global batch `ranks` times the configured one,
+    /// drawn alike on every rank, so that the ranks together take the steps of one process with
+    /// the global batch; random streams such as dropout's differ per rank. Holds across
+    /// [`Task::restore`]. Default: an error (the task runs as one process only).
+    fn shard(&mut self, rank: usize, ranks: usize) -> Result<()> {
+        let _ = rank;
+        Err(Error::usage(
+            "mpirun",
+            format!("this training task does not run on several ranks yet ({ranks} started); run it as one process"),
+        ))
+    }
+
+    /// Installs (or with `None` removes) `ready`, to be called during backward as the
+    /// gradients become final, so that averaging them over ranks overlaps the rest of backward.
+    /// Returns whether the task will call it (otherwise every gradient is averaged after
+    /// backward). Default: `false`.
+    fn report_final_grads(&mut self, ready: Option<FinalGrads>) -> bool {
+        let _ = ready;
+        false
+    }
+
+    /// A fingerprint of what every rank must share (configuration and data, not paths), compared
+    /// across ranks before training. Default: 0.
+    fn fingerprint(&self) -> u64 {
+        0
+    }
 
     /// Restores from the checkpoint directory `dir`: the weights [`Task::save`] wrote and the
     /// fields [`Task::state`] returned (the whole `trainer_state.json` object).

@@ -18,6 +18,8 @@ use super::config::{OnNan, DEFAULT_MAX_NAN_SKIPS};
 use super::optim_state;
 use super::plot::{plot_losses, plot_metrics};
 use super::task::Task;
+use crate::dist::reducer::{GradReducer, DEFAULT_BUCKET};
+use crate::dist::{shard, ReduceOp, World};
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use crate::kernels::adamw::{clip_to_norm, global_grad_norm};
@@ -50,12 +52,18 @@ pub struct TrainOptions {
     /// ([`crate::model::memory`]) with the memory available and refuse the run when it does
     /// not fit (`gpt train` sets it unless `--no-memory-check`; off by default for library use).
     pub check_memory: bool,
+    /// The ranks of data-parallel training ([`crate::dist`]); one by default. Rank 0 alone
+    /// talks, evaluates and writes metrics and checkpoints.
+    pub world: World,
+    /// With several ranks: shard AdamW's moments across them (ZeRO stage 1), each rank
+    /// updating its slice of the parameters, then an all-gather.
+    pub zero1: bool,
 }
 
 impl TrainOptions {
     /// Whether human-readable progress goes to standard error.
     pub fn talk(&self) -> bool {
-        !self.quiet && !self.json
+        !self.quiet && !self.json && self.world.is_root()
     }
 }
 
@@ -209,6 +217,12 @@ pub struct TrainOutcome {
     /// Steps skipped for a non-finite loss or gradient norm ([`OnNan::Skip`]), in this
     /// invocation.
     pub skipped_steps: usize,
+    /// With several ranks: seconds this rank waited for the gradient all-reduce after its
+    /// backward pass (communication backward did not hide), in this invocation.
+    pub comm_wait_seconds: f64,
+    /// With several ranks: seconds of the optimizer steps of this invocation (to compare
+    /// [`TrainOutcome::comm_wait_seconds`] with).
+    pub step_seconds: f64,
 }
 
 /// One line of `metrics.jsonl`.
@@ -292,6 +306,15 @@ pub fn run(
 ) -> Result<TrainOutcome> {
     cfg.validate()?;
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+    let world = &opts.world;
+    let (rank, ranks) = (world.rank(), world.size());
+    let parallel = ranks > 1;
+    let root = world.is_root();
+    if parallel {
+        task.shard(rank, ranks)?;
+        check_agreement(world, task, cfg, opts.zero1)?;
+    }
+    let total = task.params().layout.total();
     let mut opt = AdamW::new(&task.params().layout, cfg.adamw);
     let (mut step, base_seconds) = match resume {
         Some(r) => {
@@ -302,8 +325,28 @@ pub fn run(
         }
         None => (0, 0.0),
     };
+    // `--zero1`: this rank keeps (and updates) its slice of the moments only.
+    let zero1 = (opts.zero1 && parallel).then(|| shard::counts(total, ranks));
+    if zero1.is_some() {
+        opt.keep_slice(shard::range(total, rank, ranks));
+    }
+    // Buckets of an eighth of the model at least (so that even a small model overlaps), at
+    // most DEFAULT_BUCKET values.
+    let reducer = parallel.then(|| {
+        GradReducer::new(
+            world.clone(),
+            total,
+            (total / 8).clamp(1 << 12, DEFAULT_BUCKET),
+        )
+    });
+    if let Some(r) = &reducer {
+        let r = r.clone();
+        task.report_final_grads(Some(std::sync::Arc::new(move |offset, g| {
+            r.ready_from(offset, g)
+        })));
+    }
     let metrics_path = cfg.out.join("metrics.jsonl");
-    let mut metrics = if resume.is_some() {
+    let mut metrics = if resume.is_some() && root {
         read_metrics(&metrics_path, step)
     } else {
         Vec::new()
@@ -325,10 +368,40 @@ pub fn run(
         let lr = cfg.schedule.lr(step);
         task.params().zero_grad();
         let (mut loss, mut tokens) = (0.0f32, 0usize);
-        for _ in 0..cfg.grad_accum {
+        for micro_step in 0..cfg.grad_accum {
+            if micro_step + 1 == cfg.grad_accum {
+                if let Some(r) = &reducer {
+                    r.arm();
+                }
+            }
             let micro = task.forward_backward(scale)?;
             loss += scale * micro.loss;
             tokens += micro.tokens;
+        }
+        let interrupted = opts
+            .interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::SeqCst));
+        let elapsed = base_seconds + started.elapsed().as_secs_f64();
+        let mut out_of_time = cfg.max_minutes.is_some_and(|m| elapsed >= m * 60.0);
+        let mut interrupted = interrupted;
+        if let Some(r) = &reducer {
+            outcome.comm_wait_seconds += r.finish(&mut task.params().grad)?.as_secs_f64();
+            // One small all-reduce agrees on the loss, the tokens and whether to stop, so that
+            // every rank takes the same decisions.
+            let agreed = world.all_reduce_f64(
+                vec![
+                    loss as f64,
+                    tokens as f64,
+                    f64::from(u8::from(interrupted)),
+                    f64::from(u8::from(out_of_time)),
+                ],
+                ReduceOp::Sum,
+            )?;
+            loss = (agreed[0] / ranks as f64) as f32;
+            tokens = agreed[1] as usize;
+            interrupted = agreed[2] > 0.0;
+            out_of_time = agreed[3] > 0.0;
         }
         let params = task.params();
         let grad_norm = global_grad_norm(&params.grad);
@@ -372,22 +445,34 @@ pub fn run(
             clip_to_norm(&mut params.grad, grad_norm, cfg.grad_clip);
         }
         opt.update(params, lr);
+        if let Some(counts) = &zero1 {
+            // Every rank updated its slice; gather the whole buffer.
+            let mine = params.data[opt.offset..opt.offset + opt.m.len()].to_vec();
+            let all = world.all_gather_varcount(mine, counts.clone())?;
+            params.data.copy_from_slice(&all);
+        }
         task.after_update();
         step += 1;
-        let rate = tokens as f64 / t0.elapsed().as_secs_f64();
+        let step_seconds = t0.elapsed().as_secs_f64();
+        outcome.step_seconds += step_seconds;
+        let rate = tokens as f64 / step_seconds;
         rates.push(rate);
         outcome.losses.push(loss);
         outcome.train_seconds = base_seconds + started.elapsed().as_secs_f64();
-        let out_of_time = cfg
-            .max_minutes
-            .is_some_and(|m| outcome.train_seconds >= m * 60.0);
-        let interrupted = opts
-            .interrupt
-            .as_ref()
-            .is_some_and(|f| f.load(Ordering::SeqCst));
+        if !parallel {
+            out_of_time = cfg
+                .max_minutes
+                .is_some_and(|m| outcome.train_seconds >= m * 60.0);
+            interrupted = opts
+                .interrupt
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::SeqCst));
+        }
         let stop = interrupted || out_of_time || opts.stop_at == Some(step);
         let last = step == cfg.max_steps || stop;
-        let eval_now = step % cfg.eval_interval == 0 || last;
+        // Rank 0 alone evaluates, reports and saves; the others go on to the next step and
+        // wait for it in the next all-reduce.
+        let eval_now = (step % cfg.eval_interval == 0 || last) && root;
         if eval_now {
             outcome.val_loss = task.evaluate()?;
         }
@@ -406,7 +491,7 @@ pub fn run(
             val_loss: if eval_now { outcome.val_loss } else { None },
             extra,
         };
-        if opts.json {
+        if opts.json && root {
             println!("{}", to_json_line(&m)?);
         }
         metrics.push(m);
@@ -416,7 +501,17 @@ pub fn run(
             .map(|v| format!(" val {v:.4}"))
             .unwrap_or_default();
         bar.set_message(format!("loss {loss:.4}{vl} {rate:.0} tok/s"));
-        if step % cfg.ckpt_interval == 0 || last {
+        let save_now = step % cfg.ckpt_interval == 0 || last;
+        // `--zero1`: the moments of every rank, gathered (every rank takes part).
+        let gathered = match (&zero1, save_now) {
+            (Some(counts), true) => Some(opt.with_whole(
+                world.all_gather_varcount(opt.m.clone(), counts.clone())?,
+                world.all_gather_varcount(opt.v.clone(), counts.clone())?,
+            )),
+            _ => None,
+        };
+        if save_now && root {
+            let opt = gathered.as_ref().unwrap_or(&opt);
             // An update of finite gradients can still overflow the weights or the moments:
             // check them before they are written.
             let params = task.params();
@@ -432,7 +527,7 @@ pub fn run(
             outcome.checkpoint = Some(save_checkpoint(
                 task,
                 cfg,
-                &opt,
+                opt,
                 step,
                 outcome.train_seconds,
             )?);
@@ -467,6 +562,9 @@ pub fn run(
         }
     }
     bar.finish_and_clear();
+    if reducer.is_some() {
+        task.report_final_grads(None);
+    }
     rates.sort_by(f64::total_cmp);
     outcome.step = step;
     outcome.tokens_per_sec = rates.get(rates.len() / 2).copied().unwrap_or(0.0);
@@ -484,6 +582,34 @@ pub fn run(
         );
     }
     Ok(outcome)
+}
+
+/// Stops with an error on every rank unless all of them run the same task on the same data with
+/// the same loop settings (a fingerprint of each, gathered; paths may differ).
+fn check_agreement(world: &World, task: &dyn Task, cfg: &LoopConfig, zero1: bool) -> Result<()> {
+    let settings = LoopConfig {
+        out: PathBuf::new(),
+        ..cfg.clone()
+    };
+    let mut h = crate::dist::fnv1a(task.fingerprint(), format!("{settings:?}").as_bytes());
+    h = crate::dist::fnv1a(h, &[u8::from(zero1)]);
+    let all = world.all_gather_u64(h)?;
+    if all.iter().all(|&x| x == all[0]) {
+        return Ok(());
+    }
+    let differ: Vec<String> = all
+        .iter()
+        .enumerate()
+        .filter(|(_, &x)| x != all[0])
+        .map(|(r, _)| r.to_string())
+        .collect();
+    Err(Error::usage(
+        "mpirun",
+        format!(
+            "the ranks disagree on the configuration or the data: rank(s) {} differ from rank 0 (fingerprints {all:x?}); every rank must run the same command on the same data (paths may differ)",
+            differ.join(", ")
+        ),
+    ))
 }
 
 /// `"{what} hold NaN (tensor `name`, element i)"` for the first non-finite value of the flat
