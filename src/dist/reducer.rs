@@ -33,6 +33,8 @@ struct State {
     in_flight: Vec<InFlight>,
     /// The first error of a queue, reported by `finish`.
     error: Option<crate::error::Error>,
+    /// Buffers of earlier buckets, reused (their pages are mapped already).
+    pool: Vec<Vec<f32>>,
 }
 
 /// Bucketed, overlapped gradient averaging over a [`World`]. Shared (`Arc`) between the loop
@@ -56,6 +58,7 @@ impl GradReducer {
                 sent_from: total,
                 in_flight: Vec::new(),
                 error: None,
+                pool: Vec::new(),
             }),
         })
     }
@@ -87,7 +90,10 @@ impl GradReducer {
     }
 
     fn queue(&self, s: &mut State, offset: usize, values: &[f32]) {
-        match self.world.post_all_reduce_sum(values.to_vec()) {
+        let mut buf = s.pool.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(values);
+        match self.world.post_all_reduce_sum(buf) {
             Ok(sum) => s.in_flight.push(InFlight { offset, sum }),
             Err(e) => {
                 s.error.get_or_insert(e);
@@ -116,6 +122,7 @@ impl GradReducer {
             for (g, x) in grad[b.offset..b.offset + sum.len()].iter_mut().zip(&sum) {
                 *g = x * inv;
             }
+            s.pool.push(sum);
         }
         Ok(waited.elapsed())
     }
