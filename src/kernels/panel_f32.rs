@@ -120,6 +120,11 @@ fn panels_range(
     #[cfg(target_arch = "x86_64")]
     {
         let c = super::simd::cpu();
+        if isa() >= Isa::Avx512 && c.avx512vl && c.avx2 && c.fma {
+            // SAFETY: AVX-512F/VL, AVX2 and FMA are present; bounds as below.
+            unsafe { avx2::panels_range_vl(acc, inp, data, n, ic, j0, j1) };
+            return;
+        }
         if isa() >= Isa::Avx2 && c.avx2 && c.fma {
             // SAFETY: AVX2 and FMA are present; the asserts bound every index (panels up to
             // ⌈j1/24⌉, rows < n, inputs < IC, accumulator columns < j1 − j0).
@@ -163,9 +168,39 @@ mod avx2 {
     use super::{FEW_ROWS, KCHUNK, PANEL, ROWS};
     use std::arch::x86_64::*;
 
-    /// See [`super::panels_range`].
+    /// See [`super::panels_range`]: row tiles of [`ROWS`] (AVX2's 16 registers hold 12
+    /// accumulators).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn panels_range(
+        acc: &mut [f32],
+        inp: &[f32],
+        data: &[f32],
+        n: usize,
+        ic: usize,
+        j0: usize,
+        j1: usize,
+    ) {
+        body::<ROWS>(acc, inp, data, n, ic, j0, j1)
+    }
+
+    /// The same 256-bit tiles compiled with AVX-512VL, whose 32 registers hold 8 rows × 24
+    /// sums: 8 rows take one pass over each chunk of a panel instead of two. Same chains, same
+    /// bits.
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+    pub(super) unsafe fn panels_range_vl(
+        acc: &mut [f32],
+        inp: &[f32],
+        data: &[f32],
+        n: usize,
+        ic: usize,
+        j0: usize,
+        j1: usize,
+    ) {
+        body::<8>(acc, inp, data, n, ic, j0, j1)
+    }
+
+    #[inline(always)]
+    unsafe fn body<const MAXR: usize>(
         acc: &mut [f32],
         inp: &[f32],
         data: &[f32],
@@ -190,13 +225,17 @@ mod avx2 {
                 let k1 = (k0 + KCHUNK).min(ic);
                 let mut r = 0;
                 while r < n {
-                    let rb = (n - r).min(ROWS);
+                    let rb = (n - r).min(MAXR);
                     let s = &mut sums[r..r + rb];
                     match rb {
                         1 => tile::<1>(s, panel, inp, ic, r, k0, k1),
                         2 => tile::<2>(s, panel, inp, ic, r, k0, k1),
                         3 => tile::<3>(s, panel, inp, ic, r, k0, k1),
-                        _ => tile::<ROWS>(s, panel, inp, ic, r, k0, k1),
+                        4 => tile::<4>(s, panel, inp, ic, r, k0, k1),
+                        5 => tile::<5>(s, panel, inp, ic, r, k0, k1),
+                        6 => tile::<6>(s, panel, inp, ic, r, k0, k1),
+                        7 => tile::<7>(s, panel, inp, ic, r, k0, k1),
+                        _ => tile::<8>(s, panel, inp, ic, r, k0, k1),
                     }
                     r += rb;
                 }

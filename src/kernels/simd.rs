@@ -35,6 +35,8 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 pub struct Cpu {
     /// AVX-512 Foundation (512-bit vectors, mask registers).
     pub avx512f: bool,
+    /// AVX-512 VL (the 512-bit extension's 32 registers and instructions on 256-bit vectors).
+    pub avx512vl: bool,
     /// AVX-512 BF16 (`vdpbf16ps`: bf16 pair dot products into f32).
     pub avx512bf16: bool,
     /// AVX-512 VNNI (`vpdpbusd`: int8 dot products into i32).
@@ -67,6 +69,7 @@ pub fn cpu() -> &'static Cpu {
             use std::arch::is_x86_feature_detected as has;
             Cpu {
                 avx512f: has!("avx512f"),
+                avx512vl: has!("avx512f") && has!("avx512vl"),
                 avx512bf16: has!("avx512f") && has!("avx512bf16"),
                 avx512vnni: has!("avx512f") && has!("avx512vnni"),
                 avx2: has!("avx2"),

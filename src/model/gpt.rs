@@ -33,10 +33,9 @@ use crate::nn::embedding::{Embedding, EmbeddingConfig};
 use crate::nn::linear::Linear;
 use crate::nn::params::{ParamLayout, Params};
 use crate::nn::precision::{Bf16Shadow, Precision};
-use crate::nn::stack::{GradHook, Stack, StackInput};
+use crate::nn::stack::{GradFn, GradHook, Stack, StackInput};
 use crate::nn::weights::Weights;
 use crate::rng::Rng;
-use std::sync::Arc;
 
 /// Target value that is not counted in the loss (PyTorch's default `ignore_index`).
 pub const IGNORE_INDEX: i32 = -100;
@@ -218,7 +217,7 @@ impl Gpt {
     /// for any other layout no hook is installed and `false` is returned. `None` removes it.
     pub fn report_final_grads(
         &mut self,
-        ready: Option<Arc<dyn Fn(usize, &[f32]) + Send + Sync>>,
+        ready: Option<GradFn>,
     ) -> bool {
         let stack = &mut self.modules.stack;
         stack.grad_hook = GradHook::default();

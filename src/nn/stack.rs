@@ -18,7 +18,10 @@ use std::sync::Arc;
 /// final: `(block index, the whole gradient buffer)`. Data parallelism starts averaging them
 /// while backward goes on with the earlier blocks ([`crate::dist::reducer`]). Empty by default.
 #[derive(Clone, Default)]
-pub struct GradHook(Option<Arc<dyn Fn(usize, &[f32]) + Send + Sync>>);
+pub struct GradHook(Option<GradFn>);
+
+/// A shared callback told `(index or offset, the whole gradient buffer)` during backward.
+pub type GradFn = Arc<dyn Fn(usize, &[f32]) + Send + Sync>;
 
 impl GradHook {
     /// A hook that calls `f`.

@@ -24,11 +24,10 @@ use crate::nn::params::Params;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
 /// Told during backward that every gradient from an offset to the end of the flat buffer is
 /// final: `(offset, the gradient buffer)` ([`crate::dist::reducer`]).
-pub type FinalGrads = Arc<dyn Fn(usize, &[f32]) + Send + Sync>;
+pub type FinalGrads = crate::nn::stack::GradFn;
 
 /// What one micro-batch's forward and backward pass gave.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -1,0 +1,94 @@
+//! Dev probe of the small-batch decode kernels: one GPT-2 124M decoding step's matrix products
+//! (12 layers of `c_attn`, `attn.c_proj`, `c_fc`, `mlp.c_proj` as `(IC, OC)` weights, then the
+//! LM head packed in panels) for 1..=8 rows, with distinct weights per layer as in the model
+//! (so the weights come from memory, not cache). Prints ms per step and GFLOP/s, median of 7.
+//!
+//! ```sh
+//! cargo run --release --example few_rows_probe
+//! ```
+
+use gpt::kernels::few_rows::linear_small;
+use gpt::kernels::matmul::WeightLayout;
+use gpt::kernels::panel_f32::{linear_panels_f32, PanelsF32};
+use gpt::rng::Rng;
+use std::time::Instant;
+
+fn main() {
+    let c = 768;
+    let shapes = [(c, 3 * c), (c, c), (c, 4 * c), (4 * c, c)];
+    let mut rng = Rng::new(0);
+    let layers: Vec<Vec<Vec<f32>>> = (0..12)
+        .map(|_| {
+            shapes
+                .iter()
+                .map(|&(ic, oc)| rng.normal_vec(ic * oc, 0.02))
+                .collect()
+        })
+        .collect();
+    let vocab = 50257;
+    let head = PanelsF32::pack(
+        &rng.normal_vec(vocab * c, 0.02),
+        c,
+        vocab,
+        WeightLayout::OutIn,
+    );
+    let params: usize = 12 * shapes.iter().map(|(a, b)| a * b).sum::<usize>() + vocab * c;
+    // The machine's matmul peak in this run: a 1024 × 768 × 3072 product through `gemm`.
+    let (m, k, nn) = (1024, 768, 3072);
+    let (a, b) = (rng.normal_vec(m * k, 1.0), rng.normal_vec(k * nn, 1.0));
+    let mut cbuf = vec![0.0f32; m * nn];
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        gpt::kernels::matmul::linear_forward(
+            &mut cbuf,
+            &a,
+            &b,
+            None,
+            m,
+            k,
+            nn,
+            WeightLayout::InOut,
+        );
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "threads {}, matmul peak {:.0} GFLOP/s",
+        rayon::current_num_threads(),
+        2.0 * (m * k * nn) as f64 / best / 1e9
+    );
+    for n in [1usize, 2, 4, 8] {
+        let x = rng.normal_vec(n * 4 * c, 1.0);
+        let mut out = vec![0.0f32; n * vocab];
+        let mut times = Vec::new();
+        for _ in 0..9 {
+            let t = Instant::now();
+            for layer in &layers {
+                for (w, &(ic, oc)) in layer.iter().zip(&shapes) {
+                    linear_small(
+                        &mut out[..n * oc],
+                        &x[..n * ic],
+                        w,
+                        None,
+                        n,
+                        ic,
+                        oc,
+                        WeightLayout::InOut,
+                    );
+                }
+            }
+            let t_layers = t.elapsed().as_secs_f64();
+            linear_panels_f32(&mut out, &x[..n * c], &head, None, n);
+            times.push((t.elapsed().as_secs_f64(), t_layers));
+        }
+        times.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (total, layers_t) = times[times.len() / 2];
+        println!(
+            "rows {n}: {:.2} ms per step ({:.2} ms layers, {:.2} ms head), {:.1} GFLOP/s",
+            total * 1e3,
+            layers_t * 1e3,
+            (total - layers_t) * 1e3,
+            2.0 * (n * params) as f64 / total / 1e9
+        );
+    }
+}
