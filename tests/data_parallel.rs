@@ -55,23 +55,28 @@ fn quiet() -> TrainOptions {
     }
 }
 
-/// Runs `train` on `n` ranks (threads), rank `r` with `cfg(r)` and `opts(world)`.
-fn on_ranks(
-    n: usize,
-    cfg: impl Fn(usize) -> TrainConfig + Sync,
-    opts: impl Fn(World) -> TrainOptions + Sync,
-) -> Vec<gpt::error::Result<TrainOutcome>> {
+/// Runs `f(world)` on `n` ranks (threads) and returns every rank's result in rank order.
+fn on_ranks<T: Send>(n: usize, f: impl Fn(World) -> T + Sync) -> Vec<T> {
     let worlds = World::local_group(n).unwrap();
     std::thread::scope(|s| {
         let handles: Vec<_> = worlds
             .into_iter()
             .map(|w| {
-                let (cfg, opts) = (&cfg, &opts);
-                s.spawn(move || train(&cfg(w.rank()), &opts(w)))
+                let f = &f;
+                s.spawn(move || f(w))
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     })
+}
+
+/// `train` on `n` ranks, rank `r` with `cfg(r)` and `opts(world)`.
+fn train_on_ranks(
+    n: usize,
+    cfg: impl Fn(usize) -> TrainConfig + Sync,
+    opts: impl Fn(World) -> TrainOptions + Sync,
+) -> Vec<gpt::error::Result<TrainOutcome>> {
+    on_ranks(n, |w| train(&cfg(w.rank()), &opts(w)))
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -95,7 +100,7 @@ fn two_ranks_of_batch_b_take_the_steps_of_one_process_of_batch_2b() {
     let one = train(&config(&dir, "one", 8), &quiet()).unwrap();
     for zero1 in [false, true] {
         let out = if zero1 { "two-zero1" } else { "two" };
-        let ranks = on_ranks(
+        let ranks = train_on_ranks(
             2,
             |_| config(&dir, out, 4),
             |world| TrainOptions {
@@ -137,7 +142,7 @@ fn a_resume_on_two_ranks_equals_the_uninterrupted_two_rank_run() {
         } else {
             ("straight", "cut")
         };
-        let full = on_ranks(
+        let full = train_on_ranks(
             2,
             |_| cfg(straight),
             |world| TrainOptions {
@@ -146,7 +151,7 @@ fn a_resume_on_two_ranks_equals_the_uninterrupted_two_rank_run() {
                 ..quiet()
             },
         );
-        let first = on_ranks(
+        let first = train_on_ranks(
             2,
             |_| cfg(cut),
             |world| TrainOptions {
@@ -157,7 +162,7 @@ fn a_resume_on_two_ranks_equals_the_uninterrupted_two_rank_run() {
             },
         );
         assert!(first.iter().all(|r| r.as_ref().unwrap().stopped_early));
-        let second = on_ranks(
+        let second = train_on_ranks(
             2,
             |_| cfg(cut),
             |world| TrainOptions {
@@ -187,7 +192,7 @@ fn a_resume_on_two_ranks_equals_the_uninterrupted_two_rank_run() {
 #[test]
 fn ranks_that_disagree_on_the_configuration_stop_with_a_clear_error() {
     let dir = tmpdir("disagree");
-    let results = on_ranks(
+    let results = train_on_ranks(
         2,
         |r| TrainConfig {
             lr: if r == 0 { 3e-3 } else { 1e-3 },
@@ -202,5 +207,132 @@ fn ranks_that_disagree_on_the_configuration_stop_with_a_clear_error() {
             "got: {e}"
         );
     }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn translation_on_two_ranks_equals_one_process_accumulating_both_ranks_batches() {
+    use gpt::translate::checkpoint::load_model;
+    use gpt::translate::trainer::{train as train_translation, TranslateConfig};
+    let dir = tmpdir("translate");
+    let words = ["uno", "dos", "tres", "cuatro", "cinco", "seis"];
+    let en = ["one", "two", "three", "four", "five", "six"];
+    let mut lines = String::new();
+    for i in 0..60 {
+        let n = 1 + i % 4;
+        let s: Vec<&str> = (0..n).map(|j| words[(i + j * 5) % 6]).collect();
+        let t: Vec<&str> = (0..n).map(|j| en[(i + j * 5) % 6]).collect();
+        lines.push_str(&format!("{}\t{}\n", s.join(" "), t.join(" ")));
+    }
+    let (tr, va) = (dir.join("train.tsv"), dir.join("valid.tsv"));
+    std::fs::write(&tr, &lines).unwrap();
+    std::fs::write(&va, lines.lines().take(8).collect::<Vec<_>>().join("\n")).unwrap();
+    let cfg = |out: &str, grad_accum: usize| TranslateConfig {
+        preset: "transformer-tiny".into(),
+        train: tr.clone(),
+        valid: va.clone(),
+        out: dir.join(out),
+        vocab_size: 300,
+        max_len: 20,
+        max_tokens: 64,
+        grad_accum,
+        max_steps: 6,
+        warmup_steps: 3,
+        dropout: Some(0.0),
+        eval_interval: 3,
+        ckpt_interval: 6,
+        keep_checkpoints: 1,
+        // The key biases' gradients are zero in exact arithmetic: only rounding noise (≈ 1e-10)
+        // is left, which Adam with the paper's eps 1e-9 turns into full-size steps whose sign
+        // the summation order decides. A larger eps keeps the comparison to what is computed.
+        eps: 1e-6,
+        ..TranslateConfig::default()
+    };
+    // One process accumulating 4 batches per step = 2 ranks accumulating 2 each.
+    let one = train_translation(&cfg("one", 4), &quiet()).unwrap();
+    for zero1 in [false, true] {
+        let out = if zero1 { "two-zero1" } else { "two" };
+        let ranks = on_ranks(2, |world| {
+            let opts = TrainOptions {
+                world,
+                zero1,
+                ..quiet()
+            };
+            train_translation(&cfg(out, 2), &opts).unwrap()
+        });
+        for r in &ranks {
+            assert!(
+                max_diff(&r.losses, &one.losses) <= 1e-5,
+                "zero1 {zero1}: {:?} vs {:?}",
+                r.losses,
+                one.losses
+            );
+        }
+        let (a, _) = load_model(&dir.join(out)).unwrap();
+        let (b, _) = load_model(&dir.join("one")).unwrap();
+        // The losses agree to 1e-5 at every step; the weights to 1e-3: Adam divides each
+        // moment by its square root, so parameters whose gradients are nearly zero (attention
+        // key biases and the like) move by steps whose size the last bits of their gradients
+        // decide, and the two runs sum those in different orders.
+        let d = max_diff(&a.params.data, &b.params.data);
+        assert!(d <= 1e-3, "zero1 {zero1}: weights differ by {d}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn an_epoch_task_on_two_ranks_agrees_and_resumes_exactly() {
+    use gpt::logs::train::{train_logs, LogTrainConfig};
+    use gpt::rng::Rng;
+    // `gpt logs train`: the epoch-order tasks (fine-tuning, SFT, reward, DPO, logs) share out
+    // each global batch the same way (`EpochOrder::set_shard`).
+    let dir = tmpdir("epoch");
+    let mut rng = Rng::new(7);
+    let lines: Vec<String> = (0..200)
+        .map(|_| {
+            let mut keys = vec!["1", "2"];
+            for _ in 0..1 + rng.next_u64() % 3 {
+                keys.extend(["3", "4"]);
+            }
+            keys.extend(["5", "6"]);
+            keys.join(" ")
+        })
+        .collect();
+    let sessions = dir.join("normal.txt");
+    std::fs::write(&sessions, lines.join("\n")).unwrap();
+    let cfg = |out: &str| LogTrainConfig {
+        sessions: sessions.clone(),
+        out: dir.join(out),
+        window: 8,
+        n_layer: 1,
+        n_embd: 32,
+        n_head: 2,
+        max_steps: Some(12),
+        batch_size: 8,
+        lr: 1e-2,
+        ..LogTrainConfig::default()
+    };
+    let opts = |world: World, stop_at: Option<usize>, resume: bool| TrainOptions {
+        world,
+        stop_at,
+        resume,
+        ..quiet()
+    };
+    let full = on_ranks(2, |w| {
+        train_logs(&cfg("full"), &opts(w, None, false)).unwrap()
+    });
+    assert_eq!(
+        full[0].train.losses, full[1].train.losses,
+        "ranks agree on the loss"
+    );
+    assert!(full[0].train.losses.iter().all(|l| l.is_finite()));
+    on_ranks(2, |w| {
+        train_logs(&cfg("cut"), &opts(w, Some(5), false)).unwrap()
+    });
+    let second = on_ranks(2, |w| {
+        train_logs(&cfg("cut"), &opts(w, None, true)).unwrap()
+    });
+    assert_eq!(second[0].train.losses, full[0].train.losses[5..]);
+    assert_eq!(weights(&dir.join("full")), weights(&dir.join("cut")));
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -333,6 +333,9 @@ impl Task for Dpo {
         let pairs: Vec<&PairSeqs> = idx.iter().map(|&i| &self.train[i]).collect();
         let refs: Vec<PairLogps> = idx.iter().map(|&i| self.train_ref[i]).collect();
         let b = PairBatch::build(&pairs, self.pad);
+        let (rank, ranks) = self.order.shard();
+        let mut own = crate::dist::rank_stream(&mut self.rng, rank, ranks);
+        let rng = own.as_mut().unwrap_or(&mut self.rng);
         let losses = dpo_forward_backward(
             &mut self.policy,
             &b,
@@ -340,7 +343,7 @@ impl Task for Dpo {
             self.cfg.loss,
             self.cfg.beta as f64,
             scale,
-            &mut self.rng,
+            rng,
         )?;
         let loss = DpoMetrics::of(&losses).loss as f32;
         self.step_losses.extend(losses);
@@ -348,6 +351,20 @@ impl Task for Dpo {
             loss,
             tokens: b.tokens(),
         })
+    }
+
+    fn shard(&mut self, rank: usize, ranks: usize) -> Result<()> {
+        self.order.set_shard(rank, ranks);
+        Ok(())
+    }
+
+    fn fingerprint(&self) -> u64 {
+        crate::dist::config_fingerprint(
+            &self.cfg,
+            &[
+                "out", "model", "data", "valid", "train", "sessions", "parsed",
+            ],
+        )
     }
 
     fn after_update(&mut self) {

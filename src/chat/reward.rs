@@ -178,7 +178,10 @@ impl Task for RewardTraining {
             .collect();
         let refs: Vec<&Example> = picked.iter().collect();
         let b = Batch::build(&refs, self.pad, 0)?;
-        let losses = self.model.forward_backward(&b, 0.0, scale, &mut self.rng)?;
+        let (rank, ranks) = self.order.shard();
+        let mut own = crate::dist::rank_stream(&mut self.rng, rank, ranks);
+        let rng = own.as_mut().unwrap_or(&mut self.rng);
+        let losses = self.model.forward_backward(&b, 0.0, scale, rng)?;
         // With two answers the chosen one wins (r_c > r_r) exactly when its loss is below ln 2.
         let per_pair = self.model.example_losses();
         let right = per_pair
@@ -191,6 +194,20 @@ impl Task for RewardTraining {
             loss: losses.total,
             tokens: b.tokens(),
         })
+    }
+
+    fn shard(&mut self, rank: usize, ranks: usize) -> Result<()> {
+        self.order.set_shard(rank, ranks);
+        Ok(())
+    }
+
+    fn fingerprint(&self) -> u64 {
+        crate::dist::config_fingerprint(
+            &self.cfg,
+            &[
+                "out", "model", "data", "valid", "train", "sessions", "parsed",
+            ],
+        )
     }
 
     fn after_update(&mut self) {

@@ -230,11 +230,28 @@ impl Task for Sft {
             .map(|i| &self.train[i])
             .collect();
         let batch = self.batch_of(&picked);
-        let loss = sft_forward_backward(&mut self.gpt, &batch, scale, &mut self.rng)?;
+        let (rank, ranks) = self.order.shard();
+        let mut own = crate::dist::rank_stream(&mut self.rng, rank, ranks);
+        let rng = own.as_mut().unwrap_or(&mut self.rng);
+        let loss = sft_forward_backward(&mut self.gpt, &batch, scale, rng)?;
         Ok(MicroStep {
             loss,
             tokens: batch.tokens,
         })
+    }
+
+    fn shard(&mut self, rank: usize, ranks: usize) -> Result<()> {
+        self.order.set_shard(rank, ranks);
+        Ok(())
+    }
+
+    fn fingerprint(&self) -> u64 {
+        crate::dist::config_fingerprint(
+            &self.cfg,
+            &[
+                "out", "model", "data", "valid", "train", "sessions", "parsed",
+            ],
+        )
     }
 
     fn after_update(&mut self) {

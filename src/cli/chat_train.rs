@@ -282,6 +282,10 @@ pub fn run_sft(args: SftArgs) -> CliResult {
     let stop = StopSignal::for_training();
     let o = sft::sft(&cfg, &options(&args.common, &stop))?;
     stop.exit_if_stopped(o.train.stopped_early);
+    if !gpt::dist::World::current().is_root() {
+        // Rank 0 reports and writes what follows the run.
+        return Ok(());
+    }
     let dir = o
         .train
         .checkpoint
@@ -324,6 +328,10 @@ pub fn run_reward(args: RewardArgs) -> CliResult {
     let stop = StopSignal::for_training();
     let o = reward::train_reward(&cfg, &options(&args.common, &stop))?;
     stop.exit_if_stopped(o.train.stopped_early);
+    if !gpt::dist::World::current().is_root() {
+        // Rank 0 reports and writes what follows the run.
+        return Ok(());
+    }
     let dir = o
         .train
         .checkpoint
@@ -470,6 +478,10 @@ pub fn run_dpo(args: DpoArgs) -> CliResult {
     let stop = StopSignal::for_training();
     let o = dpo::dpo(&cfg, &options(&args.common, &stop))?;
     stop.exit_if_stopped(o.train.stopped_early);
+    if !gpt::dist::World::current().is_root() {
+        // Rank 0 reports and writes what follows the run.
+        return Ok(());
+    }
     let dir = o
         .train
         .checkpoint

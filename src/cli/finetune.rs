@@ -203,6 +203,10 @@ pub fn run(args: FinetuneArgs) -> CliResult {
     let opts = stop.train_options(args.json, args.resume, args.overwrite);
     let o = finetune(&cfg, &opts)?;
     stop.exit_if_stopped(o.train.stopped_early);
+    if !gpt::dist::World::current().is_root() {
+        // Rank 0 reports and writes what follows the run.
+        return Ok(());
+    }
     let dir = o
         .train
         .checkpoint

@@ -31,22 +31,25 @@ impl StopSignal {
 
     /// The loop's options of a training command: `json`, `resume` and `overwrite` as given,
     /// this signal as its interrupt, progress shown, no step limit and no memory check (a
-    /// command that has those sets them over these).
+    /// command that has those sets them over these), in this process's world
+    /// ([`gpt::dist::World::current`]: ranks other than 0 are quiet).
     pub fn train_options(
         &self,
         json: bool,
         resume: bool,
         overwrite: bool,
     ) -> gpt::train::TrainOptions {
+        let world = gpt::dist::World::current();
+        let root = world.is_root();
         gpt::train::TrainOptions {
-            json,
+            json: json && root,
             resume,
             overwrite,
-            quiet: false,
+            quiet: !root,
             stop_at: None,
             interrupt: Some(self.flag()),
             check_memory: false,
-            world: gpt::dist::World::solo(),
+            world,
             zero1: false,
         }
     }

@@ -178,6 +178,10 @@ pub fn run_train(a: TrainArgs) -> CliResult {
     let stop = StopSignal::for_training();
     let opts = stop.train_options(a.json, a.resume, a.overwrite);
     let o = train_logs(&cfg, &opts)?;
+    if !gpt::dist::World::current().is_root() {
+        // Rank 0 reports and writes what follows the run.
+        return Ok(());
+    }
     let dir = o.train.checkpoint.clone().unwrap_or(cfg.out.clone());
     if let Some(parsed) = &a.parsed {
         source.save_with_parser(parsed, &dir)?;

@@ -106,16 +106,31 @@ pub fn run(cli: Cli) -> CliResult {
         cli.threads
             .or_else(gpt::dist::comm::default_threads_per_rank),
     )?;
-    // Only `gpt train` runs data-parallel; any other command started by `mpirun` as one of
-    // several ranks would run N times over the same files.
+    // The training commands run data-parallel when `mpirun` started several ranks (built with
+    // `--features mpi`); any other command started that way would run N times over the same
+    // files, and is refused.
+    let data_parallel = match &cli.command {
+        Command::Train(_) | Command::Dpo(_) => true,
+        Command::Translate(t) => matches!(t.command, Some(translate::TranslateCommand::Train(_))),
+        Command::Finetune(a) => a.command.is_none(),
+        Command::Sft(a) => a.command.is_none(),
+        Command::Reward(a) => a.command.is_none(),
+        Command::Logs(logs::LogsCommand::Train(_)) => true,
+        _ => false,
+    };
+    if data_parallel {
+        let command = cli.command;
+        return train::with_world(|world| {
+            gpt::dist::World::set_current(world);
+            gpt::threads::on_pool(|| run_command(command))
+        });
+    }
     if let Some(n) = gpt::dist::comm::launcher_world_size().filter(|&n| n > 1) {
-        if !matches!(cli.command, Command::Train(_)) {
-            return Err(gpt::error::Error::usage(
-                "mpirun",
-                format!("this process is one of {n} ranks, but only `gpt train` runs data-parallel (yet); start this command as one process"),
-            )
-            .into());
-        }
+        return Err(gpt::error::Error::usage(
+            "mpirun",
+            format!("this process is one of {n} ranks, but only the training commands (train, translate train, finetune, sft, reward, dpo, logs train) run data-parallel; start this command as one process"),
+        )
+        .into());
     }
     match cli.command {
         // Servers keep their own threads: the engine's loop runs on the pool (see

@@ -198,38 +198,35 @@ fn resolve_over(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig, gpt:
 /// with several ranks (built with `--features mpi`) it trains data-parallel; a rank that fails
 /// prints its error with its rank and ends the whole job (the others may be waiting for it).
 pub fn run(args: TrainArgs) -> CliResult {
+    let cfg = resolve(&args)?;
+    if args.zero1 && World::current().size() == 1 && !args.json {
+        eprintln!("warning: --zero1 shards the optimizer state across ranks; with one process it changes nothing");
+    }
+    let stop = StopSignal::for_training();
+    let opts = TrainOptions {
+        stop_at: args.stop_at_step,
+        check_memory: !args.no_memory_check,
+        zero1: args.zero1,
+        ..stop.train_options(args.json, args.resume, args.overwrite)
+    };
+    let outcome = train(&cfg, &opts)?;
+    stop.exit_if_stopped(outcome.stopped_early);
+    Ok(())
+}
+
+/// Runs a training command in the world this process was started in ([`World::from_env`]):
+/// alone, or as one rank of `mpirun`'s, where a rank that fails prints its error with its rank
+/// and ends the whole job (the others may be waiting for it in a collective).
+pub fn with_world(run: impl FnOnce(World) -> CliResult) -> CliResult {
     let world = World::from_env()?;
     if world.size() == 1 {
-        return run_in(args, world);
+        return run(world);
     }
     let (rank, size) = (world.rank(), world.size());
-    let result = run_in(args, world.clone());
+    let result = run(world.clone());
     if let Err(e) = &result {
         eprintln!("error: rank {rank} of {size}: {e}");
         world.abort(1);
     }
     result
-}
-
-fn run_in(args: TrainArgs, world: World) -> CliResult {
-    let cfg = resolve(&args)?;
-    if args.zero1 && world.size() == 1 && !args.json {
-        eprintln!("warning: --zero1 shards the optimizer state across ranks; with one process it changes nothing");
-    }
-    let stop = StopSignal::for_training();
-    let root = world.is_root();
-    let opts = TrainOptions {
-        stop_at: args.stop_at_step,
-        check_memory: !args.no_memory_check,
-        zero1: args.zero1,
-        world,
-        ..stop.train_options(args.json && root, args.resume, args.overwrite)
-    };
-    let opts = TrainOptions {
-        quiet: !root,
-        ..opts
-    };
-    let outcome = train(&cfg, &opts)?;
-    stop.exit_if_stopped(outcome.stopped_early);
-    Ok(())
 }

@@ -219,6 +219,10 @@ pub struct TrainArgs {
     /// optimizer state) is over what the machine has available.
     #[arg(long)]
     pub no_memory_check: bool,
+    /// Data-parallel runs (`mpirun -np N`): shard AdamW's moments across the ranks (ZeRO stage
+    /// 1).
+    #[arg(long)]
+    pub zero1: bool,
     /// A step whose loss or gradient norm is NaN/inf: skip it (no update) or stop. Default skip.
     #[arg(long, value_parser = OnNan::NAMES)]
     pub on_nan: Option<String>,
@@ -317,6 +321,9 @@ fn resolve_train_over(a: &TrainArgs, base: TranslateConfig) -> Result<TranslateC
 }
 
 /// Runs `gpt translate train`; a run stopped by SIGINT or SIGTERM exits with 130 or 143.
+/// Under `mpirun` with several ranks (`--features mpi`) it trains data-parallel: each rank takes
+/// its own token-budget batch of every `ranks` in turn (the steps of one process with
+/// `--grad-accum` × ranks).
 fn run_train(a: TrainArgs) -> CliResult {
     let c = resolve_train(&a)?;
     let stop = StopSignal::install(
@@ -324,6 +331,7 @@ fn run_train(a: TrainArgs) -> CliResult {
     );
     let opts = TranslateOptions {
         check_memory: !a.no_memory_check,
+        zero1: a.zero1,
         ..stop.train_options(a.json, a.resume, a.overwrite)
     };
     let outcome = train(&c, &opts)?;

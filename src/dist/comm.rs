@@ -137,7 +137,21 @@ pub fn default_threads_per_rank() -> Option<usize> {
     (local > 1).then(|| (crate::threads::cores() / local).max(1))
 }
 
+/// The world of this process's command, once set ([`World::set_current`]).
+static CURRENT: std::sync::OnceLock<World> = std::sync::OnceLock::new();
+
 impl World {
+    /// Makes `world` the one [`World::current`] returns (the command line sets it once, before
+    /// a training command runs); later calls change nothing.
+    pub fn set_current(world: World) {
+        let _ = CURRENT.set(world);
+    }
+
+    /// The world [`World::set_current`] set, else one rank.
+    pub fn current() -> World {
+        CURRENT.get().cloned().unwrap_or_default()
+    }
+
     /// One rank: every collective is the identity.
     pub fn solo() -> World {
         World { comm: None }

@@ -34,3 +34,29 @@ pub fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
 
 /// The starting value of [`fnv1a`].
 pub const FNV_OFFSET: u64 = 0xCBF2_9CE4_8422_2325;
+
+/// With several ranks, a generator of this rank's own for one micro-batch, seeded from the
+/// shared `stream` (which every rank advances alike, so that rank 0's checkpoint restores every
+/// rank) and the rank; alone, `None` (the task draws from `stream` itself, as it always has).
+pub fn rank_stream(
+    stream: &mut crate::rng::Rng,
+    rank: usize,
+    ranks: usize,
+) -> Option<crate::rng::Rng> {
+    (ranks > 1).then(|| {
+        let seed = stream.next_u64();
+        crate::rng::Rng::new(seed ^ (rank as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    })
+}
+
+/// A fingerprint of a configuration as JSON without the fields `paths` (which may differ between
+/// nodes), for [`crate::train::Task::fingerprint`].
+pub fn config_fingerprint<T: serde::Serialize>(cfg: &T, paths: &[&str]) -> u64 {
+    let mut v = serde_json::to_value(cfg).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        for p in paths {
+            m.remove(*p);
+        }
+    }
+    fnv1a(FNV_OFFSET, v.to_string().as_bytes())
+}

@@ -218,13 +218,30 @@ impl Task for Finetune {
 
     fn forward_backward(&mut self, scale: f32) -> Result<MicroStep> {
         let batch = self.next_batch()?;
-        let losses =
-            self.model
-                .forward_backward(&batch, self.cfg.aux_lm, scale, &mut self.dropout_rng)?;
+        let (rank, ranks) = self.order.shard();
+        let mut own = crate::dist::rank_stream(&mut self.dropout_rng, rank, ranks);
+        let rng = own.as_mut().unwrap_or(&mut self.dropout_rng);
+        let losses = self
+            .model
+            .forward_backward(&batch, self.cfg.aux_lm, scale, rng)?;
         Ok(MicroStep {
             loss: losses.total,
             tokens: batch.tokens(),
         })
+    }
+
+    fn shard(&mut self, rank: usize, ranks: usize) -> Result<()> {
+        self.order.set_shard(rank, ranks);
+        Ok(())
+    }
+
+    fn fingerprint(&self) -> u64 {
+        crate::dist::config_fingerprint(
+            &self.cfg,
+            &[
+                "out", "model", "data", "valid", "train", "sessions", "parsed",
+            ],
+        )
     }
 
     fn after_update(&mut self) {

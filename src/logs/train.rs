@@ -303,11 +303,28 @@ impl Task for LogTask {
             .map(|i| &self.rows[i])
             .collect();
         let batch = SftBatch::padded(&picked, BOS);
-        let loss = sft_forward_backward(&mut self.gpt, &batch, scale, &mut self.rng)?;
+        let (rank, ranks) = self.order.shard();
+        let mut own = crate::dist::rank_stream(&mut self.rng, rank, ranks);
+        let rng = own.as_mut().unwrap_or(&mut self.rng);
+        let loss = sft_forward_backward(&mut self.gpt, &batch, scale, rng)?;
         Ok(MicroStep {
             loss,
             tokens: batch.n_targets(),
         })
+    }
+
+    fn shard(&mut self, rank: usize, ranks: usize) -> Result<()> {
+        self.order.set_shard(rank, ranks);
+        Ok(())
+    }
+
+    fn fingerprint(&self) -> u64 {
+        crate::dist::config_fingerprint(
+            &self.cfg,
+            &[
+                "out", "model", "data", "valid", "train", "sessions", "parsed",
+            ],
+        )
     }
 
     fn evaluate(&mut self) -> Result<Option<f32>> {

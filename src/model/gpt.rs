@@ -215,10 +215,7 @@ impl Gpt {
     /// blocks in order after everything the rest of backward still touches (`wte, wpe, h.0 …
     /// h.{L-1}, ln_f`, as [`GptModules::register`] does, `ln_f` finished before the blocks);
     /// for any other layout no hook is installed and `false` is returned. `None` removes it.
-    pub fn report_final_grads(
-        &mut self,
-        ready: Option<GradFn>,
-    ) -> bool {
+    pub fn report_final_grads(&mut self, ready: Option<GradFn>) -> bool {
         let stack = &mut self.modules.stack;
         stack.grad_hook = GradHook::default();
         let Some(ready) = ready else {

@@ -23,6 +23,8 @@ pub struct EpochOrder {
     order: Vec<usize>,
     /// Where the order stands.
     pub cursor: Cursor,
+    /// Data parallelism, `(rank, ranks)`: see [`EpochOrder::set_shard`].
+    shard: (usize, usize),
 }
 
 impl EpochOrder {
@@ -33,6 +35,7 @@ impl EpochOrder {
             seed,
             order: Vec::new(),
             cursor: Cursor::default(),
+            shard: (0, 1),
         };
         o.order = o.order_of(0);
         o
@@ -55,8 +58,35 @@ impl EpochOrder {
         self.order = self.order_of(cursor.epoch);
     }
 
-    /// The indices of the next micro-batch of at most `batch` examples.
+    /// Data parallelism: this order is rank `rank`'s of `ranks`. Every rank walks the same
+    /// order, and [`EpochOrder::next`] takes the next `ranks · batch` examples and gives this
+    /// rank its share; where an epoch's end leaves fewer, they are shared out evenly and padded
+    /// by repeating the first ones (as PyTorch's `DistributedSampler` pads), so that no rank
+    /// gets an empty batch. The cursor stays one for all ranks.
+    pub fn set_shard(&mut self, rank: usize, ranks: usize) {
+        self.shard = (rank.min(ranks.max(1) - 1), ranks.max(1));
+    }
+
+    /// `(rank, ranks)` of [`EpochOrder::set_shard`]; `(0, 1)` alone.
+    pub fn shard(&self) -> (usize, usize) {
+        self.shard
+    }
+
+    /// The indices of the next micro-batch of at most `batch` examples (this rank's share with
+    /// [`EpochOrder::set_shard`]).
     pub fn next(&mut self, batch: usize) -> Vec<usize> {
+        let (rank, ranks) = self.shard;
+        if ranks == 1 {
+            return self.next_all(batch);
+        }
+        let all = self.next_all(batch * ranks);
+        let each = all.len().div_ceil(ranks).max(1);
+        (rank * each..(rank + 1) * each)
+            .map(|i| all[i % all.len()])
+            .collect()
+    }
+
+    fn next_all(&mut self, batch: usize) -> Vec<usize> {
         let end = (self.cursor.pos + batch).min(self.n);
         let picked = self.order[self.cursor.pos..end].to_vec();
         self.cursor.pos = end;
@@ -73,6 +103,33 @@ impl EpochOrder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranks_share_out_each_global_batch_and_pad_the_epoch_end() {
+        let mut one = EpochOrder::new(10, 5);
+        let mut ranks: Vec<EpochOrder> = (0..3)
+            .map(|r| {
+                let mut o = EpochOrder::new(10, 5);
+                o.set_shard(r, 3);
+                o
+            })
+            .collect();
+        // Global batches of 3 × 2: 6, then the epoch's last 4 (2 each, the third rank padded).
+        for want in [6, 4] {
+            let global = one.next(want.min(6));
+            let shares: Vec<Vec<usize>> = ranks.iter_mut().map(|o| o.next(2)).collect();
+            let flat: Vec<usize> = shares.concat();
+            assert!(shares.iter().all(|s| !s.is_empty()));
+            assert_eq!(&flat[..global.len()], &global[..]);
+            for extra in &flat[global.len()..] {
+                assert!(
+                    global.contains(extra),
+                    "padding repeats the batch's own examples"
+                );
+            }
+        }
+        assert!(ranks.iter().all(|o| o.cursor == one.cursor));
+    }
 
     #[test]
     fn every_epoch_visits_each_example_once_and_seek_resumes() {

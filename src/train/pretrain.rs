@@ -215,14 +215,8 @@ impl Task for Pretrain {
         // micro-batch gets a generator seeded from the shared one (which every rank advances
         // alike, so rank 0's checkpoint restores every rank) and the rank.
         let (rank, ranks) = self.shard;
-        let mut per_rank;
-        let rng = if ranks > 1 {
-            let seed = self.dropout_rng.next_u64();
-            per_rank = Rng::new(seed ^ (rank as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            &mut per_rank
-        } else {
-            &mut self.dropout_rng
-        };
+        let mut own = crate::dist::rank_stream(&mut self.dropout_rng, rank, ranks);
+        let rng = own.as_mut().unwrap_or(&mut self.dropout_rng);
         let loss = self.model.forward_backward(
             &self.batch.ids,
             &self.batch.targets,

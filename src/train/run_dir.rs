@@ -227,13 +227,16 @@ pub fn start_single<T: Serialize + DeserializeOwned + Clone>(
     let resume = find_resume(out, CheckpointLayout::Single, opts.resume, opts.overwrite)?;
     let cfg = resumed(resume.as_ref(), given, out, rules, opts.quiet)?;
     validate(&cfg)?;
-    if resume.is_none() && claim(out, opts.overwrite)? && !opts.quiet {
+    // Ranks of a data-parallel run may share `out`: rank 0 claims it while the others wait.
+    let world = &opts.world;
+    if resume.is_none() && world.is_root() && claim(out, opts.overwrite)? && !opts.quiet {
         eprintln!(
             "--overwrite: the previous run in {} is kept in {} until this run's first checkpoint",
             out.display(),
             out.join(PREVIOUS_RUN_DIR).display()
         );
     }
+    world.barrier()?;
     Ok((cfg, resume))
 }
 

@@ -264,6 +264,8 @@ pub struct Translation {
     sampler: BatchSampler,
     valid: Vec<Seq2SeqBatch>,
     dropout_rng: Rng,
+    /// `(rank, ranks)` of data parallelism; `(0, 1)` alone.
+    shard: (usize, usize),
 }
 
 impl Task for Translation {
@@ -272,17 +274,48 @@ impl Task for Translation {
     }
 
     fn forward_backward(&mut self, scale: f32) -> Result<MicroStep> {
-        let idx = self.sampler.next_batch().to_vec();
+        // With several ranks every rank walks the same batch order and takes its own of each
+        // `ranks` batches in turn; the dropout generator is shared (restored from rank 0's
+        // checkpoint) and seeds a stream of the rank's own per micro-batch.
+        let (rank, ranks) = self.shard;
+        let mut idx = Vec::new();
+        for r in 0..ranks {
+            let next = self.sampler.next_batch();
+            if r == rank {
+                idx = next.to_vec();
+            }
+        }
         let batch = make_batch(&self.train.pairs, &idx, &self.model.config);
         let tokens =
             batch.src_mask.iter().map(|&m| m as usize).sum::<usize>() + batch.target_tokens();
-        let loss = self.model.forward_backward(
-            &batch,
-            self.cfg.label_smoothing,
-            scale,
-            &mut self.dropout_rng,
-        )?;
+        let mut own = crate::dist::rank_stream(&mut self.dropout_rng, rank, ranks);
+        let rng = own.as_mut().unwrap_or(&mut self.dropout_rng);
+        let loss = self
+            .model
+            .forward_backward(&batch, self.cfg.label_smoothing, scale, rng)?;
         Ok(MicroStep { loss, tokens })
+    }
+
+    fn shard(&mut self, rank: usize, ranks: usize) -> Result<()> {
+        self.shard = (rank, ranks);
+        Ok(())
+    }
+
+    fn fingerprint(&self) -> u64 {
+        let mut cfg = serde_json::to_value(&self.cfg).unwrap_or_default();
+        if let Some(m) = cfg.as_object_mut() {
+            for path in ["out", "train", "valid"] {
+                m.remove(path);
+            }
+        }
+        let mut h = crate::dist::fnv1a(crate::dist::FNV_OFFSET, cfg.to_string().as_bytes());
+        h = crate::dist::fnv1a(h, format!("{:?}", self.model.config).as_bytes());
+        for (s, t) in &self.train.pairs {
+            for id in s.iter().chain(t) {
+                h = crate::dist::fnv1a(h, &id.to_le_bytes());
+            }
+        }
+        h
     }
 
     fn divergence_hints(&self) -> Vec<String> {
@@ -431,7 +464,10 @@ pub fn train(cfg: &TranslateConfig, opts: &TranslateOptions) -> Result<Translate
     let valid_text = read_tsv(&cfg.valid, cfg.strict)?;
     // After the inputs are known to read, before anything is written (the tokenizer of a
     // replaced run must not be picked up as this run's).
-    if resume.is_none() && run_dir::claim(&cfg.out, opts.overwrite)? {
+    let world = &opts.world;
+    // Several ranks may share the output directory: rank 0 claims it and trains the tokenizer
+    // there while the others wait, then load it.
+    if resume.is_none() && world.is_root() && run_dir::claim(&cfg.out, opts.overwrite)? {
         say(format!(
             "--overwrite: the previous run in {} is kept in {} until this run's first checkpoint",
             cfg.out.display(),
@@ -439,7 +475,13 @@ pub fn train(cfg: &TranslateConfig, opts: &TranslateOptions) -> Result<Translate
         ));
     }
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+    if !world.is_root() {
+        world.barrier()?;
+    }
     let tok = run_tokenizer(&cfg, &train_text.pairs)?;
+    if world.is_root() && world.size() > 1 {
+        world.barrier()?;
+    }
     let train_ids = encode_pairs(&tok, &train_text.pairs, cfg.max_len);
     let valid_ids = encode_pairs(&tok, &valid_text.pairs, cfg.max_len);
     if valid_ids.pairs.is_empty() && !opts.quiet {
@@ -501,7 +543,9 @@ pub fn train(cfg: &TranslateConfig, opts: &TranslateOptions) -> Result<Translate
         .collect();
     let resolved = serde_json::to_vec_pretty(&cfg)
         .map_err(|e| Error::usage("translate::train", e.to_string()))?;
-    write_atomic(&cfg.out.join("train_config.json"), &resolved)?;
+    if world.is_root() {
+        write_atomic(&cfg.out.join("train_config.json"), &resolved)?;
+    }
     say(format!(
         "gpt translate train: preset {} ({} + {} layers, {} heads, d_model {}, d_ff {}, {:?}-LN), {:.2}M parameters, {} batches/epoch of <= {} tokens x {} accumulation, {} threads{}",
         cfg.preset,
@@ -528,6 +572,7 @@ pub fn train(cfg: &TranslateConfig, opts: &TranslateOptions) -> Result<Translate
         sampler,
         valid,
         dropout_rng,
+        shard: (0, 1),
     };
     run(&mut task, &loop_cfg, opts, resume.as_ref())
 }
