@@ -336,3 +336,25 @@ fn an_epoch_task_on_two_ranks_agrees_and_resumes_exactly() {
     assert_eq!(weights(&dir.join("full")), weights(&dir.join("cut")));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Without the `mpi` feature a process that a launcher started as one of several ranks stops
+/// with an error that says how to build; any command but training does so in every build.
+#[test]
+fn a_rank_of_several_without_mpi_support_is_refused_with_the_fix() {
+    let bin = env!("CARGO_BIN_EXE_gpt");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .args(args)
+            .env("OMPI_COMM_WORLD_SIZE", "2")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(&["bleu", "--ref", "/nonexistent"]);
+    assert!(err.contains("only the training commands"), "{err}");
+    if !cfg!(feature = "mpi") {
+        let err = run(&["train", "--max-steps", "1"]);
+        assert!(err.contains("--features mpi"), "{err}");
+    }
+}

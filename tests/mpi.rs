@@ -251,3 +251,39 @@ fn a_killed_rank_ends_the_job_naming_it_and_leaves_a_whole_checkpoint() {
     checkpoint::load(&ckpt).unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn another_training_command_runs_on_two_ranks_and_rank_0_alone_reports() {
+    // `gpt logs train` (an epoch-order task) through the same world and loop.
+    let dir = tmpdir("logs");
+    let sessions: String = (0..120)
+        .map(|i| format!("1 2 {}5 6\n", "3 4 ".repeat(1 + i % 3)))
+        .collect();
+    std::fs::write(dir.join("normal.txt"), sessions).unwrap();
+    let out = mpirun()
+        .arg(BIN)
+        .args([
+            "logs", "train", "--window", "8", "--layers", "1", "--width", "32",
+        ])
+        .args([
+            "--heads",
+            "2",
+            "--max-steps",
+            "6",
+            "--batch-size",
+            "8",
+            "--json",
+        ])
+        .arg("--sessions")
+        .arg(dir.join("normal.txt"))
+        .arg("--out")
+        .arg(dir.join("logs"))
+        .output()
+        .unwrap();
+    let text = ok(out, "logs train on 2 ranks");
+    // One summary line: rank 0's.
+    let summaries = text.lines().filter(|l| l.contains("\"model\"")).count();
+    assert_eq!(summaries, 1, "{text}");
+    assert!(dir.join("logs/checkpoint/model.safetensors").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -224,9 +224,12 @@ pub fn with_world(run: impl FnOnce(World) -> CliResult) -> CliResult {
     }
     let (rank, size) = (world.rank(), world.size());
     let result = run(world.clone());
-    if let Err(e) = &result {
-        eprintln!("error: rank {rank} of {size}: {e}");
-        world.abort(1);
+    match &result {
+        Ok(()) => world.finish(),
+        Err(e) => {
+            eprintln!("error: rank {rank} of {size}: {e}");
+            world.abort(1);
+        }
     }
     result
 }

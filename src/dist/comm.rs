@@ -62,15 +62,21 @@ struct Comm {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl Drop for Comm {
-    fn drop(&mut self) {
-        // Closing the channel ends the thread, which drops the backend (MPI_Finalize).
+impl Comm {
+    /// Closes the channel, which ends the thread, which drops the backend (MPI_Finalize).
+    fn close(&self) {
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.take();
         }
         if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
             let _ = t.join();
         }
+    }
+}
+
+impl Drop for Comm {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -310,6 +316,15 @@ impl World {
         let (tx, rx) = channel();
         self.send(Job::Barrier(tx))?;
         rx.recv().map_err(|_| lost())
+    }
+
+    /// Ends this world: the communication thread stops and drops the backend (MPI_Finalize),
+    /// after every collective queued before. Call once the run is over on every rank; clones
+    /// (such as [`World::current`]'s) cannot be used for collectives afterwards.
+    pub fn finish(&self) {
+        if let Some(comm) = &self.comm {
+            comm.close();
+        }
     }
 
     /// Ends every rank of the job with exit status `code` (after this rank printed why): the
