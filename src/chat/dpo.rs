@@ -353,6 +353,10 @@ impl Task for Dpo {
         })
     }
 
+    fn report_final_grads(&mut self, ready: Option<crate::train::FinalGrads>) -> bool {
+        self.policy.report_final_grads(ready)
+    }
+
     fn shard(&mut self, rank: usize, ranks: usize) -> Result<()> {
         self.order.set_shard(rank, ranks);
         Ok(())

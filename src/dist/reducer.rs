@@ -107,10 +107,13 @@ impl GradReducer {
     pub fn finish(&self, grad: &mut [f32]) -> Result<Duration> {
         let mut s = self.state();
         s.armed = false;
-        if s.sent_from > 0 {
+        // What backward did not report (all of it for a task without the hook), in buckets
+        // from the end, so that the ranks' transfers pipeline.
+        while s.sent_from > 0 {
             let end = s.sent_from;
-            self.queue(&mut s, 0, &grad[..end]);
-            s.sent_from = 0;
+            let start = end.saturating_sub(self.bucket);
+            self.queue(&mut s, start, &grad[start..end]);
+            s.sent_from = start;
         }
         if let Some(e) = s.error.take() {
             return Err(e);

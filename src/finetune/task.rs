@@ -230,6 +230,10 @@ impl Task for Finetune {
         })
     }
 
+    fn report_final_grads(&mut self, ready: Option<crate::train::FinalGrads>) -> bool {
+        self.model.gpt.report_final_grads(ready)
+    }
+
     fn shard(&mut self, rank: usize, ranks: usize) -> Result<()> {
         self.order.set_shard(rank, ranks);
         Ok(())

@@ -146,12 +146,20 @@ pub fn session_score(rule: Rule, scores: &[PositionScore]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// How far above the threshold an NLL must be to count as above it, relative to the
+/// threshold: the same key sequence scored in batches of other shapes (validation sessions
+/// together, a few new ones at detection) differs in the last bits of its f32 products (gemm's
+/// blocking follows the shape), and a normal session like the validation one that set the
+/// threshold must not be flagged for that.
+pub const SURPRISAL_TOLERANCE: f64 = 1e-5;
+
 /// Whether a score of `rule` (a position's, or a session's [`session_score`]) is flagged: a
-/// rank of `top_g` or more, or an NLL above `threshold`.
+/// rank of `top_g` or more, or an NLL above `threshold` (by more than
+/// [`SURPRISAL_TOLERANCE`] of it).
 pub fn flagged(rule: Rule, score: f64, top_g: usize, threshold: f64) -> bool {
     match rule {
         Rule::TopG => score >= top_g as f64,
-        Rule::Surprisal => score > threshold,
+        Rule::Surprisal => score > threshold + SURPRISAL_TOLERANCE * threshold.abs(),
     }
 }
 

@@ -313,6 +313,10 @@ impl Task for LogTask {
         })
     }
 
+    fn report_final_grads(&mut self, ready: Option<crate::train::FinalGrads>) -> bool {
+        self.gpt.report_final_grads(ready)
+    }
+
     fn shard(&mut self, rank: usize, ranks: usize) -> Result<()> {
         self.order.set_shard(rank, ranks);
         Ok(())
