@@ -5,6 +5,8 @@
 //! disagree on the configuration stop with an error that says so. `tests/mpi.rs` runs the same
 //! through `mpirun` (cargo feature `mpi`).
 
+mod common;
+
 use gpt::dist::World;
 use gpt::model::checkpoint;
 use gpt::train::{train, TrainConfig, TrainOptions, TrainOutcome};
@@ -215,18 +217,7 @@ fn translation_on_two_ranks_equals_one_process_accumulating_both_ranks_batches()
     use gpt::translate::checkpoint::load_model;
     use gpt::translate::trainer::{train as train_translation, TranslateConfig};
     let dir = tmpdir("translate");
-    let words = ["uno", "dos", "tres", "cuatro", "cinco", "seis"];
-    let en = ["one", "two", "three", "four", "five", "six"];
-    let mut lines = String::new();
-    for i in 0..60 {
-        let n = 1 + i % 4;
-        let s: Vec<&str> = (0..n).map(|j| words[(i + j * 5) % 6]).collect();
-        let t: Vec<&str> = (0..n).map(|j| en[(i + j * 5) % 6]).collect();
-        lines.push_str(&format!("{}\t{}\n", s.join(" "), t.join(" ")));
-    }
-    let (tr, va) = (dir.join("train.tsv"), dir.join("valid.tsv"));
-    std::fs::write(&tr, &lines).unwrap();
-    std::fs::write(&va, lines.lines().take(8).collect::<Vec<_>>().join("\n")).unwrap();
+    let (tr, va) = common::translation_pairs::write_pairs(&dir);
     let cfg = |out: &str, grad_accum: usize| TranslateConfig {
         preset: "transformer-tiny".into(),
         train: tr.clone(),

@@ -1,6 +1,8 @@
 //! `gpt translate` training: exact resume (losses and weights), checkpoint loading, averaging,
 //! and bad input (strict TSV errors, a model directory that is not an encoder-decoder).
 
+mod common;
+
 use gpt::translate::checkpoint::{average, list_checkpoints, load_model, resolve_model_dir};
 use gpt::translate::decode::DecodeConfig;
 use gpt::translate::trainer::{train, TranslateConfig, TranslateOptions};
@@ -15,19 +17,7 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn write_data(dir: &Path) -> (PathBuf, PathBuf) {
-    let words = ["uno", "dos", "tres", "cuatro", "cinco", "seis"];
-    let en = ["one", "two", "three", "four", "five", "six"];
-    let mut lines = String::new();
-    for i in 0..60 {
-        let n = 1 + i % 4;
-        let s: Vec<&str> = (0..n).map(|j| words[(i + j * 5) % 6]).collect();
-        let t: Vec<&str> = (0..n).map(|j| en[(i + j * 5) % 6]).collect();
-        lines.push_str(&format!("{}\t{}\n", s.join(" "), t.join(" ")));
-    }
-    let (tr, va) = (dir.join("train.tsv"), dir.join("valid.tsv"));
-    std::fs::write(&tr, &lines).unwrap();
-    std::fs::write(&va, lines.lines().take(8).collect::<Vec<_>>().join("\n")).unwrap();
-    (tr, va)
+    common::translation_pairs::write_pairs(dir)
 }
 
 fn config(dir: &Path, out: &str) -> TranslateConfig {
