@@ -7,8 +7,8 @@
 
 mod common;
 
+use common::runs::{max_diff, weights};
 use gpt::dist::World;
-use gpt::model::checkpoint;
 use gpt::train::{train, TrainConfig, TrainOptions, TrainOutcome};
 use std::path::{Path, PathBuf};
 
@@ -79,21 +79,6 @@ fn train_on_ranks(
     opts: impl Fn(World) -> TrainOptions + Sync,
 ) -> Vec<gpt::error::Result<TrainOutcome>> {
     on_ranks(n, |w| train(&cfg(w.rank()), &opts(w)))
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-fn weights(dir: &Path) -> Vec<f32> {
-    checkpoint::load(&dir.join("checkpoint"))
-        .unwrap()
-        .params
-        .data
 }
 
 #[test]

@@ -6,6 +6,9 @@
 //! whole.
 #![cfg(feature = "mpi")]
 
+mod common;
+
+use common::runs::{max_diff, weights};
 use gpt::model::checkpoint;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -82,21 +85,6 @@ fn losses(json: &str) -> Vec<f32> {
         .filter_map(|v| v["loss"].as_f64())
         .map(|x| x as f32)
         .collect()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-fn weights(dir: &Path) -> Vec<f32> {
-    checkpoint::load(&dir.join("checkpoint"))
-        .unwrap()
-        .params
-        .data
 }
 
 #[test]

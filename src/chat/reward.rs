@@ -206,12 +206,7 @@ impl Task for RewardTraining {
     }
 
     fn fingerprint(&self) -> u64 {
-        crate::dist::config_fingerprint(
-            &self.cfg,
-            &[
-                "out", "model", "data", "valid", "train", "sessions", "parsed",
-            ],
-        )
+        crate::dist::config_fingerprint(&self.cfg, &["model", "data", "valid", "out"])
     }
 
     fn after_update(&mut self) {

@@ -120,7 +120,7 @@ pub fn run(cli: Cli) -> CliResult {
     };
     if data_parallel {
         let command = cli.command;
-        return train::with_world(|world| {
+        return with_world(|world| {
             gpt::dist::World::set_current(world);
             gpt::threads::on_pool(|| run_command(command))
         });
@@ -139,6 +139,26 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Honeypot(args) => honeypot::run(*args),
         command => gpt::threads::on_pool(|| run_command(command)),
     }
+}
+
+/// Runs a training command in the world this process was started in ([`gpt::dist::World::from_env`]):
+/// alone, or as one rank of `mpirun`'s, where a rank that fails prints its error with its rank
+/// and ends the whole job (the others may be waiting for it in a collective).
+fn with_world(run: impl FnOnce(gpt::dist::World) -> CliResult) -> CliResult {
+    let world = gpt::dist::World::from_env()?;
+    if world.size() == 1 {
+        return run(world);
+    }
+    let (rank, size) = (world.rank(), world.size());
+    let result = run(world.clone());
+    match &result {
+        Ok(()) => world.finish(),
+        Err(e) => {
+            eprintln!("error: rank {rank} of {size}: {e}");
+            world.abort(1);
+        }
+    }
+    result
 }
 
 /// Runs one command (on a worker of the thread pool, see [`gpt::threads::on_pool`]).

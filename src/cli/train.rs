@@ -213,23 +213,3 @@ pub fn run(args: TrainArgs) -> CliResult {
     stop.exit_if_stopped(outcome.stopped_early);
     Ok(())
 }
-
-/// Runs a training command in the world this process was started in ([`World::from_env`]):
-/// alone, or as one rank of `mpirun`'s, where a rank that fails prints its error with its rank
-/// and ends the whole job (the others may be waiting for it in a collective).
-pub fn with_world(run: impl FnOnce(World) -> CliResult) -> CliResult {
-    let world = World::from_env()?;
-    if world.size() == 1 {
-        return run(world);
-    }
-    let (rank, size) = (world.rank(), world.size());
-    let result = run(world.clone());
-    match &result {
-        Ok(()) => world.finish(),
-        Err(e) => {
-            eprintln!("error: rank {rank} of {size}: {e}");
-            world.abort(1);
-        }
-    }
-    result
-}

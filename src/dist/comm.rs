@@ -308,6 +308,21 @@ impl World {
         rx.recv().map_err(|_| lost())
     }
 
+    /// Runs `f` on rank 0 first and on the other ranks once it is done (a barrier between):
+    /// for work that rank 0 writes into a directory the ranks may share (claiming the output
+    /// directory, preparing data, training a tokenizer) and the others then find there. Alone,
+    /// just `f`.
+    pub fn root_first<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        if self.is_root() {
+            let out = f()?;
+            self.barrier()?;
+            Ok(out)
+        } else {
+            self.barrier()?;
+            f()
+        }
+    }
+
     /// Waits for every rank.
     pub fn barrier(&self) -> Result<()> {
         if self.comm.is_none() {

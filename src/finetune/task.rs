@@ -240,12 +240,7 @@ impl Task for Finetune {
     }
 
     fn fingerprint(&self) -> u64 {
-        crate::dist::config_fingerprint(
-            &self.cfg,
-            &[
-                "out", "model", "data", "valid", "train", "sessions", "parsed",
-            ],
-        )
+        crate::dist::config_fingerprint(&self.cfg, &["model", "train", "valid", "out"])
     }
 
     fn after_update(&mut self) {

@@ -323,12 +323,7 @@ impl Task for LogTask {
     }
 
     fn fingerprint(&self) -> u64 {
-        crate::dist::config_fingerprint(
-            &self.cfg,
-            &[
-                "out", "model", "data", "valid", "train", "sessions", "parsed",
-            ],
-        )
+        crate::dist::config_fingerprint(&self.cfg, &["sessions", "valid", "out"])
     }
 
     fn evaluate(&mut self) -> Result<Option<f32>> {

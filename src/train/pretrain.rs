@@ -253,12 +253,7 @@ impl Task for Pretrain {
     fn fingerprint(&self) -> u64 {
         // The configuration without its paths (which may differ between nodes), the model,
         // and the training tokens: their count and a sample spread over the file.
-        let mut cfg = serde_json::to_value(&self.cfg).unwrap_or_default();
-        if let Some(m) = cfg.as_object_mut() {
-            m.remove("out");
-            m.remove("data");
-        }
-        let mut h = crate::dist::fnv1a(crate::dist::FNV_OFFSET, cfg.to_string().as_bytes());
+        let mut h = crate::dist::config_fingerprint(&self.cfg, &["out", "data"]);
         h = crate::dist::fnv1a(h, format!("{:?}", self.model.config).as_bytes());
         let train = &self.data.train;
         h = crate::dist::fnv1a(h, &(train.len() as u64).to_le_bytes());
@@ -398,13 +393,8 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         );
     }
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
-    if !world.is_root() {
-        world.barrier()?;
-    }
-    let mut task = Pretrain::new(cfg.clone(), opts.check_memory, world.is_root())?;
-    if world.is_root() && world.size() > 1 {
-        world.barrier()?;
-    }
+    let mut task =
+        world.root_first(|| Pretrain::new(cfg.clone(), opts.check_memory, world.is_root()))?;
     if task.data.val.len() < cfg.block_size + 1 && !opts.quiet {
         eprintln!(
             "warning: the validation split {} has {} tokens, fewer than one window of block_size + 1 = {}: no validation loss will be reported (use more data or a larger val_fraction)",

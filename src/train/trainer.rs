@@ -378,13 +378,18 @@ pub fn run(
             loss += scale * micro.loss;
             tokens += micro.tokens;
         }
-        let interrupted = opts
-            .interrupt
-            .as_ref()
-            .is_some_and(|f| f.load(Ordering::SeqCst));
-        let elapsed = base_seconds + started.elapsed().as_secs_f64();
-        let mut out_of_time = cfg.max_minutes.is_some_and(|m| elapsed >= m * 60.0);
-        let mut interrupted = interrupted;
+        // (Ctrl-C asked, time budget spent) after `seconds` of training in total.
+        let stop_flags = |seconds: f64| {
+            (
+                opts.interrupt
+                    .as_ref()
+                    .is_some_and(|f| f.load(Ordering::SeqCst)),
+                cfg.max_minutes.is_some_and(|m| seconds >= m * 60.0),
+            )
+        };
+        // Alone, they are read after the update; with several ranks here, to be agreed on.
+        let (mut interrupted, mut out_of_time) =
+            stop_flags(base_seconds + started.elapsed().as_secs_f64());
         if let Some(r) = &reducer {
             outcome.comm_wait_seconds += r.finish(&mut task.params().grad)?.as_secs_f64();
             // One small all-reduce agrees on the loss, the tokens and whether to stop, so that
@@ -460,13 +465,7 @@ pub fn run(
         outcome.losses.push(loss);
         outcome.train_seconds = base_seconds + started.elapsed().as_secs_f64();
         if !parallel {
-            out_of_time = cfg
-                .max_minutes
-                .is_some_and(|m| outcome.train_seconds >= m * 60.0);
-            interrupted = opts
-                .interrupt
-                .as_ref()
-                .is_some_and(|f| f.load(Ordering::SeqCst));
+            (interrupted, out_of_time) = stop_flags(outcome.train_seconds);
         }
         let stop = interrupted || out_of_time || opts.stop_at == Some(step);
         let last = step == cfg.max_steps || stop;

@@ -302,13 +302,7 @@ impl Task for Translation {
     }
 
     fn fingerprint(&self) -> u64 {
-        let mut cfg = serde_json::to_value(&self.cfg).unwrap_or_default();
-        if let Some(m) = cfg.as_object_mut() {
-            for path in ["out", "train", "valid"] {
-                m.remove(path);
-            }
-        }
-        let mut h = crate::dist::fnv1a(crate::dist::FNV_OFFSET, cfg.to_string().as_bytes());
+        let mut h = crate::dist::config_fingerprint(&self.cfg, &["out", "train", "valid"]);
         h = crate::dist::fnv1a(h, format!("{:?}", self.model.config).as_bytes());
         for (s, t) in &self.train.pairs {
             for id in s.iter().chain(t) {
@@ -475,13 +469,7 @@ pub fn train(cfg: &TranslateConfig, opts: &TranslateOptions) -> Result<Translate
         ));
     }
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
-    if !world.is_root() {
-        world.barrier()?;
-    }
-    let tok = run_tokenizer(&cfg, &train_text.pairs)?;
-    if world.is_root() && world.size() > 1 {
-        world.barrier()?;
-    }
+    let tok = world.root_first(|| run_tokenizer(&cfg, &train_text.pairs))?;
     let train_ids = encode_pairs(&tok, &train_text.pairs, cfg.max_len);
     let valid_ids = encode_pairs(&tok, &valid_text.pairs, cfg.max_len);
     if valid_ids.pairs.is_empty() && !opts.quiet {
