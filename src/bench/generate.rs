@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::generate::{generate, GenerateConfig, InferenceModel, SamplingConfig, Timing};
 use crate::model::inference::WeightsSource;
 use crate::model::{checkpoint, Gpt, GptConfig};
-use crate::nn::precision::Precision;
+use crate::model::weight_dtype::WeightDtype;
 use crate::rng::Rng;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,7 +42,7 @@ pub struct GenerateBench {
     pub model: Option<PathBuf>,
     /// Also decode with the weight matrices in this dtype (bf16: half the bytes per token);
     /// f32 runs only the f32 rows.
-    pub dtype: Precision,
+    pub dtype: WeightDtype,
 }
 
 /// Greedy decoding of `new` tokens after every prompt.
@@ -119,7 +119,7 @@ pub fn run_peak_rss_child(opts: &GenerateBench) -> Result<()> {
 fn measure_peak_rss(
     opts: &GenerateBench,
     dir: &Path,
-    dtype: Precision,
+    dtype: WeightDtype,
 ) -> Result<serde_json::Value> {
     let exe = current_exe()?;
     let threads = rayon::current_num_threads().to_string();
@@ -211,7 +211,7 @@ pub fn run(opts: &GenerateBench) -> Result<()> {
         many.prefill_tokens_per_sec()
     );
     // bf16 weights: the same batch-1 decode, against the bounds for the halved bytes.
-    let bf16_decode = if dtype == Precision::Bf16 {
+    let bf16_decode = if dtype != WeightDtype::F32 {
         let m = InferenceModel::load_as(&dir, dtype)?;
         let bytes16 = m.bytes_per_token() as f64;
         let (bound16, read_bound16) = (bw * 1e9 / bytes16, read_bw * 1e9 / bytes16);
@@ -231,7 +231,7 @@ pub fn run(opts: &GenerateBench) -> Result<()> {
     };
     // Peak resident memory per dtype, each in a fresh process (load + one batch-1 generation).
     let mut rss = Vec::new();
-    for dt in [Precision::F32, dtype] {
+    for dt in [WeightDtype::F32, dtype] {
         if rss.iter().any(|(d, _)| *d == dt) {
             continue;
         }
@@ -249,7 +249,7 @@ pub fn run(opts: &GenerateBench) -> Result<()> {
                     dt.name(),
                     v["peak_rss_mb"].as_f64().unwrap_or(f64::NAN),
                     v["weight_mb"].as_f64().unwrap_or(f64::NAN),
-                    if *dt == Precision::F32 && model.source == WeightsSource::Mapped {
+                    if *dt == WeightDtype::F32 && model.source == WeightsSource::Mapped {
                         ", memory-mapped file pages"
                     } else {
                         ""

@@ -11,7 +11,7 @@ use super::template::{ChatTemplate, Message, Role, TOKENIZER_CONFIG_FILE};
 use crate::error::{Error, Result};
 use crate::generate::stream::TextStream;
 use crate::generate::{generate, FinishReason, GenerateConfig, InferenceModel};
-use crate::nn::precision::Precision;
+use crate::model::weight_dtype::WeightDtype;
 use crate::tokenizer::AnyTokenizer;
 use std::path::{Path, PathBuf};
 
@@ -43,7 +43,7 @@ pub struct Reply {
 impl ChatModel {
     /// Loads the chat model in `dir` (a `gpt sft` / `gpt dpo` output or any model directory
     /// whose `tokenizer_config.json` has a chat template).
-    pub fn load(dir: &Path, precision: Precision) -> Result<ChatModel> {
+    pub fn load(dir: &Path, precision: WeightDtype) -> Result<ChatModel> {
         let dir = crate::model::inference::resolve_dir(dir);
         let origin = dir.join(TOKENIZER_CONFIG_FILE);
         let template = ChatTemplate::load(&dir)?.ok_or_else(|| {

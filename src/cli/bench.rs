@@ -405,7 +405,7 @@ pub fn run(cmd: BenchCommand) -> CliResult {
                 batch: a.batch,
                 reps: a.reps,
                 model: a.model,
-                dtype: Precision::parse_for("dtype", &a.dtype)?,
+                dtype: gpt::model::weight_dtype::WeightDtype::parse_for("dtype", &a.dtype)?,
             };
             if a.peak_rss_child {
                 bench::generate::run_peak_rss_child(&opts)?

@@ -8,7 +8,7 @@ use gpt::chat::session::ChatModel;
 use gpt::chat::suite::exact_match;
 use gpt::chat::{Message, Role};
 use gpt::generate::{FinishReason, GenerateConfig, SamplingConfig};
-use gpt::nn::precision::Precision;
+use gpt::model::weight_dtype::WeightDtype;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -90,7 +90,7 @@ fn sampling(args: &ChatArgs, default_temperature: f32) -> Result<GenerateConfig,
 
 /// Runs `gpt chat`.
 pub fn run(args: ChatArgs) -> CliResult {
-    let precision = Precision::parse_for("--dtype", &args.dtype)?;
+    let precision = WeightDtype::parse_for("--dtype", &args.dtype)?;
     let chat = ChatModel::load(&args.model, precision)?;
     if let Some(path) = &args.render {
         return render(&chat, path);

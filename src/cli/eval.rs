@@ -8,7 +8,7 @@ use gpt::eval::{task, EvalOptions, TaskResult};
 use gpt::model::checkpoint::NonFinite;
 use gpt::model::inference::{load_with_tokenizer_as, resolve_dir};
 use gpt::model::memory::{available, gpt_inference_for_dir};
-use gpt::nn::precision::Precision;
+use gpt::model::weight_dtype::WeightDtype;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
@@ -91,7 +91,7 @@ pub fn run(args: Args) -> CliResult {
         bootstrap_iters: args.bootstrap_iters,
         data_dir: args.data_dir.clone(),
     };
-    let dtype = Precision::parse_for("dtype", &args.dtype)?;
+    let dtype = WeightDtype::parse_for("dtype", &args.dtype)?;
     if let Some(w) = dtype.warning() {
         eprintln!("{w}");
     }

@@ -19,7 +19,7 @@ use gpt::generate::SamplingConfig;
 use gpt::model::checkpoint::NonFinite;
 use gpt::model::inference::load_with_tokenizer_as;
 use gpt::model::memory::{available, gpt_inference_for_dir};
-use gpt::nn::precision::Precision;
+use gpt::model::weight_dtype::WeightDtype;
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;
@@ -148,7 +148,7 @@ pub fn run(args: Args) -> CliResult {
         stop_at_eos: !args.ignore_eos,
     };
     cfg.sampling.validate()?;
-    let dtype = Precision::parse_for("dtype", &args.dtype)?;
+    let dtype = WeightDtype::parse_for("dtype", &args.dtype)?;
     if let Some(w) = dtype.warning() {
         eprintln!("{w}");
     }

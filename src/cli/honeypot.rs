@@ -8,7 +8,7 @@ use gpt::honeypot::profile::Profile;
 use gpt::honeypot::responder::Endpoint;
 use gpt::honeypot::server::{interactive, read_log, replay, serve_tcp, Shared, TcpConfig};
 use gpt::honeypot::session::{Limits, LogSink};
-use gpt::nn::precision::Precision;
+use gpt::model::weight_dtype::WeightDtype;
 use gpt::serve::engine::EngineConfig;
 use gpt::serve::http::HttpConfig;
 use gpt::serve::{ServeOptions, Server};
@@ -267,7 +267,7 @@ fn endpoint_for(
         (Some(dir), _) => {
             let server = Server::start(ServeOptions {
                 model: dir.clone(),
-                dtype: Precision::F32,
+                dtype: WeightDtype::F32,
                 addr: "127.0.0.1:0".parse()?,
                 http: HttpConfig {
                     model_name: "honeypot".into(),

@@ -14,7 +14,7 @@ use gpt::generate::score::score_text;
 use gpt::model::checkpoint::NonFinite;
 use gpt::model::inference::{load_with_tokenizer_as, resolve_dir};
 use gpt::model::memory::{available, gpt_inference_for_dir};
-use gpt::nn::precision::Precision;
+use gpt::model::weight_dtype::WeightDtype;
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;
@@ -53,7 +53,7 @@ pub struct Args {
 /// Runs `gpt score`.
 pub fn run(args: Args) -> CliResult {
     let text = gpt::io::read_text_or_stdin(args.file.as_deref())?;
-    let dtype = Precision::parse_for("dtype", &args.dtype)?;
+    let dtype = WeightDtype::parse_for("dtype", &args.dtype)?;
     if let Some(w) = dtype.warning() {
         eprintln!("{w}");
     }

@@ -4,7 +4,7 @@
 
 use super::CliResult;
 use gpt::model::memory::{available, gpt_inference_for_dir};
-use gpt::nn::precision::Precision;
+use gpt::model::weight_dtype::WeightDtype;
 use gpt::serve::engine::EngineConfig;
 use gpt::serve::http::HttpConfig;
 use gpt::serve::{run, ServeOptions};
@@ -67,7 +67,7 @@ pub fn run_serve(args: ServeArgs) -> CliResult {
     if args.max_batch == 0 || args.max_queue == 0 || args.prefill_chunk == 0 {
         return Err("--max-batch, --max-queue and --prefill-chunk must be at least 1".into());
     }
-    let dtype = Precision::parse_for("dtype", &args.dtype)?;
+    let dtype = WeightDtype::parse_for("dtype", &args.dtype)?;
     if let Some(w) = dtype.warning() {
         eprintln!("{w}");
     }
@@ -82,7 +82,7 @@ pub fn run_serve(args: ServeArgs) -> CliResult {
         "--max-batch",
     )?;
     let mut est = est;
-    if args.max_batch > 1 && dtype == Precision::F32 {
+    if args.max_batch > 1 && dtype == WeightDtype::F32 {
         est.add(
             "LM head packed for batched decoding",
             gpt::model::inference::InferenceModel::panel_bytes_for(&cfg),

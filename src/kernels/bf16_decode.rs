@@ -44,6 +44,7 @@ use super::bf16::{bf16_bits_to_f32, f32_to_bf16_bits, matmul_bf16, Bf16Path};
 use super::check_len;
 use super::few_rows::{split_in_out, split_out_in, FEW_ROWS};
 use super::matmul::WeightLayout;
+use super::huge_words::HugeWords;
 use super::simd::simd_fn;
 use half::bf16;
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
@@ -62,72 +63,10 @@ const STRIP_FLOATS: usize = 2048;
 /// Output rows per block (`OutIn`): eight independent accumulation chains.
 const OUT_ROWS: usize = 8;
 
-/// Bytes from which packed words go to huge-page memory (one 2 MiB page).
-const HUGE_MIN_BYTES: usize = 2 << 20;
-
-/// Storage of packed words. Large matrices live in anonymous memory advised to use transparent
-/// huge pages: decoding streams every word once per token, and with 4 KiB pages that is one TLB
-/// miss per 64 cache lines (the f32 path's `InferenceModel::copy_to_huge_pages` does the same).
-/// The advice is only a hint: without huge pages the memory works the same.
-#[derive(Debug)]
-enum Words {
-    Heap(Vec<u32>),
-    Huge(memmap2::MmapMut, usize),
-}
-
-impl Words {
-    /// `len` zero words.
-    fn zeros(len: usize) -> Self {
-        if 4 * len >= HUGE_MIN_BYTES {
-            // Anonymous maps are zero-filled and page-aligned (so aligned for u32).
-            if let Ok(m) = memmap2::MmapMut::map_anon(4 * len) {
-                #[cfg(target_os = "linux")]
-                {
-                    let _ = m.advise(memmap2::Advice::HugePage);
-                }
-                return Words::Huge(m, len);
-            }
-        }
-        Words::Heap(vec![0; len])
-    }
-}
-
-impl std::ops::Deref for Words {
-    type Target = [u32];
-    fn deref(&self) -> &[u32] {
-        match self {
-            Words::Heap(v) => v,
-            // SAFETY: the map is page-aligned, `4·len` bytes long (made so in `zeros`), every
-            // bit pattern is a valid u32, and the slice borrows the map.
-            Words::Huge(m, len) => unsafe { std::slice::from_raw_parts(m.as_ptr().cast(), *len) },
-        }
-    }
-}
-
-impl std::ops::DerefMut for Words {
-    fn deref_mut(&mut self) -> &mut [u32] {
-        match self {
-            Words::Heap(v) => v,
-            // SAFETY: as in `deref`, and the map is borrowed mutably, so the slice is unique.
-            Words::Huge(m, len) => unsafe {
-                std::slice::from_raw_parts_mut(m.as_mut_ptr().cast(), *len)
-            },
-        }
-    }
-}
-
-impl Clone for Words {
-    fn clone(&self) -> Self {
-        let mut w = Words::zeros(self.len());
-        w.copy_from_slice(self);
-        w
-    }
-}
-
 /// A weight matrix in bf16, packed in pairs along the input dimension (see the module docs).
 #[derive(Clone, Debug)]
 pub struct PackedBf16 {
-    words: Words,
+    words: HugeWords,
     ic: usize,
     oc: usize,
     layout: WeightLayout,
@@ -137,7 +76,7 @@ impl PackedBf16 {
     /// An all-zero packed matrix of `W`'s shape (`(IC, OC)` or `(OC, IC)` per `layout`).
     pub fn zeros(ic: usize, oc: usize, layout: WeightLayout) -> Self {
         PackedBf16 {
-            words: Words::zeros(ic.div_ceil(2) * oc),
+            words: HugeWords::zeros(ic.div_ceil(2) * oc),
             ic,
             oc,
             layout,

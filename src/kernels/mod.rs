@@ -27,6 +27,8 @@ pub mod dropout;
 pub mod embedding;
 pub mod few_rows;
 pub mod gelu;
+pub(crate) mod huge_words;
+pub mod int8;
 pub mod layernorm;
 pub mod matmul;
 pub mod panel_f32;

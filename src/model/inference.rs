@@ -10,10 +10,11 @@
 //! offsets point at each tensor inside the file. Other files (f16, bf16, misaligned) are
 //! converted tensor by tensor into a `Vec<f32>` in our usual consecutive layout.
 //!
-//! With `--dtype bf16` ([`InferenceModel::load_as`], [`InferenceModel::set_dtype`]) the weight
-//! matrices are held only in bf16, packed for the decode kernel (see
-//! [`super::packed_weights`]); the f32 buffer then holds just the biases, LayerNorm parameters and
-//! `wpe`, so the resident weights are about half those of f32.
+//! With `--dtype bf16` or `--dtype int8` ([`InferenceModel::load_as`],
+//! [`InferenceModel::set_dtype`]) the weight matrices are held only in that format, packed for
+//! its decode kernel (see [`super::packed_weights`]); the f32 buffer then holds just the biases,
+//! LayerNorm parameters and `wpe`, so the resident weights are about a half (bf16) or a quarter
+//! (int8) of those of f32.
 //!
 //! Shapes: packed rows `(N, C)` with `N = Σ new` (see [`crate::nn::kv_cache`]), logits
 //! `(rows, V)`.
@@ -21,15 +22,16 @@
 use super::checkpoint::{self, hf_family, hf_name, NonFinite};
 use super::config::GptConfig;
 use super::gpt::{Gpt, GptModules};
-use super::packed_weights::{bf16_layout, in_out_dims, read_packed};
+use super::packed_weights::{bf16_layout, in_out_dims, read_packed, read_packed_int8};
+use super::weight_dtype::WeightDtype;
 use crate::error::{Error, Result};
 use crate::io::safetensors::{dtype_size, to_f32, Dtype, TensorFile};
 use crate::kernels::bf16_decode::PackedBf16;
+use crate::kernels::int8::PackedI8;
 use crate::kernels::panel_f32::PanelsF32;
 use crate::nn::kv_cache::{sized, KvCache, Scratch};
 use crate::nn::params::ParamLayout;
-use crate::nn::precision::Precision;
-use crate::nn::weights::{PackedMatrices, PanelMatrices, Weights};
+use crate::nn::weights::{PackedMatrices, PackedWeight, PanelMatrices, Weights};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -81,6 +83,8 @@ pub enum WeightsSource {
     /// Matrices packed into bf16 (from the named dtype, read chunk by chunk from the file, or
     /// from f32 weights in memory), the other tensors in f32.
     Bf16(String),
+    /// Matrices quantized to int8 blocks (from the named dtype), the other tensors in f32.
+    Int8(String),
 }
 
 /// A GPT ready for cached inference.
@@ -95,8 +99,11 @@ pub struct InferenceModel {
     pub source: WeightsSource,
     /// The modules, registered as the training model registers them.
     pub modules: GptModules,
-    /// The weight matrices in bf16 (`--dtype bf16`), which `weights` then lacks; `None` in f32.
-    bf16: Option<PackedMatrices>,
+    /// The weight matrices in bf16 or int8 (`--dtype`), which `weights` then lacks; `None` in
+    /// f32.
+    packed: Option<PackedMatrices>,
+    /// The dtype of the weight matrices.
+    dtype: WeightDtype,
     /// f32 matrices also packed in panels for few-row products (see
     /// [`InferenceModel::pack_head_panels`]); dropped when the weights change.
     panels: Option<PanelMatrices>,
@@ -151,15 +158,16 @@ impl InferenceModel {
     /// Loads a model directory: `config.json` (GPT-2 / OpenAI GPT / ours) and
     /// `model.safetensors` (f32, f16 or bf16). f32 files are used in place through a memory map.
     pub fn load(dir: &Path) -> Result<Self> {
-        Self::load_as(dir, Precision::F32)
+        Self::load_as(dir, WeightDtype::F32)
     }
 
     /// [`InferenceModel::load`] with the weight matrices in `dtype`. `Bf16` reads each matrix
     /// from the file in chunks straight into packed bf16 (a bf16 checkpoint bit for bit, f32 and
-    /// f16 rounded to nearest even), never holding an f32 copy of it; the other tensors are f32.
+    /// f16 rounded to nearest even), never holding an f32 copy of it; `Int8` reads one matrix at
+    /// a time and quantizes it; the other tensors are f32.
     ///
     /// Weights holding NaN or ±inf are an error naming the tensor and the file.
-    pub fn load_as(dir: &Path, dtype: Precision) -> Result<Self> {
+    pub fn load_as(dir: &Path, dtype: WeightDtype) -> Result<Self> {
         Self::load_with(dir, dtype, NonFinite::Refuse)
     }
 
@@ -167,7 +175,7 @@ impl InferenceModel {
     /// (`--allow-nonfinite`). The check is one vectorised pass over the f32 weights (for a
     /// mapped file, a read of its pages, which decoding reads anyway) and, with bf16 matrices,
     /// over each chunk as it is packed.
-    pub fn load_with(dir: &Path, dtype: Precision, nonfinite: NonFinite) -> Result<Self> {
+    pub fn load_with(dir: &Path, dtype: WeightDtype, nonfinite: NonFinite) -> Result<Self> {
         let config = checkpoint::load_config(dir)?;
         let path = dir.join(checkpoint::WEIGHTS_FILE);
         let file = TensorFile::open(&path).map_err(|e| match e {
@@ -228,7 +236,7 @@ impl InferenceModel {
             }
         }
         let dtypes = dtypes.join("+");
-        if dtype == Precision::Bf16 {
+        if dtype != WeightDtype::F32 {
             // Every tensor is read with file reads, not through the map: touching a few small
             // tensors through it mapped whole neighbourhoods of the file (78 MB resident for
             // GPT-2 124M, measured), while read() leaves nothing of the file resident.
@@ -244,20 +252,27 @@ impl InferenceModel {
                         file.read_at(s.start, &mut raw, &format!("tensor `{name}`"))?;
                         to_f32(s.dtype, &raw, e.param.of_mut(&mut data), &name, &path)?
                     }
-                    Some(l) => mats.insert(
-                        e.param,
-                        read_packed(&file, &name, s.dtype, s.start, &e.shape, l, nonfinite)?,
-                    ),
+                    Some(l) => {
+                        let (f, at) = (&file, s.start);
+                        let m = match dtype {
+                            WeightDtype::Bf16 => PackedWeight::Bf16(read_packed(
+                                f, &name, s.dtype, at, &e.shape, l, nonfinite,
+                            )?),
+                            _ => PackedWeight::Int8(read_packed_int8(
+                                f, &name, s.dtype, at, &e.shape, l, nonfinite,
+                            )?),
+                        };
+                        mats.insert(e.param, m)
+                    }
                 }
             }
-            let mut m = Self::assemble(
-                config,
-                Storage::Owned(data),
-                placed,
-                WeightsSource::Bf16(dtypes),
-                parts,
-            );
-            m.bf16 = Some(mats);
+            let source = match dtype {
+                WeightDtype::Bf16 => WeightsSource::Bf16(dtypes),
+                _ => WeightsSource::Int8(dtypes),
+            };
+            let mut m = Self::assemble(config, Storage::Owned(data), placed, source, parts);
+            m.packed = Some(mats);
+            m.dtype = dtype;
             m.check_finite(&path, nonfinite)?;
             return Ok(m);
         }
@@ -315,7 +330,7 @@ impl InferenceModel {
         }
         let (p, family) = (self.params(), hf_family(&self.config));
         for e in self.layout.entries() {
-            if self.bf16.is_some() && bf16_layout(e).is_some() {
+            if self.packed.is_some() && bf16_layout(e).is_some() {
                 continue;
             }
             nonfinite.check(path, &hf_name(&e.name, family), e.param.of(p))?;
@@ -356,7 +371,8 @@ impl InferenceModel {
             layout,
             source,
             modules,
-            bf16: None,
+            packed: None,
+            dtype: WeightDtype::F32,
             panels: None,
         }
     }
@@ -395,21 +411,21 @@ impl InferenceModel {
     }
 
     /// Bytes of weights read per decoded token: every parameter except the position table
-    /// (one row of `wpe` is read per token); with bf16 matrices, their packed bytes plus the f32
-    /// bytes of the other tensors.
+    /// (one row of `wpe` is read per token); with packed matrices, their packed bytes plus the
+    /// f32 bytes of the other tensors.
     pub fn bytes_per_token(&self) -> usize {
         let wpe = self.modules.embed.wpe().map_or(0, |w| w.len);
-        match &self.bf16 {
+        match &self.packed {
             Some(m) => m.bytes() + 4 * (self.params().len() - wpe),
             None => 4 * (self.config.num_params() - wpe),
         }
     }
 
     /// Bytes of weights the model holds in memory: the f32 buffer (for a mapped file, the part
-    /// of the map that decoding touches) plus the bf16 matrices.
+    /// of the map that decoding touches) plus the packed matrices.
     pub fn weight_bytes(&self) -> usize {
         4 * self.params().len()
-            + self.bf16.as_ref().map_or(0, |m| m.bytes())
+            + self.packed.as_ref().map_or(0, |m| m.bytes())
             + self.panels.as_ref().map_or(0, |m| m.bytes())
     }
 
@@ -417,19 +433,24 @@ impl InferenceModel {
     /// (round-to-nearest-even; a bf16 checkpoint, loaded exactly into f32, gets its own values
     /// back bit for bit), packs them for the decode kernel and **drops the f32 weights** (an
     /// owned buffer is freed, a file map released), keeping the biases, LayerNorm parameters and
-    /// `wpe` in a small f32 buffer. `F32` on a bf16 model widens the bf16 matrices back (exactly;
-    /// the rounding is not undone). To avoid the f32 round trip altogether, load with
-    /// [`InferenceModel::load_as`].
-    pub fn set_dtype(&mut self, dtype: Precision) {
-        match (dtype, self.bf16.is_some()) {
-            (Precision::Bf16, false) => self.convert_to_bf16(),
-            (Precision::F32, true) => self.convert_to_f32(),
-            _ => {}
+    /// `wpe` in a small f32 buffer. `Int8` quantizes the f32 matrices to `Q8_0` blocks the same
+    /// way. `F32` on a packed model widens the matrices back (exactly; the rounding is not
+    /// undone); between bf16 and int8 the matrices go through f32. To avoid the f32 round trip
+    /// altogether, load with [`InferenceModel::load_as`].
+    pub fn set_dtype(&mut self, dtype: WeightDtype) {
+        if dtype == self.dtype {
+            return;
+        }
+        if self.dtype != WeightDtype::F32 {
+            self.convert_to_f32();
+        }
+        if dtype != WeightDtype::F32 {
+            self.convert_to_packed(dtype);
         }
     }
 
-    /// f32 weights → bf16 matrices + small f32 buffer (see [`InferenceModel::set_dtype`]).
-    fn convert_to_bf16(&mut self) {
+    /// f32 weights → packed matrices + small f32 buffer (see [`InferenceModel::set_dtype`]).
+    fn convert_to_packed(&mut self, dtype: WeightDtype) {
         // The layout was valid when the model was built from this config.
         let (placed, parts, small) = bf16_placed(&self.config).expect("layout of a built model");
         let p = self.params();
@@ -444,7 +465,13 @@ impl InferenceModel {
                 None => e.param.of_mut(&mut data).copy_from_slice(src),
                 Some(l) => {
                     let (ic, oc) = in_out_dims(&e.shape, l);
-                    mats.insert(e.param, PackedBf16::from_f32(src, ic, oc, l));
+                    let m = match dtype {
+                        WeightDtype::Bf16 => {
+                            PackedWeight::Bf16(PackedBf16::from_f32(src, ic, oc, l))
+                        }
+                        _ => PackedWeight::Int8(PackedI8::from_f32(src, ic, oc, l)),
+                    };
+                    mats.insert(e.param, m);
                 }
             }
         }
@@ -452,36 +479,35 @@ impl InferenceModel {
             WeightsSource::Mapped => "F32".to_string(),
             WeightsSource::Converted(d) => d.clone(),
             WeightsSource::Copied => "F32 (copied)".to_string(),
-            WeightsSource::Bf16(d) => d.clone(),
+            WeightsSource::Bf16(d) | WeightsSource::Int8(d) => d.clone(),
         };
         self.replace(Storage::Owned(data), placed, parts, Some(mats));
-        self.source = WeightsSource::Bf16(from);
+        self.source = match dtype {
+            WeightDtype::Bf16 => WeightsSource::Bf16(from),
+            _ => WeightsSource::Int8(from),
+        };
+        self.dtype = dtype;
     }
 
-    /// bf16 matrices → f32 weights in the consecutive layout.
+    /// Packed matrices → f32 weights in the consecutive layout.
     fn convert_to_f32(&mut self) {
         let mut layout = ParamLayout::new();
         let parts = build(&self.config, &mut layout).expect("layout of a built model");
         let mut data = vec![0.0f32; layout.total()];
-        let (p, mats) = (self.params(), self.bf16.as_ref());
+        let (p, mats) = (self.params(), self.packed.as_ref());
         for e in layout.entries() {
             let Some(old) = self.layout.get(&e.name) else {
                 continue;
             };
             let dst = e.param.of_mut(&mut data);
             match mats.and_then(|m| m.get(old.param)) {
-                Some(m) => {
-                    let mut bits = vec![0u16; dst.len()];
-                    m.unpack(&mut bits);
-                    for (d, b) in dst.iter_mut().zip(bits) {
-                        *d = crate::kernels::bf16::bf16_bits_to_f32(b);
-                    }
-                }
+                Some(m) => dst.copy_from_slice(&m.to_f32()),
                 None => dst.copy_from_slice(old.param.of(p)),
             }
         }
         self.replace(Storage::Owned(data), layout, parts, None);
         self.source = WeightsSource::Copied;
+        self.dtype = WeightDtype::F32;
     }
 
     /// Swaps in new weights, the layout they follow and the modules built on it.
@@ -490,12 +516,12 @@ impl InferenceModel {
         weights: Storage,
         layout: ParamLayout,
         modules: GptModules,
-        bf16: Option<PackedMatrices>,
+        packed: Option<PackedMatrices>,
     ) {
         self.weights = weights;
         self.layout = layout;
         self.modules = modules;
-        self.bf16 = bf16;
+        self.packed = packed;
         self.panels = None;
     }
 
@@ -503,9 +529,9 @@ impl InferenceModel {
     /// rows (batched decoding; see [`crate::kernels::panel_f32`]): a batch-8 decoding step
     /// then spends ≈ 2× less in the head. Costs the head's bytes once more
     /// ([`InferenceModel::panel_bytes_for`]); the prefill and batch-1 results are unchanged in
-    /// kind (f32), only the order of additions in the head differs. No-op with bf16 matrices.
+    /// kind (f32), only the order of additions in the head differs. No-op with packed matrices.
     pub fn pack_head_panels(&mut self) {
-        if self.bf16.is_some() {
+        if self.packed.is_some() {
             return;
         }
         let head = &self.modules.head;
@@ -525,15 +551,11 @@ impl InferenceModel {
     }
 
     /// The dtype of the weight matrices.
-    pub fn dtype(&self) -> Precision {
-        if self.bf16.is_some() {
-            Precision::Bf16
-        } else {
-            Precision::F32
-        }
+    pub fn dtype(&self) -> WeightDtype {
+        self.dtype
     }
 
-    /// The weights the modules read: the f32 buffer and, for a bf16 model, the packed
+    /// The weights the modules read: the f32 buffer and, for a bf16 or int8 model, the packed
     /// matrices.
     pub fn weights(&self) -> Weights<'_> {
         let w = Weights::new(self.params());
@@ -541,7 +563,7 @@ impl InferenceModel {
             Some(m) => w.with_panels(m),
             None => w,
         };
-        match &self.bf16 {
+        match &self.packed {
             Some(m) => w.with_packed(m),
             None => w,
         }
@@ -669,14 +691,14 @@ pub fn load_with_tokenizer(
     gpt_tokenizer::AnyTokenizer,
     std::path::PathBuf,
 )> {
-    load_with_tokenizer_as(dir, Precision::F32, NonFinite::Refuse)
+    load_with_tokenizer_as(dir, WeightDtype::F32, NonFinite::Refuse)
 }
 
 /// [`load_with_tokenizer`] with the weight matrices in `dtype` and a choice of what
 /// non-finite weights do (see [`InferenceModel::load_with`]).
 pub fn load_with_tokenizer_as(
     dir: &Path,
-    dtype: Precision,
+    dtype: WeightDtype,
     nonfinite: NonFinite,
 ) -> Result<(
     InferenceModel,

@@ -29,6 +29,7 @@
 use crate::error::{Error, Result};
 use crate::model::config::GptConfig;
 use crate::model::transformer::TransformerConfig;
+use crate::model::weight_dtype::WeightDtype;
 use crate::nn::precision::Precision;
 use std::fmt::Write as _;
 
@@ -313,14 +314,15 @@ pub fn gpt_inference(
     cfg: &GptConfig,
     rows: usize,
     logit_rows: usize,
-    dtype: Precision,
+    dtype: WeightDtype,
     rows_flag: &str,
 ) -> Result<MemoryEstimate> {
     let params = cfg
         .checked_num_params()
         .ok_or_else(|| Error::field("n_layer × n_embd", "the parameter count overflows"))?
         as u64;
-    let weight_bytes = if dtype == Precision::Bf16 { 2 } else { 4 };
+    // Bytes per weight, in 32nds (int8: 34 per 32 weights), so the estimate stays an integer.
+    let weight_32nds = (dtype.bytes_per_weight() * 32.0) as u64;
     let model_sizes = [("n_layer", cfg.n_layer), ("n_embd", cfg.n_embd)];
     let cache_sizes = [
         (rows_flag, rows),
@@ -347,7 +349,8 @@ pub fn gpt_inference(
     e.push(
         "weights",
         params
-            .checked_mul(weight_bytes)
+            .checked_mul(weight_32nds)
+            .map(|b| b / 32)
             .ok_or_else(|| Error::field("n_layer × n_embd", "the weights overflow"))?,
         &model_sizes,
     );
@@ -386,7 +389,7 @@ pub fn gpt_inference_for_dir(
     dir: &std::path::Path,
     rows: usize,
     logit_rows: usize,
-    dtype: Precision,
+    dtype: WeightDtype,
     rows_flag: &str,
 ) -> Result<MemoryEstimate> {
     let dir = crate::model::inference::resolve_dir(dir);
@@ -603,7 +606,7 @@ mod tests {
             ),
             (
                 "generate",
-                gpt_inference(&baby, 16, 16, Precision::F32, "--prompt"),
+                gpt_inference(&baby, 16, 16, WeightDtype::F32, "--prompt"),
                 159_600,
             ),
         ];

@@ -8,6 +8,7 @@ pub mod inference;
 pub mod memory;
 pub mod packed_weights;
 pub mod transformer;
+pub mod weight_dtype;
 
 pub use config::{GptConfig, Positions};
 pub use gpt::Gpt;

@@ -1,25 +1,29 @@
-//! Reading weight matrices into packed bf16 for a bf16 [`super::inference::InferenceModel`]
-//! (`--dtype bf16`): the matrices that decoding streams (`attn.c_attn`, `attn.c_proj`,
-//! `mlp.c_fc`, `mlp.c_proj` of every block and the tied `wte`) are held **only** in bf16,
-//! packed for the decode kernel ([`crate::kernels::bf16_decode::PackedBf16`]) in a
+//! Reading weight matrices into a packed format for a bf16 or int8
+//! [`super::inference::InferenceModel`] (`--dtype bf16|int8`): the matrices that decoding
+//! streams (`attn.c_attn`, `attn.c_proj`, `mlp.c_fc`, `mlp.c_proj` of every block and the tied
+//! `wte`) are held **only** in that format, packed for its decode kernel
+//! ([`crate::kernels::bf16_decode::PackedBf16`], [`crate::kernels::int8::PackedI8`]) in a
 //! [`crate::nn::weights::PackedMatrices`] that the modules read through their
 //! [`crate::nn::weights::Weights`] view.
 //!
 //! Loading ([`read_packed`]) streams a tensor from the file through a small buffer, converting
 //! each chunk of rows to bf16 and packing it: a bf16 checkpoint is copied bit for bit, an f32 or
 //! f16 one rounded to nearest even, and at no point is the whole f32 matrix (or the file's
-//! mapping of it) resident.
+//! mapping of it) resident. int8 ([`read_packed_int8`]) reads one whole matrix into f32 at a
+//! time (its blocks run along the input channels, across the stored rows of a `(IC, OC)`
+//! matrix), so at most one f32 matrix is resident besides the packed ones.
 
 use super::checkpoint::{nonfinite_error, NonFinite};
 use crate::error::{Error, Result};
-use crate::io::safetensors::{dtype_size, Dtype, TensorFile};
+use crate::io::safetensors::{dtype_size, to_f32, Dtype, TensorFile};
 use crate::kernels::bf16::f32_to_bf16_bits;
 use crate::kernels::bf16_decode::PackedBf16;
+use crate::kernels::int8::PackedI8;
 use crate::kernels::matmul::WeightLayout;
 use crate::kernels::vmath::first_nonfinite_bf16;
 use crate::nn::params::ParamEntry;
 
-/// Whether a model tensor is held in bf16 with `--dtype bf16`, and in which orientation: the
+/// Whether a model tensor is held packed with `--dtype bf16|int8`, and in which orientation: the
 /// linear layers' weights (their registered layout) and the tied embedding `wte` (`(V, C)`, read
 /// by the LM head as `(OC, IC)`). Everything else (biases, LayerNorm, `wpe`) stays f32.
 pub fn bf16_layout(e: &ParamEntry) -> Option<WeightLayout> {
@@ -99,4 +103,32 @@ pub fn read_packed(
         r0 += k;
     }
     Ok(m)
+}
+
+/// Reads a stored matrix `name` (F32, F16 or BF16) and quantizes it to int8 blocks for `layout`
+/// (see [`crate::kernels::int8`]). With [`NonFinite::Refuse`], a NaN or ±inf is an error naming
+/// the tensor and the file.
+pub fn read_packed_int8(
+    file: &TensorFile,
+    name: &str,
+    dtype: Dtype,
+    start: usize,
+    shape: &[usize],
+    layout: WeightLayout,
+    nonfinite: NonFinite,
+) -> Result<PackedI8> {
+    let (ic, oc) = in_out_dims(shape, layout);
+    let size = dtype_size(dtype).ok_or_else(|| {
+        Error::file(
+            file.path(),
+            format!("tensor `{name}` has dtype {dtype:?}; supported: F32, F16, BF16"),
+        )
+    })?;
+    let mut raw = vec![0u8; ic * oc * size];
+    file.read_at(start, &mut raw, &format!("tensor `{name}`"))?;
+    let mut w = vec![0.0f32; ic * oc];
+    to_f32(dtype, &raw, &mut w, name, file.path())?;
+    drop(raw);
+    nonfinite.check(file.path(), name, &w)?;
+    Ok(PackedI8::from_f32(&w, ic, oc, layout))
 }

@@ -4,15 +4,16 @@
 //! Which product runs is decided here, once, from the [`Weights`] view: in training
 //! ([`Linear::forward`], [`Linear::backward`]) bf16 products over the shadow when it is present
 //! (mixed precision), else f32 `gemm`; in inference ([`Linear::forward_infer`], a handful of
-//! rows streaming the weights) the packed bf16 matrix when the model holds one, else the bf16
+//! rows streaming the weights) the packed bf16 or int8 matrix when the model holds one, else the bf16
 //! shadow, else f32, each through the few-row decode kernel.
 
 use super::params::{two_mut, Init, Param, ParamLayout};
-use super::weights::Weights;
+use super::weights::{PackedWeight, Weights};
 use crate::error::Result;
 use crate::kernels::bf16::{linear_backward_bf16, linear_forward_bf16, linear_small_bf16};
 use crate::kernels::bf16_decode::linear_packed_bf16;
 use crate::kernels::few_rows::FEW_ROWS;
+use crate::kernels::int8::linear_int8;
 use crate::kernels::matmul::{linear_backward, linear_forward, WeightLayout};
 use crate::kernels::panel_f32::linear_panels_f32;
 
@@ -116,15 +117,17 @@ impl Linear {
     }
 
     /// Inference product for a few rows (decoding) or more (prefill): the weights are read, in
-    /// this order of precedence, from the packed bf16 matrix of a bf16 model (half the bytes of
-    /// f32), the bf16 shadow of a mixed-precision model, or the f32 parameters; each through
+    /// this order of precedence, from the packed matrix of a bf16 or int8 model (half or about
+    /// a quarter of the bytes of f32), the bf16 shadow of a mixed-precision model, or the f32 parameters; each through
     /// the few-row kernel that streams the matrix once, which hands over to `gemm` past its row
     /// threshold.
     pub fn forward_infer(&self, w: Weights, out: &mut [f32], inp: &[f32], n: usize) {
         let b = self.bias.map(|b| w.of(b));
         let (ic, oc, layout) = (self.ic, self.oc, self.layout);
-        if let Some(m) = w.packed_of(self.weight) {
-            return linear_packed_bf16(out, inp, m, b, n);
+        match w.packed_of(self.weight) {
+            Some(PackedWeight::Bf16(m)) => return linear_packed_bf16(out, inp, m, b, n),
+            Some(PackedWeight::Int8(m)) => return linear_int8(out, inp, m, b, n),
+            None => {}
         }
         if (1..=FEW_ROWS).contains(&n) {
             if let Some(m) = w.panels_of(self.weight) {

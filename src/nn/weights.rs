@@ -6,10 +6,10 @@
 //! - **mixed-precision training** adds a bf16 copy of the whole buffer at the same offsets (the
 //!   shadow, refreshed after each optimizer step; see [`super::precision`]): linear layers, the
 //!   tied head and the attention products then multiply in bf16;
-//! - **bf16 inference** holds the weight matrices only in bf16, packed for the decode kernel
-//!   ([`PackedMatrices`]); the f32 buffer then holds just the small tensors (biases, LayerNorm,
-//!   `wpe`) and each matrix handle is a key past its end (reading it as f32 would panic, never
-//!   return wrong numbers).
+//! - **bf16 or int8 inference** holds the weight matrices only in that format, packed for its
+//!   decode kernel ([`PackedMatrices`]); the f32 buffer then holds just the small tensors
+//!   (biases, LayerNorm, `wpe`) and each matrix handle is a key past its end (reading it as f32
+//!   would panic, never return wrong numbers).
 //!
 //! Why an explicit view rather than a thread-local scope: which weights a product reads is then
 //! visible at every call, nothing leaks across threads or outlives a borrow, and a new model can
@@ -19,6 +19,7 @@
 
 use super::params::Param;
 use crate::kernels::bf16_decode::PackedBf16;
+use crate::kernels::int8::PackedI8;
 use crate::kernels::panel_f32::PanelsF32;
 use half::bf16;
 
@@ -29,7 +30,7 @@ pub struct Weights<'a> {
     pub f32: &'a [f32],
     /// A bf16 copy of `f32` at the same offsets: products in bf16 (mixed-precision training).
     pub bf16: Option<&'a [bf16]>,
-    /// Weight matrices packed in bf16 for decoding, keyed by handle (bf16 inference).
+    /// Weight matrices packed in bf16 or int8 for decoding, keyed by handle.
     pub packed: Option<&'a PackedMatrices>,
     /// f32 matrices also packed in panels, read by products of a few rows (see
     /// [`crate::kernels::panel_f32`]); the f32 original serves the others.
@@ -86,8 +87,8 @@ impl<'a> Weights<'a> {
         self.bf16.map(|s| &s[p.range()])
     }
 
-    /// The packed bf16 matrix of handle `p`, if the model holds it so.
-    pub fn packed_of(&self, p: Param) -> Option<&'a PackedBf16> {
+    /// The packed (bf16 or int8) matrix of handle `p`, if the model holds it so.
+    pub fn packed_of(&self, p: Param) -> Option<&'a PackedWeight> {
         self.packed.and_then(|m| m.get(p))
     }
 
@@ -121,6 +122,49 @@ impl PackedMatrix for PackedBf16 {
     }
 }
 
+/// A weight matrix held for inference in a packed format.
+#[derive(Clone, Debug)]
+pub enum PackedWeight {
+    /// bf16 pairs for `vdpbf16ps`.
+    Bf16(PackedBf16),
+    /// `Q8_0` blocks in strips for `vpdpbusd`.
+    Int8(PackedI8),
+}
+
+impl PackedWeight {
+    /// Stored row `j` of an `(OC, IC)` matrix read back as f32 (the embedding lookup of a
+    /// tied `wte`).
+    pub fn row_f32(&self, j: usize, dst: &mut [f32]) {
+        match self {
+            PackedWeight::Bf16(m) => m.row_f32(j, dst),
+            PackedWeight::Int8(m) => m.row_f32(j, dst),
+        }
+    }
+
+    /// The matrix read back as f32 in its stored layout.
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self {
+            PackedWeight::Bf16(m) => {
+                let mut bits = vec![0u16; m.ic() * m.oc()];
+                m.unpack(&mut bits);
+                bits.into_iter()
+                    .map(crate::kernels::bf16::bf16_bits_to_f32)
+                    .collect()
+            }
+            PackedWeight::Int8(m) => m.to_f32(),
+        }
+    }
+}
+
+impl PackedMatrix for PackedWeight {
+    fn bytes(&self) -> usize {
+        match self {
+            PackedWeight::Bf16(m) => m.bytes(),
+            PackedWeight::Int8(m) => m.bytes(),
+        }
+    }
+}
+
 impl PackedMatrix for PanelsF32 {
     fn bytes(&self) -> usize {
         PanelsF32::bytes(self)
@@ -140,8 +184,8 @@ impl<T> Default for MatrixMap<T> {
     }
 }
 
-/// Weight matrices packed in bf16 for decoding (bf16 inference).
-pub type PackedMatrices = MatrixMap<PackedBf16>;
+/// Weight matrices packed for decoding (bf16 or int8 inference).
+pub type PackedMatrices = MatrixMap<PackedWeight>;
 
 /// f32 weight matrices packed in panels for few-row products (the LM head of a server).
 pub type PanelMatrices = MatrixMap<PanelsF32>;

@@ -23,7 +23,7 @@ pub mod request;
 use crate::error::{Error, Result};
 use crate::model::checkpoint::NonFinite;
 use crate::model::inference::load_with_tokenizer_as;
-use crate::nn::precision::Precision;
+use crate::model::weight_dtype::WeightDtype;
 use engine::{Engine, EngineConfig};
 use http::{AppState, HttpConfig, Loaded};
 use metrics::Stats;
@@ -39,7 +39,7 @@ pub struct ServeOptions {
     /// The model directory.
     pub model: PathBuf,
     /// Weights' precision for inference.
-    pub dtype: Precision,
+    pub dtype: WeightDtype,
     /// Address to listen on (port 0: any free port).
     pub addr: SocketAddr,
     /// The HTTP side's limits.
