@@ -6,9 +6,8 @@ use super::CliResult;
 use gpt::eval::evaluate::{end_of_text, evaluate_tasks, results_json, Progress};
 use gpt::eval::{task, EvalOptions, TaskResult};
 use gpt::model::checkpoint::NonFinite;
-use gpt::model::inference::{load_with_tokenizer_as, resolve_dir};
+use gpt::model::inference::load_with_tokenizer_as;
 use gpt::model::memory::{available, gpt_inference_for_dir};
-use gpt::model::weight_dtype::WeightDtype;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
@@ -53,9 +52,9 @@ pub struct Args {
     /// Also write the results JSON to this file (atomically).
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// dtype of the weight matrices: f32 (lm-eval's numbers), or bf16 (products over
-    /// bf16-rounded weights; numbers close to, not equal to, f32's).
-    #[arg(long, default_value = "f32")]
+    /// dtype of the weight matrices: f32, bf16 (half the bytes per token), int8 (llama.cpp's
+    /// Q8_0: about a quarter), or auto (f32; a GGUF file's own: int8 for Q8_0, else f32).
+    #[arg(long, default_value = "auto")]
     pub dtype: String,
     /// Load the model even when the estimated memory (weights, KV cache, activations) is over
     /// what the machine has available.
@@ -91,11 +90,11 @@ pub fn run(args: Args) -> CliResult {
         bootstrap_iters: args.bootstrap_iters,
         data_dir: args.data_dir.clone(),
     };
-    let dtype = WeightDtype::parse_for("dtype", &args.dtype)?;
+    let dtype = gpt::model::inference::resolve_dtype(&args.model, &args.dtype)?;
     if let Some(w) = dtype.warning() {
         eprintln!("{w}");
     }
-    let n_ctx = gpt::model::checkpoint::load_config(&resolve_dir(&args.model))?.n_ctx;
+    let n_ctx = gpt::model::inference::load_config_of(&args.model)?.n_ctx;
     let rows = gpt::eval::scorer::max_cache_rows(n_ctx);
     let est = gpt_inference_for_dir(&args.model, rows, LOGIT_ROWS, dtype, "")?;
     if !args.no_memory_check {

@@ -19,7 +19,6 @@ use gpt::generate::SamplingConfig;
 use gpt::model::checkpoint::NonFinite;
 use gpt::model::inference::load_with_tokenizer_as;
 use gpt::model::memory::{available, gpt_inference_for_dir};
-use gpt::model::weight_dtype::WeightDtype;
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;
@@ -66,8 +65,9 @@ pub struct Args {
     /// Keep generating after `<|endoftext|>`.
     #[arg(long)]
     pub ignore_eos: bool,
-    /// dtype of the streamed weight matrices: f32, or bf16 (half the bytes per token).
-    #[arg(long, default_value = "f32")]
+    /// dtype of the weight matrices: f32, bf16 (half the bytes per token), int8 (llama.cpp's
+    /// Q8_0: about a quarter), or auto (f32; a GGUF file's own: int8 for Q8_0, else f32).
+    #[arg(long, default_value = "auto")]
     pub dtype: String,
     /// Load the model even when the estimated memory (weights, KV cache of every prompt) is
     /// over what the machine has available.
@@ -126,7 +126,7 @@ impl From<SampleArgs> for Args {
             json: false,
             truncate: a.truncate,
             ignore_eos: true,
-            dtype: "f32".into(),
+            dtype: "auto".into(),
             no_memory_check: a.no_memory_check,
             allow_nonfinite: false,
         }
@@ -148,7 +148,7 @@ pub fn run(args: Args) -> CliResult {
         stop_at_eos: !args.ignore_eos,
     };
     cfg.sampling.validate()?;
-    let dtype = WeightDtype::parse_for("dtype", &args.dtype)?;
+    let dtype = gpt::model::inference::resolve_dtype(&args.model, &args.dtype)?;
     if let Some(w) = dtype.warning() {
         eprintln!("{w}");
     }

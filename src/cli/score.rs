@@ -12,9 +12,8 @@ use super::CliResult;
 
 use gpt::generate::score::score_text;
 use gpt::model::checkpoint::NonFinite;
-use gpt::model::inference::{load_with_tokenizer_as, resolve_dir};
+use gpt::model::inference::load_with_tokenizer_as;
 use gpt::model::memory::{available, gpt_inference_for_dir};
-use gpt::model::weight_dtype::WeightDtype;
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;
@@ -37,8 +36,9 @@ pub struct Args {
     /// Prepend `<|endoftext|>` so the first token is scored too.
     #[arg(long)]
     pub bos: bool,
-    /// dtype of the weight matrices: f32, or bf16 (products over bf16-rounded weights).
-    #[arg(long, default_value = "f32")]
+    /// dtype of the weight matrices: f32, bf16 (half the bytes per token), int8 (llama.cpp's
+    /// Q8_0: about a quarter), or auto (f32; a GGUF file's own: int8 for Q8_0, else f32).
+    #[arg(long, default_value = "auto")]
     pub dtype: String,
     /// Load the model even when the estimated memory (weights, one window's KV cache and
     /// logits) is over what the machine has available.
@@ -53,11 +53,11 @@ pub struct Args {
 /// Runs `gpt score`.
 pub fn run(args: Args) -> CliResult {
     let text = gpt::io::read_text_or_stdin(args.file.as_deref())?;
-    let dtype = WeightDtype::parse_for("dtype", &args.dtype)?;
+    let dtype = gpt::model::inference::resolve_dtype(&args.model, &args.dtype)?;
     if let Some(w) = dtype.warning() {
         eprintln!("{w}");
     }
-    let n_ctx = gpt::model::checkpoint::load_config(&resolve_dir(&args.model))?.n_ctx;
+    let n_ctx = gpt::model::inference::load_config_of(&args.model)?.n_ctx;
     let est = gpt_inference_for_dir(&args.model, 1, n_ctx, dtype, "")?;
     if !args.no_memory_check {
         est.check(available(), "--no-memory-check")?;

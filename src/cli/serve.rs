@@ -50,8 +50,9 @@ pub struct ServeArgs {
     /// Request bodies over this many bytes get 413.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
-    /// dtype of the weight matrices: f32, or bf16 (half the bytes per token).
-    #[arg(long, default_value = "f32")]
+    /// dtype of the weight matrices: f32, bf16 (half the bytes per token), int8 (llama.cpp's
+    /// Q8_0: about a quarter), or auto (f32; a GGUF file's own: int8 for Q8_0, else f32).
+    #[arg(long, default_value = "auto")]
     pub dtype: String,
     /// Allow cross-origin requests from this origin (repeatable; `*` for any).
     #[arg(long)]
@@ -67,12 +68,11 @@ pub fn run_serve(args: ServeArgs) -> CliResult {
     if args.max_batch == 0 || args.max_queue == 0 || args.prefill_chunk == 0 {
         return Err("--max-batch, --max-queue and --prefill-chunk must be at least 1".into());
     }
-    let dtype = WeightDtype::parse_for("dtype", &args.dtype)?;
+    let dtype = gpt::model::inference::resolve_dtype(&args.model, &args.dtype)?;
     if let Some(w) = dtype.warning() {
         eprintln!("{w}");
     }
-    let dir = gpt::model::inference::resolve_dir(&args.model);
-    let cfg = gpt::model::checkpoint::load_config(&dir)?;
+    let cfg = gpt::model::inference::load_config_of(&args.model)?;
     // `rows` are KV-cache rows of n_ctx positions each: one per completion decoded at once.
     let est = gpt_inference_for_dir(
         &args.model,

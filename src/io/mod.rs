@@ -6,6 +6,7 @@
 //! names and paths, never a model or a layout.
 
 pub mod atomic;
+pub mod gguf;
 pub mod safetensors;
 pub mod text;
 pub mod tokenizer;

@@ -85,6 +85,8 @@ pub enum WeightsSource {
     Bf16(String),
     /// Matrices quantized to int8 blocks (from the named dtype), the other tensors in f32.
     Int8(String),
+    /// Read from a GGUF file (its tensor types), held in the named dtype.
+    Gguf(String, WeightDtype),
 }
 
 /// A GPT ready for cached inference.
@@ -131,7 +133,7 @@ struct Stored {
 /// A layout for bf16 weights: the tensors that stay f32 ([`bf16_layout`] is `None`) at
 /// consecutive offsets `0..small` of a compact f32 buffer, each matrix at a distinct offset from
 /// `small` on, which indexes nothing in that buffer and serves as its key in [`PackedMatrices`].
-fn bf16_placed(config: &GptConfig) -> Result<(ParamLayout, GptModules, usize)> {
+pub(crate) fn packed_placed(config: &GptConfig) -> Result<(ParamLayout, GptModules, usize)> {
     let mut consecutive = ParamLayout::new();
     build(config, &mut consecutive)?;
     let mut offsets = HashMap::new();
@@ -240,7 +242,7 @@ impl InferenceModel {
             // Every tensor is read with file reads, not through the map: touching a few small
             // tensors through it mapped whole neighbourhoods of the file (78 MB resident for
             // GPT-2 124M, measured), while read() leaves nothing of the file resident.
-            let (placed, parts, small) = bf16_placed(&config)?;
+            let (placed, parts, small) = packed_placed(&config)?;
             let mut data = vec![0.0f32; small];
             let mut mats = PackedMatrices::default();
             for e in placed.entries() {
@@ -377,6 +379,24 @@ impl InferenceModel {
         }
     }
 
+    /// A model over weights already in memory (e.g. read from a GGUF file): `data` over
+    /// `layout` (with `packed` matrices, the small f32 buffer of [`packed_placed`]'s layout).
+    pub(crate) fn from_memory(
+        config: GptConfig,
+        data: Vec<f32>,
+        layout: ParamLayout,
+        modules: GptModules,
+        packed: Option<(PackedMatrices, WeightDtype)>,
+        source: WeightsSource,
+    ) -> Self {
+        let mut m = Self::assemble(config, Storage::Owned(data), layout, source, modules);
+        if let Some((mats, dtype)) = packed {
+            m.packed = Some(mats);
+            m.dtype = dtype;
+        }
+        m
+    }
+
     /// Copies the weights into anonymous memory advised to use transparent huge pages (same
     /// layout). Why: decoding streams every weight once per token, and a file mapping uses
     /// 4 KiB pages, one TLB miss per 64 cache lines; 2 MiB pages remove most of them. The copy
@@ -452,7 +472,7 @@ impl InferenceModel {
     /// f32 weights → packed matrices + small f32 buffer (see [`InferenceModel::set_dtype`]).
     fn convert_to_packed(&mut self, dtype: WeightDtype) {
         // The layout was valid when the model was built from this config.
-        let (placed, parts, small) = bf16_placed(&self.config).expect("layout of a built model");
+        let (placed, parts, small) = packed_placed(&self.config).expect("layout of a built model");
         let p = self.params();
         let mut data = vec![0.0f32; small];
         let mut mats = PackedMatrices::default();
@@ -479,7 +499,9 @@ impl InferenceModel {
             WeightsSource::Mapped => "F32".to_string(),
             WeightsSource::Converted(d) => d.clone(),
             WeightsSource::Copied => "F32 (copied)".to_string(),
-            WeightsSource::Bf16(d) | WeightsSource::Int8(d) => d.clone(),
+            WeightsSource::Bf16(d) | WeightsSource::Int8(d) | WeightsSource::Gguf(d, _) => {
+                d.clone()
+            }
         };
         self.replace(Storage::Owned(data), placed, parts, Some(mats));
         self.source = match dtype {
@@ -671,6 +693,35 @@ pub fn check_logits(logits: &[f32], v: usize) -> Result<()> {
     }
 }
 
+/// Whether `path` names a GGUF file (by its extension) rather than a model directory.
+pub fn is_gguf(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) && !path.is_dir()
+}
+
+/// The dtype `--dtype FLAG` asks for with `--model model`: `auto` is the file's own precision
+/// for a GGUF file (int8 for `Q8_0` matrices, else f32) and f32 for a safetensors directory;
+/// any other value is parsed ([`WeightDtype::parse_for`]).
+pub fn resolve_dtype(model: &Path, flag: &str) -> Result<WeightDtype> {
+    if !flag.eq_ignore_ascii_case("auto") {
+        return WeightDtype::parse_for("--dtype", flag);
+    }
+    if is_gguf(model) {
+        let f = crate::io::gguf::GgufFile::open(model)?;
+        return Ok(super::gguf_model::native_dtype(&f));
+    }
+    Ok(WeightDtype::F32)
+}
+
+/// The configuration of a model directory or GGUF file, reading only its `config.json` (or
+/// the GGUF header).
+pub fn load_config_of(model: &Path) -> Result<GptConfig> {
+    if is_gguf(model) {
+        let f = crate::io::gguf::GgufFile::open(model)?;
+        return super::gguf_model::config_from_gguf(&f);
+    }
+    checkpoint::load_config(&resolve_dir(model))
+}
+
 /// The checkpoint directory `dir` names: itself, or its `checkpoint/` (a training output
 /// directory).
 pub fn resolve_dir(dir: &Path) -> std::path::PathBuf {
@@ -705,6 +756,10 @@ pub fn load_with_tokenizer_as(
     gpt_tokenizer::AnyTokenizer,
     std::path::PathBuf,
 )> {
+    if is_gguf(dir) {
+        let (model, tok) = super::gguf_model::load_gguf(dir, Some(dtype), nonfinite)?;
+        return Ok((model, tok, dir.to_path_buf()));
+    }
     let dir = resolve_dir(dir);
     let model = InferenceModel::load_with(&dir, dtype, nonfinite)?;
     let tok = crate::io::load_tokenizer(&dir)?;

@@ -383,8 +383,8 @@ fn push_sinusoidal(
     Ok(())
 }
 
-/// [`gpt_inference`] for the model directory `dir` (or a training run's `dir/checkpoint`),
-/// reading only its `config.json`: what `gpt generate` and `gpt score` check before loading.
+/// [`gpt_inference`] for the model directory `dir` (or a training run's `dir/checkpoint`, or
+/// a GGUF file), reading only its `config.json` (or the GGUF header): what `gpt generate` and `gpt score` check before loading.
 pub fn gpt_inference_for_dir(
     dir: &std::path::Path,
     rows: usize,
@@ -392,8 +392,7 @@ pub fn gpt_inference_for_dir(
     dtype: WeightDtype,
     rows_flag: &str,
 ) -> Result<MemoryEstimate> {
-    let dir = crate::model::inference::resolve_dir(dir);
-    let cfg = crate::model::checkpoint::load_config(&dir)?;
+    let cfg = crate::model::inference::load_config_of(dir)?;
     gpt_inference(&cfg, rows, logit_rows, dtype, rows_flag)
 }
 

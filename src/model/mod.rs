@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod gpt;
+pub mod gguf_model;
 pub mod grown;
 pub mod inference;
 pub mod memory;
