@@ -18,6 +18,7 @@ pub mod interrupt;
 pub mod logs;
 pub mod logs_model;
 pub mod prepare;
+pub mod quantize;
 pub mod score;
 pub mod serve;
 pub mod tokenize;
@@ -59,6 +60,8 @@ pub enum Command {
     Score(score::Args),
     /// Zero- and few-shot evaluation with lm-evaluation-harness 0.4's semantics.
     Eval(eval::Args),
+    /// Write a model as a GGUF file (llama.cpp's format) in int8 (Q8_0), f16 or f32.
+    Quantize(quantize::Args),
     /// Encode text with a tokenizer (ids, count, tokens or JSON).
     Tokenize(tokenize::TokenizeArgs),
     /// Tokenizer tools (train a byte-level BPE).
@@ -170,6 +173,7 @@ fn run_command(command: Command) -> CliResult {
         Command::Generate(args) => generate::run(args),
         Command::Score(args) => score::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Quantize(args) => quantize::run(args),
         Command::Tokenize(args) => tokenize::run(args),
         Command::Tokenizer(cmd) => tokenizer_train::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
