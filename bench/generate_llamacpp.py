@@ -42,6 +42,16 @@ def convert(a):
     print(json.dumps(out))
 
 
+def peak_rss_mb():
+    """This process's peak resident memory (VmHWM). Not ru_maxrss: that survives exec, so a
+    process started by a large one reports the parent's peak."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run(a):
     import numpy as np
     from llama_cpp import Llama
@@ -87,7 +97,7 @@ def run(a):
         "decode_tokens_per_sec": (a.new_tokens - 1) / best,
         "prefill_tokens_per_sec": len(prefill_prompt) / min(tp),
         "ids": ids,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "file_mb": os.path.getsize(a.gguf) / (1 << 20),
     }
     print(json.dumps(res))

@@ -40,8 +40,7 @@ fn main() {
         vocab,
         WeightLayout::OutIn,
     );
-    let bytes: usize =
-        layers.iter().flatten().map(|m| m.bytes()).sum::<usize>() + head.bytes();
+    let bytes: usize = layers.iter().flatten().map(|m| m.bytes()).sum::<usize>() + head.bytes();
     println!(
         "threads {}, {:.1} MB of int8 weights per step",
         rayon::current_num_threads(),

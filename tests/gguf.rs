@@ -77,7 +77,10 @@ fn all_logits(model: &InferenceModel, ids: &[u32]) -> Vec<f32> {
 /// Max |Δ| between `model`'s logits and the reference's `(T, 512)` sub-logits, over prompts.
 fn worst_vs(model: &InferenceModel, reference: impl Fn(usize) -> Vec<f32>) -> f32 {
     let exp = json("hf_gpt2/expected.json");
-    let sub: Vec<usize> = ids_of(&exp["sub_idx"]).iter().map(|&x| x as usize).collect();
+    let sub: Vec<usize> = ids_of(&exp["sub_idx"])
+        .iter()
+        .map(|&x| x as usize)
+        .collect();
     let v = model.config.vocab_size;
     let mut worst = 0.0f32;
     for (i, p) in exp["prompts"].as_array().unwrap().iter().enumerate() {
@@ -99,7 +102,12 @@ fn llamacpp_sub_logits(i: usize) -> Vec<f32> {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32))
+        .flat_map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+        })
         .collect()
 }
 
@@ -112,17 +120,33 @@ fn transformers_sub_logits(i: usize) -> Vec<f32> {
 fn llama_cpp_q8_0_file_matches_llama_cpp_and_transformers() {
     let (model, tok) = load_gguf(&q8_file(), None, NonFinite::Refuse).unwrap();
     assert_eq!(model.dtype(), WeightDtype::Int8);
-    assert_eq!((model.config.n_layer, model.config.n_embd, model.config.n_ctx), (2, 32, 128));
+    assert_eq!(
+        (
+            model.config.n_layer,
+            model.config.n_embd,
+            model.config.n_ctx
+        ),
+        (2, 32, 128)
+    );
     // The tokenizer inside the file encodes as transformers' GPT2Tokenizer did.
     let exp = json("hf_gpt2/expected.json");
     for p in exp["prompts"].as_array().unwrap() {
         let text = p["text"].as_str().unwrap();
-        assert_eq!(tok.encode(text, true).unwrap(), ids_of(&p["ids"]), "{text:?}");
+        assert_eq!(
+            tok.encode(text, true).unwrap(),
+            ids_of(&p["ids"]),
+            "{text:?}"
+        );
     }
     let vs_llama = worst_vs(&model, llamacpp_sub_logits);
     let vs_hf = worst_vs(&model, transformers_sub_logits);
-    eprintln!("int8 from Q8_0 GGUF: max |Δ logit| vs llama.cpp {vs_llama}, vs transformers {vs_hf}");
-    assert!(vs_llama <= 0.15, "vs llama.cpp on the same file: {vs_llama}");
+    eprintln!(
+        "int8 from Q8_0 GGUF: max |Δ logit| vs llama.cpp {vs_llama}, vs transformers {vs_hf}"
+    );
+    assert!(
+        vs_llama <= 0.15,
+        "vs llama.cpp on the same file: {vs_llama}"
+    );
     assert!(vs_hf <= 0.25, "vs transformers on the f16 weights: {vs_hf}");
     // Greedy continuations: report agreement with llama.cpp's (both 8-bit; near-ties may go
     // either way on a random model), and require most tokens to agree.
@@ -136,9 +160,15 @@ fn llama_cpp_q8_0_file_matches_llama_cpp_and_transformers() {
     let (mut same, mut all) = (0, 0);
     for p in ll["prompts"].as_array().unwrap() {
         let ids = ids_of(&p["ids"]);
-        let (out, _) = generate(&model, std::slice::from_ref(&ids), &cfg, |_, _| Ok(false)).unwrap();
+        let (out, _) =
+            generate(&model, std::slice::from_ref(&ids), &cfg, |_, _| Ok(false)).unwrap();
         let theirs = ids_of(&p["greedy"]);
-        let prefix = out[0].ids.iter().zip(&theirs).take_while(|(a, b)| a == b).count();
+        let prefix = out[0]
+            .ids
+            .iter()
+            .zip(&theirs)
+            .take_while(|(a, b)| a == b)
+            .count();
         same += prefix;
         all += theirs.len();
     }
@@ -149,10 +179,14 @@ fn llama_cpp_q8_0_file_matches_llama_cpp_and_transformers() {
 #[test]
 fn q8_0_export_equals_llama_cpp_converter_bytes() {
     let dir = hf_dir("export");
-    let (model, tok, _) = load_with_tokenizer_as(&dir, WeightDtype::F32, NonFinite::Refuse).unwrap();
+    let (model, tok, _) =
+        load_with_tokenizer_as(&dir, WeightDtype::F32, NonFinite::Refuse).unwrap();
     let out = dir.join("ours.gguf");
     export_gguf(&model, &tok, ExportType::Q8_0, "tiny", &out).unwrap();
-    let (ours, theirs) = (GgufFile::open(&out).unwrap(), GgufFile::open(&q8_file()).unwrap());
+    let (ours, theirs) = (
+        GgufFile::open(&out).unwrap(),
+        GgufFile::open(&q8_file()).unwrap(),
+    );
     assert_eq!(ours.tensors().len(), theirs.tensors().len());
     for t in theirs.tensors() {
         let o = ours.tensor(&t.name).unwrap();
@@ -178,7 +212,8 @@ fn q8_0_export_equals_llama_cpp_converter_bytes() {
 #[test]
 fn f16_and_f32_exports_load_back_to_the_directory_logits() {
     let dir = hf_dir("f16");
-    let (model, tok, _) = load_with_tokenizer_as(&dir, WeightDtype::F32, NonFinite::Refuse).unwrap();
+    let (model, tok, _) =
+        load_with_tokenizer_as(&dir, WeightDtype::F32, NonFinite::Refuse).unwrap();
     let ids = [464u32, 2068, 7586, 21831, 18045, 625];
     let want = all_logits(&model, &ids);
     for ty in [ExportType::F32, ExportType::F16] {
@@ -190,7 +225,11 @@ fn f16_and_f32_exports_load_back_to_the_directory_logits() {
         assert_eq!(all_logits(&back, &ids), want, "{ty:?}");
         let (bf16, _) = load_gguf(&out, Some(WeightDtype::Bf16), NonFinite::Refuse).unwrap();
         let got = all_logits(&bf16, &ids);
-        let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
         assert!(worst < 0.1, "{ty:?} as bf16: {worst}");
     }
     std::fs::remove_dir_all(&dir).ok();
@@ -201,14 +240,23 @@ fn bad_gguf_files_are_named_errors() {
     let dir = tmp("bad");
     let bytes = std::fs::read(q8_file()).unwrap();
     let cut = dir.join("cut.gguf");
-    for (len, says) in [(bytes.len() / 2, "truncated"), (bytes.len() - 1000, "past the end")] {
+    for (len, says) in [
+        (bytes.len() / 2, "truncated"),
+        (bytes.len() - 1000, "past the end"),
+    ] {
         std::fs::write(&cut, &bytes[..len]).unwrap();
-        let e = load_gguf(&cut, None, NonFinite::Refuse).err().unwrap().to_string();
+        let e = load_gguf(&cut, None, NonFinite::Refuse)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("cut.gguf") && e.contains(says), "{e}");
     }
     let not = dir.join("not.gguf");
     std::fs::write(&not, b"{\"hello\": 1}").unwrap();
-    let e = load_gguf(&not, None, NonFinite::Refuse).err().unwrap().to_string();
+    let e = load_gguf(&not, None, NonFinite::Refuse)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("not.gguf") && e.contains("magic"), "{e}");
     // Another architecture: patch the 4-byte "gpt2" value of general.architecture.
     let mut other = bytes.clone();
@@ -216,7 +264,10 @@ fn bad_gguf_files_are_named_errors() {
     other[at..at + 4].copy_from_slice(b"gptX");
     let arch = dir.join("arch.gguf");
     std::fs::write(&arch, &other).unwrap();
-    let e = load_gguf(&arch, None, NonFinite::Refuse).err().unwrap().to_string();
+    let e = load_gguf(&arch, None, NonFinite::Refuse)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("arch.gguf") && e.contains("gptX"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -244,7 +295,10 @@ fn cli_quantizes_and_generates_from_gguf() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let text = String::from_utf8(o.stdout).unwrap();
         let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
-        (ids_of(&last["ids"]), last["dtype"].as_str().unwrap().to_string())
+        (
+            ids_of(&last["ids"]),
+            last["dtype"].as_str().unwrap().to_string(),
+        )
     };
     let (from_gguf, dtype) = run(&out, "auto");
     assert_eq!(dtype, "int8");

@@ -16,9 +16,10 @@ use super::bandwidth::{copy_bandwidth, read_bandwidth};
 use super::harness::{current_exe, find_python, peak_rss_mb, run_json, run_peer, script};
 use crate::error::{Error, Result};
 use crate::generate::{generate, GenerateConfig, InferenceModel, SamplingConfig, Timing};
+use crate::model::checkpoint::NonFinite;
 use crate::model::inference::WeightsSource;
-use crate::model::{checkpoint, Gpt, GptConfig};
 use crate::model::weight_dtype::WeightDtype;
+use crate::model::{checkpoint, Gpt, GptConfig};
 use crate::rng::Rng;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -100,7 +101,11 @@ pub fn run_peak_rss_child(opts: &GenerateBench) -> Result<()> {
         .as_ref()
         .ok_or_else(|| Error::usage("bench generate", "--peak-rss-child needs --model"))?;
     let dtype = opts.dtype;
-    let model = InferenceModel::load_as(dir, dtype)?;
+    let model = if crate::model::inference::is_gguf(dir) {
+        crate::model::gguf_model::load_gguf(dir, Some(dtype), NonFinite::Refuse)?.0
+    } else {
+        InferenceModel::load_as(dir, dtype)?
+    };
     let (p1, _) = prompts(opts, model.config.vocab_size);
     let t = run_ours(&model, &p1, opts.new_tokens, 1)?;
     println!(
@@ -115,11 +120,13 @@ pub fn run_peak_rss_child(opts: &GenerateBench) -> Result<()> {
     Ok(())
 }
 
-/// Runs [`run_peak_rss_child`] for `dtype` in a new process of this executable.
-fn measure_peak_rss(
-    opts: &GenerateBench,
-    dir: &Path,
+/// Runs [`run_peak_rss_child`] for `model` (a directory or a GGUF file) in `dtype` in a new
+/// process of this executable.
+pub(crate) fn measure_peak_rss(
+    model: &Path,
     dtype: WeightDtype,
+    prompt_len: usize,
+    new_tokens: usize,
 ) -> Result<serde_json::Value> {
     let exe = current_exe()?;
     let threads = rayon::current_num_threads().to_string();
@@ -133,10 +140,10 @@ fn measure_peak_rss(
                 "--peak-rss-child",
             ])
             .arg("--model")
-            .arg(dir)
+            .arg(model)
             .args(["--dtype", dtype.name()])
-            .args(["--prompt-len", &opts.prompt_len.to_string()])
-            .args(["--new-tokens", &opts.new_tokens.to_string()]),
+            .args(["--prompt-len", &prompt_len.to_string()])
+            .args(["--new-tokens", &new_tokens.to_string()]),
         "",
     )
 }
@@ -235,7 +242,7 @@ pub fn run(opts: &GenerateBench) -> Result<()> {
         if rss.iter().any(|(d, _)| *d == dt) {
             continue;
         }
-        match measure_peak_rss(opts, &dir, dt) {
+        match measure_peak_rss(&dir, dt, opts.prompt_len, opts.new_tokens) {
             Ok(v) => rss.push((dt, v)),
             Err(e) => eprintln!("warning: peak-RSS child ({}): {e}", dt.name()),
         }

@@ -5,6 +5,7 @@
 //! - [`kernels`]: every core kernel forward+backward at GPT-2-small shapes.
 //! - [`train`]: training tokens/s, MFU and peak memory per GPT preset.
 //! - [`generate`]: GPT-2 124M decoding against the memory-bandwidth bound.
+//! - [`llamacpp`]: decoding and prefill in f32, 16-bit and int8 beside llama.cpp.
 //! - [`translate`]: encoder-decoder training tokens/s and beam-search sentences/s.
 //! - [`finetune`]: GPT-1 fine-tuning examples/s of `gpt finetune`.
 //! - [`chat`]: SFT and DPO steps/s of `gpt sft` / `gpt dpo` beside TRL's trainers.
@@ -26,6 +27,7 @@ pub mod generate;
 pub mod harness;
 pub mod http_client;
 pub mod kernels;
+pub mod llamacpp;
 pub mod logs;
 pub mod serve;
 pub mod train;

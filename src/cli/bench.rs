@@ -204,10 +204,31 @@ pub struct GenerateBenchArgs {
     /// Model directory to use instead of a fresh random GPT-2 124M.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Also decode with the weight matrices in this dtype (`bf16`: half the bytes per token);
-    /// `f32` runs only the f32 rows.
+    /// Also decode with the weight matrices in this dtype (`bf16`: half the bytes per token,
+    /// `int8`: about a quarter); `f32` runs only the f32 rows.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Instead: f32, 16-bit and int8 decoding and prefill beside llama.cpp (through
+    /// llama-cpp-python, on GGUF files made by llama.cpp's converter; int8 runs the same Q8_0
+    /// file), alternating, medians of --runs.
+    #[arg(long)]
+    pub vs_llamacpp: bool,
+    /// With --vs-llamacpp: comma-separated presets (gpt2, gpt2-medium).
+    #[arg(long, default_value = "gpt2")]
+    pub sizes: String,
+    /// With --vs-llamacpp: alternating repetitions.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// With --vs-llamacpp: tokens of the prefill prompt.
+    #[arg(long, default_value_t = 128)]
+    pub prefill_len: usize,
+    /// With --vs-llamacpp: llama.cpp's convert_hf_to_gguf.py (default: where
+    /// bench/setup_llamacpp.sh puts it).
+    #[arg(long)]
+    pub llamacpp_convert: Option<PathBuf>,
+    /// With --vs-llamacpp: where checkpoints and GGUF files are kept between runs.
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
     /// Internal: load `--model` in `--dtype`, generate once at batch 1 and print one JSON line
     /// with the decode speed and this process's peak RSS.
     #[arg(long, hide = true, requires = "model")]
@@ -409,6 +430,17 @@ pub fn run(cmd: BenchCommand) -> CliResult {
             };
             if a.peak_rss_child {
                 bench::generate::run_peak_rss_child(&opts)?
+            } else if a.vs_llamacpp {
+                bench::llamacpp::run(&bench::llamacpp::LlamaCppBench {
+                    python: opts.python,
+                    converter: a.llamacpp_convert,
+                    sizes: list(&a.sizes),
+                    runs: a.runs,
+                    prompt_len: a.prompt_len,
+                    new_tokens: a.new_tokens,
+                    prefill_len: a.prefill_len,
+                    work_dir: a.work_dir,
+                })?
             } else {
                 bench::generate::run(&opts)?
             }

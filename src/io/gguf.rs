@@ -311,7 +311,10 @@ impl GgufFile {
             if ty == GgmlType::Q8_0 && !shape[0].is_multiple_of(Q8_0_BLOCK) {
                 return Err(Error::file(
                     path,
-                    format!("Q8_0 tensor `{name}` has rows of {}, not a multiple of 32", shape[0]),
+                    format!(
+                        "Q8_0 tensor `{name}` has rows of {}, not a multiple of 32",
+                        shape[0]
+                    ),
                 ));
             }
             let len = ty.bytes(numel);
@@ -391,13 +394,21 @@ impl GgufFile {
     pub fn str(&self, key: &str) -> Result<&str> {
         match self.value(key)? {
             Value::Str(s) => Ok(s),
-            _ => Err(Error::file(&self.path, format!("metadata `{key}` is not a string"))),
+            _ => Err(Error::file(
+                &self.path,
+                format!("metadata `{key}` is not a string"),
+            )),
         }
     }
 
     /// An array of strings, or an error naming the key.
     pub fn strings(&self, key: &str) -> Result<Vec<&str>> {
-        let bad = || Error::file(&self.path, format!("metadata `{key}` is not an array of strings"));
+        let bad = || {
+            Error::file(
+                &self.path,
+                format!("metadata `{key}` is not an array of strings"),
+            )
+        };
         match self.value(key)? {
             Value::Array(v) => v
                 .iter()
@@ -603,7 +614,10 @@ mod tests {
         // (The last 28 bytes are padding after the last tensor.)
         for cut in [0, 3, 10, 30, 100, all.len() - 30] {
             std::fs::write(&path, &all[..cut]).unwrap();
-            let e = GgufFile::open(&path).err().expect("a truncated file").to_string();
+            let e = GgufFile::open(&path)
+                .err()
+                .expect("a truncated file")
+                .to_string();
             assert!(e.contains("t.gguf"), "{cut}: {e}");
         }
         std::fs::remove_dir_all(&dir).ok();

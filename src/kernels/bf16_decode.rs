@@ -43,8 +43,8 @@
 use super::bf16::{bf16_bits_to_f32, f32_to_bf16_bits, matmul_bf16, Bf16Path};
 use super::check_len;
 use super::few_rows::{split_in_out, split_out_in, FEW_ROWS};
-use super::matmul::WeightLayout;
 use super::huge_words::HugeWords;
+use super::matmul::WeightLayout;
 use super::simd::simd_fn;
 use half::bf16;
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};

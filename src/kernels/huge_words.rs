@@ -38,7 +38,9 @@ impl std::ops::Deref for HugeWords {
             HugeWords::Heap(v) => v,
             // SAFETY: the map is page-aligned, `4·len` bytes long (made so in `zeros`), every
             // bit pattern is a valid u32, and the slice borrows the map.
-            HugeWords::Huge(m, len) => unsafe { std::slice::from_raw_parts(m.as_ptr().cast(), *len) },
+            HugeWords::Huge(m, len) => unsafe {
+                std::slice::from_raw_parts(m.as_ptr().cast(), *len)
+            },
         }
     }
 }
@@ -62,4 +64,3 @@ impl Clone for HugeWords {
         w
     }
 }
-

@@ -152,7 +152,10 @@ impl PackedI8 {
 
     /// Block `b` of output `j`: its f16 scale and its 32 quantized values (zeros past `IC`).
     pub fn block(&self, j: usize, b: usize) -> (f16, [i8; QBLOCK]) {
-        assert!(j < self.oc && b < self.blocks(), "block ({j}, {b}) out of range");
+        assert!(
+            j < self.oc && b < self.blocks(),
+            "block ({j}, {b}) out of range"
+        );
         let rec = &self.words[self.record(j / STRIP, b)..][..RECORD];
         let c = j % STRIP;
         let mut q = [0i8; QBLOCK];
@@ -550,7 +553,14 @@ mod tests {
     #[test]
     fn matches_the_oracle_and_paths_agree_bit_for_bit() {
         let mut rng = Rng::new(5);
-        for &(ic, oc) in &[(70, 130), (64, 48), (33, 1000), (1, 17), (96, 31), (768, 40)] {
+        for &(ic, oc) in &[
+            (70, 130),
+            (64, 48),
+            (33, 1000),
+            (1, 17),
+            (96, 31),
+            (768, 40),
+        ] {
             for &n in &[1, 2, 3, 4, 5, 6, 7, 8, 13, 70] {
                 let layout = if oc % 2 == 0 {
                     WeightLayout::InOut
@@ -569,7 +579,10 @@ mod tests {
                     let mut got = vec![f32::NAN; n * oc];
                     linear_int8_on(path, &mut got, &x, &w, Some(&b), n);
                     for (g, w) in got.iter().zip(&want) {
-                        assert!((g - w).abs() < 1e-4 * (1.0 + w.abs()), "{n}x{ic}x{oc}: {g} vs {w}");
+                        assert!(
+                            (g - w).abs() < 1e-4 * (1.0 + w.abs()),
+                            "{n}x{ic}x{oc}: {g} vs {w}"
+                        );
                     }
                     // A row's result does not depend on the rows batched with it.
                     let mut alone = vec![0.0; oc];

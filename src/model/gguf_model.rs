@@ -89,7 +89,12 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<GptConfig> {
         ));
     }
     let get = |k: &str| -> Result<usize> { Ok(f.u64(&format!("gpt2.{k}"))? as usize) };
-    let vocab = f.tensor("token_embd.weight")?.shape.get(1).copied().unwrap_or(0);
+    let vocab = f
+        .tensor("token_embd.weight")?
+        .shape
+        .get(1)
+        .copied()
+        .unwrap_or(0);
     let mut cfg = GptConfig::gpt2();
     cfg.vocab_size = vocab;
     cfg.n_ctx = get("context_length")?;
@@ -112,7 +117,8 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<GptConfig> {
             ),
         ));
     }
-    cfg.validate().map_err(|e| Error::file(f.path(), e.to_string()))?;
+    cfg.validate()
+        .map_err(|e| Error::file(f.path(), e.to_string()))?;
     Ok(cfg)
 }
 
@@ -132,7 +138,8 @@ pub fn tokenizer_from_gguf(f: &GgufFile) -> Result<AnyTokenizer> {
         .enumerate()
         .map(|(i, t)| (t.to_string(), serde_json::Value::from(i)))
         .collect();
-    let vocab_json = serde_json::to_vec(&vocab).map_err(|e| Error::file(f.path(), e.to_string()))?;
+    let vocab_json =
+        serde_json::to_vec(&vocab).map_err(|e| Error::file(f.path(), e.to_string()))?;
     let mut merges_txt = String::from("#version: 0.2\n");
     for m in merges {
         merges_txt.push_str(m);
@@ -469,8 +476,14 @@ mod tests {
     #[test]
     fn names_map_to_llama_cpp_names() {
         assert_eq!(gguf_name("wte.weight").unwrap(), "token_embd.weight");
-        assert_eq!(gguf_name("h.11.attn.c_attn.bias").unwrap(), "blk.11.attn_qkv.bias");
-        assert_eq!(gguf_name("h.0.mlp.c_proj.weight").unwrap(), "blk.0.ffn_down.weight");
+        assert_eq!(
+            gguf_name("h.11.attn.c_attn.bias").unwrap(),
+            "blk.11.attn_qkv.bias"
+        );
+        assert_eq!(
+            gguf_name("h.0.mlp.c_proj.weight").unwrap(),
+            "blk.0.ffn_down.weight"
+        );
         assert_eq!(gguf_name("ln_f.weight").unwrap(), "output_norm.weight");
         assert!(gguf_name("h.0.crossattn.weight").is_err());
     }

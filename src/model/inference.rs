@@ -695,7 +695,9 @@ pub fn check_logits(logits: &[f32], v: usize) -> Result<()> {
 
 /// Whether `path` names a GGUF file (by its extension) rather than a model directory.
 pub fn is_gguf(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) && !path.is_dir()
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        && !path.is_dir()
 }
 
 /// The dtype `--dtype FLAG` asks for with `--model model`: `auto` is the file's own precision

@@ -2,8 +2,8 @@
 
 pub mod checkpoint;
 pub mod config;
-pub mod gpt;
 pub mod gguf_model;
+pub mod gpt;
 pub mod grown;
 pub mod inference;
 pub mod memory;

@@ -124,6 +124,9 @@ mod tests {
         assert_eq!("q8_0".parse::<WeightDtype>().unwrap(), WeightDtype::Int8);
         assert_eq!("bf16".parse::<WeightDtype>().unwrap(), WeightDtype::Bf16);
         let err = "fp8".parse::<WeightDtype>().unwrap_err().to_string();
-        assert!(err.contains("fp8") && err.contains("f32, bf16, int8"), "{err}");
+        assert!(
+            err.contains("fp8") && err.contains("f32, bf16, int8"),
+            "{err}"
+        );
     }
 }
