@@ -205,7 +205,17 @@ fn q8_0_export_equals_llama_cpp_converter_bytes() {
     let (int8, _, _) = load_with_tokenizer_as(&dir, WeightDtype::Int8, NonFinite::Refuse).unwrap();
     let (from_file, _) = load_gguf(&q8_file(), None, NonFinite::Refuse).unwrap();
     let ids = [15496u32, 11, 616, 3290, 318, 13779];
-    assert_eq!(all_logits(&int8, &ids), all_logits(&from_file, &ids));
+    let want = all_logits(&from_file, &ids);
+    assert_eq!(all_logits(&int8, &ids), want);
+    // So does converting a loaded f32 model, and back to f32 the int8 values are kept.
+    let mut converted = InferenceModel::load(&dir).unwrap();
+    converted.set_dtype(WeightDtype::Int8);
+    assert_eq!(converted.dtype(), WeightDtype::Int8);
+    assert!(converted.weight_bytes() * 3 < model.weight_bytes());
+    assert_eq!(all_logits(&converted, &ids), want);
+    converted.set_dtype(WeightDtype::F32);
+    converted.set_dtype(WeightDtype::Int8);
+    assert_eq!(all_logits(&converted, &ids), want);
     std::fs::remove_dir_all(&dir).ok();
 }
 
