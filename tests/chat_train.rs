@@ -20,7 +20,7 @@ use gpt::io::save_tokenizer;
 use gpt::model::{checkpoint, Gpt, GptConfig, Positions};
 use gpt::nn::block::NormPlacement;
 use gpt::nn::mlp::Activation;
-use gpt::nn::precision::Precision;
+use gpt::model::weight_dtype::WeightDtype;
 use gpt::rng::Rng;
 use gpt::tokenizer::{AnyTokenizer, CharTokenizer};
 use gpt::train::TrainOptions;
@@ -179,7 +179,7 @@ fn sft_learns_a_demonstration_answers_it_in_chat_and_resumes_exactly() {
         l[0],
         l[l.len() - 1]
     );
-    let chat = ChatModel::load(&dir.join("run"), Precision::F32).unwrap();
+    let chat = ChatModel::load(&dir.join("run"), WeightDtype::F32).unwrap();
     let greedy = GenerateConfig {
         max_new_tokens: 16,
         sampling: SamplingConfig::greedy(),
@@ -305,7 +305,7 @@ fn dpo_starts_at_ln2_learns_the_preference_and_writes_its_metrics() {
     let second = dpo::dpo(&cfg2, &resume).unwrap();
     assert_eq!(second.train.losses, o.train.losses[5..], "exact resume");
     // The policy is saved as a chat model with the base's template.
-    let chat = ChatModel::load(&dir.join("dpo"), Precision::F32).unwrap();
+    let chat = ChatModel::load(&dir.join("dpo"), WeightDtype::F32).unwrap();
     assert_eq!(
         chat.template.source(),
         ChatTemplate::default_template().source()
@@ -321,7 +321,7 @@ fn an_overlong_conversation_drops_its_oldest_turns_and_keeps_the_system_message(
     let mut cfg = config(Method::Sft, &b, &data, &dir.join("run"));
     cfg.max_steps = Some(1);
     sft::sft(&cfg, &quiet()).unwrap();
-    let chat = ChatModel::load(&dir.join("run"), Precision::F32).unwrap();
+    let chat = ChatModel::load(&dir.join("run"), WeightDtype::F32).unwrap();
     let mut history = vec![Message::new(Role::System, "sys")];
     for i in 0..6 {
         history.push(Message::new(Role::User, format!("question {i}")));
@@ -423,7 +423,7 @@ fn a_model_with_its_own_chat_template_keeps_it() {
     let mut cfg = config(Method::Sft, &b, &data, &dir.join("run"));
     cfg.max_steps = Some(1);
     sft::sft(&cfg, &quiet()).unwrap();
-    let chat = ChatModel::load(&dir.join("run"), Precision::F32).unwrap();
+    let chat = ChatModel::load(&dir.join("run"), WeightDtype::F32).unwrap();
     assert_eq!(chat.template.source(), tpl);
     assert!(
         chat.tok.special_id("<|user|>").is_none(),

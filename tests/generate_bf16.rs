@@ -19,7 +19,7 @@ use gpt::generate::score::token_logprobs;
 use gpt::generate::{generate, GenerateConfig, InferenceModel, SamplingConfig};
 use gpt::model::inference::WeightsSource;
 use gpt::model::{checkpoint, Gpt, GptConfig};
-use gpt::nn::precision::Precision;
+use gpt::model::weight_dtype::WeightDtype;
 use gpt::rng::Rng;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::path::{Path, PathBuf};
@@ -79,8 +79,8 @@ fn bf16_scores_are_within_2e2_of_f32_and_really_bf16() {
     let mut model = InferenceModel::from_gpt(&gpt).unwrap();
     let f32_lps = token_logprobs(&model, &ids, 16).unwrap();
     let f32_bytes = model.weight_bytes();
-    model.set_dtype(Precision::Bf16);
-    assert_eq!(model.dtype(), Precision::Bf16);
+    model.set_dtype(WeightDtype::Bf16);
+    assert_eq!(model.dtype(), WeightDtype::Bf16);
     // The matrices are gone from the f32 buffer: what is left is biases, LayerNorm and wpe.
     let cfg = &gpt.config;
     let matrices = cfg.vocab_size * cfg.n_embd + cfg.n_layer * 12 * cfg.n_embd * cfg.n_embd;
@@ -111,7 +111,7 @@ fn bf16_decode_logits_match_f32() {
     let ids = [464u32, 2068, 7586, 21831];
     let mut model = InferenceModel::from_gpt(&gpt).unwrap();
     let f32_logits = stepped_logits(&model, &ids);
-    model.set_dtype(Precision::Bf16);
+    model.set_dtype(WeightDtype::Bf16);
     let bf16_logits = stepped_logits(&model, &ids);
     let worst = max_diff(&f32_logits, &bf16_logits);
     eprintln!("worst decode logit difference f32 vs bf16: {worst}");
@@ -120,7 +120,7 @@ fn bf16_decode_logits_match_f32() {
         "worst logit difference {worst}"
     );
     // Back to f32 widens the bf16 matrices: the bf16 numbers on the f32 kernels.
-    model.set_dtype(Precision::F32);
+    model.set_dtype(WeightDtype::F32);
     let widened = stepped_logits(&model, &ids);
     let worst = max_diff(&widened, &bf16_logits);
     assert!(worst < 2e-2, "widened vs bf16: {worst}");
@@ -168,15 +168,15 @@ fn bf16_checkpoint_loads_directly_and_every_route_gives_the_same_logits() {
     save_with_bf16_matrices(&d32, &d16);
     let ids = [464u32, 2068, 7586, 21831, 11, 262];
 
-    let direct16 = InferenceModel::load_as(&d16, Precision::Bf16).unwrap();
+    let direct16 = InferenceModel::load_as(&d16, WeightDtype::Bf16).unwrap();
     assert_eq!(direct16.source, WeightsSource::Bf16("BF16+F32".into()));
-    let direct32 = InferenceModel::load_as(&d32, Precision::Bf16).unwrap();
+    let direct32 = InferenceModel::load_as(&d32, WeightDtype::Bf16).unwrap();
     assert_eq!(direct32.source, WeightsSource::Bf16("F32".into()));
     let mut via32 = InferenceModel::load(&d32).unwrap();
     assert_eq!(via32.source, WeightsSource::Mapped);
-    via32.set_dtype(Precision::Bf16);
+    via32.set_dtype(WeightDtype::Bf16);
     let mut via16 = InferenceModel::load(&d16).unwrap();
-    via16.set_dtype(Precision::Bf16);
+    via16.set_dtype(WeightDtype::Bf16);
 
     let want = stepped_logits(&direct16, &ids);
     for (what, m) in [
@@ -184,7 +184,7 @@ fn bf16_checkpoint_loads_directly_and_every_route_gives_the_same_logits() {
         ("f32 file, set_dtype", &via32),
         ("bf16 file loaded as f32, set_dtype", &via16),
     ] {
-        assert_eq!(m.dtype(), Precision::Bf16);
+        assert_eq!(m.dtype(), WeightDtype::Bf16);
         assert_eq!(m.weight_bytes(), direct16.weight_bytes(), "{what}");
         assert!(stepped_logits(m, &ids) == want, "{what}: logits differ");
     }
@@ -197,7 +197,7 @@ fn bf16_checkpoint_loads_directly_and_every_route_gives_the_same_logits() {
 fn bf16_cached_decoding_matches_recompute_and_greedy_follows_it() {
     let gpt = random_gpt2(128);
     let mut model = InferenceModel::from_gpt(&gpt).unwrap();
-    model.set_dtype(Precision::Bf16);
+    model.set_dtype(WeightDtype::Bf16);
     let mut rng = Rng::new(9);
     let ids: Vec<u32> = (0..70).map(|_| rng.below(50257) as u32).collect();
     let v = 50257;
@@ -244,7 +244,7 @@ fn bf16_batched_generation_equals_one_by_one() {
     let _steady = gpt::kernels::simd::steady();
     let gpt = random_gpt2(64);
     let mut model = InferenceModel::from_gpt(&gpt).unwrap();
-    model.set_dtype(Precision::Bf16);
+    model.set_dtype(WeightDtype::Bf16);
     let mut rng = Rng::new(10);
     let prompts: Vec<Vec<u32>> = [3, 9, 1]
         .iter()
@@ -271,7 +271,7 @@ fn bf16_portable_kernels_match_f32_like_the_native_ones() {
     let ids = [464u32, 2068, 7586, 21831, 11, 13];
     let mut model = InferenceModel::from_gpt(&gpt).unwrap();
     let (f32_step, f32_all) = (stepped_logits(&model, &ids), all_logits(&model, &ids));
-    model.set_dtype(Precision::Bf16);
+    model.set_dtype(WeightDtype::Bf16);
     let mut runs = Vec::new();
     for cap in [Isa::Avx512, Isa::Portable] {
         let _guard = limit(cap);

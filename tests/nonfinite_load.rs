@@ -6,7 +6,7 @@ mod common;
 
 use gpt::generate::InferenceModel;
 use gpt::model::checkpoint::{self, NonFinite};
-use gpt::nn::precision::Precision;
+use gpt::model::weight_dtype::WeightDtype;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -63,7 +63,7 @@ fn load_err(r: gpt::Result<InferenceModel>) -> String {
 fn loading_refuses_nonfinite_weights_naming_the_tensor_and_the_file() {
     let dir = poisoned_gpt("lib", "h.1.mlp.c_fc.weight", f32::NAN);
     // Every loader: mapped f32, packed bf16, the training model.
-    for dtype in [Precision::F32, Precision::Bf16] {
+    for dtype in [WeightDtype::F32, WeightDtype::Bf16] {
         let e = load_err(InferenceModel::load_as(&dir, dtype));
         assert!(
             e.contains("model.safetensors")
@@ -83,7 +83,7 @@ fn loading_refuses_nonfinite_weights_naming_the_tensor_and_the_file() {
     // An f32 value beyond bf16's range becomes inf when packed: refused in bf16 only.
     let big = poisoned_gpt("big", "wte.weight", 3.4e38);
     assert!(InferenceModel::load(&big).is_ok());
-    let e = load_err(InferenceModel::load_as(&big, Precision::Bf16));
+    let e = load_err(InferenceModel::load_as(&big, WeightDtype::Bf16));
     assert!(
         e.contains("`transformer.wte.weight`") && e.contains("inf"),
         "{e}"

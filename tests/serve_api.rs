@@ -11,7 +11,7 @@ use gpt::io::save_tokenizer;
 use gpt::model::{checkpoint, Gpt, GptConfig, Positions};
 use gpt::nn::block::NormPlacement;
 use gpt::nn::mlp::Activation;
-use gpt::nn::precision::Precision;
+use gpt::model::weight_dtype::WeightDtype;
 use gpt::rng::Rng;
 use gpt::serve::engine::EngineConfig;
 use gpt::serve::http::HttpConfig;
@@ -74,7 +74,7 @@ fn model_dir(name: &str, n_ctx: usize, n_embd: usize, template: bool) -> PathBuf
 fn options(dir: &Path) -> ServeOptions {
     ServeOptions {
         model: dir.to_path_buf(),
-        dtype: Precision::F32,
+        dtype: WeightDtype::F32,
         addr: "127.0.0.1:0".parse().unwrap(),
         http: HttpConfig {
             model_name: "tiny".into(),

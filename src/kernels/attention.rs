@@ -48,6 +48,7 @@ mod bf16_products;
 use super::check_len;
 
 use super::matmul::{dot, gemm_strided};
+use super::simd::simd_fn;
 use bf16_products::gemm_strided_bf16;
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -261,7 +262,7 @@ pub fn attention_forward(
     d: AttentionDims,
 ) {
     let mask = AttentionMask::new(key_mask, causal);
-    forward_with(gemm_strided, out, lse, q, k, v, mask, d);
+    forward_with(gemm_strided, true, out, lse, q, k, v, mask, d);
 }
 
 /// [`attention_forward`] under any [`AttentionMask`], packed rows' document mask included.
@@ -274,7 +275,7 @@ pub fn attention_forward_masked(
     mask: AttentionMask,
     d: AttentionDims,
 ) {
-    forward_with(gemm_strided, out, lse, q, k, v, mask, d);
+    forward_with(gemm_strided, true, out, lse, q, k, v, mask, d);
 }
 
 /// [`attention_forward`] with the two block products (`Q Kᵀ`, `P V`) in bf16 with f32
@@ -291,7 +292,7 @@ pub fn attention_forward_bf16(
     d: AttentionDims,
 ) {
     let mask = AttentionMask::new(key_mask, causal);
-    forward_with(gemm_strided_bf16, out, lse, q, k, v, mask, d);
+    forward_with(gemm_strided_bf16, false, out, lse, q, k, v, mask, d);
 }
 
 /// [`attention_forward_masked`] with the block products in bf16 (see
@@ -305,7 +306,7 @@ pub fn attention_forward_masked_bf16(
     mask: AttentionMask,
     d: AttentionDims,
 ) {
-    forward_with(gemm_strided_bf16, out, lse, q, k, v, mask, d);
+    forward_with(gemm_strided_bf16, false, out, lse, q, k, v, mask, d);
 }
 
 /// A block product on strided views with `gemm_strided`'s contract (f32 or bf16 inputs).
@@ -326,9 +327,34 @@ type BlockProduct = unsafe fn(
     bool,
 );
 
+simd_fn! {
+    /// `s[j] = scale · q · k[j·ld .. j·ld + HS]` for `j < s.len()`.
+    fn scores_row(s: &mut [f32], q: &[f32], k: &[f32], ld: usize, hs: usize, scale: f32) {
+        for (j, sj) in s.iter_mut().enumerate() {
+            *sj = scale * dot(q, &k[j * ld..j * ld + hs]);
+        }
+    }
+}
+
+simd_fn! {
+    /// `o = Σ_j p[j] · v[j·ld .. j·ld + o.len()]`.
+    fn weighted_rows(o: &mut [f32], p: &[f32], v: &[f32], ld: usize) {
+        let hs = o.len();
+        o.fill(0.0);
+        for (j, &pj) in p.iter().enumerate() {
+            for (x, &y) in o.iter_mut().zip(&v[j * ld..j * ld + hs]) {
+                *x += pj * y;
+            }
+        }
+    }
+}
+
+/// `single_row`: a block of one query may skip `gemm_strided` (f32 products only: the bf16
+/// products round their inputs, which the dot products would not).
 #[allow(clippy::too_many_arguments)]
 fn forward_with(
     gemm_strided: BlockProduct,
+    single_row: bool,
     out: &mut [f32],
     lse: &mut [f32],
     q: &[f32],
@@ -381,6 +407,19 @@ fn forward_with(
                     }
                     let nk = hi - lo;
                     let s = &mut scratch[..bq * nk];
+                    let window = |r: usize| mask.row_window(&d, b, i0 + r, (lo, hi));
+                    let mask_blk = mask_b.map(|m| &m[lo..hi]);
+                    if bq == 1 && single_row {
+                        // One query (a decoding step): dot products and a weighted sum of rows,
+                        // not two gemm calls whose set-up costs more than these 2·nk·HS FMAs.
+                        let q_row = &q_bh[i0 * c..i0 * c + d.hs];
+                        scores_row(s, q_row, &k_bh[lo * c..], c, d.hs, scale);
+                        softmax_block(s, &mut lse_bh[i0..i0 + 1], nk, window, mask_blk);
+                        // SAFETY: row i0 of this task's head columns, inside `out` (as below).
+                        let o = unsafe { std::slice::from_raw_parts_mut(o_blk, d.hs) };
+                        weighted_rows(o, s, &v_bh[lo * c..], c);
+                        continue;
+                    }
                     // SAFETY (all gemms below): views lie inside q/k/v/out (lengths checked above:
                     // the last row read is < Tq or < hi <= Tk, the last column < (h+1)·HS <= C),
                     // and `s` is thread-local so it aliases nothing.
@@ -403,8 +442,6 @@ fn forward_with(
                             false,
                         );
                     }
-                    let window = |r: usize| mask.row_window(&d, b, i0 + r, (lo, hi));
-                    let mask_blk = mask_b.map(|m| &m[lo..hi]);
                     softmax_block(s, &mut lse_bh[i0..i0 + bq], nk, window, mask_blk);
                     unsafe {
                         // O_blk (bq×HS) = P (bq×nk) · V[lo..hi] (nk×HS)

@@ -157,7 +157,7 @@ fn matvec(out: &mut [f32], x: &[f32], b: &[f32], k: usize, n: usize, trans_b: bo
 }
 
 /// Dot product with 16 independent accumulators so the compiler vectorises it.
-#[inline]
+#[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let mut acc = [0.0f32; 16];
