@@ -18,8 +18,8 @@ use common::claims::{
 use gpt::generate::score::token_logprobs;
 use gpt::generate::{generate, GenerateConfig, InferenceModel, SamplingConfig};
 use gpt::model::inference::WeightsSource;
-use gpt::model::{checkpoint, Gpt, GptConfig};
 use gpt::model::weight_dtype::WeightDtype;
+use gpt::model::{checkpoint, Gpt, GptConfig};
 use gpt::rng::Rng;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::path::{Path, PathBuf};
