@@ -12,6 +12,8 @@
 
 mod common;
 
+use common::inference::all_logits;
+
 use common::claims::{
     BF16_LOGIT_LIMIT, BF16_LOGPROB_LIMIT, BF16_RECOMPUTE_LIMIT, BF16_SCORED_TOKENS,
 };
@@ -34,17 +36,6 @@ fn random_gpt2(n_ctx: usize) -> Gpt {
 
 fn tmp_dir(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("gpt-bf16-{tag}-{}", std::process::id()))
-}
-
-/// Logits `(T, V)` of `ids` in one forward (prefill path).
-fn all_logits(model: &InferenceModel, ids: &[u32]) -> Vec<f32> {
-    let mut cache = model.new_cache(1);
-    let (mut s, mut h, mut l) = (Default::default(), Vec::new(), Vec::new());
-    model
-        .forward_hidden(ids, &[ids.len()], &mut cache, &mut s, &mut h)
-        .unwrap();
-    model.logits(&mut l, &h);
-    l
 }
 
 /// Logits `(T, V)` of `ids` fed one token at a time through the cache (decode path).

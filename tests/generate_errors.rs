@@ -10,17 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn model_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gpt-gen-err-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let fx = common::fixture_path("hf_gpt2");
-    for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(fx.join(f), dir.join(f)).unwrap();
-    }
-    let tok = Path::new(env!("CARGO_MANIFEST_DIR")).join("tokenizer/data/gpt2");
-    for f in ["vocab.json", "merges.txt"] {
-        std::fs::copy(tok.join(f), dir.join(f)).unwrap();
-    }
-    dir
+    common::inference::hf_model_dir(&format!("gen-err-{tag}"))
 }
 
 fn load_err(dir: &Path) -> String {

@@ -5,50 +5,18 @@
 
 mod common;
 
+use common::inference::{all_logits, hf_model_dir, ids_of};
+
 use gpt::generate::score::token_logprobs;
 use gpt::generate::{generate, GenerateConfig, InferenceModel, SamplingConfig};
 use gpt::io::load_tokenizer;
 use gpt::model::inference::WeightsSource;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-
-/// A temporary model directory: the fixture's config and weights plus the GPT-2 tokenizer files.
-pub fn hf_model_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gpt-hf-fixture-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let fx = common::fixture_path("hf_gpt2");
-    for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(fx.join(f), dir.join(f)).unwrap();
-    }
-    let tok = Path::new(env!("CARGO_MANIFEST_DIR")).join("tokenizer/data/gpt2");
-    for f in ["vocab.json", "merges.txt"] {
-        std::fs::copy(tok.join(f), dir.join(f)).unwrap();
-    }
-    dir
-}
+use std::path::Path;
 
 fn expected() -> Value {
     let path = common::fixture_path("hf_gpt2/expected.json");
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn ids_of(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-/// Full logits `(T, V)` of `ids` in one prefill.
-fn all_logits(model: &InferenceModel, ids: &[u32]) -> Vec<f32> {
-    let mut cache = model.new_cache(1);
-    let (mut s, mut h, mut l) = (Default::default(), Vec::new(), Vec::new());
-    model
-        .forward_hidden(ids, &[ids.len()], &mut cache, &mut s, &mut h)
-        .unwrap();
-    model.logits(&mut l, &h);
-    l
 }
 
 fn check_model(model: &InferenceModel, dir: &Path) {

@@ -18,6 +18,8 @@
 
 mod common;
 
+use common::inference::{all_logits, hf_model_dir, ids_of};
+
 use gpt::generate::{generate, GenerateConfig, InferenceModel, SamplingConfig};
 use gpt::io::gguf::GgufFile;
 use gpt::model::checkpoint::NonFinite;
@@ -33,45 +35,12 @@ fn tmp(tag: &str) -> PathBuf {
     d
 }
 
-/// The hf_gpt2 fixture as a model directory with the GPT-2 tokenizer.
-fn hf_dir(tag: &str) -> PathBuf {
-    let dir = tmp(tag);
-    let fx = common::fixture_path("hf_gpt2");
-    for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(fx.join(f), dir.join(f)).unwrap();
-    }
-    let tok = Path::new(env!("CARGO_MANIFEST_DIR")).join("tokenizer/data/gpt2");
-    for f in ["vocab.json", "merges.txt"] {
-        std::fs::copy(tok.join(f), dir.join(f)).unwrap();
-    }
-    dir
-}
-
 fn q8_file() -> PathBuf {
     common::fixture_path("gguf/tiny-q8_0.gguf")
 }
 
 fn json(path: &str) -> Value {
     serde_json::from_slice(&std::fs::read(common::fixture_path(path)).unwrap()).unwrap()
-}
-
-fn ids_of(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-/// Full logits `(T, V)` of `ids` in one prefill.
-fn all_logits(model: &InferenceModel, ids: &[u32]) -> Vec<f32> {
-    let mut cache = model.new_cache(1);
-    let (mut s, mut h, mut l) = (Default::default(), Vec::new(), Vec::new());
-    model
-        .forward_hidden(ids, &[ids.len()], &mut cache, &mut s, &mut h)
-        .unwrap();
-    model.logits(&mut l, &h);
-    l
 }
 
 /// Max |Δ| between `model`'s logits and the reference's `(T, 512)` sub-logits, over prompts.
@@ -178,7 +147,7 @@ fn llama_cpp_q8_0_file_matches_llama_cpp_and_transformers() {
 
 #[test]
 fn q8_0_export_equals_llama_cpp_converter_bytes() {
-    let dir = hf_dir("export");
+    let dir = hf_model_dir("export");
     let (model, tok, _) =
         load_with_tokenizer_as(&dir, WeightDtype::F32, NonFinite::Refuse).unwrap();
     let out = dir.join("ours.gguf");
@@ -221,7 +190,7 @@ fn q8_0_export_equals_llama_cpp_converter_bytes() {
 
 #[test]
 fn f16_and_f32_exports_load_back_to_the_directory_logits() {
-    let dir = hf_dir("f16");
+    let dir = hf_model_dir("f16");
     let (model, tok, _) =
         load_with_tokenizer_as(&dir, WeightDtype::F32, NonFinite::Refuse).unwrap();
     let ids = [464u32, 2068, 7586, 21831, 18045, 625];
@@ -284,7 +253,7 @@ fn bad_gguf_files_are_named_errors() {
 
 #[test]
 fn cli_quantizes_and_generates_from_gguf() {
-    let dir = hf_dir("cli");
+    let dir = hf_model_dir("cli");
     let out = dir.join("m.gguf");
     let q = std::process::Command::new(env!("CARGO_BIN_EXE_gpt"))
         .args(["quantize", "--model"])

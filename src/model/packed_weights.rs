@@ -41,6 +41,17 @@ pub fn in_out_dims(shape: &[usize], layout: WeightLayout) -> (usize, usize) {
     }
 }
 
+/// Bytes per element of a stored matrix, or an error naming the tensor if its dtype is not one
+/// we convert.
+fn element_size(file: &TensorFile, name: &str, dtype: Dtype) -> Result<usize> {
+    dtype_size(dtype).ok_or_else(|| {
+        Error::file(
+            file.path(),
+            format!("tensor `{name}` has dtype {dtype:?}; supported: F32, F16, BF16"),
+        )
+    })
+}
+
 /// Bytes read from the file per chunk while packing (whole stored rows, at least one).
 const CHUNK_BYTES: usize = 1 << 20;
 
@@ -58,12 +69,7 @@ pub fn read_packed(
     nonfinite: NonFinite,
 ) -> Result<PackedBf16> {
     let (ic, oc) = in_out_dims(shape, layout);
-    let size = dtype_size(dtype).ok_or_else(|| {
-        Error::file(
-            file.path(),
-            format!("tensor `{name}` has dtype {dtype:?}; supported: F32, F16, BF16"),
-        )
-    })?;
+    let size = element_size(file, name, dtype)?;
     let (rows, row_len) = (shape[0], shape[1]);
     let mut m = PackedBf16::zeros(ic, oc, layout);
     let per = (CHUNK_BYTES / (size * row_len).max(1)).max(1);
@@ -118,12 +124,7 @@ pub fn read_packed_int8(
     nonfinite: NonFinite,
 ) -> Result<PackedI8> {
     let (ic, oc) = in_out_dims(shape, layout);
-    let size = dtype_size(dtype).ok_or_else(|| {
-        Error::file(
-            file.path(),
-            format!("tensor `{name}` has dtype {dtype:?}; supported: F32, F16, BF16"),
-        )
-    })?;
+    let size = element_size(file, name, dtype)?;
     let mut raw = vec![0u8; ic * oc * size];
     file.read_at(start, &mut raw, &format!("tensor `{name}`"))?;
     let mut w = vec![0.0f32; ic * oc];

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod finetune_base;
+pub mod inference;
 pub mod runs;
 pub mod translation_pairs;
 
