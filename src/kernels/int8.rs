@@ -25,8 +25,8 @@
 //! strip's records in order, and one 512-bit load feeds 16 columns × 4 inputs for every row.
 //! Short inputs (`IC` not a multiple of 32) and strips past `OC` are padded with zero weights.
 //!
-//! Work division: each thread takes a contiguous range of strips ([`super::few_rows`]'s
-//! `(OC, IC)` split, whatever the stored layout), and within a strip runs the rows in groups of
+//! Work division: each thread takes a contiguous range of strips and writes their columns of the
+//! output directly (no per-call buffers), and within a strip runs the rows in groups of
 //! up to [`ROW_TILE`] held in registers, so the strip's weights (≤ 104 KiB for IC = 3072) are
 //! read from memory once and from cache for every further group. Long inputs (prefill, scoring)
 //! run in chunks of [`ROW_CHUNK`] rows to bound the per-thread buffers.
@@ -34,7 +34,6 @@
 //! Dimensions: `n` rows, `IC OC` input/output channels, `NB = ⌈IC/32⌉` blocks.
 
 use super::check_len;
-use super::few_rows::split_out_in;
 use super::huge_words::HugeWords;
 use super::matmul::WeightLayout;
 use super::simd::{cpu, isa, simd_fn, Isa};
@@ -309,28 +308,45 @@ pub fn linear_int8_on(
     for r0 in (0..n).step_by(ROW_CHUNK) {
         let rows = ROW_CHUNK.min(n - r0);
         let x = quantize_rows(&inp[r0 * ic..(r0 + rows) * ic], rows, ic);
-        let out = &mut out[r0 * oc..(r0 + rows) * oc];
-        split_out_in(out, bias, rows, oc, STRIP, |acc, j0, j1| {
-            strips(path, acc, &x, w, rows, j0, j1)
+        let out = OutRows(out[r0 * oc..(r0 + rows) * oc].as_mut_ptr());
+        // One contiguous range of strips per thread, written straight into `out`.
+        let n_strips = oc.div_ceil(STRIP);
+        let tasks = rayon::current_num_threads().clamp(1, n_strips.max(1));
+        (0..tasks).into_par_iter().for_each(|t| {
+            let (s0, s1) = (t * n_strips / tasks, (t + 1) * n_strips / tasks);
+            // SAFETY: `out` holds `rows × oc` floats; task t writes only the columns of strips
+            // s0..s1, disjoint from every other task's.
+            unsafe { strips(path, &out, bias, &x, w, rows, s0, s1) }
         });
     }
 }
 
-/// Columns `j0..j1` (`j0` a multiple of [`STRIP`]) of all `n` rows: `acc (n, j1 − j0) +=` the
-/// products, strip by strip, rows in register tiles.
-fn strips(
+/// The output rows of one call, shared by the tasks that write disjoint columns of them.
+struct OutRows(*mut f32);
+// SAFETY: the tasks write disjoint columns (see `linear_int8_on`), and the pointer outlives them.
+unsafe impl Sync for OutRows {}
+
+/// Strips `s0..s1` of all `n` rows: `out (n, OC) = bias + ` the products in those strips'
+/// columns, rows in register tiles.
+///
+/// # Safety
+/// `out` points at `n × OC` floats, of which no other thread touches these columns meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn strips(
     path: Int8Path,
-    acc: &mut [f32],
+    out: &OutRows,
+    bias: Option<&[f32]>,
     x: &QuantRows,
     w: &PackedI8,
     n: usize,
-    j0: usize,
-    j1: usize,
+    s0: usize,
+    s1: usize,
 ) {
-    let (nb, wd) = (w.blocks(), j1 - j0);
+    let (nb, oc) = (w.blocks(), w.oc);
     let mut tile = [0.0f32; ROW_TILE * STRIP];
-    for s in j0 / STRIP..j1.div_ceil(STRIP) {
+    for s in s0..s1 {
         let rec = &w.words[w.record(s, 0)..w.record(s + 1, 0)];
+        let (j0, cols) = (s * STRIP, STRIP.min(oc - s * STRIP));
         let mut r0 = 0;
         while r0 < n {
             // Even groups: 8 rows run as 4 + 4, not 6 + 2.
@@ -347,15 +363,14 @@ fn strips(
                 // SAFETY: `linear_int8_on` picks this path only where the CPU has AVX-512 VNNI
                 // (with F, VL, BW and F16C, which every such CPU has); the slices hold `rows`
                 // rows of `nb` blocks and the strip's `nb` records (checked below in debug).
-                Int8Path::Avx512Vnni => unsafe { strip_vnni(t, rec, q, d, corr, nb, rows) },
+                Int8Path::Avx512Vnni => strip_vnni(t, rec, q, d, corr, nb, rows),
                 _ => strip_portable(t, rec, q, d, corr, nb, rows),
             }
             for r in 0..rows {
-                let c0 = s * STRIP - j0;
-                let cols = STRIP.min(wd - c0);
-                let dst = &mut acc[(r0 + r) * wd + c0..][..cols];
-                for (a, &v) in dst.iter_mut().zip(&t[r * STRIP..]) {
-                    *a += v;
+                // SAFETY: row r0 + r < n, columns j0..j0 + cols < OC of this task's strips.
+                let dst = std::slice::from_raw_parts_mut(out.0.add((r0 + r) * oc + j0), cols);
+                for (c, (o, &v)) in dst.iter_mut().zip(&t[r * STRIP..]).enumerate() {
+                    *o = bias.map_or(0.0, |b| b[j0 + c]) + v;
                 }
             }
             r0 += rows;
