@@ -217,19 +217,19 @@ pub fn run(opts: &GenerateBench) -> Result<()> {
         many.decode_tokens_per_sec(),
         many.prefill_tokens_per_sec()
     );
-    // bf16 weights: the same batch-1 decode, against the bounds for the halved bytes.
-    let bf16_decode = if dtype != WeightDtype::F32 {
+    // bf16 or int8 weights: the same batch-1 decode, against the bounds for their bytes.
+    let packed_decode = if dtype != WeightDtype::F32 {
         let m = InferenceModel::load_as(&dir, dtype)?;
-        let bytes16 = m.bytes_per_token() as f64;
-        let (bound16, read_bound16) = (bw * 1e9 / bytes16, read_bw * 1e9 / bytes16);
+        let bytes_p = m.bytes_per_token() as f64;
+        let (bound_p, read_bound_p) = (bw * 1e9 / bytes_p, read_bw * 1e9 / bytes_p);
         let r = run_ours(&m, &p1, opts.new_tokens, opts.reps)?;
         let d = r.decode_tokens_per_sec();
         println!(
-            "ours   batch 1, {} weights ({:.3} GB per token): decode {d:.1} tokens/s ({:.2} of its copy bound {bound16:.1}, {:.2} of its read bound {read_bound16:.1}), prefill {:.0} tokens/s",
+            "ours   batch 1, {} weights ({:.3} GB per token): decode {d:.1} tokens/s ({:.2} of its copy bound {bound_p:.1}, {:.2} of its read bound {read_bound_p:.1}), prefill {:.0} tokens/s",
             dtype.describe(),
-            bytes16 / 1e9,
-            d / bound16,
-            d / read_bound16,
+            bytes_p / 1e9,
+            d / bound_p,
+            d / read_bound_p,
             r.prefill_tokens_per_sec()
         );
         Some(d)
@@ -288,9 +288,10 @@ pub fn run(opts: &GenerateBench) -> Result<()> {
             .map_err(|e| Error::file(&script, format!("bad output: {e}")))?;
         let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
         let hf = f("decode_tokens_per_sec");
-        if let Some(d) = bf16_decode {
+        if let Some(d) = packed_decode {
             println!(
-                "ratio ours bf16 weights / transformers f32: batch 1 decode {:.2}x",
+                "ratio ours {} weights / transformers f32: batch 1 decode {:.2}x",
+                dtype.name(),
                 d / hf
             );
         }

@@ -164,19 +164,22 @@ pub fn native_dtype(f: &GgufFile) -> WeightDtype {
     }
 }
 
+/// `m (rows, cols)` row-major, transposed to `(cols, rows)`.
+fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0f32; rows * cols];
+    for (r, row) in m.chunks_exact(cols).enumerate() {
+        for (c, &x) in row.iter().enumerate() {
+            t[c * rows + r] = x;
+        }
+    }
+    t
+}
+
 /// A stored `(out, in)` matrix's values in our orientation `layout` (row-major).
 fn oriented(vals: Vec<f32>, ic: usize, oc: usize, layout: WeightLayout) -> Vec<f32> {
     match layout {
         WeightLayout::OutIn => vals,
-        WeightLayout::InOut => {
-            let mut t = vec![0.0f32; ic * oc];
-            for (j, row) in vals.chunks_exact(ic).enumerate() {
-                for (i, &x) in row.iter().enumerate() {
-                    t[i * oc + j] = x;
-                }
-            }
-            t
-        }
+        WeightLayout::InOut => transpose(&vals, oc, ic),
     }
 }
 
@@ -427,15 +430,7 @@ pub fn export_gguf(
                 // Rows of the stored (out, in) matrix.
                 let rows = match layout {
                     WeightLayout::OutIn => v.to_vec(),
-                    WeightLayout::InOut => {
-                        let mut t = vec![0.0f32; ic * oc];
-                        for i in 0..ic {
-                            for j in 0..oc {
-                                t[j * ic + i] = v[i * oc + j];
-                            }
-                        }
-                        t
-                    }
+                    WeightLayout::InOut => transpose(v, ic, oc),
                 };
                 match ty {
                     ExportType::F32 => (GgmlType::F32, f32_bytes(&rows)),

@@ -321,8 +321,7 @@ pub fn gpt_inference(
         .checked_num_params()
         .ok_or_else(|| Error::field("n_layer × n_embd", "the parameter count overflows"))?
         as u64;
-    // Bytes per weight, in 32nds (int8: 34 per 32 weights), so the estimate stays an integer.
-    let weight_32nds = (dtype.bytes_per_weight() * 32.0) as u64;
+    let weight_32nds = dtype.bytes_per_32_weights();
     let model_sizes = [("n_layer", cfg.n_layer), ("n_embd", cfg.n_embd)];
     let cache_sizes = [
         (rows_flag, rows),

@@ -65,12 +65,13 @@ impl WeightDtype {
         }
     }
 
-    /// Bytes held per weight of a matrix (int8: 32 bytes and a 2-byte scale per 32).
-    pub fn bytes_per_weight(self) -> f64 {
+    /// Bytes held per 32 weights of a matrix (int8: 32 bytes and a 2-byte scale), in whole
+    /// bytes so size estimates stay integers.
+    pub fn bytes_per_32_weights(self) -> u64 {
         match self {
-            WeightDtype::F32 => 4.0,
-            WeightDtype::Bf16 => 2.0,
-            WeightDtype::Int8 => 34.0 / 32.0,
+            WeightDtype::F32 => 128,
+            WeightDtype::Bf16 => 64,
+            WeightDtype::Int8 => 34,
         }
     }
 
