@@ -1,13 +1,14 @@
 //! Dev probe of the small-batch decode kernels: one GPT-2 124M decoding step's matrix products
 //! (12 layers of `c_attn`, `attn.c_proj`, `c_fc`, `mlp.c_proj` as `(IC, OC)` weights, then the
-//! LM head packed in panels) for 1..=8 rows, with distinct weights per layer as in the model
-//! (so the weights come from memory, not cache). Prints ms per step and GFLOP/s, median of 7.
+//! LM head packed in panels) for 1 to 64 rows, with distinct weights per layer as in the model
+//! (so the weights come from memory, not cache). Prints ms per step and GFLOP/s, median of 9,
+//! beside the same products through `gemm` (median of 5).
 //!
 //! ```sh
 //! cargo run --release --example few_rows_probe
 //! ```
 
-use gpt::kernels::few_rows::linear_small;
+use gpt::kernels::few_rows::{linear_small, F32_STREAM_ROWS};
 use gpt::kernels::matmul::WeightLayout;
 use gpt::kernels::panel_f32::{linear_panels_f32, PanelsF32};
 use gpt::rng::Rng;
@@ -26,12 +27,8 @@ fn main() {
         })
         .collect();
     let vocab = 50257;
-    let head = PanelsF32::pack(
-        &rng.normal_vec(vocab * c, 0.02),
-        c,
-        vocab,
-        WeightLayout::OutIn,
-    );
+    let head_f32 = rng.normal_vec(vocab * c, 0.02);
+    let head = PanelsF32::pack(&head_f32, c, vocab, WeightLayout::OutIn);
     let params: usize = 12 * shapes.iter().map(|(a, b)| a * b).sum::<usize>() + vocab * c;
     // The machine's matmul peak in this run: a 1024 × 768 × 3072 product through `gemm`.
     let (m, k, nn) = (1024, 768, 3072);
@@ -57,7 +54,7 @@ fn main() {
         rayon::current_num_threads(),
         2.0 * (m * k * nn) as f64 / best / 1e9
     );
-    for n in [1usize, 2, 4, 8] {
+    for n in [1usize, 2, 4, 8, 9, 16, 32, 64] {
         let x = rng.normal_vec(n * 4 * c, 1.0);
         let mut out = vec![0.0f32; n * vocab];
         let mut times = Vec::new();
@@ -78,11 +75,56 @@ fn main() {
                 }
             }
             let t_layers = t.elapsed().as_secs_f64();
-            linear_panels_f32(&mut out, &x[..n * c], &head, None, n);
+            if n <= F32_STREAM_ROWS {
+                linear_panels_f32(&mut out, &x[..n * c], &head, None, n);
+            } else {
+                linear_small(
+                    &mut out,
+                    &x[..n * c],
+                    &head_f32,
+                    None,
+                    n,
+                    c,
+                    vocab,
+                    WeightLayout::OutIn,
+                );
+            }
             times.push((t.elapsed().as_secs_f64(), t_layers));
         }
         times.sort_by(|a, b| a.0.total_cmp(&b.0));
         let (total, layers_t) = times[times.len() / 2];
+        // The same products through `gemm` (what more rows than the threshold run).
+        let mut gemm_t = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            for layer in &layers {
+                for (w, &(ic, oc)) in layer.iter().zip(&shapes) {
+                    gpt::kernels::matmul::linear_forward(
+                        &mut out[..n * oc],
+                        &x[..n * ic],
+                        w,
+                        None,
+                        n,
+                        ic,
+                        oc,
+                        WeightLayout::InOut,
+                    );
+                }
+            }
+            gpt::kernels::matmul::linear_forward(
+                &mut out,
+                &x[..n * c],
+                &head_f32,
+                None,
+                n,
+                c,
+                vocab,
+                WeightLayout::OutIn,
+            );
+            gemm_t.push(t.elapsed().as_secs_f64());
+        }
+        gemm_t.sort_by(|a, b| a.total_cmp(b));
+        print!("gemm {:.2} ms | ", gemm_t[2] * 1e3);
         println!(
             "rows {n}: {:.2} ms per step ({:.2} ms layers, {:.2} ms head), {:.1} GFLOP/s",
             total * 1e3,

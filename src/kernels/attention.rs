@@ -349,6 +349,83 @@ simd_fn! {
     }
 }
 
+/// One query of [`attention_single_queries`]: its row of `q` and `out`, where its sequence's
+/// keys and values start in `k` and `v` (element offset of position 0), and how many positions
+/// it attends (all of them: the query is the sequence's last position).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SingleQuery {
+    /// Row of `q` (stride `q_stride`) and of `out` (stride `C`).
+    pub row: usize,
+    /// Offset of the sequence's first key/value row in `k` and `v` (rows of stride `C`).
+    pub kv_start: usize,
+    /// Positions attended: `k[kv_start + j·C ..]` for `j < len`.
+    pub len: usize,
+}
+
+/// Batched decoding: one query per sequence, each over its own keys and values (a KV cache's
+/// rows), every (query, head) pair one task of a single parallel pass, instead of one
+/// [`attention_forward`] call (one fork-join) per sequence. Same operations as
+/// [`attention_forward`] on a one-row causal query (dot products, the softmax, the weighted
+/// sum of value rows), so the same bits.
+///
+/// Shapes: `out (rows, C)`, `q` rows of stride `q_stride ≥ C` (e.g. the packed `QKV` rows, the
+/// queries in their first `C` columns); `k`, `v` rows of stride `C`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_single_queries(
+    out: &mut [f32],
+    q: &[f32],
+    q_stride: usize,
+    k: &[f32],
+    v: &[f32],
+    queries: &[SingleQuery],
+    nh: usize,
+    hs: usize,
+) {
+    const OP: &str = "attention_single_queries";
+    let c = nh * hs;
+    assert!(q_stride >= c, "{OP}: q stride {q_stride} < C = {c}");
+    for sq in queries {
+        assert!(
+            (sq.row + 1) * c <= out.len()
+                && sq.row * q_stride + c <= q.len()
+                && sq.kv_start + sq.len * c <= k.len().min(v.len()),
+            "{OP}: {sq:?} reaches past out ({}), q ({}) or k/v ({}, {}) elements",
+            out.len(),
+            q.len(),
+            k.len(),
+            v.len()
+        );
+    }
+    for (i, a) in queries.iter().enumerate() {
+        assert!(
+            queries[..i].iter().all(|b| b.row != a.row),
+            "{OP}: two queries write row {}",
+            a.row
+        );
+    }
+    let scale = 1.0 / (hs as f32).sqrt();
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    (0..queries.len() * nh).into_par_iter().for_each(|task| {
+        let (sq, h) = (queries[task / nh], task % nh);
+        // SAFETY: rows are distinct (asserted above) and each task writes only its head's
+        // columns h·HS..(h+1)·HS of its query's row, inside `out` (checked above).
+        let o =
+            unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(sq.row * c + h * hs), hs) };
+        if sq.len == 0 {
+            o.fill(0.0);
+            return;
+        }
+        let q_row = &q[sq.row * q_stride + h * hs..sq.row * q_stride + (h + 1) * hs];
+        let kv = sq.kv_start + h * hs;
+        with_scratch(sq.len, |s| {
+            scores_row(s, q_row, &k[kv..], c, hs, scale);
+            let mut lse = [0.0f32];
+            softmax_block(s, &mut lse, sq.len, |_| (0, sq.len), None);
+            weighted_rows(o, s, &v[kv..], c);
+        });
+    });
+}
+
 /// `single_row`: a block of one query may skip `gemm_strided` (f32 products only: the bf16
 /// products round their inputs, which the dot products would not).
 #[allow(clippy::too_many_arguments)]
@@ -1068,6 +1145,68 @@ mod tests {
                 (x - y).abs() <= tol * (1.0 + y.abs()),
                 "{what} index {i}: {x} vs {y}"
             );
+        }
+    }
+
+    #[test]
+    fn single_queries_equal_one_call_per_sequence_bit_for_bit() {
+        // Three sequences of a cache-like buffer (cap 9 positions each), lengths 1, 9 and 4,
+        // queries in packed rows of stride 3C (out of order), odd head sizes.
+        let mut rng = Rng::new(7);
+        for &(nh, hs) in &[(1usize, 5usize), (3, 7), (2, 64)] {
+            let (c, cap) = (nh * hs, 9);
+            let k = rng.normal_vec(3 * cap * c, 1.0);
+            let v = rng.normal_vec(3 * cap * c, 1.0);
+            let q = rng.normal_vec(4 * 3 * c, 1.0);
+            let queries = [
+                SingleQuery {
+                    row: 2,
+                    kv_start: 0,
+                    len: 1,
+                },
+                SingleQuery {
+                    row: 0,
+                    kv_start: cap * c,
+                    len: 9,
+                },
+                SingleQuery {
+                    row: 3,
+                    kv_start: 2 * cap * c,
+                    len: 4,
+                },
+            ];
+            let mut got = vec![f32::NAN; 4 * c];
+            attention_single_queries(&mut got, &q, 3 * c, &k, &v, &queries, nh, hs);
+            for sq in &queries {
+                let d = AttentionDims {
+                    b: 1,
+                    tq: 1,
+                    tk: sq.len,
+                    nh,
+                    hs,
+                };
+                let mut want = vec![0.0; c];
+                let mut lse = vec![0.0; nh];
+                let kv = sq.kv_start..sq.kv_start + sq.len * c;
+                let qr = &q[sq.row * 3 * c..sq.row * 3 * c + c];
+                attention_forward(
+                    &mut want,
+                    &mut lse,
+                    qr,
+                    &k[kv.clone()],
+                    &v[kv],
+                    None,
+                    true,
+                    d,
+                );
+                assert_eq!(
+                    &got[sq.row * c..(sq.row + 1) * c],
+                    &want[..],
+                    "{sq:?} nh {nh} hs {hs}"
+                );
+            }
+            // The row no query names is left alone.
+            assert!(got[c..2 * c].iter().all(|x| x.is_nan()));
         }
     }
 

@@ -1,4 +1,5 @@
 //! Linear layers for a few rows: `out (n, OC) = inp (n, IC) · Wᵀ + bias` for `n ≤` [`FEW_ROWS`]
+//! (bf16) or [`F32_STREAM_ROWS`] (f32)
 //! (batch-1 or small-batch decoding), where the cost is streaming the weights from DRAM once,
 //! not arithmetic. This file holds the thread split shared by every weight format and the f32
 //! instance, [`linear_small`]; the bf16 instances are
@@ -31,6 +32,15 @@ use rayon::prelude::*;
 /// more rows go to the general products. The packed bf16 kernels hold this many rows in
 /// registers.
 pub const FEW_ROWS: usize = 8;
+
+/// Row counts up to this run the f32 few-row kernels ([`linear_small`] and
+/// [`super::panel_f32::linear_panels_f32`]): they stream each weight once for all rows, tiles of
+/// rows meeting each block of weights while it is in cache. Past 8 rows `gemm` first packs the
+/// weights, an extra pass over them: GPT-2 124M's products for 9 rows took 64 ms against 24 ms
+/// streamed, for 16 rows 62 against 33, for 32 rows 85 against 65, and the streaming kernels
+/// stay ahead up to 128 rows (`examples/few_rows_probe.rs`, 2 Zen 4 threads). A serving step
+/// of 8 decoding rows plus a prompt chunk is such a product.
+pub const F32_STREAM_ROWS: usize = 64;
 
 /// Range of task `t` of `tasks` over `len`, cut in multiples of `align`.
 fn share(t: usize, tasks: usize, len: usize, align: usize) -> (usize, usize) {
@@ -105,7 +115,7 @@ pub fn split_out_in(
 
 /// `out (n, OC) = inp (n, IC) · Wᵀ + bias` with f32 weights (`(IC, OC)` or `(OC, IC)` per
 /// `layout`), each thread streaming one contiguous share of `W` once for all rows. More than
-/// [`FEW_ROWS`] rows (or none) go to [`linear_forward`].
+/// [`F32_STREAM_ROWS`] rows (or none) go to [`linear_forward`].
 #[allow(clippy::too_many_arguments)]
 pub fn linear_small(
     out: &mut [f32],
@@ -117,7 +127,7 @@ pub fn linear_small(
     oc: usize,
     layout: WeightLayout,
 ) {
-    if n > FEW_ROWS || n == 0 {
+    if n > F32_STREAM_ROWS || n == 0 {
         return linear_forward(out, inp, w, bias, n, ic, oc, layout);
     }
     check_len("linear_small", "out", out.len(), n * oc);
@@ -150,7 +160,11 @@ mod tests {
     fn matches_naive_for_both_layouts_every_row_count_and_rung() {
         let mut rng = Rng::new(0);
         for &(ic, oc) in &[(70, 130), (64, 48), (33, 1000), (1, 17), (20, 20), (40, 31)] {
-            for n in 1..=FEW_ROWS + 1 {
+            // Every tile size, then past the register tiles up to the threshold and one more
+            // (the general product).
+            let counts =
+                (1..=FEW_ROWS + 1).chain([13, 16, 33, F32_STREAM_ROWS, F32_STREAM_ROWS + 1]);
+            for n in counts {
                 for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
                     let x = rng.normal_vec(n * ic, 1.0);
                     let w = rng.normal_vec(ic * oc, 1.0);
@@ -171,7 +185,7 @@ mod tests {
                         // A row's result does not depend on the rows batched with it.
                         let mut alone = vec![0.0; oc];
                         linear_small(&mut alone, &x[..ic], &w, Some(&b), 1, ic, oc, layout);
-                        if n <= FEW_ROWS {
+                        if n <= F32_STREAM_ROWS {
                             assert_eq!(&got[..oc], &alone[..], "{n}x{ic}x{oc} {layout:?} {isa:?}");
                         }
                         // Every rung runs the same operations in the same order.

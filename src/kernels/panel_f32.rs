@@ -1,5 +1,5 @@
 //! f32 weight matrices packed in panels for few-row products: `out (n, OC) = inp (n, IC) · Wᵀ +
-//! bias` for `n ≤` [`FEW_ROWS`], where each weight is read once, in order, and meets every row in
+//! bias` for `n ≤` [`F32_STREAM_ROWS`], where each weight is read once, in order, and meets every row in
 //! registers.
 //!
 //! Why: the tied LM head `wte (V, C)` is stored `(OC, IC)`, so a product over it is a dot
@@ -21,7 +21,7 @@
 
 use super::blocked_rows::ROWS;
 use super::check_len;
-use super::few_rows::{split_out_in, FEW_ROWS};
+use super::few_rows::{split_out_in, F32_STREAM_ROWS};
 use super::matmul::WeightLayout;
 use super::simd::{isa, simd_fn, Isa};
 use rayon::prelude::*;
@@ -77,7 +77,7 @@ impl PanelsF32 {
     }
 }
 
-/// `out (n, OC) = inp (n, IC) · Wᵀ + bias` over panels, `1 ≤ n ≤` [`FEW_ROWS`]: each thread
+/// `out (n, OC) = inp (n, IC) · Wᵀ + bias` over panels, `1 ≤ n ≤` [`F32_STREAM_ROWS`]: each thread
 /// takes a contiguous share of the panels.
 pub fn linear_panels_f32(
     out: &mut [f32],
@@ -88,8 +88,8 @@ pub fn linear_panels_f32(
 ) {
     let (ic, oc) = (m.ic, m.oc);
     assert!(
-        (1..=FEW_ROWS).contains(&n),
-        "linear_panels_f32: {n} rows (1..={FEW_ROWS})"
+        (1..=F32_STREAM_ROWS).contains(&n),
+        "linear_panels_f32: {n} rows (1..={F32_STREAM_ROWS})"
     );
     check_len("linear_panels_f32", "out", out.len(), n * oc);
     check_len("linear_panels_f32", "inp", inp.len(), n * ic);
@@ -165,7 +165,7 @@ simd_fn! {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     //! The AVX2+FMA tile. Callers check the CPU and the bounds.
-    use super::{FEW_ROWS, KCHUNK, PANEL, ROWS};
+    use super::{F32_STREAM_ROWS, KCHUNK, PANEL, ROWS};
     use std::arch::x86_64::*;
 
     /// See [`super::panels_range`]: row tiles of [`ROWS`] (AVX2's 16 registers hold 12
@@ -212,7 +212,7 @@ mod avx2 {
         let wd = j1 - j0;
         // The sums of every row for the current panel, carried across chunks of `KCHUNK`
         // input channels (a chunk of the panel stays in L1 while every row tile reads it).
-        let mut sums = [[0.0f32; PANEL]; FEW_ROWS];
+        let mut sums = [[0.0f32; PANEL]; F32_STREAM_ROWS];
         let mut j = j0;
         while j < j1 {
             let panel = data.as_ptr().add(j / PANEL * ic * PANEL);
@@ -307,11 +307,11 @@ mod tests {
                 let w = rng.normal_vec(ic * oc, 1.0);
                 let b = rng.normal_vec(oc, 1.0);
                 let m = PanelsF32::pack(&w, ic, oc, layout);
-                let x = rng.normal_vec(FEW_ROWS * ic, 1.0);
+                let x = rng.normal_vec(F32_STREAM_ROWS * ic, 1.0);
                 // Row 0 alone: every batch must reproduce it bit for bit.
                 let mut alone = vec![0.0; oc];
                 linear_panels_f32(&mut alone, &x[..ic], &m, Some(&b), 1);
-                for n in 1..=FEW_ROWS {
+                for n in (1..=9).chain([16, 31, F32_STREAM_ROWS]) {
                     let mut want = vec![0.0; n * oc];
                     linear_forward_naive(&mut want, &x[..n * ic], &w, Some(&b), n, ic, oc, layout);
                     let mut first: Option<Vec<f32>> = None;

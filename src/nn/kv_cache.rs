@@ -97,9 +97,14 @@ impl LayerKvCache {
         Ok(())
     }
 
+    /// Offset of row `b`'s first position in [`LayerKvCache::k`] and [`LayerKvCache::v`].
+    pub fn row_start(&self, b: usize) -> usize {
+        b * self.cap * self.c
+    }
+
     /// Row `b`'s keys and values for its first `t` positions, each `(t, C)`.
     pub fn row(&self, b: usize, t: usize) -> (&[f32], &[f32]) {
-        let start = b * self.cap * self.c;
+        let start = self.row_start(b);
         (
             &self.k[start..start + t * self.c],
             &self.v[start..start + t * self.c],

@@ -12,7 +12,7 @@ use super::weights::{PackedWeight, Weights};
 use crate::error::Result;
 use crate::kernels::bf16::{linear_backward_bf16, linear_forward_bf16, linear_small_bf16};
 use crate::kernels::bf16_decode::linear_packed_bf16;
-use crate::kernels::few_rows::FEW_ROWS;
+use crate::kernels::few_rows::F32_STREAM_ROWS;
 use crate::kernels::int8::linear_int8;
 use crate::kernels::matmul::{linear_backward, linear_forward, WeightLayout};
 use crate::kernels::panel_f32::linear_panels_f32;
@@ -129,7 +129,7 @@ impl Linear {
             Some(PackedWeight::Int8(m)) => return linear_int8(out, inp, m, b, n),
             None => {}
         }
-        if (1..=FEW_ROWS).contains(&n) {
+        if (1..=F32_STREAM_ROWS).contains(&n) {
             if let Some(m) = w.panels_of(self.weight) {
                 return linear_panels_f32(out, inp, m, b, n);
             }

@@ -4,7 +4,9 @@
 
 use super::{MultiHeadAttention, Projections};
 use crate::error::{Error, Result};
-use crate::kernels::attention::{attention_forward, AttentionDims};
+use crate::kernels::attention::{
+    attention_forward, attention_single_queries, AttentionDims, SingleQuery,
+};
 use crate::nn::kv_cache::{sized, CrossKv, LayerKvCache, Scratch};
 use crate::nn::weights::Weights;
 
@@ -34,6 +36,9 @@ impl MultiHeadAttention {
         let n: usize = new.iter().sum();
         c_attn.forward_infer(p, sized(&mut s.packed, n * 3 * c), x, n);
         let att = sized(&mut s.att, n * c);
+        // Rows decoding one token attend in one parallel pass after the loop (their keys and
+        // values written first); rows reading several tokens (prompts) attend here.
+        let mut single = Vec::new();
         let mut r0 = 0;
         for (b, &nb) in new.iter().enumerate() {
             if nb == 0 {
@@ -54,6 +59,15 @@ impl MultiHeadAttention {
             }
             cache.write(b, k, v);
             let tk = cache.len[b] + nb;
+            if nb == 1 {
+                single.push(SingleQuery {
+                    row: r0,
+                    kv_start: cache.row_start(b),
+                    len: tk,
+                });
+                r0 += nb;
+                continue;
+            }
             let (kc, vc) = cache.row(b, tk);
             let dims = AttentionDims {
                 b: 1,
@@ -73,6 +87,18 @@ impl MultiHeadAttention {
                 dims,
             );
             r0 += nb;
+        }
+        if !single.is_empty() {
+            attention_single_queries(
+                att,
+                &s.packed,
+                3 * c,
+                &cache.k,
+                &cache.v,
+                &single,
+                self.nh,
+                c / self.nh,
+            );
         }
         self.c_proj.forward_infer(p, out, &s.att[..n * c], n);
         Ok(())
