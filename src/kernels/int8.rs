@@ -64,9 +64,24 @@ pub fn quantize_block(v: &[f32]) -> (f32, [i8; QBLOCK]) {
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     let mut q = [0i8; QBLOCK];
     for (q, &x) in q.iter_mut().zip(v) {
-        *q = (x * id).round().clamp(-127.0, 127.0) as i8;
+        *q = round_half_away(x * id).clamp(-127.0, 127.0) as i8;
     }
     (d, q)
+}
+
+/// `x.round()` (half away from zero, as C's `roundf` in llama.cpp's reference) for `|x| < 2³¹`,
+/// without the `roundf` call that `f32::round` becomes on a baseline x86-64 build (3% of an
+/// int8 decoding step went to it): truncate through an integer (exact in that range), then step
+/// away from zero when the dropped fraction is at least one half (also exact: `x − t` is a
+/// subtraction of nearby floats).
+#[inline(always)]
+fn round_half_away(x: f32) -> f32 {
+    let t = x as i32 as f32;
+    if (x - t).abs() >= 0.5 {
+        t + 1.0f32.copysign(x)
+    } else {
+        t
+    }
 }
 
 /// A weight matrix in 8 bits with one f16 scale per 32 inputs of each output, packed in strips
@@ -533,6 +548,27 @@ mod tests {
     use crate::kernels::matmul::linear_forward_naive;
     use crate::kernels::simd::limit;
     use crate::rng::Rng;
+
+    #[test]
+    fn rounding_is_roundf_half_away_from_zero() {
+        let mut rng = Rng::new(11);
+        let mut cases = vec![
+            0.5f32,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            -2.5,
+            0.49999997,
+            -0.49999997,
+            126.5,
+        ];
+        cases.extend([-127.5, 0.0, -0.0, 127.0, 1e-30, f32::EPSILON]);
+        cases.extend(rng.normal_vec(10_000, 60.0));
+        for x in cases {
+            assert_eq!(round_half_away(x), x.round(), "{x}");
+        }
+    }
 
     #[test]
     fn quantization_follows_q8_0() {
