@@ -160,9 +160,9 @@ fn bf16_checkpoint_loads_directly_and_every_route_gives_the_same_logits() {
     let ids = [464u32, 2068, 7586, 21831, 11, 262];
 
     let direct16 = InferenceModel::load_as(&d16, WeightDtype::Bf16).unwrap();
-    assert_eq!(direct16.source, WeightsSource::Bf16("BF16+F32".into()));
+    assert_eq!(direct16.source, WeightsSource::Packed("BF16+F32".into()));
     let direct32 = InferenceModel::load_as(&d32, WeightDtype::Bf16).unwrap();
-    assert_eq!(direct32.source, WeightsSource::Bf16("F32".into()));
+    assert_eq!(direct32.source, WeightsSource::Packed("F32".into()));
     let mut via32 = InferenceModel::load(&d32).unwrap();
     assert_eq!(via32.source, WeightsSource::Mapped);
     via32.set_dtype(WeightDtype::Bf16);

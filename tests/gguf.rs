@@ -5,6 +5,8 @@
 //!   file and transformers' on the f16 weights it was made from, within the tolerances below;
 //! - exporting the `hf_gpt2` directory as Q8_0 gives the very bytes llama.cpp's converter wrote,
 //!   tensor by tensor; f16 and f32 exports load back to the same logits as the directory;
+//! - an f16 file runs as f16 (its own weights, widened exactly): the same bits as `--dtype f16`
+//!   on the directory, and transformers' logits on those weights;
 //! - `--dtype int8` on the safetensors directory equals the same model loaded from the Q8_0 file;
 //! - the CLI: `gpt quantize` and `gpt generate --model FILE.gguf`; bad files are named errors.
 //!
@@ -15,6 +17,8 @@
 //!   we keep them f32, and the two add in different orders.
 //! - int8 vs transformers (f32 products over the f16 weights): 0.25 (measured 0.109), the cost
 //!   of 8-bit weights and inputs on this model.
+//! - f16 vs transformers, same f16 weights: 1e-3 (measured 2e-6: only the order of the f32
+//!   additions differs); vs our f32 products: 1e-3. bf16 (weights rounded again): 0.1.
 
 mod common;
 
@@ -195,22 +199,62 @@ fn f16_and_f32_exports_load_back_to_the_directory_logits() {
         load_with_tokenizer_as(&dir, WeightDtype::F32, NonFinite::Refuse).unwrap();
     let ids = [464u32, 2068, 7586, 21831, 18045, 625];
     let want = all_logits(&model, &ids);
+    let worst_diff = |got: &[f32]| {
+        got.iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max)
+    };
     for ty in [ExportType::F32, ExportType::F16] {
         let out = dir.join(format!("{ty:?}.gguf"));
         export_gguf(&model, &tok, ty, "tiny", &out).unwrap();
-        let (back, _) = load_gguf(&out, None, NonFinite::Refuse).unwrap();
-        assert_eq!(back.dtype(), WeightDtype::F32);
         // The fixture's weights are f16 already, so both round trips are exact.
-        assert_eq!(all_logits(&back, &ids), want, "{ty:?}");
+        let (as_f32, _) = load_gguf(&out, Some(WeightDtype::F32), NonFinite::Refuse).unwrap();
+        assert_eq!(all_logits(&as_f32, &ids), want, "{ty:?}");
         let (bf16, _) = load_gguf(&out, Some(WeightDtype::Bf16), NonFinite::Refuse).unwrap();
-        let got = all_logits(&bf16, &ids);
-        let worst = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
+        let worst = worst_diff(&all_logits(&bf16, &ids));
         assert!(worst < 0.1, "{ty:?} as bf16: {worst}");
     }
+    // An f16 file runs as f16 by default, on its own weights: the f32 logits up to the order of
+    // additions, the same bits as the directory packed to f16 on load or after it, and
+    // transformers' logits on those weights.
+    let (native, _) = load_gguf(&dir.join("F16.gguf"), None, NonFinite::Refuse).unwrap();
+    assert_eq!(native.dtype(), WeightDtype::F16);
+    let got = all_logits(&native, &ids);
+    let worst = worst_diff(&got);
+    assert!(worst < 1e-3, "f16 file vs f32: {worst}");
+    let (direct, _, _) = load_with_tokenizer_as(&dir, WeightDtype::F16, NonFinite::Refuse).unwrap();
+    assert_eq!(
+        all_logits(&direct, &ids),
+        got,
+        "f16 file vs --dtype f16 on the directory"
+    );
+    let mut converted = model;
+    converted.set_dtype(WeightDtype::F16);
+    assert_eq!(
+        all_logits(&converted, &ids),
+        got,
+        "f16 file vs set_dtype(F16)"
+    );
+    let (f16_tiny, _) = load_gguf(&q8_file(), Some(WeightDtype::F16), NonFinite::Refuse).unwrap();
+    assert_eq!(f16_tiny.dtype(), WeightDtype::F16);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn f16_gguf_matches_transformers_on_its_weights() {
+    // The fixture's checkpoint holds f16 weights: exported to an F16 GGUF they are exact, and
+    // our f16 products (exact widening, f32 FMAs) meet transformers' f32 ones within rounding.
+    let dir = hf_model_dir("f16-vs-hf");
+    let (model, tok, _) =
+        load_with_tokenizer_as(&dir, WeightDtype::F32, NonFinite::Refuse).unwrap();
+    let out = dir.join("tiny-f16.gguf");
+    export_gguf(&model, &tok, ExportType::F16, "tiny", &out).unwrap();
+    let (f16_model, _) = load_gguf(&out, None, NonFinite::Refuse).unwrap();
+    assert_eq!(f16_model.dtype(), WeightDtype::F16);
+    let worst = worst_vs(&f16_model, transformers_sub_logits);
+    eprintln!("f16 GGUF vs transformers: max |Δ logit| {worst}");
+    assert!(worst <= 1e-3, "f16 vs transformers: {worst}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

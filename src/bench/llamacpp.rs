@@ -53,9 +53,11 @@ pub struct LlamaCppBench {
 }
 
 /// One precision: ours, llama.cpp's GGUF type, and how we load ours.
-const PRECISIONS: [(WeightDtype, &str); 3] = [
+/// f16 and int8 run the very GGUF file llama.cpp runs; f32 and bf16 load the checkpoint.
+const PRECISIONS: [(WeightDtype, &str); 4] = [
     (WeightDtype::F32, "f32"),
     (WeightDtype::Bf16, "f16"),
+    (WeightDtype::F16, "f16"),
     (WeightDtype::Int8, "q8_0"),
 ];
 
@@ -147,14 +149,16 @@ pub fn run(opts: &LlamaCppBench) -> Result<()> {
         let mut ours = Vec::new();
         for (dt, ty) in PRECISIONS {
             let m = match dt {
-                WeightDtype::Int8 => load_gguf(&gguf(ty), None, NonFinite::Refuse)?.0,
+                WeightDtype::Int8 | WeightDtype::F16 => {
+                    load_gguf(&gguf(ty), None, NonFinite::Refuse)?.0
+                }
                 _ => InferenceModel::load_as(&dir, dt)?,
             };
             ours.push(m);
         }
         // rows: (ours decode, prefill, ids), (theirs decode, prefill, ids, rss) per rep.
-        let mut o: Vec<Vec<(f64, f64, Vec<u32>)>> = vec![Vec::new(); 3];
-        let mut t: Vec<Vec<serde_json::Value>> = vec![Vec::new(); 3];
+        let mut o: Vec<Vec<(f64, f64, Vec<u32>)>> = vec![Vec::new(); PRECISIONS.len()];
+        let mut t: Vec<Vec<serde_json::Value>> = vec![Vec::new(); PRECISIONS.len()];
         for rep in 0..opts.runs.max(1) {
             eprintln!("{preset}: run {} of {}", rep + 1, opts.runs.max(1));
             for (k, (_, ty)) in PRECISIONS.iter().enumerate() {
@@ -213,7 +217,7 @@ pub fn run(opts: &LlamaCppBench) -> Result<()> {
                 })
                 .unwrap_or_default();
             let bound = read_bw * 1e9 / ours[k].bytes_per_token() as f64;
-            let model_arg = if *dt == WeightDtype::Int8 {
+            let model_arg = if matches!(*dt, WeightDtype::Int8 | WeightDtype::F16) {
                 gguf(ty)
             } else {
                 dir.clone()

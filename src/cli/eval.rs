@@ -52,8 +52,9 @@ pub struct Args {
     /// Also write the results JSON to this file (atomically).
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// dtype of the weight matrices: f32, bf16 (half the bytes per token), int8 (llama.cpp's
-    /// Q8_0: about a quarter), or auto (f32; a GGUF file's own: int8 for Q8_0, else f32).
+    /// dtype of the weight matrices: f32, bf16 or f16 (half the bytes per token), int8
+    /// (llama.cpp's Q8_0: about a quarter), or auto (f32; a GGUF file's own: int8 for Q8_0, f16
+    /// for F16, else f32).
     #[arg(long, default_value = "auto")]
     pub dtype: String,
     /// Load the model even when the estimated memory (weights, KV cache, activations) is over

@@ -50,8 +50,9 @@ pub struct ServeArgs {
     /// Request bodies over this many bytes get 413.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
-    /// dtype of the weight matrices: f32, bf16 (half the bytes per token), int8 (llama.cpp's
-    /// Q8_0: about a quarter), or auto (f32; a GGUF file's own: int8 for Q8_0, else f32).
+    /// dtype of the weight matrices: f32, bf16 or f16 (half the bytes per token), int8
+    /// (llama.cpp's Q8_0: about a quarter), or auto (f32; a GGUF file's own: int8 for Q8_0, f16
+    /// for F16, else f32).
     #[arg(long, default_value = "auto")]
     pub dtype: String,
     /// Allow cross-origin requests from this origin (repeatable; `*` for any).

@@ -283,7 +283,7 @@ impl Int8Path {
     /// AVX-512 VNNI when the CPU has it and the ladder is not capped below AVX-512.
     pub fn detect() -> Self {
         let c = cpu();
-        if c.avx512vnni && c.avx512vl && isa() == Isa::Avx512 {
+        if c.avx512vnni && c.avx512vl && c.f16c && isa() == Isa::Avx512 {
             Int8Path::Avx512Vnni
         } else {
             Int8Path::Portable

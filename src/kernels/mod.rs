@@ -25,6 +25,7 @@ pub mod blocked_rows;
 pub mod crossentropy;
 pub mod dropout;
 pub mod embedding;
+pub mod f16;
 pub mod few_rows;
 pub mod gelu;
 pub(crate) mod huge_words;

@@ -45,6 +45,8 @@ pub struct Cpu {
     pub avx2: bool,
     /// Fused multiply-add (FMA3).
     pub fma: bool,
+    /// F16C (`vcvtph2ps`: f16 to f32 conversion).
+    pub f16c: bool,
 }
 
 impl Cpu {
@@ -74,6 +76,7 @@ pub fn cpu() -> &'static Cpu {
                 avx512vnni: has!("avx512f") && has!("avx512vnni"),
                 avx2: has!("avx2"),
                 fma: has!("fma"),
+                f16c: has!("f16c"),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]

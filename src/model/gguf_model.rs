@@ -29,6 +29,7 @@ use super::weight_dtype::WeightDtype;
 use crate::error::{Error, Result};
 use crate::io::gguf::{GgmlType, GgufFile, GgufTensor, GgufWriter, Q8_0_BLOCK};
 use crate::kernels::bf16_decode::PackedBf16;
+use crate::kernels::f16::PackedF16;
 use crate::kernels::int8::{quantize_block, PackedI8, QBLOCK};
 use crate::kernels::matmul::WeightLayout;
 use crate::nn::params::{ParamEntry, ParamLayout};
@@ -156,10 +157,12 @@ pub fn tokenizer_from_gguf(f: &GgufFile) -> Result<AnyTokenizer> {
     Ok(AnyTokenizer::Bpe(Box::new(tok)))
 }
 
-/// The dtype a GGUF file runs in by default: int8 when its matrices are `Q8_0`, else f32.
+/// The dtype a GGUF file runs in by default: int8 when its matrices are `Q8_0`, f16 when they
+/// are `F16`, else f32.
 pub fn native_dtype(f: &GgufFile) -> WeightDtype {
     match f.get("blk.0.attn_qkv.weight").map(|t| t.ty) {
         Some(GgmlType::Q8_0) => WeightDtype::Int8,
+        Some(GgmlType::F16) => WeightDtype::F16,
         _ => WeightDtype::F32,
     }
 }
@@ -237,7 +240,7 @@ pub fn load_gguf(
         }
         v
     };
-    let source = WeightsSource::Gguf(types.join("+"), dtype);
+    let source = WeightsSource::Gguf(types.join("+"));
     let values = |t: &GgufTensor| -> Result<Vec<f32>> {
         let v = f.to_f32(t);
         nonfinite.check(path, &t.name, &v)?;
@@ -298,6 +301,13 @@ pub fn load_gguf(
                     let blk = &row[b * QBLOCK..((b + 1) * QBLOCK).min(ic)];
                     let (d, q) = quantize_block(blk);
                     (f16::from_f32(d), q)
+                }))
+            }
+            (WeightDtype::F16, _) => {
+                // The tensor is `(OC, IC)`: row j holds output j's weights (exact for `F16`).
+                let v = values(t)?;
+                PackedWeight::F16(PackedF16::from_fn(ic, oc, layout, |i, j| {
+                    f16::from_f32(v[j * ic + i])
                 }))
             }
             _ => {

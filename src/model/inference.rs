@@ -22,11 +22,12 @@
 use super::checkpoint::{self, hf_family, hf_name, NonFinite};
 use super::config::GptConfig;
 use super::gpt::{Gpt, GptModules};
-use super::packed_weights::{bf16_layout, in_out_dims, read_packed, read_packed_int8};
+use super::packed_weights::{bf16_layout, in_out_dims, read_packed, read_packed_via_f32};
 use super::weight_dtype::WeightDtype;
 use crate::error::{Error, Result};
 use crate::io::safetensors::{dtype_size, to_f32, Dtype, TensorFile};
 use crate::kernels::bf16_decode::PackedBf16;
+use crate::kernels::f16::PackedF16;
 use crate::kernels::int8::PackedI8;
 use crate::kernels::panel_f32::PanelsF32;
 use crate::nn::kv_cache::{sized, KvCache, Scratch};
@@ -80,13 +81,12 @@ pub enum WeightsSource {
     Converted(String),
     /// Copied from a training model in memory.
     Copied,
-    /// Matrices packed into bf16 (from the named dtype, read chunk by chunk from the file, or
-    /// from f32 weights in memory), the other tensors in f32.
-    Bf16(String),
-    /// Matrices quantized to int8 blocks (from the named dtype), the other tensors in f32.
-    Int8(String),
-    /// Read from a GGUF file (its tensor types), held in the named dtype.
-    Gguf(String, WeightDtype),
+    /// Matrices packed into the model's dtype ([`InferenceModel::dtype`]: bf16, f16 or int8)
+    /// from the named file dtypes (read from the file, or from f32 weights in memory), the
+    /// other tensors in f32.
+    Packed(String),
+    /// Read from a GGUF file (its tensor types), held in the model's dtype.
+    Gguf(String),
 }
 
 /// A GPT ready for cached inference.
@@ -260,18 +260,15 @@ impl InferenceModel {
                             WeightDtype::Bf16 => PackedWeight::Bf16(read_packed(
                                 f, &name, s.dtype, at, &e.shape, l, nonfinite,
                             )?),
-                            _ => PackedWeight::Int8(read_packed_int8(
-                                f, &name, s.dtype, at, &e.shape, l, nonfinite,
-                            )?),
+                            _ => read_packed_via_f32(
+                                f, &name, s.dtype, at, &e.shape, l, nonfinite, dtype,
+                            )?,
                         };
                         mats.insert(e.param, m)
                     }
                 }
             }
-            let source = match dtype {
-                WeightDtype::Bf16 => WeightsSource::Bf16(dtypes),
-                _ => WeightsSource::Int8(dtypes),
-            };
+            let source = WeightsSource::Packed(dtypes);
             let mut m = Self::assemble(config, Storage::Owned(data), placed, source, parts);
             m.packed = Some(mats);
             m.dtype = dtype;
@@ -489,6 +486,7 @@ impl InferenceModel {
                         WeightDtype::Bf16 => {
                             PackedWeight::Bf16(PackedBf16::from_f32(src, ic, oc, l))
                         }
+                        WeightDtype::F16 => PackedWeight::F16(PackedF16::from_f32(src, ic, oc, l)),
                         _ => PackedWeight::Int8(PackedI8::from_f32(src, ic, oc, l)),
                     };
                     mats.insert(e.param, m);
@@ -499,15 +497,10 @@ impl InferenceModel {
             WeightsSource::Mapped => "F32".to_string(),
             WeightsSource::Converted(d) => d.clone(),
             WeightsSource::Copied => "F32 (copied)".to_string(),
-            WeightsSource::Bf16(d) | WeightsSource::Int8(d) | WeightsSource::Gguf(d, _) => {
-                d.clone()
-            }
+            WeightsSource::Packed(d) | WeightsSource::Gguf(d) => d.clone(),
         };
         self.replace(Storage::Owned(data), placed, parts, Some(mats));
-        self.source = match dtype {
-            WeightDtype::Bf16 => WeightsSource::Bf16(from),
-            _ => WeightsSource::Int8(from),
-        };
+        self.source = WeightsSource::Packed(from);
         self.dtype = dtype;
     }
 

@@ -14,14 +14,17 @@
 //! matrix), so at most one f32 matrix is resident besides the packed ones.
 
 use super::checkpoint::{nonfinite_error, NonFinite};
+use super::weight_dtype::WeightDtype;
 use crate::error::{Error, Result};
 use crate::io::safetensors::{dtype_size, to_f32, Dtype, TensorFile};
 use crate::kernels::bf16::f32_to_bf16_bits;
 use crate::kernels::bf16_decode::PackedBf16;
+use crate::kernels::f16::PackedF16;
 use crate::kernels::int8::PackedI8;
 use crate::kernels::matmul::WeightLayout;
 use crate::kernels::vmath::first_nonfinite_bf16;
 use crate::nn::params::ParamEntry;
+use crate::nn::weights::PackedWeight;
 
 /// Whether a model tensor is held packed with `--dtype bf16|int8`, and in which orientation: the
 /// linear layers' weights (their registered layout) and the tied embedding `wte` (`(V, C)`, read
@@ -111,10 +114,12 @@ pub fn read_packed(
     Ok(m)
 }
 
-/// Reads a stored matrix `name` (F32, F16 or BF16) and quantizes it to int8 blocks for `layout`
-/// (see [`crate::kernels::int8`]). With [`NonFinite::Refuse`], a NaN or ±inf is an error naming
-/// the tensor and the file.
-pub fn read_packed_int8(
+/// Reads one `(rows, cols)` matrix tensor whole as f32 and packs it for `dtype` (int8:
+/// `Q8_0` blocks, see [`crate::kernels::int8`]; f16: strips, see [`crate::kernels::f16`]).
+/// With [`NonFinite::Refuse`], a NaN or ±inf is an error naming the tensor and the file, and
+/// so is, for f16, a value beyond f16's range (it would round to ±inf).
+#[allow(clippy::too_many_arguments)]
+pub fn read_packed_via_f32(
     file: &TensorFile,
     name: &str,
     dtype: Dtype,
@@ -122,7 +127,8 @@ pub fn read_packed_int8(
     shape: &[usize],
     layout: WeightLayout,
     nonfinite: NonFinite,
-) -> Result<PackedI8> {
+    target: WeightDtype,
+) -> Result<PackedWeight> {
     let (ic, oc) = in_out_dims(shape, layout);
     let size = element_size(file, name, dtype)?;
     let mut raw = vec![0u8; ic * oc * size];
@@ -131,5 +137,17 @@ pub fn read_packed_int8(
     to_f32(dtype, &raw, &mut w, name, file.path())?;
     drop(raw);
     nonfinite.check(file.path(), name, &w)?;
-    Ok(PackedI8::from_f32(&w, ic, oc, layout))
+    Ok(match target {
+        WeightDtype::F16 => {
+            if nonfinite == NonFinite::Refuse {
+                let max = half::f16::MAX.to_f32();
+                if let Some(i) = w.iter().position(|x| x.abs() > max) {
+                    let at = format!("{} at element {i}, beyond f16's range (±{max})", w[i]);
+                    return Err(nonfinite_error(file.path(), name, &at));
+                }
+            }
+            PackedWeight::F16(PackedF16::from_f32(&w, ic, oc, layout))
+        }
+        _ => PackedWeight::Int8(PackedI8::from_f32(&w, ic, oc, layout)),
+    })
 }

@@ -1,5 +1,5 @@
 //! The dtype of an inference model's weight matrices (`--dtype` of `generate`, `score`, `eval`,
-//! `serve`, `chat`): f32, bf16 or int8. Training has its own, narrower choice
+//! `serve`, `chat`): f32, bf16, f16 or int8. Training has its own, narrower choice
 //! ([`crate::nn::precision::Precision`]: f32 or bf16 products over f32 master weights).
 //!
 //! Whatever the dtype, the small tensors (biases, LayerNorm, `wpe`) stay f32, and so do the
@@ -7,6 +7,8 @@
 //! streams (the four projections of every block and the tied `wte`) are held and multiplied:
 //! - `f32`: as stored;
 //! - `bf16`: rounded to bf16, packed for `vdpbf16ps` ([`crate::kernels::bf16_decode`]);
+//! - `f16`: IEEE half precision in strips, widened in registers ([`crate::kernels::f16`]): a
+//!   GGUF `F16` file's own weights, as stored;
 //! - `int8`: llama.cpp's `Q8_0` (blocks of 32 with an f16 scale), inputs quantized on the fly,
 //!   integer products ([`crate::kernels::int8`]).
 
@@ -23,19 +25,22 @@ pub enum WeightDtype {
     F32,
     /// 2 bytes per weight, bf16 products with f32 accumulation.
     Bf16,
+    /// 2 bytes per weight (IEEE half), widened exactly to f32 for the products.
+    F16,
     /// 1.0625 bytes per weight (`Q8_0`), 8-bit products.
     Int8,
 }
 
 impl WeightDtype {
     /// The accepted names.
-    pub const NAMES: [&'static str; 3] = ["f32", "bf16", "int8"];
+    pub const NAMES: [&'static str; 4] = ["f32", "bf16", "f16", "int8"];
 
-    /// `f32`, `bf16` or `int8`.
+    /// `f32`, `bf16`, `f16` or `int8`.
     pub fn name(self) -> &'static str {
         match self {
             WeightDtype::F32 => "f32",
             WeightDtype::Bf16 => "bf16",
+            WeightDtype::F16 => "f16",
             WeightDtype::Int8 => "int8",
         }
     }
@@ -45,6 +50,7 @@ impl WeightDtype {
         match self {
             WeightDtype::F32 => "f32".into(),
             WeightDtype::Bf16 => Precision::Bf16.describe(),
+            WeightDtype::F16 => format!("f16 ({})", crate::kernels::f16::F16Path::detect().name()),
             WeightDtype::Int8 => {
                 format!("int8 ({})", crate::kernels::int8::Int8Path::detect().name())
             }
@@ -53,10 +59,16 @@ impl WeightDtype {
 
     /// A warning to print when the dtype runs on a slow portable path, else `None`.
     pub fn warning(self) -> Option<String> {
+        use crate::kernels::f16::F16Path;
         use crate::kernels::int8::Int8Path;
         match self {
             WeightDtype::F32 => None,
             WeightDtype::Bf16 => Precision::Bf16.warning(),
+            WeightDtype::F16 => (F16Path::detect() == F16Path::Portable).then(|| {
+                "warning: this CPU lacks AVX-512 (with F16C); f16 products run on the portable \
+                 path (same results, slower)"
+                    .to_string()
+            }),
             WeightDtype::Int8 => (Int8Path::detect() == Int8Path::Portable).then(|| {
                 "warning: this CPU lacks AVX-512 VNNI; int8 products run on the portable path \
                  (same results, slower)"
@@ -70,7 +82,7 @@ impl WeightDtype {
     pub fn bytes_per_32_weights(self) -> u64 {
         match self {
             WeightDtype::F32 => 128,
-            WeightDtype::Bf16 => 64,
+            WeightDtype::Bf16 | WeightDtype::F16 => 64,
             WeightDtype::Int8 => 34,
         }
     }
@@ -81,6 +93,7 @@ impl WeightDtype {
         match s.to_ascii_lowercase().as_str() {
             "f32" | "fp32" | "float32" => Ok(WeightDtype::F32),
             "bf16" | "bfloat16" => Ok(WeightDtype::Bf16),
+            "f16" | "fp16" | "float16" | "half" => Ok(WeightDtype::F16),
             "int8" | "i8" | "q8_0" => Ok(WeightDtype::Int8),
             _ => Err(Error::Config {
                 field: field.into(),
@@ -124,9 +137,14 @@ mod tests {
         assert_eq!("INT8".parse::<WeightDtype>().unwrap(), WeightDtype::Int8);
         assert_eq!("q8_0".parse::<WeightDtype>().unwrap(), WeightDtype::Int8);
         assert_eq!("bf16".parse::<WeightDtype>().unwrap(), WeightDtype::Bf16);
+        assert_eq!("F16".parse::<WeightDtype>().unwrap(), WeightDtype::F16);
+        assert_eq!("half".parse::<WeightDtype>().unwrap(), WeightDtype::F16);
+        for d in WeightDtype::NAMES {
+            assert_eq!(d.parse::<WeightDtype>().unwrap().name(), d);
+        }
         let err = "fp8".parse::<WeightDtype>().unwrap_err().to_string();
         assert!(
-            err.contains("fp8") && err.contains("f32, bf16, int8"),
+            err.contains("fp8") && err.contains("f32, bf16, f16, int8"),
             "{err}"
         );
     }

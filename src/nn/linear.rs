@@ -127,6 +127,9 @@ impl Linear {
         match w.packed_of(self.weight) {
             Some(PackedWeight::Bf16(m)) => return linear_packed_bf16(out, inp, m, b, n),
             Some(PackedWeight::Int8(m)) => return linear_int8(out, inp, m, b, n),
+            Some(PackedWeight::F16(m)) => {
+                return crate::kernels::f16::linear_f16(out, inp, m, b, n)
+            }
             None => {}
         }
         if (1..=F32_STREAM_ROWS).contains(&n) {

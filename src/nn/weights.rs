@@ -19,6 +19,7 @@
 
 use super::params::Param;
 use crate::kernels::bf16_decode::PackedBf16;
+use crate::kernels::f16::PackedF16;
 use crate::kernels::int8::PackedI8;
 use crate::kernels::panel_f32::PanelsF32;
 use half::bf16;
@@ -129,6 +130,8 @@ pub enum PackedWeight {
     Bf16(PackedBf16),
     /// `Q8_0` blocks in strips for `vpdpbusd`.
     Int8(PackedI8),
+    /// IEEE half in strips, widened in registers.
+    F16(PackedF16),
 }
 
 impl PackedWeight {
@@ -138,6 +141,7 @@ impl PackedWeight {
         match self {
             PackedWeight::Bf16(m) => m.row_f32(j, dst),
             PackedWeight::Int8(m) => m.row_f32(j, dst),
+            PackedWeight::F16(m) => m.row_f32(j, dst),
         }
     }
 
@@ -152,6 +156,7 @@ impl PackedWeight {
                     .collect()
             }
             PackedWeight::Int8(m) => m.to_f32(),
+            PackedWeight::F16(m) => m.to_f32(),
         }
     }
 }
@@ -161,6 +166,7 @@ impl PackedMatrix for PackedWeight {
         match self {
             PackedWeight::Bf16(m) => m.bytes(),
             PackedWeight::Int8(m) => m.bytes(),
+            PackedWeight::F16(m) => m.bytes(),
         }
     }
 }
