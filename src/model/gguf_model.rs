@@ -262,6 +262,7 @@ pub fn load_gguf(
                 _ => v,
             };
             e.param.of_mut(&mut data).copy_from_slice(&v);
+            f.release(t);
         }
         let m = InferenceModel::from_memory(config, data, layout, parts, None, source);
         return Ok((m, tok));
@@ -274,6 +275,7 @@ pub fn load_gguf(
         check_shape(&f, t, e, &config)?;
         let Some(layout) = bf16_layout(e) else {
             e.param.of_mut(&mut data).copy_from_slice(&values(t)?);
+            f.release(t);
             continue;
         };
         let (ic, oc) = in_out_dims(&e.shape, layout);
@@ -315,6 +317,7 @@ pub fn load_gguf(
                 PackedWeight::Bf16(PackedBf16::from_f32(&v, ic, oc, layout))
             }
         };
+        f.release(t);
         mats.insert(e.param, m);
     }
     let m = InferenceModel::from_memory(config, data, placed, parts, Some((mats, dtype)), source);
