@@ -256,7 +256,7 @@ fn bf16_batched_generation_equals_one_by_one() {
 
 #[test]
 fn bf16_portable_kernels_match_f32_like_the_native_ones() {
-    use gpt::kernels::bf16::Bf16Path;
+    use gpt::kernels::half::HalfPath;
     use gpt::kernels::simd::{limit, Isa};
     let gpt = random_gpt2(64);
     let ids = [464u32, 2068, 7586, 21831, 11, 13];
@@ -266,11 +266,11 @@ fn bf16_portable_kernels_match_f32_like_the_native_ones() {
     let mut runs = Vec::new();
     for cap in [Isa::Avx512, Isa::Portable] {
         let _guard = limit(cap);
-        let path = Bf16Path::detect();
+        let path = HalfPath::detect();
         if cap == Isa::Portable {
             assert_eq!(
                 path,
-                Bf16Path::Portable,
+                HalfPath::Portable,
                 "the limit must force the portable twins"
             );
         }

@@ -387,11 +387,9 @@ impl GgufFile {
         // file's same bytes, so no slice into the map sees a change. A failure only leaves the
         // pages resident.
         unsafe {
-            let _ = self.map.unchecked_advise_range(
-                memmap2::UncheckedAdvice::DontNeed,
-                t.start,
-                t.len,
-            );
+            let _ =
+                self.map
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, t.start, t.len);
         }
     }
 

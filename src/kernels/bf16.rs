@@ -527,8 +527,7 @@ thread_local! {
 /// [`matmul_bf16`].
 ///
 /// This reads `W` in its stored layout (a training model's bf16 shadow). An inference model with
-/// `--dtype bf16` packs its weights once instead and runs the `vdpbf16ps` decode kernel,
-/// [`super::bf16_decode::linear_packed_bf16`].
+/// `--dtype bf16` packs its weights once in strips instead, [`super::half::linear_half`].
 #[allow(clippy::too_many_arguments)]
 pub fn linear_small_bf16(
     out: &mut [f32],

@@ -1,10 +1,10 @@
 //! Linear layers for a few rows: `out (n, OC) = inp (n, IC) · Wᵀ + bias` for `n ≤` [`FEW_ROWS`]
-//! (bf16) or [`F32_STREAM_ROWS`] (f32)
+//! (bf16 shadows) or [`F32_STREAM_ROWS`] (f32)
 //! (batch-1 or small-batch decoding), where the cost is streaming the weights from DRAM once,
 //! not arithmetic. This file holds the thread split shared by every weight format and the f32
-//! instance, [`linear_small`]; the bf16 instances are
-//! [`super::bf16::linear_small_bf16`] (stored bf16) and
-//! [`super::bf16_decode::linear_packed_bf16`] (bf16 packed for `vdpbf16ps`).
+//! instance, [`linear_small`]; the bf16 instance is [`super::bf16::linear_small_bf16`] (a
+//! training model's stored bf16 shadow; inference models pack 16-bit weights in strips,
+//! [`super::half`]).
 //!
 //! Why our own (measured on the 2-core Zen 4 of `shared/notes/cpu-performance.md`): `gemm`'s
 //! `m = 1` path is single-threaded and the general matvec splits the work into many small rayon

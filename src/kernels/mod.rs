@@ -20,14 +20,13 @@
 pub mod adamw;
 pub mod attention;
 pub mod bf16;
-pub mod bf16_decode;
 pub mod blocked_rows;
 pub mod crossentropy;
 pub mod dropout;
 pub mod embedding;
-pub mod f16;
 pub mod few_rows;
 pub mod gelu;
+pub mod half;
 pub(crate) mod huge_words;
 pub mod int8;
 pub mod layernorm;

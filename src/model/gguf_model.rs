@@ -28,8 +28,7 @@ use super::packed_weights::{bf16_layout, in_out_dims};
 use super::weight_dtype::WeightDtype;
 use crate::error::{Error, Result};
 use crate::io::gguf::{GgmlType, GgufFile, GgufTensor, GgufWriter, Q8_0_BLOCK};
-use crate::kernels::bf16_decode::PackedBf16;
-use crate::kernels::f16::PackedF16;
+use crate::kernels::half::{HalfFormat, PackedHalf};
 use crate::kernels::int8::{quantize_block, PackedI8, QBLOCK};
 use crate::kernels::matmul::WeightLayout;
 use crate::nn::params::{ParamEntry, ParamLayout};
@@ -305,16 +304,14 @@ pub fn load_gguf(
                     (f16::from_f32(d), q)
                 }))
             }
-            (WeightDtype::F16, _) => {
-                // The tensor is `(OC, IC)`: row j holds output j's weights (exact for `F16`).
+            (_, _) => {
+                // bf16 or f16 (the only dtypes left). The tensor is `(OC, IC)`: row j holds
+                // output j's weights (exact for an `F16` file run as f16).
+                let h = dtype.half_format().unwrap_or(HalfFormat::Bf16);
                 let v = values(t)?;
-                PackedWeight::F16(PackedF16::from_fn(ic, oc, layout, |i, j| {
-                    f16::from_f32(v[j * ic + i])
+                PackedWeight::Half(PackedHalf::from_fn(ic, oc, layout, h, |i, j| {
+                    h.bits_of(v[j * ic + i])
                 }))
-            }
-            _ => {
-                let v = oriented(values(t)?, ic, oc, layout);
-                PackedWeight::Bf16(PackedBf16::from_f32(&v, ic, oc, layout))
             }
         };
         f.release(t);

@@ -22,12 +22,11 @@
 use super::checkpoint::{self, hf_family, hf_name, NonFinite};
 use super::config::GptConfig;
 use super::gpt::{Gpt, GptModules};
-use super::packed_weights::{bf16_layout, in_out_dims, read_packed, read_packed_via_f32};
+use super::packed_weights::{bf16_layout, in_out_dims, read_packed, read_packed_int8};
 use super::weight_dtype::WeightDtype;
 use crate::error::{Error, Result};
 use crate::io::safetensors::{dtype_size, to_f32, Dtype, TensorFile};
-use crate::kernels::bf16_decode::PackedBf16;
-use crate::kernels::f16::PackedF16;
+use crate::kernels::half::PackedHalf;
 use crate::kernels::int8::PackedI8;
 use crate::kernels::panel_f32::PanelsF32;
 use crate::nn::kv_cache::{sized, KvCache, Scratch};
@@ -256,13 +255,13 @@ impl InferenceModel {
                     }
                     Some(l) => {
                         let (f, at) = (&file, s.start);
-                        let m = match dtype {
-                            WeightDtype::Bf16 => PackedWeight::Bf16(read_packed(
+                        let m = match dtype.half_format() {
+                            Some(h) => PackedWeight::Half(read_packed(
+                                f, &name, s.dtype, at, &e.shape, l, nonfinite, h,
+                            )?),
+                            None => PackedWeight::Int8(read_packed_int8(
                                 f, &name, s.dtype, at, &e.shape, l, nonfinite,
                             )?),
-                            _ => read_packed_via_f32(
-                                f, &name, s.dtype, at, &e.shape, l, nonfinite, dtype,
-                            )?,
                         };
                         mats.insert(e.param, m)
                     }
@@ -482,12 +481,9 @@ impl InferenceModel {
                 None => e.param.of_mut(&mut data).copy_from_slice(src),
                 Some(l) => {
                     let (ic, oc) = in_out_dims(&e.shape, l);
-                    let m = match dtype {
-                        WeightDtype::Bf16 => {
-                            PackedWeight::Bf16(PackedBf16::from_f32(src, ic, oc, l))
-                        }
-                        WeightDtype::F16 => PackedWeight::F16(PackedF16::from_f32(src, ic, oc, l)),
-                        _ => PackedWeight::Int8(PackedI8::from_f32(src, ic, oc, l)),
+                    let m = match dtype.half_format() {
+                        Some(h) => PackedWeight::Half(PackedHalf::from_f32(src, ic, oc, l, h)),
+                        None => PackedWeight::Int8(PackedI8::from_f32(src, ic, oc, l)),
                     };
                     mats.insert(e.param, m);
                 }

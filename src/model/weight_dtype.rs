@@ -6,13 +6,13 @@
 //! activations, attention and the KV cache; the dtype says how the matrices that decoding
 //! streams (the four projections of every block and the tied `wte`) are held and multiplied:
 //! - `f32`: as stored;
-//! - `bf16`: rounded to bf16, packed for `vdpbf16ps` ([`crate::kernels::bf16_decode`]);
-//! - `f16`: IEEE half precision in strips, widened in registers ([`crate::kernels::f16`]): a
-//!   GGUF `F16` file's own weights, as stored;
+//! - `bf16`, `f16`: rounded to bfloat16 or IEEE half (a GGUF `F16` file's own weights, as
+//!   stored), in strips widened to f32 in registers ([`crate::kernels::half`]);
 //! - `int8`: llama.cpp's `Q8_0` (blocks of 32 with an f16 scale), inputs quantized on the fly,
 //!   integer products ([`crate::kernels::int8`]).
 
 use crate::error::{Error, Result};
+use crate::kernels::half::{HalfFormat, HalfPath};
 use crate::nn::precision::Precision;
 use std::fmt;
 use std::str::FromStr;
@@ -49,8 +49,9 @@ impl WeightDtype {
     pub fn describe(self) -> String {
         match self {
             WeightDtype::F32 => "f32".into(),
-            WeightDtype::Bf16 => Precision::Bf16.describe(),
-            WeightDtype::F16 => format!("f16 ({})", crate::kernels::f16::F16Path::detect().name()),
+            WeightDtype::Bf16 | WeightDtype::F16 => {
+                format!("{} ({})", self.name(), HalfPath::detect().name())
+            }
             WeightDtype::Int8 => {
                 format!("int8 ({})", crate::kernels::int8::Int8Path::detect().name())
             }
@@ -59,21 +60,32 @@ impl WeightDtype {
 
     /// A warning to print when the dtype runs on a slow portable path, else `None`.
     pub fn warning(self) -> Option<String> {
-        use crate::kernels::f16::F16Path;
         use crate::kernels::int8::Int8Path;
         match self {
             WeightDtype::F32 => None,
-            WeightDtype::Bf16 => Precision::Bf16.warning(),
-            WeightDtype::F16 => (F16Path::detect() == F16Path::Portable).then(|| {
-                "warning: this CPU lacks AVX-512 (with F16C); f16 products run on the portable \
-                 path (same results, slower)"
-                    .to_string()
-            }),
+            WeightDtype::Bf16 | WeightDtype::F16 => (HalfPath::detect() == HalfPath::Portable)
+                .then(|| {
+                    format!(
+                        "warning: this CPU lacks AVX-512 (with F16C); {} products run on the \
+                         portable path (same results, slower)",
+                        self.name()
+                    )
+                }),
             WeightDtype::Int8 => (Int8Path::detect() == Int8Path::Portable).then(|| {
                 "warning: this CPU lacks AVX-512 VNNI; int8 products run on the portable path \
                  (same results, slower)"
                     .to_string()
             }),
+        }
+    }
+
+    /// The 16-bit format of bf16 and f16 matrices ([`crate::kernels::half`]); `None` for f32
+    /// and int8.
+    pub fn half_format(self) -> Option<HalfFormat> {
+        match self {
+            WeightDtype::Bf16 => Some(HalfFormat::Bf16),
+            WeightDtype::F16 => Some(HalfFormat::F16),
+            WeightDtype::F32 | WeightDtype::Int8 => None,
         }
     }
 

@@ -11,8 +11,8 @@ use super::params::{two_mut, Init, Param, ParamLayout};
 use super::weights::{PackedWeight, Weights};
 use crate::error::Result;
 use crate::kernels::bf16::{linear_backward_bf16, linear_forward_bf16, linear_small_bf16};
-use crate::kernels::bf16_decode::linear_packed_bf16;
 use crate::kernels::few_rows::F32_STREAM_ROWS;
+use crate::kernels::half::linear_half;
 use crate::kernels::int8::linear_int8;
 use crate::kernels::matmul::{linear_backward, linear_forward, WeightLayout};
 use crate::kernels::panel_f32::linear_panels_f32;
@@ -117,19 +117,16 @@ impl Linear {
     }
 
     /// Inference product for a few rows (decoding) or more (prefill): the weights are read, in
-    /// this order of precedence, from the packed matrix of a bf16 or int8 model (half or about
-    /// a quarter of the bytes of f32), the bf16 shadow of a mixed-precision model, or the f32 parameters; each through
+    /// this order of precedence, from the packed matrix of a bf16, f16 or int8 model (half or
+    /// about a quarter of the bytes of f32), the bf16 shadow of a mixed-precision model, or the f32 parameters; each through
     /// the few-row kernel that streams the matrix once, which hands over to `gemm` past its row
     /// threshold.
     pub fn forward_infer(&self, w: Weights, out: &mut [f32], inp: &[f32], n: usize) {
         let b = self.bias.map(|b| w.of(b));
         let (ic, oc, layout) = (self.ic, self.oc, self.layout);
         match w.packed_of(self.weight) {
-            Some(PackedWeight::Bf16(m)) => return linear_packed_bf16(out, inp, m, b, n),
+            Some(PackedWeight::Half(m)) => return linear_half(out, inp, m, b, n),
             Some(PackedWeight::Int8(m)) => return linear_int8(out, inp, m, b, n),
-            Some(PackedWeight::F16(m)) => {
-                return crate::kernels::f16::linear_f16(out, inp, m, b, n)
-            }
             None => {}
         }
         if (1..=F32_STREAM_ROWS).contains(&n) {

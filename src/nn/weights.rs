@@ -18,8 +18,7 @@
 //! else f32.
 
 use super::params::Param;
-use crate::kernels::bf16_decode::PackedBf16;
-use crate::kernels::f16::PackedF16;
+use crate::kernels::half::PackedHalf;
 use crate::kernels::int8::PackedI8;
 use crate::kernels::panel_f32::PanelsF32;
 use half::bf16;
@@ -117,21 +116,19 @@ pub trait PackedMatrix {
     fn bytes(&self) -> usize;
 }
 
-impl PackedMatrix for PackedBf16 {
+impl PackedMatrix for PackedHalf {
     fn bytes(&self) -> usize {
-        PackedBf16::bytes(self)
+        PackedHalf::bytes(self)
     }
 }
 
 /// A weight matrix held for inference in a packed format.
 #[derive(Clone, Debug)]
 pub enum PackedWeight {
-    /// bf16 pairs for `vdpbf16ps`.
-    Bf16(PackedBf16),
+    /// f16 or bf16 in strips, widened in registers.
+    Half(PackedHalf),
     /// `Q8_0` blocks in strips for `vpdpbusd`.
     Int8(PackedI8),
-    /// IEEE half in strips, widened in registers.
-    F16(PackedF16),
 }
 
 impl PackedWeight {
@@ -139,24 +136,16 @@ impl PackedWeight {
     /// tied `wte`).
     pub fn row_f32(&self, j: usize, dst: &mut [f32]) {
         match self {
-            PackedWeight::Bf16(m) => m.row_f32(j, dst),
+            PackedWeight::Half(m) => m.row_f32(j, dst),
             PackedWeight::Int8(m) => m.row_f32(j, dst),
-            PackedWeight::F16(m) => m.row_f32(j, dst),
         }
     }
 
     /// The matrix read back as f32 in its stored layout.
     pub fn to_f32(&self) -> Vec<f32> {
         match self {
-            PackedWeight::Bf16(m) => {
-                let mut bits = vec![0u16; m.ic() * m.oc()];
-                m.unpack(&mut bits);
-                bits.into_iter()
-                    .map(crate::kernels::bf16::bf16_bits_to_f32)
-                    .collect()
-            }
+            PackedWeight::Half(m) => m.to_f32(),
             PackedWeight::Int8(m) => m.to_f32(),
-            PackedWeight::F16(m) => m.to_f32(),
         }
     }
 }
@@ -164,9 +153,8 @@ impl PackedWeight {
 impl PackedMatrix for PackedWeight {
     fn bytes(&self) -> usize {
         match self {
-            PackedWeight::Bf16(m) => m.bytes(),
+            PackedWeight::Half(m) => m.bytes(),
             PackedWeight::Int8(m) => m.bytes(),
-            PackedWeight::F16(m) => m.bytes(),
         }
     }
 }
