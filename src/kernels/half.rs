@@ -25,10 +25,11 @@
 //!
 //! Dimensions: `n` rows, `IC OC` input/output channels, `S = ⌈OC/32⌉` strips.
 
-use super::check_len;
 use super::huge_words::HugeWords;
 use super::matmul::WeightLayout;
 use super::simd::{cpu, isa, simd_fn, Isa};
+use super::strip_split::{split_strips, OutRows};
+use super::{check_len, check_linear};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
@@ -289,11 +290,6 @@ pub fn linear_half(out: &mut [f32], inp: &[f32], w: &PackedHalf, bias: Option<&[
     linear_half_on(HalfPath::detect(), out, inp, w, bias, n)
 }
 
-/// The output rows of one call, shared by the tasks that write disjoint columns of them.
-struct OutRows(*mut f32);
-// SAFETY: the tasks write disjoint columns (see `linear_half_on`), and the pointer outlives them.
-unsafe impl Sync for OutRows {}
-
 /// [`linear_half`] on a chosen path (tests compare them); asking for AVX-512 on a CPU without
 /// it runs the portable path.
 pub fn linear_half_on(
@@ -304,12 +300,7 @@ pub fn linear_half_on(
     bias: Option<&[f32]>,
     n: usize,
 ) {
-    let (ic, oc) = (w.ic, w.oc);
-    check_len("linear_half", "out", out.len(), n * oc);
-    check_len("linear_half", "inp", inp.len(), n * ic);
-    if let Some(b) = bias {
-        check_len("linear_half", "bias", b.len(), oc);
-    }
+    check_linear("linear_half", out, inp, bias, n, w.ic, w.oc);
     if n == 0 {
         return;
     }
@@ -318,14 +309,10 @@ pub fn linear_half_on(
     } else {
         HalfPath::Portable
     };
-    let dst = OutRows(out.as_mut_ptr());
-    let n_strips = oc.div_ceil(STRIP);
-    let tasks = rayon::current_num_threads().clamp(1, n_strips.max(1));
-    (0..tasks).into_par_iter().for_each(|t| {
-        let (s0, s1) = (t * n_strips / tasks, (t + 1) * n_strips / tasks);
-        // SAFETY: `out` holds `n × OC` floats; task t writes only the columns of strips s0..s1,
-        // disjoint from every other task's.
-        unsafe { strips(path, &dst, bias, inp, w, n, s0, s1) }
+    split_strips(out, w.oc.div_ceil(STRIP), |dst, s0, s1| {
+        // SAFETY: `out` holds `n × OC` floats; this task writes only the columns of strips
+        // s0..s1, disjoint from every other task's.
+        unsafe { strips(path, dst, bias, inp, w, n, s0, s1) }
     });
 }
 
@@ -367,7 +354,7 @@ unsafe fn strips(
             }
             for r in 0..rows {
                 // SAFETY: row r0 + r < n, columns j0..j0 + cols ≤ OC of this task's strips.
-                let dst = std::slice::from_raw_parts_mut(out.0.add((r0 + r) * oc + j0), cols);
+                let dst = out.cols(r0 + r, oc, j0, cols);
                 for (c, (o, &v)) in dst.iter_mut().zip(&t[r * STRIP..]).enumerate() {
                     *o = bias.map_or(0.0, |b| b[j0 + c]) + v;
                 }

@@ -33,10 +33,11 @@
 //!
 //! Dimensions: `n` rows, `IC OC` input/output channels, `NB = ⌈IC/32⌉` blocks.
 
-use super::check_len;
 use super::huge_words::HugeWords;
 use super::matmul::WeightLayout;
 use super::simd::{cpu, isa, simd_fn, Isa};
+use super::strip_split::{split_strips, OutRows};
+use super::{check_len, check_linear};
 use half::f16;
 use rayon::prelude::*;
 
@@ -310,11 +311,7 @@ pub fn linear_int8_on(
     n: usize,
 ) {
     let (ic, oc) = (w.ic, w.oc);
-    check_len("linear_int8", "out", out.len(), n * oc);
-    check_len("linear_int8", "inp", inp.len(), n * ic);
-    if let Some(b) = bias {
-        check_len("linear_int8", "bias", b.len(), oc);
-    }
+    check_linear("linear_int8", out, inp, bias, n, ic, oc);
     let path = if path == Int8Path::Avx512Vnni && Int8Path::detect() == Int8Path::Avx512Vnni {
         path
     } else {
@@ -323,23 +320,14 @@ pub fn linear_int8_on(
     for r0 in (0..n).step_by(ROW_CHUNK) {
         let rows = ROW_CHUNK.min(n - r0);
         let x = quantize_rows(&inp[r0 * ic..(r0 + rows) * ic], rows, ic);
-        let out = OutRows(out[r0 * oc..(r0 + rows) * oc].as_mut_ptr());
-        // One contiguous range of strips per thread, written straight into `out`.
-        let n_strips = oc.div_ceil(STRIP);
-        let tasks = rayon::current_num_threads().clamp(1, n_strips.max(1));
-        (0..tasks).into_par_iter().for_each(|t| {
-            let (s0, s1) = (t * n_strips / tasks, (t + 1) * n_strips / tasks);
-            // SAFETY: `out` holds `rows × oc` floats; task t writes only the columns of strips
-            // s0..s1, disjoint from every other task's.
-            unsafe { strips(path, &out, bias, &x, w, rows, s0, s1) }
+        let chunk = &mut out[r0 * oc..(r0 + rows) * oc];
+        split_strips(chunk, oc.div_ceil(STRIP), |dst, s0, s1| {
+            // SAFETY: `chunk` holds `rows × oc` floats; this task writes only the columns of
+            // strips s0..s1, disjoint from every other task's.
+            unsafe { strips(path, dst, bias, &x, w, rows, s0, s1) }
         });
     }
 }
-
-/// The output rows of one call, shared by the tasks that write disjoint columns of them.
-struct OutRows(*mut f32);
-// SAFETY: the tasks write disjoint columns (see `linear_int8_on`), and the pointer outlives them.
-unsafe impl Sync for OutRows {}
 
 /// Strips `s0..s1` of all `n` rows: `out (n, OC) = bias + ` the products in those strips'
 /// columns, rows in register tiles.
@@ -383,7 +371,7 @@ unsafe fn strips(
             }
             for r in 0..rows {
                 // SAFETY: row r0 + r < n, columns j0..j0 + cols < OC of this task's strips.
-                let dst = std::slice::from_raw_parts_mut(out.0.add((r0 + r) * oc + j0), cols);
+                let dst = out.cols(r0 + r, oc, j0, cols);
                 for (c, (o, &v)) in dst.iter_mut().zip(&t[r * STRIP..]).enumerate() {
                     *o = bias.map_or(0.0, |b| b[j0 + c]) + v;
                 }

@@ -35,6 +35,7 @@ pub mod panel_f32;
 pub mod residual;
 pub mod simd;
 pub mod softmax;
+pub mod strip_split;
 pub mod vmath;
 
 /// Panics unless `got == want`, naming the op and the buffer. See the module docs for why
@@ -46,6 +47,24 @@ pub fn check_len(op: &str, buffer: &str, got: usize, want: usize) {
         got == want,
         "{op}: buffer `{buffer}` has {got} elements, expected {want}"
     );
+}
+
+/// Panics unless the buffers of a linear layer `out (n, OC) = inp (n, IC) · Wᵀ + bias` have
+/// their shapes, naming `op` and the buffer.
+pub fn check_linear(
+    op: &str,
+    out: &[f32],
+    inp: &[f32],
+    bias: Option<&[f32]>,
+    n: usize,
+    ic: usize,
+    oc: usize,
+) {
+    check_len(op, "out", out.len(), n * oc);
+    check_len(op, "inp", inp.len(), n * ic);
+    if let Some(b) = bias {
+        check_len(op, "bias", b.len(), oc);
+    }
 }
 
 /// Row-chunk size that gives each rayon thread a few chunks of at least `min_work` elements.
