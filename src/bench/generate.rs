@@ -41,7 +41,7 @@ pub struct GenerateBench {
     pub reps: usize,
     /// Model directory to use instead of a fresh random GPT-2 124M.
     pub model: Option<PathBuf>,
-    /// Also decode with the weight matrices in this dtype (bf16: half the bytes per token);
+    /// Also decode with the weight matrices in this dtype (bf16, f16: half the bytes per token);
     /// f32 runs only the f32 rows.
     pub dtype: WeightDtype,
 }

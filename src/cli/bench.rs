@@ -204,13 +204,13 @@ pub struct GenerateBenchArgs {
     /// Model directory to use instead of a fresh random GPT-2 124M.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Also decode with the weight matrices in this dtype (`bf16`: half the bytes per token,
-    /// `int8`: about a quarter); `f32` runs only the f32 rows.
+    /// Also decode with the weight matrices in this dtype (`bf16` or `f16`: half the bytes per
+    /// token, `int8`: about a quarter); `f32` runs only the f32 rows.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// Instead: f32, 16-bit and int8 decoding and prefill beside llama.cpp (through
     /// llama-cpp-python, on GGUF files made by llama.cpp's converter; int8 runs the same Q8_0
-    /// file), alternating, medians of --runs.
+    /// file, f16 the same F16 file), alternating, medians of --runs.
     #[arg(long)]
     pub vs_llamacpp: bool,
     /// With --vs-llamacpp: comma-separated presets (gpt2, gpt2-medium).
