@@ -28,7 +28,7 @@
 use super::huge_words::HugeWords;
 use super::matmul::WeightLayout;
 use super::simd::{cpu, isa, simd_fn, Isa};
-use super::strip_split::{split_strips, OutRows};
+use super::strip_split::{row_groups, split_strips, OutRows};
 use super::{check_len, check_linear};
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -336,11 +336,7 @@ unsafe fn strips(
     for s in s0..s1 {
         let strip = &w.words[s * ic * WORDS..(s + 1) * ic * WORDS];
         let (j0, cols) = (s * STRIP, STRIP.min(oc - s * STRIP));
-        let mut r0 = 0;
-        while r0 < n {
-            // Even groups: 9 rows run as 5 + 4, not 8 + 1.
-            let groups = (n - r0).div_ceil(ROW_TILE);
-            let rows = (n - r0).div_ceil(groups);
+        for (r0, rows) in row_groups(n, ROW_TILE) {
             let x = &inp[r0 * ic..(r0 + rows) * ic];
             let t = &mut tile[..rows * STRIP];
             match (path, w.format) {
@@ -352,14 +348,8 @@ unsafe fn strips(
                 (HalfPath::Avx512, HalfFormat::Bf16) => strip_avx512::<true>(t, strip, x, ic, rows),
                 (_, format) => strip_portable(t, strip, x, ic, rows, format),
             }
-            for r in 0..rows {
-                // SAFETY: row r0 + r < n, columns j0..j0 + cols ≤ OC of this task's strips.
-                let dst = out.cols(r0 + r, oc, j0, cols);
-                for (c, (o, &v)) in dst.iter_mut().zip(&t[r * STRIP..]).enumerate() {
-                    *o = bias.map_or(0.0, |b| b[j0 + c]) + v;
-                }
-            }
-            r0 += rows;
+            // SAFETY: rows r0..r0 + rows < n, columns j0..j0 + cols ≤ OC of this task's strips.
+            out.store_tile(t, STRIP, bias, (r0, rows), oc, j0, cols);
         }
     }
 }
@@ -501,6 +491,11 @@ mod tests {
                 );
             }
         }
+        // bf16 bits: 1.0 is finite, −∞ and a NaN are not (first of the three at index 1).
+        let b = [0x3f80u16, 0xff80, 0x7fc0];
+        let first = |b: &[u16]| b.iter().position(|&x| HalfFormat::Bf16.is_nonfinite(x));
+        assert_eq!(first(&b), Some(1));
+        assert_eq!(first(&b[..1]), None);
         assert!(HalfFormat::F16.is_nonfinite(HalfFormat::F16.bits_of(1e6)));
         assert!(HalfFormat::Bf16.is_nonfinite(HalfFormat::Bf16.bits_of(f32::NAN)));
         assert!(!HalfFormat::Bf16.is_nonfinite(HalfFormat::Bf16.bits_of(1e30)));

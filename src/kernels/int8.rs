@@ -36,7 +36,7 @@
 use super::huge_words::HugeWords;
 use super::matmul::WeightLayout;
 use super::simd::{cpu, isa, simd_fn, Isa};
-use super::strip_split::{split_strips, OutRows};
+use super::strip_split::{row_groups, split_strips, OutRows};
 use super::{check_len, check_linear};
 use half::f16;
 use rayon::prelude::*;
@@ -350,11 +350,7 @@ unsafe fn strips(
     for s in s0..s1 {
         let rec = &w.words[w.record(s, 0)..w.record(s + 1, 0)];
         let (j0, cols) = (s * STRIP, STRIP.min(oc - s * STRIP));
-        let mut r0 = 0;
-        while r0 < n {
-            // Even groups: 8 rows run as 4 + 4, not 6 + 2.
-            let groups = (n - r0).div_ceil(ROW_TILE);
-            let rows = (n - r0).div_ceil(groups);
+        for (r0, rows) in row_groups(n, ROW_TILE) {
             let q = &x.q[r0 * nb * QBLOCK..(r0 + rows) * nb * QBLOCK];
             let (d, corr) = (
                 &x.d[r0 * nb..(r0 + rows) * nb],
@@ -369,14 +365,8 @@ unsafe fn strips(
                 Int8Path::Avx512Vnni => strip_vnni(t, rec, q, d, corr, nb, rows),
                 _ => strip_portable(t, rec, q, d, corr, nb, rows),
             }
-            for r in 0..rows {
-                // SAFETY: row r0 + r < n, columns j0..j0 + cols < OC of this task's strips.
-                let dst = out.cols(r0 + r, oc, j0, cols);
-                for (c, (o, &v)) in dst.iter_mut().zip(&t[r * STRIP..]).enumerate() {
-                    *o = bias.map_or(0.0, |b| b[j0 + c]) + v;
-                }
-            }
-            r0 += rows;
+            // SAFETY: rows r0..r0 + rows < n, columns j0..j0 + cols ≤ OC of this task's strips.
+            out.store_tile(t, STRIP, bias, (r0, rows), oc, j0, cols);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! f32 weight matrices packed in panels for few-row products: `out (n, OC) = inp (n, IC) · Wᵀ +
-//! bias` for `n ≤` [`F32_STREAM_ROWS`], where each weight is read once, in order, and meets every row in
-//! registers.
+//! bias` for `n ≤` [`F32_STREAM_ROWS`], where each weight is read once, in order, and meets
+//! every row in registers.
 //!
 //! Why: the tied LM head `wte (V, C)` is stored `(OC, IC)`, so a product over it is a dot
 //! product per output, and a dot product loads an input vector for every weight vector: with 8
@@ -77,8 +77,8 @@ impl PanelsF32 {
     }
 }
 
-/// `out (n, OC) = inp (n, IC) · Wᵀ + bias` over panels, `1 ≤ n ≤` [`F32_STREAM_ROWS`]: each thread
-/// takes a contiguous share of the panels.
+/// `out (n, OC) = inp (n, IC) · Wᵀ + bias` over panels, `1 ≤ n ≤` [`F32_STREAM_ROWS`]: each
+/// thread takes a contiguous share of the panels.
 pub fn linear_panels_f32(
     out: &mut [f32],
     inp: &[f32],

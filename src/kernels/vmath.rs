@@ -170,11 +170,6 @@ pub fn first_nonfinite(xs: &[f32]) -> Option<usize> {
         .map(|i| start + i)
 }
 
-/// Index of the first NaN or ±∞ among bf16 values given as bits (exponent all ones).
-pub fn first_nonfinite_bf16(bits: &[u16]) -> Option<usize> {
-    bits.iter().position(|&b| b & 0x7f80 == 0x7f80)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,9 +187,6 @@ mod tests {
         assert_eq!(first_nonfinite(&x), Some(2));
         // The largest finite values and subnormals are finite.
         assert_eq!(first_nonfinite(&[f32::MAX, -f32::MAX, 1e-45, -0.0]), None);
-        let b = [0x3f80u16, 0xff80, 0x7fc0];
-        assert_eq!(first_nonfinite_bf16(&b), Some(1));
-        assert_eq!(first_nonfinite_bf16(&b[..1]), None);
     }
 
     #[test]

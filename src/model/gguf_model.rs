@@ -28,7 +28,7 @@ use super::packed_weights::{bf16_layout, in_out_dims};
 use super::weight_dtype::WeightDtype;
 use crate::error::{Error, Result};
 use crate::io::gguf::{GgmlType, GgufFile, GgufTensor, GgufWriter, Q8_0_BLOCK};
-use crate::kernels::half::{HalfFormat, PackedHalf};
+use crate::kernels::half::PackedHalf;
 use crate::kernels::int8::{quantize_block, PackedI8, QBLOCK};
 use crate::kernels::matmul::WeightLayout;
 use crate::nn::params::{ParamEntry, ParamLayout};
@@ -278,8 +278,9 @@ pub fn load_gguf(
             continue;
         };
         let (ic, oc) = in_out_dims(&e.shape, layout);
-        let m = match (dtype, t.ty) {
-            (WeightDtype::Int8, GgmlType::Q8_0) => {
+        // f32 models were built above: what is left is 16-bit (`Some`) or int8.
+        let m = match (dtype.half_format(), t.ty) {
+            (None, GgmlType::Q8_0) => {
                 if nonfinite == NonFinite::Refuse {
                     for j in 0..oc {
                         for b in 0..ic / Q8_0_BLOCK {
@@ -295,7 +296,7 @@ pub fn load_gguf(
                     f.q8_0_block(t, j, b)
                 }))
             }
-            (WeightDtype::Int8, _) => {
+            (None, _) => {
                 let v = values(t)?;
                 PackedWeight::Int8(PackedI8::from_blocks(ic, oc, layout, |j, b| {
                     let row = &v[j * ic..(j + 1) * ic];
@@ -304,10 +305,9 @@ pub fn load_gguf(
                     (f16::from_f32(d), q)
                 }))
             }
-            (_, _) => {
-                // bf16 or f16 (the only dtypes left). The tensor is `(OC, IC)`: row j holds
-                // output j's weights (exact for an `F16` file run as f16).
-                let h = dtype.half_format().unwrap_or(HalfFormat::Bf16);
+            // The tensor is `(OC, IC)`: row j holds output j's weights (exact for an `F16` file
+            // run as f16).
+            (Some(h), _) => {
                 let v = values(t)?;
                 PackedWeight::Half(PackedHalf::from_fn(ic, oc, layout, h, |i, j| {
                     h.bits_of(v[j * ic + i])

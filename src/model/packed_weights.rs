@@ -21,7 +21,7 @@ use crate::kernels::int8::PackedI8;
 use crate::kernels::matmul::WeightLayout;
 use crate::nn::params::ParamEntry;
 
-/// Whether a model tensor is held packed with `--dtype bf16|int8`, and in which orientation: the
+/// Whether a model tensor is held packed with `--dtype bf16|f16|int8`, and in which orientation: the
 /// linear layers' weights (their registered layout) and the tied embedding `wte` (`(V, C)`, read
 /// by the LM head as `(OC, IC)`). Everything else (biases, LayerNorm, `wpe`) stays f32.
 pub fn bf16_layout(e: &ParamEntry) -> Option<WeightLayout> {

@@ -118,9 +118,9 @@ impl Linear {
 
     /// Inference product for a few rows (decoding) or more (prefill): the weights are read, in
     /// this order of precedence, from the packed matrix of a bf16, f16 or int8 model (half or
-    /// about a quarter of the bytes of f32), the bf16 shadow of a mixed-precision model, or the f32 parameters; each through
-    /// the few-row kernel that streams the matrix once, which hands over to `gemm` past its row
-    /// threshold.
+    /// about a quarter of the bytes of f32), the bf16 shadow of a mixed-precision model, or the
+    /// f32 parameters; each through the few-row kernel that streams the matrix once, which
+    /// hands over to `gemm` past its row threshold.
     pub fn forward_infer(&self, w: Weights, out: &mut [f32], inp: &[f32], n: usize) {
         let b = self.bias.map(|b| w.of(b));
         let (ic, oc, layout) = (self.ic, self.oc, self.layout);
