@@ -9,10 +9,14 @@
 //! ```
 
 use gpt::kernels::few_rows::{linear_small, F32_STREAM_ROWS};
+use gpt::kernels::matmul::linear_forward;
 use gpt::kernels::matmul::WeightLayout;
 use gpt::kernels::panel_f32::{linear_panels_f32, PanelsF32};
 use gpt::rng::Rng;
 use std::time::Instant;
+
+/// A linear layer's product: `(out, inp, w, bias, n, ic, oc, layout)`.
+type Product = fn(&mut [f32], &[f32], &[f32], Option<&[f32]>, usize, usize, usize, WeightLayout);
 
 fn main() {
     let c = 768;
@@ -37,16 +41,7 @@ fn main() {
     let mut best = f64::MAX;
     for _ in 0..5 {
         let t = Instant::now();
-        gpt::kernels::matmul::linear_forward(
-            &mut cbuf,
-            &a,
-            &b,
-            None,
-            m,
-            k,
-            nn,
-            WeightLayout::InOut,
-        );
+        linear_forward(&mut cbuf, &a, &b, None, m, k, nn, WeightLayout::InOut);
         best = best.min(t.elapsed().as_secs_f64());
     }
     println!(
@@ -54,41 +49,26 @@ fn main() {
         rayon::current_num_threads(),
         2.0 * (m * k * nn) as f64 / best / 1e9
     );
-    for n in [1usize, 2, 4, 8, 9, 16, 32, 64] {
+    // Every count up to the threshold (past it `linear_small` is `gemm` itself).
+    for n in [1usize, 2, 4, 8, 9, 16, 32, F32_STREAM_ROWS] {
         let x = rng.normal_vec(n * 4 * c, 1.0);
         let mut out = vec![0.0f32; n * vocab];
+        // The four layer products of every block through `product` (same signature for ours
+        // and `gemm`'s).
+        let layer_products = |out: &mut [f32], product: Product| {
+            for layer in &layers {
+                for (w, &(ic, oc)) in layer.iter().zip(&shapes) {
+                    let (o, i) = (&mut out[..n * oc], &x[..n * ic]);
+                    product(o, i, w, None, n, ic, oc, WeightLayout::InOut);
+                }
+            }
+        };
         let mut times = Vec::new();
         for _ in 0..9 {
             let t = Instant::now();
-            for layer in &layers {
-                for (w, &(ic, oc)) in layer.iter().zip(&shapes) {
-                    linear_small(
-                        &mut out[..n * oc],
-                        &x[..n * ic],
-                        w,
-                        None,
-                        n,
-                        ic,
-                        oc,
-                        WeightLayout::InOut,
-                    );
-                }
-            }
+            layer_products(&mut out, linear_small);
             let t_layers = t.elapsed().as_secs_f64();
-            if n <= F32_STREAM_ROWS {
-                linear_panels_f32(&mut out, &x[..n * c], &head, None, n);
-            } else {
-                linear_small(
-                    &mut out,
-                    &x[..n * c],
-                    &head_f32,
-                    None,
-                    n,
-                    c,
-                    vocab,
-                    WeightLayout::OutIn,
-                );
-            }
+            linear_panels_f32(&mut out, &x[..n * c], &head, None, n);
             times.push((t.elapsed().as_secs_f64(), t_layers));
         }
         times.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -97,24 +77,12 @@ fn main() {
         let mut gemm_t = Vec::new();
         for _ in 0..5 {
             let t = Instant::now();
-            for layer in &layers {
-                for (w, &(ic, oc)) in layer.iter().zip(&shapes) {
-                    gpt::kernels::matmul::linear_forward(
-                        &mut out[..n * oc],
-                        &x[..n * ic],
-                        w,
-                        None,
-                        n,
-                        ic,
-                        oc,
-                        WeightLayout::InOut,
-                    );
-                }
-            }
-            gpt::kernels::matmul::linear_forward(
+            layer_products(&mut out, linear_forward);
+            let h = &head_f32;
+            linear_forward(
                 &mut out,
                 &x[..n * c],
-                &head_f32,
+                h,
                 None,
                 n,
                 c,
