@@ -405,7 +405,7 @@ pub fn attention_single_queries(
     }
     let scale = 1.0 / (hs as f32).sqrt();
     let out_ptr = SendPtr(out.as_mut_ptr());
-    (0..queries.len() * nh).into_par_iter().for_each(|task| {
+    super::team::run(queries.len() * nh, |task| {
         let (sq, h) = (queries[task / nh], task % nh);
         // SAFETY: rows are distinct (asserted above) and each task writes only its head's
         // columns h·HS..(h+1)·HS of its query's row, inside `out` (checked above).

@@ -26,7 +26,7 @@
 use super::blocked_rows;
 use super::check_len;
 use super::matmul::{linear_forward, sum_partials, WeightLayout};
-use rayon::prelude::*;
+use super::team;
 
 /// Row counts up to this run the few-row kernels (one pass over the weights for all rows);
 /// more rows go to the general products. The packed bf16 kernels hold this many rows in
@@ -61,18 +61,17 @@ pub fn split_in_out(
     align: usize,
     block: impl Fn(&mut [f32], usize, usize) + Sync,
 ) {
+    if n * oc == 0 {
+        return;
+    }
     let tasks = rayon::current_num_threads().max(1);
-    let partials: Vec<Vec<f32>> = (0..tasks)
-        .into_par_iter()
-        .map(|t| {
-            let (r0, r1) = share(t, tasks, len, align);
-            let mut acc = vec![0.0f32; n * oc];
-            if r1 > r0 {
-                block(&mut acc, r0, r1);
-            }
-            acc
-        })
-        .collect();
+    let mut partials = vec![0.0f32; tasks * n * oc];
+    team::for_each_chunk_mut(&mut partials, n * oc, |t, acc| {
+        let (r0, r1) = share(t, tasks, len, align);
+        if r1 > r0 {
+            block(acc, r0, r1);
+        }
+    });
     sum_partials(out, &partials, bias, n, oc);
 }
 
@@ -87,28 +86,30 @@ pub fn split_out_in(
     align: usize,
     block: impl Fn(&mut [f32], usize, usize) + Sync,
 ) {
+    if n * oc == 0 {
+        return;
+    }
     let tasks = rayon::current_num_threads().max(1);
-    let parts: Vec<(usize, Vec<f32>)> = (0..tasks)
-        .into_par_iter()
-        .map(|t| {
-            let (j0, j1) = share(t, tasks, oc, align);
-            let wd = j1 - j0;
-            let mut acc = vec![0.0f32; n * wd];
-            if wd > 0 {
-                if let Some(b) = bias {
-                    for row in acc.chunks_exact_mut(wd) {
-                        row.copy_from_slice(&b[j0..j1]);
-                    }
+    let per = share(0, tasks, oc, align).1;
+    let mut parts = vec![0.0f32; tasks * n * per];
+    team::for_each_chunk_mut(&mut parts, n * per, |t, acc| {
+        let (j0, j1) = share(t, tasks, oc, align);
+        let wd = j1 - j0;
+        if wd > 0 {
+            let acc = &mut acc[..n * wd];
+            if let Some(b) = bias {
+                for row in acc.chunks_exact_mut(wd) {
+                    row.copy_from_slice(&b[j0..j1]);
                 }
-                block(&mut acc, j0, j1);
             }
-            (j0, acc)
-        })
-        .collect();
-    for (j0, acc) in parts {
-        let wd = acc.len() / n.max(1);
+            block(acc, j0, j1);
+        }
+    });
+    for (t, acc) in parts.chunks_exact(n * per).enumerate() {
+        let (j0, j1) = share(t, tasks, oc, align);
+        let wd = j1 - j0;
         for r in 0..n {
-            out[r * oc + j0..r * oc + j0 + wd].copy_from_slice(&acc[r * wd..(r + 1) * wd]);
+            out[r * oc + j0..r * oc + j1].copy_from_slice(&acc[r * wd..(r + 1) * wd]);
         }
     }
 }

@@ -229,11 +229,11 @@ pub fn matmul_batched(
     });
 }
 
-/// `out (n, oc) = bias + Σ partials`, each partial an `(n, oc)` sum over one thread's block of
-/// input channels (the row-split decode kernels in f32 and bf16).
+/// `out (n, oc) = bias + Σ partials`, `partials` holding consecutive `(n, oc)` sums, each over
+/// one thread's block of input channels (the row-split decode kernels in f32 and bf16).
 pub(crate) fn sum_partials(
     out: &mut [f32],
-    partials: &[Vec<f32>],
+    partials: &[f32],
     bias: Option<&[f32]>,
     n: usize,
     oc: usize,
@@ -244,7 +244,7 @@ pub(crate) fn sum_partials(
             Some(b) => o.copy_from_slice(b),
             None => o.fill(0.0),
         }
-        for part in partials {
+        for part in partials.chunks_exact(n * oc) {
             for (d, s) in o.iter_mut().zip(&part[r * oc..(r + 1) * oc]) {
                 *d += s;
             }

@@ -36,6 +36,7 @@ pub mod residual;
 pub mod simd;
 pub mod softmax;
 pub mod strip_split;
+pub mod team;
 pub mod vmath;
 
 /// Panics unless `got == want`, naming the op and the buffer. See the module docs for why

@@ -3,7 +3,7 @@
 //! writes their columns of the output rows directly, so no thread needs a buffer of its own
 //! and nothing is summed or copied afterwards.
 
-use rayon::prelude::*;
+use super::team;
 
 /// The output rows `(n, OC)` of one call, shared by the tasks that write disjoint columns.
 pub(crate) struct OutRows(*mut f32);
@@ -72,7 +72,7 @@ pub(crate) fn split_strips(
 ) {
     let dst = OutRows(out.as_mut_ptr());
     let tasks = rayon::current_num_threads().clamp(1, n_strips.max(1));
-    (0..tasks).into_par_iter().for_each(|t| {
+    team::run(tasks, |t| {
         let (s0, s1) = (t * n_strips / tasks, (t + 1) * n_strips / tasks);
         if s1 > s0 {
             block(&dst, s0, s1);
