@@ -4,7 +4,7 @@
 //! pool, as the CLI runs), printing the medians and their ratio.
 //!
 //! ```sh
-//! cargo run --release --example team_probe -- MODEL_DIR [REPS]
+//! cargo run --release --example team_probe -- MODEL_DIR [REPS] [CASE]
 //! ```
 
 use gpt::generate::{generate, GenerateConfig, InferenceModel, SamplingConfig, Timing};
@@ -25,10 +25,12 @@ fn prompt(len: usize, seed: u32) -> Vec<u32> {
 
 fn main() -> gpt::Result<()> {
     let mut args = std::env::args().skip(1);
-    let dir = PathBuf::from(args.next().expect("usage: team_probe MODEL_DIR [REPS]"));
+    let dir = PathBuf::from(args.next().expect("usage: team_probe MODEL_DIR [REPS] [CASE]"));
     let reps: usize = args
         .next()
         .map_or(7, |r| r.parse().expect("REPS is a number"));
+    // Optional: only the cases whose name contains this ("b1", "b8", "prefill"), in f32 only.
+    let only = args.next();
     let cfg = |new| GenerateConfig {
         max_new_tokens: new,
         sampling: SamplingConfig::greedy(),
@@ -56,9 +58,14 @@ fn main() -> gpt::Result<()> {
             Timing::prefill_tokens_per_sec,
         ),
     ];
-    for dtype in [WeightDtype::F32, WeightDtype::Int8, WeightDtype::F16] {
+    let dtypes = match only {
+        Some(_) => vec![WeightDtype::F32],
+        None => vec![WeightDtype::F32, WeightDtype::Int8, WeightDtype::F16],
+    };
+    let only = only.unwrap_or_default();
+    for dtype in dtypes {
         let model = InferenceModel::load_as(&dir, dtype)?;
-        for (name, prompts, new, rate) in &cases {
+        for (name, prompts, new, rate) in cases.iter().filter(|c| c.0.contains(&only)) {
             let (mut on, mut off) = (Vec::new(), Vec::new());
             for _ in 0..reps {
                 for enabled in [true, false] {

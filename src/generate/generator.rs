@@ -154,7 +154,10 @@ pub fn generate_observed(
         .collect();
     let mut seqs: Vec<Vec<u32>> = prompts.to_vec();
     let mut active = vec![true; bsz];
-    let mut cache = model.new_cache(bsz);
+    // A row's cache holds at most its prompt and all but the last new token, unless it
+    // slides (only when that exceeds n_ctx, and then the cache has all n_ctx positions).
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let mut cache = model.new_cache_for(bsz, longest.saturating_add(cfg.max_new_tokens));
     let (mut s, mut hidden, mut logits) = (Scratch::default(), Vec::new(), Vec::new());
     let mut ids: Vec<u32> = prompts.concat();
     let mut new: Vec<usize> = prompts.iter().map(Vec::len).collect();

@@ -34,7 +34,7 @@ pub fn token_logprobs(
         ));
     }
     let mut out = vec![None; ids.len()];
-    let mut cache = model.new_cache(1);
+    let mut cache = model.new_cache_for(1, ids.len());
     let (mut s, mut hidden, mut logits) = (Scratch::default(), Vec::new(), Vec::new());
     let mut prev_end = 0;
     let mut begin = 0;

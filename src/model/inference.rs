@@ -582,10 +582,17 @@ impl InferenceModel {
 
     /// An empty cache for `b` rows of up to `n_ctx` positions.
     pub fn new_cache(&self, b: usize) -> KvCache {
+        self.new_cache_for(b, self.config.n_ctx)
+    }
+
+    /// An empty cache for `b` rows of up to `positions` positions (at most `n_ctx`): what a
+    /// job that knows its length needs. A batch-8 cache of GPT-2's full 1,024 positions is
+    /// 600 MB, and zeroing it cost a generation of 32 tokens more than its decoding did.
+    pub fn new_cache_for(&self, b: usize, positions: usize) -> KvCache {
         KvCache::new(
             self.config.n_layer,
             b,
-            self.config.n_ctx,
+            positions.min(self.config.n_ctx),
             self.config.n_embd,
         )
     }
