@@ -31,6 +31,17 @@ fn main() {
         })
         .collect();
     let vocab = 50257;
+    // The same layer weights packed in panels (what `InferenceModel` could hold instead).
+    let layer_panels: Vec<Vec<PanelsF32>> = layers
+        .iter()
+        .map(|layer| {
+            layer
+                .iter()
+                .zip(&shapes)
+                .map(|(w, &(ic, oc))| PanelsF32::pack(w, ic, oc, WeightLayout::InOut))
+                .collect()
+        })
+        .collect();
     let head_f32 = rng.normal_vec(vocab * c, 0.02);
     let head = PanelsF32::pack(&head_f32, c, vocab, WeightLayout::OutIn);
     let params: usize = 12 * shapes.iter().map(|(a, b)| a * b).sum::<usize>() + vocab * c;
@@ -93,6 +104,19 @@ fn main() {
         }
         gemm_t.sort_by(|a, b| a.total_cmp(b));
         print!("gemm {:.2} ms | ", gemm_t[2] * 1e3);
+        let mut panel_t = Vec::new();
+        for _ in 0..9 {
+            let t = Instant::now();
+            for layer in &layer_panels {
+                for m in layer {
+                    let (o, i) = (&mut out[..n * m.oc()], &x[..n * m.ic()]);
+                    linear_panels_f32(o, i, m, None, n);
+                }
+            }
+            panel_t.push(t.elapsed().as_secs_f64());
+        }
+        panel_t.sort_by(|a, b| a.total_cmp(b));
+        print!("layers in panels {:.2} ms | ", panel_t[4] * 1e3);
         println!(
             "rows {n}: {:.2} ms per step ({:.2} ms layers, {:.2} ms head), {:.1} GFLOP/s",
             total * 1e3,

@@ -25,7 +25,10 @@ fn prompt(len: usize, seed: u32) -> Vec<u32> {
 
 fn main() -> gpt::Result<()> {
     let mut args = std::env::args().skip(1);
-    let dir = PathBuf::from(args.next().expect("usage: team_probe MODEL_DIR [REPS] [CASE]"));
+    let dir = PathBuf::from(
+        args.next()
+            .expect("usage: team_probe MODEL_DIR [REPS] [CASE]"),
+    );
     let reps: usize = args
         .next()
         .map_or(7, |r| r.parse().expect("REPS is a number"));

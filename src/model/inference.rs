@@ -553,6 +553,23 @@ impl InferenceModel {
         self.panels = Some(map);
     }
 
+    /// Packs every f32 weight matrix (the layers' and the head) in panels, like
+    /// [`InferenceModel::pack_head_panels`] does for the head alone. No-op with packed matrices.
+    pub fn pack_all_panels(&mut self) {
+        if self.packed.is_some() {
+            return;
+        }
+        let p = self.params();
+        let mut map = PanelMatrices::default();
+        for e in self.layout.entries() {
+            if let Some(l) = bf16_layout(e) {
+                let (ic, oc) = in_out_dims(&e.shape, l);
+                map.insert(e.param, PanelsF32::pack(e.param.of(p), ic, oc, l));
+            }
+        }
+        self.panels = Some(map);
+    }
+
     /// Bytes [`InferenceModel::pack_head_panels`] adds for a model of `config`.
     pub fn panel_bytes_for(config: &GptConfig) -> u64 {
         (config.vocab_size.div_ceil(crate::kernels::panel_f32::PANEL)
