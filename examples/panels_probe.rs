@@ -1,6 +1,7 @@
-//! Dev probe: f32 generation with every weight matrix packed in panels
-//! ([`InferenceModel::pack_all_panels`]) against the head alone in panels (what `gpt serve`
-//! packs today), alternating runs in one process; prints medians and their ratio. Products of
+//! Dev probe: f32 generation with every weight matrix packed in panels (what
+//! [`InferenceModel::load`] does, [`InferenceModel::pack_all_panels`]) against the head alone
+//! in panels (what `gpt serve` packed before), alternating runs in one process; prints medians
+//! and their ratio. Products of
 //! up to `F32_STREAM_ROWS` rows run from the panels, more rows through `gemm` on the original
 //! matrices.
 //!
@@ -33,10 +34,11 @@ fn main() -> gpt::Result<()> {
         seed: 0,
         eos: None,
     };
+    // `load` packs every f32 matrix; the reference keeps only the head's panels.
     let mut head = InferenceModel::load(&dir)?;
+    head.drop_panels();
     head.pack_head_panels();
-    let mut all = InferenceModel::load(&dir)?;
-    all.pack_all_panels();
+    let all = InferenceModel::load(&dir)?;
     type Case = (&'static str, Vec<Vec<u32>>, usize, fn(&Timing) -> f64);
     let cases: Vec<Case> = vec![
         (
