@@ -257,7 +257,8 @@ pub fn run(opts: &GenerateBench) -> Result<()> {
                     v["peak_rss_mb"].as_f64().unwrap_or(f64::NAN),
                     v["weight_mb"].as_f64().unwrap_or(f64::NAN),
                     if *dt == WeightDtype::F32 && model.source == WeightsSource::Mapped {
-                        ", memory-mapped file pages"
+                        ": the matrices packed in panels plus the memory-mapped file, whose \
+                         matrix pages are dropped once packed"
                     } else {
                         ""
                     }

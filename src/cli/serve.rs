@@ -83,9 +83,11 @@ pub fn run_serve(args: ServeArgs) -> CliResult {
         "--max-batch",
     )?;
     let mut est = est;
-    if args.max_batch > 1 && dtype == WeightDtype::F32 {
+    if dtype == WeightDtype::F32 {
+        // Decoding reads the panels; a prefill chunk of more than 64 rows reads the original
+        // matrices, so both can be resident.
         est.add(
-            "LM head packed for batched decoding",
+            "f32 matrices packed in panels",
             gpt::model::inference::InferenceModel::panel_bytes_for(&cfg),
         );
     }

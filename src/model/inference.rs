@@ -464,8 +464,9 @@ impl InferenceModel {
         }
     }
 
-    /// Bytes of weights the model holds in memory: the f32 buffer (for a mapped file, the part
-    /// of the map that decoding touches) plus the packed matrices.
+    /// Bytes of weights the model holds: the f32 buffer (for a mapped file, the whole map, of
+    /// which the matrices packed in panels are not resident) plus the packed matrices and the
+    /// panels.
     pub fn weight_bytes(&self) -> usize {
         4 * self.params().len()
             + self.packed.as_ref().map_or(0, |m| m.bytes())
@@ -563,7 +564,8 @@ impl InferenceModel {
         self.panels = None;
     }
 
-    /// Packs the f32 LM head (the tied `wte`) a second time, in panels, for products of a few
+    /// Packs only the f32 LM head (the tied `wte`) a second time, in panels (loading packs every
+    /// matrix already, [`InferenceModel::pack_all_panels`]; no-op then), for products of a few
     /// rows (batched decoding; see [`crate::kernels::panel_f32`]): a batch-8 decoding step
     /// then spends ≈ 2× less in the head. Costs the head's bytes once more
     /// ([`InferenceModel::panel_bytes_for`]); the prefill and batch-1 results are unchanged in
@@ -610,12 +612,14 @@ impl InferenceModel {
         self.panels = None;
     }
 
-    /// Bytes [`InferenceModel::pack_head_panels`] adds for a model of `config`.
+    /// Bytes the panels of an f32 model of `config` take ([`InferenceModel::pack_all_panels`],
+    /// done at load): every block's four matrices and the head, outputs padded to whole panels.
     pub fn panel_bytes_for(config: &GptConfig) -> u64 {
-        (config.vocab_size.div_ceil(crate::kernels::panel_f32::PANEL)
-            * crate::kernels::panel_f32::PANEL
-            * config.n_embd
-            * 4) as u64
+        let panel = crate::kernels::panel_f32::PANEL;
+        let (c, v) = (config.n_embd, config.vocab_size);
+        let bytes = |ic: usize, oc: usize| (oc.div_ceil(panel) * panel * ic * 4) as u64;
+        let block = bytes(c, 3 * c) + bytes(c, c) + bytes(c, 4 * c) + bytes(4 * c, c);
+        config.n_layer as u64 * block + bytes(c, v)
     }
 
     /// The dtype of the weight matrices.

@@ -50,12 +50,9 @@ pub struct ServeOptions {
 
 /// Loads the model of `opts` and starts the engine.
 fn load(opts: &ServeOptions, stats: Arc<Stats>) -> Result<Loaded> {
-    let (mut model, tok, dir) = load_with_tokenizer_as(&opts.model, opts.dtype, NonFinite::Refuse)?;
-    if opts.engine.max_batch > 1 {
-        // Batched decoding steps run the LM head from panels (f32 only; see
-        // `InferenceModel::pack_head_panels`).
-        model.pack_head_panels();
-    }
+    // An f32 model comes with its matrices packed in panels (`InferenceModel::pack_all_panels`),
+    // which decoding steps read.
+    let (model, tok, dir) = load_with_tokenizer_as(&opts.model, opts.dtype, NonFinite::Refuse)?;
     let chat = prompt::ChatFormat::load(&dir, &tok)?;
     let (n_ctx, vocab) = (model.config.n_ctx, model.config.vocab_size);
     let tok = Arc::new(tok);
