@@ -59,7 +59,7 @@ pub fn run(tasks: usize, task: impl Fn(usize) + Sync) {
 static ENABLED: AtomicBool = AtomicBool::new(true);
 
 /// Turns the team on or off for later [`run`] calls (off: they run on rayon). For A/B probes
-/// (`examples/team_probe.rs`); nothing else needs it.
+/// (`examples/decode_ab.rs team`); nothing else needs it.
 pub fn set_enabled(on: bool) {
     ENABLED.store(on, Relaxed);
 }

@@ -586,7 +586,7 @@ impl InferenceModel {
     /// up to `F32_STREAM_ROWS` rows (decoding, short prompts) read each weight once, in order,
     /// with the accumulators in registers: batch-1 decoding of GPT-2 124M 1.27–1.38× the
     /// unpacked kernels, 4 rows 1.20–1.31×, a 64-token prompt 1.15–1.36×
-    /// (`examples/panels_probe.rs`). A memory-mapped file's pages of each matrix are dropped
+    /// (`examples/decode_ab.rs panels`). A memory-mapped file's pages of each matrix are dropped
     /// once it is packed, so the resident size stays about that of the f32 weights; longer
     /// prompts run `gemm` on the original matrices and bring their pages back. No-op with packed
     /// matrices.
@@ -607,7 +607,7 @@ impl InferenceModel {
     }
 
     /// Drops the matrices packed in panels: products then read the original matrices (for
-    /// A/B measurements, `examples/panels_probe.rs`).
+    /// A/B measurements, `examples/decode_ab.rs panels`).
     pub fn drop_panels(&mut self) {
         self.panels = None;
     }
