@@ -24,7 +24,7 @@ use super::checkpoint::NonFinite;
 use super::config::GptConfig;
 use super::gpt::GptModules;
 use super::inference::{packed_placed, InferenceModel, WeightsSource};
-use super::packed_weights::{bf16_layout, in_out_dims};
+use super::packed_weights::{in_out_dims, packed_layout};
 use super::weight_dtype::WeightDtype;
 use crate::error::{Error, Result};
 use crate::io::gguf::{GgmlType, GgufFile, GgufTensor, GgufWriter, Q8_0_BLOCK};
@@ -272,7 +272,7 @@ pub fn load_gguf(
     for e in placed.entries() {
         let t = f.tensor(&gguf_name(&e.name)?)?;
         check_shape(&f, t, e, &config)?;
-        let Some(layout) = bf16_layout(e) else {
+        let Some(layout) = packed_layout(e) else {
             e.param.of_mut(&mut data).copy_from_slice(&values(t)?);
             f.release(t);
             continue;
@@ -434,7 +434,7 @@ pub fn export_gguf(
     for e in model.layout.entries() {
         let v = e.param.of(p);
         let dims = gguf_dims(e);
-        let (kind, bytes) = match bf16_layout(e) {
+        let (kind, bytes) = match packed_layout(e) {
             Some(layout) => {
                 let (ic, oc) = in_out_dims(&e.shape, layout);
                 // Rows of the stored (out, in) matrix.

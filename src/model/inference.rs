@@ -22,7 +22,7 @@
 use super::checkpoint::{self, hf_family, hf_name, NonFinite};
 use super::config::GptConfig;
 use super::gpt::{Gpt, GptModules};
-use super::packed_weights::{bf16_layout, in_out_dims, read_packed, read_packed_int8};
+use super::packed_weights::{in_out_dims, packed_layout, read_packed, read_packed_int8};
 use super::weight_dtype::WeightDtype;
 use crate::error::{Error, Result};
 use crate::io::safetensors::{dtype_size, to_f32, Dtype, TensorFile};
@@ -151,7 +151,7 @@ struct Stored {
     len: usize,
 }
 
-/// A layout for bf16 weights: the tensors that stay f32 ([`bf16_layout`] is `None`) at
+/// A layout for bf16 weights: the tensors that stay f32 ([`packed_layout`] is `None`) at
 /// consecutive offsets `0..small` of a compact f32 buffer, each matrix at a distinct offset from
 /// `small` on, which indexes nothing in that buffer and serves as its key in [`PackedMatrices`].
 pub(crate) fn packed_placed(config: &GptConfig) -> Result<(ParamLayout, GptModules, usize)> {
@@ -160,14 +160,14 @@ pub(crate) fn packed_placed(config: &GptConfig) -> Result<(ParamLayout, GptModul
     let mut offsets = HashMap::new();
     let mut small = 0;
     for e in consecutive.entries() {
-        if bf16_layout(e).is_none() {
+        if packed_layout(e).is_none() {
             offsets.insert(e.name.clone(), small);
             small += e.param.len;
         }
     }
     let mut key = small;
     for e in consecutive.entries() {
-        if bf16_layout(e).is_some() {
+        if packed_layout(e).is_some() {
             offsets.insert(e.name.clone(), key);
             key += e.param.len;
         }
@@ -269,7 +269,7 @@ impl InferenceModel {
             for e in placed.entries() {
                 let s = stored[&e.name];
                 let name = hf_name(&e.name, family);
-                match bf16_layout(e) {
+                match packed_layout(e) {
                     None => {
                         let mut raw = vec![0u8; s.len];
                         file.read_at(s.start, &mut raw, &format!("tensor `{name}`"))?;
@@ -355,7 +355,7 @@ impl InferenceModel {
         }
         let (p, family) = (self.params(), hf_family(&self.config));
         for e in self.layout.entries() {
-            if self.packed.is_some() && bf16_layout(e).is_some() {
+            if self.packed.is_some() && packed_layout(e).is_some() {
                 continue;
             }
             nonfinite.check(path, &hf_name(&e.name, family), e.param.of(p))?;
@@ -505,7 +505,7 @@ impl InferenceModel {
                 continue;
             };
             let src = old.param.of(p);
-            match bf16_layout(e) {
+            match packed_layout(e) {
                 None => e.param.of_mut(&mut data).copy_from_slice(src),
                 Some(l) => {
                     let (ic, oc) = in_out_dims(&e.shape, l);
@@ -597,7 +597,7 @@ impl InferenceModel {
         let p = self.params();
         let mut map = PanelMatrices::default();
         for e in self.layout.entries() {
-            if let Some(l) = bf16_layout(e) {
+            if let Some(l) = packed_layout(e) {
                 let (ic, oc) = in_out_dims(&e.shape, l);
                 map.insert(e.param, PanelsF32::pack(e.param.of(p), ic, oc, l));
                 self.weights.release(e.param.range());

@@ -21,10 +21,11 @@ use crate::kernels::int8::PackedI8;
 use crate::kernels::matmul::WeightLayout;
 use crate::nn::params::ParamEntry;
 
-/// Whether a model tensor is held packed with `--dtype bf16|f16|int8`, and in which orientation: the
-/// linear layers' weights (their registered layout) and the tied embedding `wte` (`(V, C)`, read
-/// by the LM head as `(OC, IC)`). Everything else (biases, LayerNorm, `wpe`) stays f32.
-pub fn bf16_layout(e: &ParamEntry) -> Option<WeightLayout> {
+/// Whether a model tensor is a weight matrix held packed (in bf16, f16 or int8 strips with
+/// `--dtype`, in f32 panels otherwise), and in which orientation: the linear layers' weights
+/// (their registered layout) and the tied embedding `wte` (`(V, C)`, read by the LM head as
+/// `(OC, IC)`). Everything else (biases, LayerNorm, `wpe`) stays f32 as stored.
+pub fn packed_layout(e: &ParamEntry) -> Option<WeightLayout> {
     if e.name == "wte.weight" {
         return Some(WeightLayout::OutIn);
     }
