@@ -9,7 +9,9 @@
 //! - a row stops at its end-of-text id, the other rows of the batch go on unchanged;
 //! - a cross-attention block's cached steps equal its training forward (the encoder-decoder
 //!   decoder path);
-//! - sliding-window scoring scores each token once with the context the windows give it.
+//! - sliding-window scoring scores each token once with the context the windows give it;
+//! - every matrix packed in panels (what loading an f32 checkpoint does) gives the training
+//!   forward's logits at every cached step, and takes the bytes `panel_bytes_for` predicts.
 
 use gpt::generate::score::token_logprobs;
 use gpt::generate::{generate, GenerateConfig, InferenceModel, SamplingConfig};
@@ -40,6 +42,14 @@ fn tiny(norm: NormPlacement, positions: Positions, n_ctx: usize) -> Gpt {
     m
 }
 
+/// The largest |a − b| over two equally long vectors.
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 fn full_logits(m: &mut Gpt, ids: &[u32]) -> Vec<f32> {
     m.forward(ids, 1, ids.len(), false, &mut Rng::new(0))
         .unwrap();
@@ -67,11 +77,7 @@ fn cached_decoding_matches_full_recompute_at_every_step() {
         loop {
             let want = full_logits(&mut gpt, &ids[..t]);
             let want = &want[(t - 1) * v..t * v];
-            let worst = l
-                .iter()
-                .zip(want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
+            let worst = max_abs_diff(&l, want);
             assert!(worst < 1e-4, "{norm:?} {pos:?} step t={t}: {worst}");
             if t == ids.len() {
                 break;
@@ -173,11 +179,7 @@ fn ragged_batch_logits_equal_the_full_forward_before_and_after_sliding() {
             for (i, (id, logits)) in seen[b].iter().enumerate() {
                 let full = full_logits(&mut gpt, &ctx);
                 let want = &full[(ctx.len() - 1) * v..];
-                let worst = logits
-                    .iter()
-                    .zip(want)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0, f32::max);
+                let worst = max_abs_diff(logits, want);
                 assert!(worst < 1e-4, "{norm:?} row {b} token {i}: {worst}");
                 seq.push(*id);
                 if ctx.len() + 1 > n_ctx {
@@ -306,11 +308,7 @@ fn cross_attention_block_cached_steps_match_training_forward() {
             }
             pos += n;
         }
-        let worst = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
+        let worst = max_abs_diff(&got, &want);
         assert!(worst < 1e-5, "{norm:?}: {worst}");
         // Beam reorder keeps a row's state: duplicate row 1 and step again.
         cache.reorder(&[1, 1]).unwrap();
@@ -361,4 +359,35 @@ fn sliding_window_scoring_gives_each_token_its_window_context() {
         .unwrap_err()
         .to_string()
         .contains("stride"));
+}
+
+#[test]
+fn panel_packed_decoding_matches_full_recompute_and_its_size_estimate() {
+    let mut gpt = tiny(NormPlacement::Pre, Positions::Learned, 32);
+    let mut model = InferenceModel::from_gpt(&gpt).unwrap();
+    let before = model.weight_bytes();
+    model.pack_all_panels();
+    let panels = (model.weight_bytes() - before) as u64;
+    assert_eq!(
+        panels,
+        InferenceModel::panel_bytes_for(&gpt.config).unwrap()
+    );
+    let v = gpt.config.vocab_size;
+    let ids: Vec<u32> = (0..20).map(|i| (i * 7 + 3) % v as u32).collect();
+    let mut cache = model.new_cache(1);
+    let (mut s, mut h, mut l) = (Scratch::default(), Vec::new(), Vec::new());
+    model
+        .step(&ids[..5], &[5], &mut cache, &mut s, &mut h, &mut l)
+        .unwrap();
+    for t in 5..=ids.len() {
+        let want = full_logits(&mut gpt, &ids[..t]);
+        let want = &want[(t - 1) * v..t * v];
+        let worst = max_abs_diff(&l, want);
+        assert!(worst < 1e-4, "step t={t}: {worst}");
+        if t < ids.len() {
+            model
+                .step(&ids[t..t + 1], &[1], &mut cache, &mut s, &mut h, &mut l)
+                .unwrap();
+        }
+    }
 }

@@ -88,7 +88,7 @@ pub fn run_serve(args: ServeArgs) -> CliResult {
         // matrices, so both can be resident.
         est.add(
             "f32 matrices packed in panels",
-            gpt::model::inference::InferenceModel::panel_bytes_for(&cfg),
+            gpt::model::inference::InferenceModel::panel_bytes_for(&cfg)?,
         );
     }
     if !args.no_memory_check {

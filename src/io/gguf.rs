@@ -381,16 +381,7 @@ impl GgufFile {
     /// memory beside the converted weights: without this an f16 GPT-2 124M peaked at the file
     /// plus its packed copy (525 MiB).
     pub fn release(&self, t: &GgufTensor) {
-        #[cfg(unix)]
-        // SAFETY: the map is a read-only, file-backed shared mapping (`Mmap::map`): DONTNEED
-        // drops clean page-cache pages from this process only, and a later read finds the
-        // file's same bytes, so no slice into the map sees a change. A failure only leaves the
-        // pages resident.
-        unsafe {
-            let _ =
-                self.map
-                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, t.start, t.len);
-        }
+        super::mapped::drop_pages(&self.map, t.start, t.len);
     }
 
     /// A metadata value, or an error naming the key.

@@ -7,6 +7,7 @@
 
 pub mod atomic;
 pub mod gguf;
+pub mod mapped;
 pub mod safetensors;
 pub mod text;
 pub mod tokenizer;

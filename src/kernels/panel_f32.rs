@@ -43,8 +43,7 @@ impl PanelsF32 {
     /// Packs `w` (`(IC, OC)` or `(OC, IC)` per `layout`); the last panel is padded with zeros.
     pub fn pack(w: &[f32], ic: usize, oc: usize, layout: WeightLayout) -> Self {
         check_len("PanelsF32::pack", "weight", w.len(), ic * oc);
-        let panels = oc.div_ceil(PANEL);
-        let mut data = vec![0.0f32; panels * ic * PANEL];
+        let mut data = vec![0.0f32; Self::bytes_for(ic, oc) / 4];
         data.par_chunks_mut(ic * PANEL)
             .enumerate()
             .for_each(|(p, panel)| {
@@ -74,6 +73,11 @@ impl PanelsF32 {
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         4 * self.data.len()
+    }
+
+    /// Bytes a matrix of `(IC, OC)` takes packed: `OC` padded to whole panels.
+    pub fn bytes_for(ic: usize, oc: usize) -> usize {
+        4 * oc.div_ceil(PANEL) * PANEL * ic
     }
 }
 

@@ -56,20 +56,7 @@ impl Storage {
     /// of more than `F32_STREAM_ROWS` rows runs `gemm` on them.
     fn release(&self, range: std::ops::Range<usize>) {
         if let Storage::Mapped { mmap, start, .. } = self {
-            #[cfg(unix)]
-            // SAFETY: a read-only, file-backed shared mapping (`Mmap::map`): DONTNEED drops clean
-            // page-cache pages from this process only, and a later read finds the file's same
-            // bytes, so no slice into the map sees a change. A failure only leaves the pages
-            // resident.
-            unsafe {
-                let _ = mmap.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    start + 4 * range.start,
-                    4 * range.len(),
-                );
-            }
-            #[cfg(not(unix))]
-            let _ = (mmap, start, range);
+            crate::io::mapped::drop_pages(mmap, start + 4 * range.start, 4 * range.len());
         }
     }
 
@@ -310,7 +297,7 @@ impl InferenceModel {
             let parts = build(&config, &mut placed)?;
             let mmap = file.into_map();
             let len = (mmap.len() - header_end) / 4;
-            let m = Self::assemble(
+            let mut m = Self::assemble(
                 config,
                 Storage::Mapped {
                     mmap,
@@ -322,7 +309,6 @@ impl InferenceModel {
                 parts,
             );
             m.check_finite(&path, nonfinite)?;
-            let mut m = m;
             // The finiteness pass read every page; drop them before packing, so the peak stays
             // about one copy of the weights.
             m.weights.release(0..m.params().len());
@@ -613,13 +599,18 @@ impl InferenceModel {
     }
 
     /// Bytes the panels of an f32 model of `config` take ([`InferenceModel::pack_all_panels`],
-    /// done at load): every block's four matrices and the head, outputs padded to whole panels.
-    pub fn panel_bytes_for(config: &GptConfig) -> u64 {
-        let panel = crate::kernels::panel_f32::PANEL;
-        let (c, v) = (config.n_embd, config.vocab_size);
-        let bytes = |ic: usize, oc: usize| (oc.div_ceil(panel) * panel * ic * 4) as u64;
-        let block = bytes(c, 3 * c) + bytes(c, c) + bytes(c, 4 * c) + bytes(4 * c, c);
-        config.n_layer as u64 * block + bytes(c, v)
+    /// done at load): every matrix [`packed_layout`] names, outputs padded to whole panels.
+    pub fn panel_bytes_for(config: &GptConfig) -> Result<u64> {
+        let mut layout = ParamLayout::new();
+        build(config, &mut layout)?;
+        Ok(layout
+            .entries()
+            .iter()
+            .filter_map(|e| {
+                let (ic, oc) = in_out_dims(&e.shape, packed_layout(e)?);
+                Some(PanelsF32::bytes_for(ic, oc) as u64)
+            })
+            .sum())
     }
 
     /// The dtype of the weight matrices.
