@@ -12,8 +12,13 @@
 //! Every GGUF file is made by llama.cpp's own `convert_hf_to_gguf.py` (`bench/setup_llamacpp.sh`
 //! fetches it) from the checkpoint directory we write. Decode tokens/s: 128 new tokens after a
 //! 28-token prompt (the first token comes from the prefill and is not counted); prefill tokens/s:
-//! one forward of a 128-token prompt. The read bandwidth (`super::bandwidth`) is measured in the
-//! same run and each precision's bound printed beside it. Peak RSS per precision: ours from a
+//! one forward of a 128-token prompt. The read bandwidth (`super::bandwidth`) is measured just
+//! before and just after each of our decoding runs, and each precision's decode rate is
+//! reported as a fraction of the bound of its bytes per token: the median over repetitions of
+//! the run's rate over the bound of the mean of its two probes. This host's read bandwidth
+//! moves between regimes (about 27 and 43 GB/s) from one second to the next, for a buffer
+//! allocated once as much as for a fresh one, so a single probe at the start does not describe
+//! runs made minutes later. Peak RSS per precision: ours from a
 //! child process of its own (load + one generation), llama.cpp's from its Python process (which
 //! includes the interpreter and numpy, about 60 MB).
 
@@ -124,7 +129,6 @@ pub fn run(opts: &LlamaCppBench) -> Result<()> {
         .work_dir
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join("gpt-bench-llamacpp"));
-    let read_bw = read_bandwidth();
     let mut rng = Rng::new(7);
     let mut ids = |n: usize| -> Vec<u32> { (0..n).map(|_| rng.below(50257) as u32).collect() };
     let prompt = ids(opts.prompt_len);
@@ -159,10 +163,14 @@ pub fn run(opts: &LlamaCppBench) -> Result<()> {
         // rows: (ours decode, prefill, ids), (theirs decode, prefill, ids, rss) per rep.
         let mut o: Vec<Vec<(f64, f64, Vec<u32>)>> = vec![Vec::new(); PRECISIONS.len()];
         let mut t: Vec<Vec<serde_json::Value>> = vec![Vec::new(); PRECISIONS.len()];
+        // The read bandwidth around each of our runs, per precision.
+        let mut bws: Vec<Vec<f64>> = vec![Vec::new(); PRECISIONS.len()];
         for rep in 0..opts.runs.max(1) {
             eprintln!("{preset}: run {} of {}", rep + 1, opts.runs.max(1));
             for (k, (_, ty)) in PRECISIONS.iter().enumerate() {
+                let before = read_bandwidth();
                 o[k].push(ours_once(&ours[k], &prompt, &prefill, opts.new_tokens)?);
+                bws[k].push((before + read_bandwidth()) / 2.0);
                 let js = |v: &[u32]| serde_json::to_string(v).unwrap_or_default();
                 t[k].push(run_json(
                     Command::new(&python)
@@ -178,19 +186,25 @@ pub fn run(opts: &LlamaCppBench) -> Result<()> {
             }
         }
         let params = ours[0].config.num_params() as f64 / 1e6;
+        let mut all_bws: Vec<f64> = bws.concat();
+        let (bw_lo, bw_hi) = all_bws
+            .iter()
+            .fold((f64::INFINITY, 0.0f64), |(lo, hi), &b| (lo.min(b), hi.max(b)));
+        let read_bw = median(&mut all_bws);
         println!(
             "\n{preset} ({params:.0}M parameters, random weights), {threads} threads, batch 1 greedy: \
              decode {} new tokens after {} prompt tokens, prefill of {} tokens; medians of {} \
-             alternating runs; read bandwidth {read_bw:.1} GB/s",
+             alternating runs; read bandwidth {read_bw:.1} GB/s (median; {bw_lo:.1}–{bw_hi:.1} \
+             around our runs: each run's bound is the mean of probes just before and after it)",
             opts.new_tokens,
             opts.prompt_len,
             opts.prefill_len,
             opts.runs.max(1)
         );
         println!(
-            "| precision (ours / llama.cpp) | decode ours | decode llama.cpp | ratio | read bound | prefill ours | prefill llama.cpp | ratio | peak RSS ours / llama.cpp (MiB) | greedy tokens agreeing |"
+            "| precision (ours / llama.cpp) | decode ours | decode llama.cpp | ratio | read bound | of read bound | prefill ours | prefill llama.cpp | ratio | peak RSS ours / llama.cpp (MiB) | greedy tokens agreeing |"
         );
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for (k, (dt, ty)) in PRECISIONS.iter().enumerate() {
             let od = median(&mut o[k].iter().map(|r| r.0).collect::<Vec<_>>());
             let op = median(&mut o[k].iter().map(|r| r.1).collect::<Vec<_>>());
@@ -216,7 +230,16 @@ pub fn run(opts: &LlamaCppBench) -> Result<()> {
                         .collect()
                 })
                 .unwrap_or_default();
-            let bound = read_bw * 1e9 / ours[k].bytes_per_token() as f64;
+            let bytes = ours[k].bytes_per_token() as f64;
+            let bound = median(&mut bws[k].clone()) * 1e9 / bytes;
+            // Each run's decode rate over the bound measured around it.
+            let of_bound = median(
+                &mut o[k]
+                    .iter()
+                    .zip(&bws[k])
+                    .map(|(r, bw)| r.0 / (bw * 1e9 / bytes))
+                    .collect::<Vec<_>>(),
+            );
             let model_arg = if matches!(*dt, WeightDtype::Int8 | WeightDtype::F16) {
                 gguf(ty)
             } else {
@@ -226,7 +249,7 @@ pub fn run(opts: &LlamaCppBench) -> Result<()> {
                 .map(|v| v["peak_rss_mb"].as_f64().unwrap_or(f64::NAN))
                 .unwrap_or(f64::NAN);
             println!(
-                "| {} / {ty} | {od:.1} | {td:.1} | **{:.2}x** | {bound:.1} | {op:.0} | {tp:.0} | **{:.2}x** | {rss:.0} / {trss:.0} | {} of {} |",
+                "| {} / {ty} | {od:.1} | {td:.1} | **{:.2}x** | {bound:.1} | {of_bound:.2} | {op:.0} | {tp:.0} | **{:.2}x** | {rss:.0} / {trss:.0} | {} of {} |",
                 dt.describe(),
                 od / td,
                 op / tp,
