@@ -1,9 +1,10 @@
 //! Dev probe of the 16-bit decode kernel against the host's momentary read bandwidth: one
 //! GPT-2 124M decoding step's bf16 products for one row (12 layers of `c_attn`, `attn.c_proj`,
 //! `c_fc`, `mlp.c_proj`, distinct weights per layer, then the 77 MB LM head), and right beside
-//! them a plain 64-lane sum over a buffer of the head's size, alternating, in rounds that also
-//! run the bench's read probe before and after. This host's bandwidth moves between about 27
-//! and 43 GB/s from one second to the next; the probe shows whether the kernel follows it.
+//! them a plain 64-lane sum over a buffer of the head's size and the same sum over buffers of
+//! the 48 layer sizes one after another (each split over the threads), in rounds that also run
+//! the bench's read probe before and after. This host's bandwidth moves between about 27 and 43
+//! GB/s from one second to the next; the probe shows whether the kernel follows it.
 //!
 //! ```sh
 //! cargo run --release --example half_probe
@@ -58,6 +59,7 @@ fn main() {
     let layer_bytes: usize = layers.iter().map(|m| m.ic() * m.oc() * 2).sum();
     let head_bytes = vocab * c * 2;
     let flat = vec![1.0f32; head_bytes / 4];
+    let layer_bufs: Vec<Vec<f32>> = layers.iter().map(|m| vec![1.0f32; m.ic() * m.oc() / 2]).collect();
     let x = rng.normal_vec(4 * c, 1.0);
     let mut out = vec![0.0f32; vocab];
     let gbs = |bytes: usize, s: f64| bytes as f64 / s / 1e9;
@@ -76,13 +78,21 @@ fn main() {
                 std::hint::black_box(t);
             });
             let th2 = time(&mut || linear_half(&mut out, &x[..c], &head, None, 1));
+            // The same 48 sizes summed one after another, each split over the threads.
+            let tsl = time(&mut || {
+                for b in &layer_bufs {
+                    let t: f32 = b.par_chunks(b.len().div_ceil(2)).map(sum).sum();
+                    std::hint::black_box(t);
+                }
+            });
             println!(
-                "round {round}: read probe {before:.1} / {:.1} | 48 layer products {:.1} | head {:.1} | sum of the head's size {:.1} | head again {:.1}",
+                "round {round}: read probe {before:.1} / {:.1} | 48 layer products {:.1} | head {:.1} | sum of the head's size {:.1} | head again {:.1} | sums of the 48 layer sizes {:.1}",
                 read_bandwidth(),
                 gbs(layer_bytes, tl),
                 gbs(head_bytes, th),
                 gbs(head_bytes, ts),
-                gbs(head_bytes, th2)
+                gbs(head_bytes, th2),
+                gbs(layer_bytes, tsl)
             );
         }
     });
