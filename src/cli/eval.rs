@@ -6,7 +6,7 @@ use super::CliResult;
 use gpt::eval::evaluate::{end_of_text, evaluate_tasks, results_json, Progress};
 use gpt::eval::{task, EvalOptions, TaskResult};
 use gpt::model::checkpoint::NonFinite;
-use gpt::model::inference::load_with_tokenizer_as;
+use gpt::model::inference::{load_with_tokenizer_for, Panels};
 use gpt::model::memory::{available, gpt_inference_for_dir};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -102,7 +102,7 @@ pub fn run(args: Args) -> CliResult {
         est.check(available(), "--no-memory-check")?;
     }
     let nonfinite = NonFinite::allowing(args.allow_nonfinite);
-    let (model, tok, dir) = load_with_tokenizer_as(&args.model, dtype, nonfinite)?;
+    let (model, tok, dir) = load_with_tokenizer_for(&args.model, dtype, nonfinite, Panels::Head)?;
     let eot = end_of_text(&tok, &dir)?;
     let bar = indicatif::ProgressBar::hidden();
     if std::io::stderr().is_terminal() {

@@ -7,7 +7,7 @@ use super::CliResult;
 use gpt::error::Error;
 use gpt::model::checkpoint::NonFinite;
 use gpt::model::gguf_model::{export_gguf, ExportType};
-use gpt::model::inference::load_with_tokenizer_as;
+use gpt::model::inference::{load_with_tokenizer_for, Panels};
 use gpt::model::weight_dtype::WeightDtype;
 use std::path::PathBuf;
 
@@ -43,7 +43,7 @@ pub fn run(args: Args) -> CliResult {
         )
         .into());
     }
-    let (model, tok, _) = load_with_tokenizer_as(&args.model, WeightDtype::F32, NonFinite::Refuse)?;
+    let (model, tok, _) = load_with_tokenizer_for(&args.model, WeightDtype::F32, NonFinite::Refuse, Panels::Off)?;
     let name = args.name.clone().unwrap_or_else(|| {
         args.out
             .file_stem()

@@ -12,7 +12,7 @@ use super::CliResult;
 
 use gpt::generate::score::score_text;
 use gpt::model::checkpoint::NonFinite;
-use gpt::model::inference::load_with_tokenizer_as;
+use gpt::model::inference::{load_with_tokenizer_for, Panels};
 use gpt::model::memory::{available, gpt_inference_for_dir};
 use serde_json::json;
 use std::io::Write;
@@ -64,7 +64,7 @@ pub fn run(args: Args) -> CliResult {
         est.check(available(), "--no-memory-check")?;
     }
     let nonfinite = NonFinite::allowing(args.allow_nonfinite);
-    let (model, tok, _dir) = load_with_tokenizer_as(&args.model, dtype, nonfinite)?;
+    let (model, tok, _dir) = load_with_tokenizer_for(&args.model, dtype, nonfinite, Panels::Off)?;
     let s = score_text(&model, &tok, &text, args.stride, args.bos)?;
     let mut out = std::io::stdout().lock();
     if args.json {

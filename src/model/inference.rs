@@ -164,6 +164,25 @@ pub(crate) fn packed_placed(config: &GptConfig) -> Result<(ParamLayout, GptModul
     Ok((placed, parts, small))
 }
 
+/// Which f32 weight matrices loading packs in panels ([`InferenceModel::pack_all_panels`]):
+/// what pays depends on how many rows the command's products have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Panels {
+    /// Every matrix: generation and serving, whose products have a few rows at a time.
+    All,
+    /// The LM head only: `gpt eval`, whose contexts run through `gemm` and whose answers then
+    /// run the head on a few rows at a time. `gpt eval --tasks arc_easy,piqa --limit 40` on
+    /// GPT-2 124M, 2 threads: every matrix packed 8.7 s and 1,100 MB peak (the contexts' `gemm`
+    /// brings the originals back beside the panels), the head only 9.1–9.7 s and 768 MB, none
+    /// 10.0–10.4 s and 735 MB.
+    Head,
+    /// None: `gpt score` (every product has many rows and runs `gemm` on the original
+    /// matrices) and `gpt quantize` (a conversion). Panels would only cost the packing and,
+    /// once `gemm` brings the originals' pages back, a second copy of the weights (`gpt score`
+    /// of 1,400 tokens on GPT-2 124M: peak RSS 1,014 MB with every matrix packed, 657 without).
+    Off,
+}
+
 impl InferenceModel {
     /// Loads a model directory: `config.json` (GPT-2 / OpenAI GPT / ours) and
     /// `model.safetensors` (f32, f16 or bf16). f32 files are used in place through a memory map.
@@ -186,6 +205,17 @@ impl InferenceModel {
     /// mapped file, a read of its pages, which decoding reads anyway) and, with bf16 matrices,
     /// over each chunk as it is packed.
     pub fn load_with(dir: &Path, dtype: WeightDtype, nonfinite: NonFinite) -> Result<Self> {
+        Self::load_for(dir, dtype, nonfinite, Panels::All)
+    }
+
+    /// [`InferenceModel::load_with`] with a choice of which matrices of a memory-mapped f32
+    /// model are packed in panels (`load_with`: all).
+    pub fn load_for(
+        dir: &Path,
+        dtype: WeightDtype,
+        nonfinite: NonFinite,
+        panels: Panels,
+    ) -> Result<Self> {
         let config = checkpoint::load_config(dir)?;
         let path = dir.join(checkpoint::WEIGHTS_FILE);
         let file = TensorFile::open(&path).map_err(|e| match e {
@@ -309,10 +339,19 @@ impl InferenceModel {
                 parts,
             );
             m.check_finite(&path, nonfinite)?;
-            // The finiteness pass read every page; drop them before packing, so the peak stays
-            // about one copy of the weights.
-            m.weights.release(0..m.params().len());
-            m.pack_all_panels();
+            match panels {
+                Panels::All => {
+                    // The finiteness pass read every page; drop them before packing, so the
+                    // peak stays about one copy of the weights.
+                    m.weights.release(0..m.params().len());
+                    m.pack_all_panels();
+                }
+                Panels::Head => {
+                    m.pack_head_panels();
+                    m.weights.release(m.modules.head.weight.range());
+                }
+                Panels::Off => {}
+            }
             return Ok(m);
         }
         let mut data = vec![0.0f32; layout.total()];
@@ -806,12 +845,27 @@ pub fn load_with_tokenizer_as(
     gpt_tokenizer::AnyTokenizer,
     std::path::PathBuf,
 )> {
+    load_with_tokenizer_for(dir, dtype, nonfinite, Panels::All)
+}
+
+/// [`load_with_tokenizer_as`] with a choice of the matrices packed in panels (see
+/// [`InferenceModel::load_for`]).
+pub fn load_with_tokenizer_for(
+    dir: &Path,
+    dtype: WeightDtype,
+    nonfinite: NonFinite,
+    panels: Panels,
+) -> Result<(
+    InferenceModel,
+    gpt_tokenizer::AnyTokenizer,
+    std::path::PathBuf,
+)> {
     if is_gguf(dir) {
         let (model, tok) = super::gguf_model::load_gguf(dir, Some(dtype), nonfinite)?;
         return Ok((model, tok, dir.to_path_buf()));
     }
     let dir = resolve_dir(dir);
-    let model = InferenceModel::load_with(&dir, dtype, nonfinite)?;
+    let model = InferenceModel::load_for(&dir, dtype, nonfinite, panels)?;
     let tok = crate::io::load_tokenizer(&dir)?;
     if tok.vocab_size() > model.config.vocab_size {
         return Err(Error::Config {
