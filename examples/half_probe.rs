@@ -50,21 +50,33 @@ fn main() {
     let (c, vocab) = (768, 50257);
     let shapes = [(c, 3 * c), (c, c), (c, 4 * c), (4 * c, c)];
     let mut rng = Rng::new(0);
-    let bf16 = |w: &[f32], ic, oc, layout| PackedHalf::from_f32(w, ic, oc, layout, HalfFormat::Bf16);
+    let bf16 =
+        |w: &[f32], ic, oc, layout| PackedHalf::from_f32(w, ic, oc, layout, HalfFormat::Bf16);
     let layers: Vec<PackedHalf> = (0..12)
         .flat_map(|_| shapes)
         .map(|(ic, oc)| bf16(&rng.normal_vec(ic * oc, 0.02), ic, oc, WeightLayout::InOut))
         .collect();
-    let head = bf16(&rng.normal_vec(vocab * c, 0.02), c, vocab, WeightLayout::OutIn);
+    let head = bf16(
+        &rng.normal_vec(vocab * c, 0.02),
+        c,
+        vocab,
+        WeightLayout::OutIn,
+    );
     let layer_bytes: usize = layers.iter().map(|m| m.ic() * m.oc() * 2).sum();
     let head_bytes = vocab * c * 2;
     let flat = vec![1.0f32; head_bytes / 4];
-    let layer_bufs: Vec<Vec<f32>> = layers.iter().map(|m| vec![1.0f32; m.ic() * m.oc() / 2]).collect();
+    let layer_bufs: Vec<Vec<f32>> = layers
+        .iter()
+        .map(|m| vec![1.0f32; m.ic() * m.oc() / 2])
+        .collect();
     let x = rng.normal_vec(4 * c, 1.0);
     let mut out = vec![0.0f32; vocab];
     let gbs = |bytes: usize, s: f64| bytes as f64 / s / 1e9;
     gpt::threads::on_pool(|| {
-        println!("threads {}; GB/s of weights read", rayon::current_num_threads());
+        println!(
+            "threads {}; GB/s of weights read",
+            rayon::current_num_threads()
+        );
         for round in 0..8 {
             let before = read_bandwidth();
             let tl = time(&mut || {

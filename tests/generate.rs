@@ -391,3 +391,48 @@ fn panel_packed_decoding_matches_full_recompute_and_its_size_estimate() {
         }
     }
 }
+
+/// A mapped f32 checkpoint loaded with every choice of panels: the panels take what
+/// `panel_bytes_for` (all) or the head's bytes (head) say, none with `Off`, and a prompt and a
+/// decoded token give the same logits whichever matrices are packed.
+#[test]
+fn panels_per_command_pack_what_they_say_and_agree() {
+    use gpt::model::checkpoint::{self, NonFinite};
+    use gpt::model::inference::Panels;
+    use gpt::model::weight_dtype::WeightDtype;
+    let gpt = tiny(NormPlacement::Pre, Positions::Learned, 32);
+    let dir = std::env::temp_dir().join(format!("gpt-panels-per-command-{}", std::process::id()));
+    checkpoint::save(&gpt, &dir, None).unwrap();
+    let load = |p| InferenceModel::load_for(&dir, WeightDtype::F32, NonFinite::Refuse, p).unwrap();
+    let (all, head, off) = (load(Panels::All), load(Panels::Head), load(Panels::Off));
+    let plain = 4 * gpt.params.data.len();
+    let (c, v) = (gpt.config.n_embd, gpt.config.vocab_size);
+    assert_eq!(off.weight_bytes(), plain);
+    assert_eq!(
+        all.weight_bytes() - plain,
+        InferenceModel::panel_bytes_for(&gpt.config).unwrap() as usize
+    );
+    // The head's panels: 24-output panels of the tied (V, C) matrix.
+    assert_eq!(head.weight_bytes() - plain, 4 * v.div_ceil(24) * 24 * c);
+    let ids: Vec<u32> = (0..12).map(|i| (i * 11 + 5) % v as u32).collect();
+    let logits = |m: &InferenceModel| {
+        let mut cache = m.new_cache(1);
+        let (mut s, mut h, mut l) = (Scratch::default(), Vec::new(), Vec::new());
+        m.step(&ids[..11], &[11], &mut cache, &mut s, &mut h, &mut l)
+            .unwrap();
+        let prompt = l.clone();
+        m.step(&ids[11..], &[1], &mut cache, &mut s, &mut h, &mut l)
+            .unwrap();
+        (prompt, l)
+    };
+    let want = logits(&off);
+    for (name, m) in [("all", &all), ("head", &head)] {
+        let got = logits(m);
+        assert!(max_abs_diff(&got.0, &want.0) < 1e-4, "{name}: prompt");
+        assert!(
+            max_abs_diff(&got.1, &want.1) < 1e-4,
+            "{name}: decoded token"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -189,7 +189,9 @@ pub fn run(opts: &LlamaCppBench) -> Result<()> {
         let mut all_bws: Vec<f64> = bws.concat();
         let (bw_lo, bw_hi) = all_bws
             .iter()
-            .fold((f64::INFINITY, 0.0f64), |(lo, hi), &b| (lo.min(b), hi.max(b)));
+            .fold((f64::INFINITY, 0.0f64), |(lo, hi), &b| {
+                (lo.min(b), hi.max(b))
+            });
         let read_bw = median(&mut all_bws);
         println!(
             "\n{preset} ({params:.0}M parameters, random weights), {threads} threads, batch 1 greedy: \

@@ -43,7 +43,12 @@ pub fn run(args: Args) -> CliResult {
         )
         .into());
     }
-    let (model, tok, _) = load_with_tokenizer_for(&args.model, WeightDtype::F32, NonFinite::Refuse, Panels::Off)?;
+    let (model, tok, _) = load_with_tokenizer_for(
+        &args.model,
+        WeightDtype::F32,
+        NonFinite::Refuse,
+        Panels::Off,
+    )?;
     let name = args.name.clone().unwrap_or_else(|| {
         args.out
             .file_stem()
