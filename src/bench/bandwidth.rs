@@ -1,6 +1,7 @@
 //! Memory bandwidth probes for the decode bound of `gpt bench generate`: read bandwidth (every
-//! thread sums its share of a buffer, the access pattern of decoding, which only reads weights)
-//! and copy bandwidth (STREAM convention: bytes read + bytes written).
+//! thread sums its share of a buffer, the access pattern of decoding, which only reads weights),
+//! the rate of reading a model's own matrices the way decoding reads them, and copy bandwidth
+//! (STREAM convention: bytes read + bytes written).
 
 use crate::kernels::simd::simd_fn;
 use rayon::prelude::*;
@@ -36,6 +37,45 @@ pub fn read_bandwidth() -> f64 {
         std::hint::black_box(total);
     }
     4.0 * n as f64 / best / 1e9
+}
+
+simd_fn! {
+    /// Wrapping sum of words with 64 lanes (16 lanes did not vectorize: 4–5 GB/s on one
+    /// thread against 25–27): the reading of [`read_matrices`], nothing more.
+    fn sum_words(x: &[u32]) -> u32 {
+        let mut acc = [0u32; 64];
+        for v in x.chunks_exact(64) {
+            for i in 0..64 {
+                acc[i] = acc[i].wrapping_add(v[i]);
+            }
+        }
+        acc.iter().fold(0u32, |a, &b| a.wrapping_add(b))
+    }
+}
+
+/// GB/s of reading `matrices` as decoding reads them, doing nothing else: one after another,
+/// each cut into one contiguous share per thread (as the strip and panel kernels cut them) on
+/// the decode thread team, a join after each; best of 5 passes. Decoding's rate over this one
+/// says how close the kernels come to merely reading the same bytes in the same pattern; this
+/// one over [`read_bandwidth`] says what the pattern (short streams, a join after each) costs
+/// by itself.
+pub fn read_matrices(matrices: &[&[u32]]) -> f64 {
+    let bytes: usize = matrices.iter().map(|m| 4 * m.len()).sum();
+    let threads = rayon::current_num_threads().max(1);
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        for m in matrices {
+            let total = std::sync::atomic::AtomicU32::new(0);
+            crate::kernels::team::run(threads, |t| {
+                let share = &m[t * m.len() / threads..(t + 1) * m.len() / threads];
+                total.fetch_add(sum_words(share), std::sync::atomic::Ordering::Relaxed);
+            });
+            std::hint::black_box(total.into_inner());
+        }
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    bytes as f64 / best / 1e9
 }
 
 /// Copy bandwidth in GB/s (read + write bytes), all threads, 256 MiB buffers, best of 5.

@@ -18,11 +18,13 @@
 //! the run's rate over the bound of the mean of its two probes. This host's read bandwidth
 //! moves between regimes (about 27 and 43 GB/s) from one second to the next, for a buffer
 //! allocated once as much as for a fresh one, so a single probe at the start does not describe
-//! runs made minutes later. Peak RSS per precision: ours from a
+//! runs made minutes later. Beside it, the rate of merely reading the model's own matrices the
+//! way decoding does ([`read_matrices`]: each matrix split over the threads, a join after each)
+//! is measured after each run, and decoding's rate over that one reported too. Peak RSS per precision: ours from a
 //! child process of its own (load + one generation), llama.cpp's from its Python process (which
 //! includes the interpreter and numpy, about 60 MB).
 
-use super::bandwidth::read_bandwidth;
+use super::bandwidth::{read_bandwidth, read_matrices};
 use super::generate::measure_peak_rss;
 use super::harness::{find_python, median, run_json, script};
 use crate::error::{Error, Result};
@@ -163,14 +165,20 @@ pub fn run(opts: &LlamaCppBench) -> Result<()> {
         // rows: (ours decode, prefill, ids), (theirs decode, prefill, ids, rss) per rep.
         let mut o: Vec<Vec<(f64, f64, Vec<u32>)>> = vec![Vec::new(); PRECISIONS.len()];
         let mut t: Vec<Vec<serde_json::Value>> = vec![Vec::new(); PRECISIONS.len()];
-        // The read bandwidth around each of our runs, per precision.
+        // The read bandwidth around each of our runs, and the rate of reading the matrices
+        // after it, per precision.
         let mut bws: Vec<Vec<f64>> = vec![Vec::new(); PRECISIONS.len()];
+        let mut mats: Vec<Vec<f64>> = vec![Vec::new(); PRECISIONS.len()];
         for rep in 0..opts.runs.max(1) {
             eprintln!("{preset}: run {} of {}", rep + 1, opts.runs.max(1));
             for (k, (_, ty)) in PRECISIONS.iter().enumerate() {
                 let before = read_bandwidth();
                 o[k].push(ours_once(&ours[k], &prompt, &prefill, opts.new_tokens)?);
                 bws[k].push((before + read_bandwidth()) / 2.0);
+                let words = ours[k].packed_words();
+                if !words.is_empty() {
+                    mats[k].push(read_matrices(&words));
+                }
                 let js = |v: &[u32]| serde_json::to_string(v).unwrap_or_default();
                 t[k].push(run_json(
                     Command::new(&python)
@@ -204,9 +212,9 @@ pub fn run(opts: &LlamaCppBench) -> Result<()> {
             opts.runs.max(1)
         );
         println!(
-            "| precision (ours / llama.cpp) | decode ours | decode llama.cpp | ratio | read bound | of read bound | prefill ours | prefill llama.cpp | ratio | peak RSS ours / llama.cpp (MiB) | greedy tokens agreeing |"
+            "| precision (ours / llama.cpp) | decode ours | decode llama.cpp | ratio | read bound | of read bound | of reading its matrices | prefill ours | prefill llama.cpp | ratio | peak RSS ours / llama.cpp (MiB) | greedy tokens agreeing |"
         );
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for (k, (dt, ty)) in PRECISIONS.iter().enumerate() {
             let od = median(&mut o[k].iter().map(|r| r.0).collect::<Vec<_>>());
             let op = median(&mut o[k].iter().map(|r| r.1).collect::<Vec<_>>());
@@ -242,6 +250,23 @@ pub fn run(opts: &LlamaCppBench) -> Result<()> {
                     .map(|(r, bw)| r.0 / (bw * 1e9 / bytes))
                     .collect::<Vec<_>>(),
             );
+            // Each run's decode rate over the rate of reading its matrices after it.
+            let packed_bytes: usize = ours[k].packed_words().iter().map(|m| 4 * m.len()).sum();
+            let of_matrices = if mats[k].is_empty() {
+                "-".to_string()
+            } else {
+                let per_run: Vec<f64> = o[k]
+                    .iter()
+                    .zip(&mats[k])
+                    .map(|(r, gbs)| r.0 / (gbs * 1e9 / packed_bytes as f64))
+                    .collect();
+                format!(
+                    "{:.2} ({:.1} GB/s, {:.0} MB)",
+                    median(&mut per_run.clone()),
+                    median(&mut mats[k].clone()),
+                    packed_bytes as f64 / 1e6
+                )
+            };
             let model_arg = if matches!(*dt, WeightDtype::Int8 | WeightDtype::F16) {
                 gguf(ty)
             } else {
@@ -251,7 +276,7 @@ pub fn run(opts: &LlamaCppBench) -> Result<()> {
                 .map(|v| v["peak_rss_mb"].as_f64().unwrap_or(f64::NAN))
                 .unwrap_or(f64::NAN);
             println!(
-                "| {} / {ty} | {od:.1} | {td:.1} | **{:.2}x** | {bound:.1} | {of_bound:.2} | {op:.0} | {tp:.0} | **{:.2}x** | {rss:.0} / {trss:.0} | {} of {} |",
+                "| {} / {ty} | {od:.1} | {td:.1} | **{:.2}x** | {bound:.1} | {of_bound:.2} | {of_matrices} | {op:.0} | {tp:.0} | **{:.2}x** | {rss:.0} / {trss:.0} | {} of {} |",
                 dt.describe(),
                 od / td,
                 op / tp,

@@ -253,6 +253,11 @@ impl PackedHalf {
     pub fn bytes(&self) -> usize {
         4 * self.words.len()
     }
+
+    /// The packed words as stored (what decoding streams; for read probes).
+    pub fn words(&self) -> &[u32] {
+        &self.words
+    }
 }
 
 /// Which kernel computes the 16-bit products.

@@ -235,6 +235,11 @@ impl PackedI8 {
     pub fn bytes(&self) -> usize {
         4 * self.words.len()
     }
+
+    /// The packed words as stored (what decoding streams; for read probes).
+    pub fn words(&self) -> &[u32] {
+        &self.words
+    }
 }
 
 /// Input rows quantized per block of 32: values `q (n, NB·32)`, scales `d (n, NB)`, and each

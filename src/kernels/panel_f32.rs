@@ -75,6 +75,11 @@ impl PanelsF32 {
         4 * self.data.len()
     }
 
+    /// The panels' floats as stored (what decoding streams; for read probes).
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+
     /// Bytes a matrix of `(IC, OC)` takes packed: `OC` padded to whole panels.
     pub fn bytes_for(ic: usize, oc: usize) -> usize {
         4 * oc.div_ceil(PANEL) * PANEL * ic

@@ -489,6 +489,17 @@ impl InferenceModel {
         }
     }
 
+    /// The stored words of every weight matrix decoding streams: the packed matrices (bf16,
+    /// f16, int8) or the f32 panels; empty when neither exists. For read probes
+    /// (`gpt bench generate --vs-llamacpp`).
+    pub fn packed_words(&self) -> Vec<&[u32]> {
+        match (&self.packed, &self.panels) {
+            (Some(m), _) => m.words(),
+            (None, Some(p)) => p.words(),
+            (None, None) => Vec::new(),
+        }
+    }
+
     /// Bytes of weights the model holds: the f32 buffer (for a mapped file, the whole map, of
     /// which the matrices packed in panels are not resident) plus the packed matrices and the
     /// panels.

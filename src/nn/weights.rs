@@ -114,11 +114,16 @@ impl<'a> From<&'a Vec<f32>> for Weights<'a> {
 pub trait PackedMatrix {
     /// Bytes held.
     fn bytes(&self) -> usize;
+    /// The stored 32-bit words, in the order decoding streams them (for read probes).
+    fn words(&self) -> &[u32];
 }
 
 impl PackedMatrix for PackedHalf {
     fn bytes(&self) -> usize {
         PackedHalf::bytes(self)
+    }
+    fn words(&self) -> &[u32] {
+        PackedHalf::words(self)
     }
 }
 
@@ -157,11 +162,23 @@ impl PackedMatrix for PackedWeight {
             PackedWeight::Int8(m) => m.bytes(),
         }
     }
+    fn words(&self) -> &[u32] {
+        match self {
+            PackedWeight::Half(m) => m.words(),
+            PackedWeight::Int8(m) => m.words(),
+        }
+    }
 }
 
 impl PackedMatrix for PanelsF32 {
     fn bytes(&self) -> usize {
         PanelsF32::bytes(self)
+    }
+    fn words(&self) -> &[u32] {
+        let data = self.data();
+        // SAFETY: f32 and u32 have the same size and alignment and every bit pattern is a
+        // valid u32; the slice borrows `self`.
+        unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u32>(), data.len()) }
     }
 }
 
@@ -203,6 +220,11 @@ impl<T: PackedMatrix> MatrixMap<T> {
     /// Bytes held by the packed matrices.
     pub fn bytes(&self) -> usize {
         self.mats.iter().map(|(_, m)| m.bytes()).sum()
+    }
+
+    /// Each matrix's stored words, in the order of their handles (for read probes).
+    pub fn words(&self) -> Vec<&[u32]> {
+        self.mats.iter().map(|(_, m)| m.words()).collect()
     }
 
     /// Number of matrices.
