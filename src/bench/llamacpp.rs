@@ -20,9 +20,9 @@
 //! allocated once as much as for a fresh one, so a single probe at the start does not describe
 //! runs made minutes later. Beside it, the rate of merely reading the model's own matrices the
 //! way decoding does ([`read_matrices`]: each matrix split over the threads, a join after each)
-//! is measured after each run, and decoding's rate over that one reported too. Peak RSS per precision: ours from a
-//! child process of its own (load + one generation), llama.cpp's from its Python process (which
-//! includes the interpreter and numpy, about 60 MB).
+//! is measured after each run, and decoding's rate over that one reported too. Peak RSS per
+//! precision: ours from a child process of its own (load + one generation), llama.cpp's from
+//! its Python process (which includes the interpreter and numpy, about 60 MB).
 
 use super::bandwidth::{read_bandwidth, read_matrices};
 use super::generate::measure_peak_rss;

@@ -346,10 +346,7 @@ impl InferenceModel {
                     m.weights.release(0..m.params().len());
                     m.pack_all_panels();
                 }
-                Panels::Head => {
-                    m.pack_head_panels();
-                    m.weights.release(m.modules.head.weight.range());
-                }
+                Panels::Head => m.pack_head_panels(),
                 Panels::Off => {}
             }
             return Ok(m);
@@ -600,12 +597,13 @@ impl InferenceModel {
         self.panels = None;
     }
 
-    /// Packs only the f32 LM head (the tied `wte`) a second time, in panels (loading packs every
-    /// matrix already, [`InferenceModel::pack_all_panels`]; no-op then), for products of a few
-    /// rows (batched decoding; see [`crate::kernels::panel_f32`]): a batch-8 decoding step
-    /// then spends ≈ 2× less in the head. Costs the head's bytes once more
-    /// ([`InferenceModel::panel_bytes_for`]); the prefill and batch-1 results are unchanged in
-    /// kind (f32), only the order of additions in the head differs. No-op with packed matrices.
+    /// Packs only the f32 LM head (the tied `wte`) in panels ([`Panels::Head`]), for products
+    /// of a few rows (answers in `gpt eval`, batched decoding; see
+    /// [`crate::kernels::panel_f32`]): a batch-8 decoding step then spends ≈ 2× less in the
+    /// head. As in [`InferenceModel::pack_all_panels`], a memory-mapped file's pages of the head
+    /// are dropped once packed (the embedding lookup brings back the rows it reads). Only the
+    /// order of additions in the head differs from the unpacked product. No-op with packed
+    /// matrices or panels already there.
     pub fn pack_head_panels(&mut self) {
         if self.packed.is_some() || self.panels.is_some() {
             return;
@@ -615,6 +613,7 @@ impl InferenceModel {
         let m = PanelsF32::pack(w, head.ic, head.oc, head.layout);
         let mut map = PanelMatrices::default();
         map.insert(head.weight, m);
+        self.weights.release(head.weight.range());
         self.panels = Some(map);
     }
 
