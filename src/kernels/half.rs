@@ -321,6 +321,57 @@ pub fn linear_half_on(
     });
 }
 
+/// One row's products over a block of the matrix, on the calling thread (no team job): for
+/// `j` in the columns of strips `strips` (`32 · strips.len()` outputs, columns past `OC` zero)
+/// `out[j − 32·strips.start] = Σ_{k ∈ ks} x[k − ks.start] · W[k][j]`, the chain from zero in
+/// `k` order as everywhere in this module. Lets a decoding step give each thread whole blocks
+/// of consecutive products (its heads' columns of `c_attn`, then those heads' rows of
+/// `c_proj`), meeting only where the data flow needs it.
+pub fn row_block_half(
+    path: HalfPath,
+    out: &mut [f32],
+    x: &[f32],
+    w: &PackedHalf,
+    strips: std::ops::Range<usize>,
+    ks: std::ops::Range<usize>,
+) {
+    const OP: &str = "row_block_half";
+    assert!(
+        strips.start <= strips.end && strips.end <= w.oc.div_ceil(STRIP),
+        "{OP}: strips {strips:?} of a matrix with {} strips",
+        w.oc.div_ceil(STRIP)
+    );
+    assert!(
+        ks.start <= ks.end && ks.end <= w.ic,
+        "{OP}: input channels {ks:?} of {}",
+        w.ic
+    );
+    check_len(OP, "out", out.len(), strips.len() * STRIP);
+    check_len(OP, "x", x.len(), ks.len());
+    let path = if path == HalfPath::Avx512 && HalfPath::detect() == HalfPath::Avx512 {
+        path
+    } else {
+        HalfPath::Portable
+    };
+    let (ic, kn) = (w.ic, ks.len());
+    for (s, t) in strips.zip(out.chunks_exact_mut(STRIP)) {
+        let strip = &w.words[(s * ic + ks.start) * WORDS..(s * ic + ks.end) * WORDS];
+        match (path, w.format) {
+            // SAFETY (both): AVX-512F, F16C and FMA were checked above; the strip slice holds
+            // `kn` lines and `x` one row of `kn`.
+            #[cfg(target_arch = "x86_64")]
+            (HalfPath::Avx512, HalfFormat::F16) => unsafe {
+                strip_avx512_n::<1, false>(t, strip, x, kn)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (HalfPath::Avx512, HalfFormat::Bf16) => unsafe {
+                strip_avx512_n::<1, true>(t, strip, x, kn)
+            },
+            (_, format) => strip_portable(t, strip, x, kn, 1, format),
+        }
+    }
+}
+
 /// Strips `s0..s1` for all `n` rows, rows in register tiles.
 ///
 /// # Safety
