@@ -393,7 +393,8 @@ fn panel_packed_decoding_matches_full_recompute_and_its_size_estimate() {
 }
 
 /// A mapped f32 checkpoint loaded with every choice of panels: the panels take what
-/// `panel_bytes_for` (all) or the head's bytes (head) say, none with `Off`, and a prompt and a
+/// `panel_bytes_for` (all) or the head's bytes (head) say, none with `Off`, as
+/// `panel_bytes_of` (the memory checks' count) says for each, and a prompt and a
 /// decoded token give the same logits whichever matrices are packed.
 #[test]
 fn panels_per_command_pack_what_they_say_and_agree() {
@@ -414,6 +415,18 @@ fn panels_per_command_pack_what_they_say_and_agree() {
     );
     // The head's panels: 24-output panels of the tied (V, C) matrix.
     assert_eq!(head.weight_bytes() - plain, 4 * v.div_ceil(24) * 24 * c);
+    // What the commands' memory checks count for each choice is what loading packs.
+    for (m, p) in [
+        (&all, Panels::All),
+        (&head, Panels::Head),
+        (&off, Panels::Off),
+    ] {
+        assert_eq!(
+            m.weight_bytes() - plain,
+            InferenceModel::panel_bytes_of(&gpt.config, p).unwrap() as usize,
+            "{p:?}"
+        );
+    }
     let ids: Vec<u32> = (0..12).map(|i| (i * 11 + 5) % v as u32).collect();
     let logits = |m: &InferenceModel| {
         let mut cache = m.new_cache(1);

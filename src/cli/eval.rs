@@ -97,7 +97,7 @@ pub fn run(args: Args) -> CliResult {
     }
     let n_ctx = gpt::model::inference::load_config_of(&args.model)?.n_ctx;
     let rows = gpt::eval::scorer::max_cache_rows(n_ctx);
-    let est = gpt_inference_for_dir(&args.model, rows, LOGIT_ROWS, dtype, "")?;
+    let est = gpt_inference_for_dir(&args.model, rows, LOGIT_ROWS, dtype, Panels::Head, "")?;
     if !args.no_memory_check {
         est.check(available(), "--no-memory-check")?;
     }

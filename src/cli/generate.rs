@@ -17,7 +17,7 @@ use super::CliResult;
 use gpt::generate::text::{context_note, encode_prompts, generate_text, TextConfig};
 use gpt::generate::SamplingConfig;
 use gpt::model::checkpoint::NonFinite;
-use gpt::model::inference::load_with_tokenizer_as;
+use gpt::model::inference::{load_with_tokenizer_as, Panels};
 use gpt::model::memory::{available, gpt_inference_for_dir};
 use serde_json::json;
 use std::io::Write;
@@ -154,7 +154,14 @@ pub fn run(args: Args) -> CliResult {
         eprintln!("{w}");
     }
     let rows = args.prompt.len();
-    let est = gpt_inference_for_dir(&args.model, rows, rows, dtype, "--prompt (count)")?;
+    let est = gpt_inference_for_dir(
+        &args.model,
+        rows,
+        rows,
+        dtype,
+        Panels::All,
+        "--prompt (count)",
+    )?;
     if !args.no_memory_check {
         est.check(available(), "--no-memory-check")?;
     }

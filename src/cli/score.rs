@@ -59,7 +59,7 @@ pub fn run(args: Args) -> CliResult {
         eprintln!("{w}");
     }
     let n_ctx = gpt::model::inference::load_config_of(&args.model)?.n_ctx;
-    let est = gpt_inference_for_dir(&args.model, 1, n_ctx, dtype, "")?;
+    let est = gpt_inference_for_dir(&args.model, 1, n_ctx, dtype, Panels::Off, "")?;
     if !args.no_memory_check {
         est.check(available(), "--no-memory-check")?;
     }

@@ -3,8 +3,8 @@
 //! needs, and prints where it listens.
 
 use super::CliResult;
+use gpt::model::inference::Panels;
 use gpt::model::memory::{available, gpt_inference_for_dir};
-use gpt::model::weight_dtype::WeightDtype;
 use gpt::serve::engine::EngineConfig;
 use gpt::serve::http::HttpConfig;
 use gpt::serve::{run, ServeOptions};
@@ -75,22 +75,16 @@ pub fn run_serve(args: ServeArgs) -> CliResult {
     }
     let cfg = gpt::model::inference::load_config_of(&args.model)?;
     // `rows` are KV-cache rows of n_ctx positions each: one per completion decoded at once.
+    // Decoding reads the panels; a prefill chunk of more than 64 rows reads the original
+    // matrices, so both can be resident (the estimate counts both).
     let est = gpt_inference_for_dir(
         &args.model,
         args.max_batch,
         args.max_batch + args.prefill_chunk,
         dtype,
+        Panels::All,
         "--max-batch",
     )?;
-    let mut est = est;
-    if dtype == WeightDtype::F32 {
-        // Decoding reads the panels; a prefill chunk of more than 64 rows reads the original
-        // matrices, so both can be resident.
-        est.add(
-            "f32 matrices packed in panels",
-            gpt::model::inference::InferenceModel::panel_bytes_for(&cfg)?,
-        );
-    }
     if !args.no_memory_check {
         est.check(available(), "--no-memory-check")?;
     }

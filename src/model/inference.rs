@@ -650,11 +650,24 @@ impl InferenceModel {
     /// Bytes the panels of an f32 model of `config` take ([`InferenceModel::pack_all_panels`],
     /// done at load): every matrix [`packed_layout`] names, outputs padded to whole panels.
     pub fn panel_bytes_for(config: &GptConfig) -> Result<u64> {
+        Self::panel_bytes_of(config, Panels::All)
+    }
+
+    /// Bytes of the panels that loading with `panels` packs for an f32 model of `config`
+    /// ([`InferenceModel::load_for`]). They come on top of the original matrices whenever a
+    /// product of more than a few rows (a long prompt, an evaluation context) runs `gemm` and
+    /// brings the originals' pages back, so memory checks count both.
+    pub fn panel_bytes_of(config: &GptConfig, panels: Panels) -> Result<u64> {
         let mut layout = ParamLayout::new();
-        build(config, &mut layout)?;
+        let modules = build(config, &mut layout)?;
         Ok(layout
             .entries()
             .iter()
+            .filter(|e| match panels {
+                Panels::All => true,
+                Panels::Head => e.param == modules.head.weight,
+                Panels::Off => false,
+            })
             .filter_map(|e| {
                 let (ic, oc) = in_out_dims(&e.shape, packed_layout(e)?);
                 Some(PanelsF32::bytes_for(ic, oc) as u64)

@@ -383,16 +383,28 @@ fn push_sinusoidal(
 }
 
 /// [`gpt_inference`] for the model directory `dir` (or a training run's `dir/checkpoint`, or
-/// a GGUF file), reading only its `config.json` (or the GGUF header): what `gpt generate` and `gpt score` check before loading.
+/// a GGUF file), reading only its `config.json` (or the GGUF header), plus the f32 panels that
+/// loading with `panels` packs ([`InferenceModel::panel_bytes_of`]): what `gpt generate`,
+/// `gpt score`, `gpt eval` and `gpt serve` check before loading.
+///
+/// [`InferenceModel::panel_bytes_of`]: crate::model::inference::InferenceModel::panel_bytes_of
 pub fn gpt_inference_for_dir(
     dir: &std::path::Path,
     rows: usize,
     logit_rows: usize,
     dtype: WeightDtype,
+    panels: crate::model::inference::Panels,
     rows_flag: &str,
 ) -> Result<MemoryEstimate> {
     let cfg = crate::model::inference::load_config_of(dir)?;
-    gpt_inference(&cfg, rows, logit_rows, dtype, rows_flag)
+    let mut e = gpt_inference(&cfg, rows, logit_rows, dtype, rows_flag)?;
+    if dtype == WeightDtype::F32 {
+        let bytes = crate::model::inference::InferenceModel::panel_bytes_of(&cfg, panels)?;
+        if bytes > 0 {
+            e.add("f32 matrices packed in panels", bytes);
+        }
+    }
+    Ok(e)
 }
 
 /// Memory of encoder-decoder training: micro-batches of up to `max_tokens` padded tokens on
