@@ -1,4 +1,4 @@
-//! 32-bit words of packed weight matrices (the bf16 and int8 decode formats), in memory that
+//! 32-bit words of packed weight matrices (the bf16, int8 and f32-panel decode formats), in memory that
 //! transparent huge pages can back once the matrix is large.
 
 /// Bytes from which packed words go to huge-page memory (one 2 MiB page).
@@ -28,6 +28,23 @@ impl HugeWords {
             }
         }
         HugeWords::Heap(vec![0; len])
+    }
+}
+
+impl HugeWords {
+    /// The words as f32 values (the f32 panels keep their floats here, for the same pages).
+    pub(crate) fn as_f32(&self) -> &[f32] {
+        let w: &[u32] = self;
+        // SAFETY: f32 and u32 have the same size and alignment and every bit pattern is a
+        // valid f32; the slice borrows `self`.
+        unsafe { std::slice::from_raw_parts(w.as_ptr().cast(), w.len()) }
+    }
+
+    /// [`HugeWords::as_f32`], mutable.
+    pub(crate) fn as_f32_mut(&mut self) -> &mut [f32] {
+        let w: &mut [u32] = self;
+        // SAFETY: as in `as_f32`; the slice borrows `self` mutably, so it is unique.
+        unsafe { std::slice::from_raw_parts_mut(w.as_mut_ptr().cast(), w.len()) }
     }
 }
 

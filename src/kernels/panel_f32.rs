@@ -22,6 +22,7 @@
 use super::blocked_rows::ROWS;
 use super::check_len;
 use super::few_rows::{split_out_in, F32_STREAM_ROWS};
+use super::huge_words::HugeWords;
 use super::matmul::WeightLayout;
 use super::simd::{isa, simd_fn, Isa};
 use rayon::prelude::*;
@@ -34,7 +35,8 @@ const KCHUNK: usize = 128;
 /// A weight matrix packed in panels of [`PANEL`] outputs (see the module docs).
 #[derive(Clone, Debug)]
 pub struct PanelsF32 {
-    data: Vec<f32>,
+    /// The panels' floats, in huge-page memory when large (see [`HugeWords`]).
+    data: HugeWords,
     ic: usize,
     oc: usize,
 }
@@ -43,8 +45,9 @@ impl PanelsF32 {
     /// Packs `w` (`(IC, OC)` or `(OC, IC)` per `layout`); the last panel is padded with zeros.
     pub fn pack(w: &[f32], ic: usize, oc: usize, layout: WeightLayout) -> Self {
         check_len("PanelsF32::pack", "weight", w.len(), ic * oc);
-        let mut data = vec![0.0f32; Self::bytes_for(ic, oc) / 4];
-        data.par_chunks_mut(ic * PANEL)
+        let mut data = HugeWords::zeros(Self::bytes_for(ic, oc) / 4);
+        data.as_f32_mut()
+            .par_chunks_mut(ic * PANEL)
             .enumerate()
             .for_each(|(p, panel)| {
                 for jj in 0..PANEL.min(oc - p * PANEL) {
@@ -77,7 +80,7 @@ impl PanelsF32 {
 
     /// The panels' floats as stored (what decoding streams; for read probes).
     pub fn data(&self) -> &[f32] {
-        &self.data
+        self.data.as_f32()
     }
 
     /// Bytes a matrix of `(IC, OC)` takes packed: `OC` padded to whole panels.
@@ -106,7 +109,7 @@ pub fn linear_panels_f32(
         check_len("linear_panels_f32", "bias", b.len(), oc);
     }
     split_out_in(out, bias, n, oc, PANEL, |acc, j0, j1| {
-        panels_range(acc, inp, &m.data, n, ic, j0, j1)
+        panels_range(acc, inp, m.data.as_f32(), n, ic, j0, j1)
     });
 }
 
