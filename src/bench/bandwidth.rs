@@ -22,11 +22,28 @@ simd_fn! {
 }
 
 /// Read bandwidth in GB/s: every thread sums one contiguous share of a 512 MiB buffer (larger
-/// than GPT-2 124M's weights), compiled like the decode kernel; best of 5. This is the access
-/// pattern of decoding, which only reads weights.
+/// than GPT-2 124M's weights) in huge-page memory, as decoding's packed weights are, compiled
+/// like the decode kernel; best of 5. This is the access pattern of decoding, which only reads
+/// weights. (On the Intel host of 2026-12-04, THP in madvise mode, the same probe over 4 KiB
+/// pages read 25–27 GB/s against 29–30: a bound measured over small pages flatters decoding.)
 pub fn read_bandwidth() -> f64 {
+    read_bandwidth_in(true)
+}
+
+/// [`read_bandwidth`] over a buffer in huge-page memory (`huge`, as decoding's packed weights
+/// are) or in the heap's 4 KiB pages.
+pub fn read_bandwidth_in(huge: bool) -> f64 {
     let n = 128 << 20;
-    let src = vec![1.0f32; n];
+    let heap;
+    let mut words;
+    let src: &[f32] = if huge {
+        words = crate::kernels::huge_words::HugeWords::zeros(n);
+        words.as_f32_mut().fill(1.0);
+        words.as_f32()
+    } else {
+        heap = vec![1.0f32; n];
+        &heap
+    };
     let threads = rayon::current_num_threads().max(1);
     let chunk = n.div_ceil(threads);
     let mut best = f64::INFINITY;
