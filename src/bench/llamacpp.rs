@@ -272,9 +272,13 @@ pub fn run(opts: &LlamaCppBench) -> Result<()> {
             } else {
                 dir.clone()
             };
-            let rss = measure_peak_rss(&model_arg, *dt, opts.prompt_len, opts.new_tokens)
-                .map(|v| v["peak_rss_mb"].as_f64().unwrap_or(f64::NAN))
-                .unwrap_or(f64::NAN);
+            let rss = match measure_peak_rss(&model_arg, *dt, opts.prompt_len, opts.new_tokens) {
+                Ok(v) => v["peak_rss_mb"].as_f64().unwrap_or(f64::NAN),
+                Err(e) => {
+                    eprintln!("peak RSS of {} {}: {e}", dt.name(), model_arg.display());
+                    f64::NAN
+                }
+            };
             println!(
                 "| {} / {ty} | {od:.1} | {td:.1} | **{:.2}x** | {bound:.1} | {of_bound:.2} | {of_matrices} | {op:.0} | {tp:.0} | **{:.2}x** | {rss:.0} / {trss:.0} | {} of {} |",
                 dt.describe(),
