@@ -349,7 +349,7 @@ fn scores_row(s: &mut [f32], q: &[f32], k: &[f32], ld: usize, hs: usize, scale: 
         k.len()
     );
     #[cfg(target_arch = "x86_64")]
-    if super::simd::isa() == super::simd::Isa::Avx512 && hs % 16 == 0 {
+    if super::simd::isa() == super::simd::Isa::Avx512 && hs.is_multiple_of(16) {
         let full = s.len() / 16 * 16;
         // SAFETY: the rung is active, so the CPU has AVX-512F; every key read,
         // k[j·ld .. j·ld + HS] for j < full ≤ s.len(), lies in k (asserted above).
@@ -468,7 +468,7 @@ fn weighted_rows(o: &mut [f32], p: &[f32], v: &[f32], ld: usize) {
         v.len()
     );
     #[cfg(target_arch = "x86_64")]
-    if super::simd::isa() == super::simd::Isa::Avx512 && hs % 16 == 0 {
+    if super::simd::isa() == super::simd::Isa::Avx512 && hs.is_multiple_of(16) {
         for c0 in (0..hs).step_by(64) {
             let (dst, src) = (&mut o[c0..(c0 + 64).min(hs)], &v[c0..]);
             // SAFETY: the rung is active, so the CPU has AVX-512F; rows j < p.len() read
