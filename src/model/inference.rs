@@ -658,8 +658,12 @@ impl InferenceModel {
     /// product of more than a few rows (a long prompt, an evaluation context) runs `gemm` and
     /// brings the originals' pages back, so memory checks count both.
     pub fn panel_bytes_of(config: &GptConfig, panels: Panels) -> Result<u64> {
+        // The matrices do not depend on the context length; a sinusoidal table of the
+        // config's (it may be the size the memory check is about to refuse) is not built.
+        let mut shape_only = config.clone();
+        shape_only.n_ctx = shape_only.n_ctx.min(1);
         let mut layout = ParamLayout::new();
-        let modules = build(config, &mut layout)?;
+        let modules = build(&shape_only, &mut layout)?;
         Ok(layout
             .entries()
             .iter()
