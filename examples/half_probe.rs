@@ -15,24 +15,13 @@ use gpt::kernels::half::{linear_half, HalfFormat, PackedHalf};
 use gpt::kernels::matmul::WeightLayout;
 use gpt::rng::Rng;
 use rayon::prelude::*;
-use std::time::Instant;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
+#[path = "common/timing.rs"]
+mod timing;
 
 /// Median seconds of 7 calls of `f`.
 fn time(f: &mut dyn FnMut()) -> f64 {
-    median(
-        (0..7)
-            .map(|_| {
-                let t0 = Instant::now();
-                f();
-                t0.elapsed().as_secs_f64()
-            })
-            .collect(),
-    )
+    timing::median_secs(7, f)
 }
 
 /// The read probe's inner loop: a sum with 64 lanes.

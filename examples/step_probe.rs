@@ -16,23 +16,13 @@ use gpt::kernels::half::{linear_half, row_block_half, HalfFormat, HalfPath, Pack
 use gpt::kernels::matmul::WeightLayout;
 use gpt::kernels::team;
 use gpt::rng::Rng;
-use std::time::Instant;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
+#[path = "common/timing.rs"]
+mod timing;
 
+/// Median seconds of 9 calls of `f`.
 fn time(f: &mut dyn FnMut()) -> f64 {
-    median(
-        (0..9)
-            .map(|_| {
-                let t0 = Instant::now();
-                f();
-                t0.elapsed().as_secs_f64()
-            })
-            .collect(),
-    )
+    timing::median_secs(9, f)
 }
 
 fn main() {
