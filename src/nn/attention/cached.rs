@@ -44,6 +44,19 @@ impl MultiHeadAttention {
             if nb == 0 {
                 continue;
             }
+            if nb == 1 {
+                // A decoding row: its key and value go to the cache straight from the packed
+                // row; its query is read there too, by the single-query pass below.
+                let row = &s.packed[r0 * 3 * c..(r0 + 1) * 3 * c];
+                cache.write(b, &row[c..2 * c], &row[2 * c..]);
+                single.push(SingleQuery {
+                    row: r0,
+                    kv_start: cache.row_start(b),
+                    len: cache.len[b] + 1,
+                });
+                r0 += 1;
+                continue;
+            }
             let (q, k, v) = (
                 sized(&mut s.q, nb * c),
                 sized(&mut s.k, nb * c),
@@ -59,15 +72,6 @@ impl MultiHeadAttention {
             }
             cache.write(b, k, v);
             let tk = cache.len[b] + nb;
-            if nb == 1 {
-                single.push(SingleQuery {
-                    row: r0,
-                    kv_start: cache.row_start(b),
-                    len: tk,
-                });
-                r0 += nb;
-                continue;
-            }
             let (kc, vc) = cache.row(b, tk);
             let dims = AttentionDims {
                 b: 1,
