@@ -175,8 +175,8 @@ impl PackedHalf {
     /// the layout: input channels of `(IC, OC)`, output channels of `(OC, IC)`), e.g. a chunk
     /// read from a file.
     pub fn set_rows(&mut self, r0: usize, rows: &[u16]) {
-        let (ic, oc) = (self.ic, self.oc);
-        let row_len = match self.layout {
+        let (ic, oc, layout) = (self.ic, self.oc, self.layout);
+        let row_len = match layout {
             WeightLayout::InOut => oc,
             WeightLayout::OutIn => ic,
         };
@@ -184,22 +184,56 @@ impl PackedHalf {
             rows.len().is_multiple_of(row_len.max(1)),
             "PackedHalf::set_rows: a partial row"
         );
-        for (k, row) in rows.chunks_exact(row_len.max(1)).enumerate() {
-            for (c, &b) in row.iter().enumerate() {
-                let (i, j) = match self.layout {
-                    WeightLayout::InOut => (r0 + k, c),
-                    WeightLayout::OutIn => (c, r0 + k),
-                };
-                assert!(
-                    i < ic && j < oc,
-                    "PackedHalf::set_rows: row {} out of range",
-                    r0 + k
-                );
-                let (w, shift) = self.at(i, j);
-                let word = &mut self.words[w];
-                *word = (*word & !(0xFFFF << shift)) | (b as u32) << shift;
-            }
+        let n = rows.len() / row_len.max(1);
+        let limit = match layout {
+            WeightLayout::InOut => ic,
+            WeightLayout::OutIn => oc,
+        };
+        assert!(
+            n == 0 || r0 + n <= limit,
+            "PackedHalf::set_rows: row {} out of range",
+            r0 + n - 1
+        );
+        if n == 0 || ic == 0 {
+            return;
         }
+        // Strip by strip, in parallel: strip `s` holds columns 32s.. as IC lines of 16 words
+        // (column `32s + c` in half `c % 2` of word `c / 2`), and no two strips share a word.
+        let put = |line: &mut [u32], c: usize, b: u16| {
+            let shift = 16 * (c % 2) as u32;
+            line[c / 2] = (line[c / 2] & !(0xFFFF << shift)) | (b as u32) << shift;
+        };
+        let strips = match layout {
+            WeightLayout::InOut => 0..oc.div_ceil(STRIP),
+            WeightLayout::OutIn => r0 / STRIP..(r0 + n).div_ceil(STRIP),
+        };
+        self.words[strips.start * ic * WORDS..strips.end * ic * WORDS]
+            .par_chunks_mut(ic * WORDS)
+            .enumerate()
+            .for_each(|(t, strip)| {
+                let s = strips.start + t;
+                let (j0, j1) = (s * STRIP, ((s + 1) * STRIP).min(oc));
+                match layout {
+                    // Stored row k = input channel r0 + k: one line of every strip.
+                    WeightLayout::InOut => {
+                        for (k, row) in rows.chunks_exact(row_len).enumerate() {
+                            let line = &mut strip[(r0 + k) * WORDS..(r0 + k + 1) * WORDS];
+                            for j in j0..j1 {
+                                put(line, j - j0, row[j]);
+                            }
+                        }
+                    }
+                    // Stored row k = output channel r0 + k: one column of one strip.
+                    WeightLayout::OutIn => {
+                        for j in j0.max(r0)..j1.min(r0 + n) {
+                            let row = &rows[(j - r0) * row_len..(j - r0 + 1) * row_len];
+                            for (i, &b) in row.iter().enumerate() {
+                                put(&mut strip[i * WORDS..(i + 1) * WORDS], j - j0, b);
+                            }
+                        }
+                    }
+                }
+            });
     }
 
     /// The bits of the weight of input `i`, output `j`.

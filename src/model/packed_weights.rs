@@ -20,6 +20,7 @@ use crate::kernels::half::{HalfFormat, PackedHalf};
 use crate::kernels::int8::PackedI8;
 use crate::kernels::matmul::WeightLayout;
 use crate::nn::params::ParamEntry;
+use rayon::prelude::*;
 
 /// Whether a model tensor is a weight matrix held packed (in bf16, f16 or int8 strips with
 /// `--dtype`, in f32 panels otherwise), and in which orientation: the linear layers' weights
@@ -53,6 +54,8 @@ fn element_size(file: &TensorFile, name: &str, dtype: Dtype) -> Result<usize> {
 
 /// Bytes read from the file per chunk while packing (whole stored rows, at least one).
 const CHUNK_BYTES: usize = 1 << 20;
+/// Elements per parallel task of the conversion to 16 bits.
+const CONVERT_CHUNK: usize = 1 << 14;
 
 /// Reads a stored matrix `name` (F32, F16 or BF16) chunk by chunk into `format` for `layout`
 /// (see the module docs). With [`NonFinite::Refuse`], a NaN or ±inf (also a value beyond the
@@ -86,14 +89,20 @@ pub fn read_packed(
         let (raw, out) = (&mut bytes[..k * row_len * size], &mut bits[..k * row_len]);
         let what = format!("tensor `{name}` (rows {r0}..{})", r0 + k);
         file.read_at(start + r0 * row_len * size, raw, &what)?;
-        for (o, b) in out.iter_mut().zip(raw.chunks_exact(size)) {
-            *o = match dtype {
-                _ if same => u16::from_le_bytes([b[0], b[1]]),
-                Dtype::F32 => format.bits_of(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-                Dtype::F16 => format.bits_of(half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
-                _ => format.bits_of(half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-            };
-        }
+        out.par_chunks_mut(CONVERT_CHUNK)
+            .zip(raw.par_chunks(CONVERT_CHUNK * size))
+            .for_each(|(out, raw)| {
+                for (o, b) in out.iter_mut().zip(raw.chunks_exact(size)) {
+                    *o = match dtype {
+                        _ if same => u16::from_le_bytes([b[0], b[1]]),
+                        Dtype::F32 => format.bits_of(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                        Dtype::F16 => {
+                            format.bits_of(half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                        }
+                        _ => format.bits_of(half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+                    };
+                }
+            });
         if nonfinite == NonFinite::Refuse {
             if let Some(i) = out.iter().position(|&b| format.is_nonfinite(b)) {
                 let at = format!(
