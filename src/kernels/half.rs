@@ -218,8 +218,8 @@ impl PackedHalf {
                     WeightLayout::InOut => {
                         for (k, row) in rows.chunks_exact(row_len).enumerate() {
                             let line = &mut strip[(r0 + k) * WORDS..(r0 + k + 1) * WORDS];
-                            for j in j0..j1 {
-                                put(line, j - j0, row[j]);
+                            for (c, &b) in row[j0..j1].iter().enumerate() {
+                                put(line, c, b);
                             }
                         }
                     }
