@@ -11,7 +11,7 @@
 //!   decoder path);
 //! - sliding-window scoring scores each token once with the context the windows give it;
 //! - every matrix packed in panels (what loading an f32 checkpoint does) gives the training
-//!   forward's logits at every cached step, and takes the bytes `panel_bytes_for` predicts.
+//!   forward's logits at every cached step, and takes the bytes `panel_bytes_of` predicts.
 
 use gpt::generate::score::token_logprobs;
 use gpt::generate::{generate, GenerateConfig, InferenceModel, SamplingConfig};
@@ -370,7 +370,7 @@ fn panel_packed_decoding_matches_full_recompute_and_its_size_estimate() {
     let panels = (model.weight_bytes() - before) as u64;
     assert_eq!(
         panels,
-        InferenceModel::panel_bytes_for(&gpt.config).unwrap()
+        InferenceModel::panel_bytes_of(&gpt.config, gpt::model::inference::Panels::All).unwrap()
     );
     let v = gpt.config.vocab_size;
     let ids: Vec<u32> = (0..20).map(|i| (i * 7 + 3) % v as u32).collect();
@@ -393,8 +393,8 @@ fn panel_packed_decoding_matches_full_recompute_and_its_size_estimate() {
 }
 
 /// A mapped f32 checkpoint loaded with every choice of panels: the panels take what
-/// `panel_bytes_for` (all) or the head's bytes (head) say, none with `Off`, as
-/// `panel_bytes_of` (the memory checks' count) says for each, and a prompt and a
+/// `panel_bytes_of` (the memory checks' count) says for each, the head's bytes with `Head`,
+/// none with `Off`, and a prompt and a
 /// decoded token give the same logits whichever matrices are packed.
 #[test]
 fn panels_per_command_pack_what_they_say_and_agree() {
@@ -409,10 +409,6 @@ fn panels_per_command_pack_what_they_say_and_agree() {
     let plain = 4 * gpt.params.data.len();
     let (c, v) = (gpt.config.n_embd, gpt.config.vocab_size);
     assert_eq!(off.weight_bytes(), plain);
-    assert_eq!(
-        all.weight_bytes() - plain,
-        InferenceModel::panel_bytes_for(&gpt.config).unwrap() as usize
-    );
     // The head's panels: 24-output panels of the tied (V, C) matrix.
     assert_eq!(head.weight_bytes() - plain, 4 * v.div_ceil(24) * 24 * c);
     // What the commands' memory checks count for each choice is what loading packs.

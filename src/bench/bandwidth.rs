@@ -27,23 +27,10 @@ simd_fn! {
 /// weights. (On the Intel host of 2026-12-04, THP in madvise mode, the same probe over 4 KiB
 /// pages read 25–27 GB/s against 29–30: a bound measured over small pages flatters decoding.)
 pub fn read_bandwidth() -> f64 {
-    read_bandwidth_in(true)
-}
-
-/// [`read_bandwidth`] over a buffer in huge-page memory (`huge`, as decoding's packed weights
-/// are) or in the heap's 4 KiB pages.
-pub fn read_bandwidth_in(huge: bool) -> f64 {
     let n = 128 << 20;
-    let heap;
-    let mut words;
-    let src: &[f32] = if huge {
-        words = crate::kernels::huge_words::HugeWords::zeros(n);
-        words.as_f32_mut().fill(1.0);
-        words.as_f32()
-    } else {
-        heap = vec![1.0f32; n];
-        &heap
-    };
+    let mut words = crate::kernels::huge_words::HugeWords::zeros(n);
+    words.as_f32_mut().fill(1.0);
+    let src = words.as_f32();
     let threads = rayon::current_num_threads().max(1);
     let chunk = n.div_ceil(threads);
     let mut best = f64::INFINITY;

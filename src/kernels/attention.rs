@@ -333,21 +333,11 @@ type BlockProduct = unsafe fn(
 /// `dot_tree`'s order (same bits). Decoding spends its attention time here: the earlier
 /// per-key reduction (15 dependent scalar adds a key) took 2.5× the time of the value sum.
 fn scores_row(s: &mut [f32], q: &[f32], k: &[f32], ld: usize, hs: usize, scale: f32) {
-    assert!(
-        q.len() >= hs && hs <= ld,
-        "scores_row: q {} / HS {hs} / ld {ld}",
-        q.len()
-    );
+    assert!(q.len() >= hs, "scores_row: q {} < HS {hs}", q.len());
+    check_rows("scores_row", "k", s.len(), hs, ld, k.len());
     if s.is_empty() {
         return;
     }
-    assert!(
-        k.len() >= (s.len() - 1) * ld + hs,
-        "scores_row: {} keys of stride {ld} need {} elements, k has {}",
-        s.len(),
-        (s.len() - 1) * ld + hs,
-        k.len()
-    );
     #[cfg(target_arch = "x86_64")]
     if super::simd::isa() == super::simd::Isa::Avx512 && hs.is_multiple_of(16) {
         let full = s.len() / 16 * 16;
@@ -360,6 +350,16 @@ fn scores_row(s: &mut [f32], q: &[f32], k: &[f32], ld: usize, hs: usize, scale: 
         return;
     }
     scores_portable(s, q, k, ld, hs, scale)
+}
+
+/// Asserts that a buffer of `len` elements holds `rows` rows of `width` at stride `ld ≥ width`
+/// (the keys or values one decoding query reads).
+fn check_rows(op: &str, name: &str, rows: usize, width: usize, ld: usize, len: usize) {
+    let need = rows.saturating_sub(1) * ld + width;
+    assert!(
+        width <= ld && (rows == 0 || len >= need),
+        "{op}: {rows} rows of {width} at stride {ld} need {need} elements, `{name}` has {len}"
+    );
 }
 
 /// `a · b` with 16 lane sums (lane `i`: `0 + a[i]·b[i] + a[i+16]·b[i+16] + …`, products rounded
@@ -456,17 +456,11 @@ unsafe fn scores16_avx512(s: &mut [f32], q: &[f32], k: &[f32], ld: usize, scale:
 /// a store and reload per key); same operations, same bits.
 fn weighted_rows(o: &mut [f32], p: &[f32], v: &[f32], ld: usize) {
     let hs = o.len();
+    check_rows("weighted_rows", "v", p.len(), hs, ld, v.len());
     if p.is_empty() {
         o.fill(0.0);
         return;
     }
-    assert!(
-        hs <= ld && v.len() >= (p.len() - 1) * ld + hs,
-        "weighted_rows: {} value rows of {hs} at stride {ld} need {} elements, v has {}",
-        p.len(),
-        (p.len() - 1) * ld + hs,
-        v.len()
-    );
     #[cfg(target_arch = "x86_64")]
     if super::simd::isa() == super::simd::Isa::Avx512 && hs.is_multiple_of(16) {
         for c0 in (0..hs).step_by(64) {
@@ -1323,7 +1317,22 @@ mod tests {
 
     #[test]
     fn decode_scores_and_value_sums_match_an_f64_oracle_and_every_rung_gives_the_same_bits() {
-        use crate::kernels::simd::Isa;
+        use crate::kernels::simd::{limit, Isa};
+        // `kernel` on each rung of the ladder: within 1e-5 of `oracle`, and the same bits.
+        let rungs_agree = |what: &str, oracle: &[f32], kernel: &dyn Fn(&mut [f32])| {
+            let mut runs = Vec::new();
+            for isa in [Isa::Avx512, Isa::Avx2, Isa::Portable] {
+                let mut got = vec![f32::NAN; oracle.len()];
+                let _cap = limit(isa);
+                kernel(&mut got);
+                close(&format!("{what}, {isa:?}"), &got, oracle, 1e-5);
+                runs.push(got.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+            }
+            assert!(
+                runs.iter().all(|r| *r == runs[0]),
+                "{what}: the rungs differ"
+            );
+        };
         let mut rng = Rng::new(11);
         for &(keys, hs, ld) in &[
             (1, 64, 64),
@@ -1342,20 +1351,11 @@ mod tests {
                     (scale as f64 * d) as f32
                 })
                 .collect();
-            let mut runs = Vec::new();
-            for isa in [Isa::Avx512, Isa::Avx2, Isa::Portable] {
-                let mut s = vec![f32::NAN; keys];
-                let _cap = crate::kernels::simd::limit(isa);
-                scores_row(&mut s, &q, &k, ld, hs, scale);
-                close(&format!("{keys} keys, HS {hs}, {isa:?}"), &s, &oracle, 1e-5);
-                runs.push(s.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
-            }
-            assert!(
-                runs.iter().all(|r| *r == runs[0]),
-                "{keys} keys, HS {hs}: the rungs differ"
-            );
-            // The weighted sum of value rows (k's rows serve as values), at most 16 outputs
-            // short of the row so both AVX-512 block widths run.
+            rungs_agree(&format!("scores, {keys} keys, HS {hs}"), &oracle, &|s| {
+                scores_row(s, &q, &k, ld, hs, scale)
+            });
+            // The weighted sum of value rows (k's rows serve as values); HS 112 runs two
+            // register blocks on AVX-512 (64 + 48 outputs), HS 20 the portable loop.
             let p = rng.normal_vec(keys, 0.3);
             let oracle: Vec<f32> = (0..hs)
                 .map(|i| {
@@ -1364,22 +1364,10 @@ mod tests {
                         .sum::<f64>() as f32
                 })
                 .collect();
-            let mut runs = Vec::new();
-            for isa in [Isa::Avx512, Isa::Avx2, Isa::Portable] {
-                let mut o = vec![f32::NAN; hs];
-                let _cap = crate::kernels::simd::limit(isa);
-                weighted_rows(&mut o, &p, &k, ld);
-                close(
-                    &format!("weighted {keys} keys, HS {hs}, {isa:?}"),
-                    &o,
-                    &oracle,
-                    1e-5,
-                );
-                runs.push(o.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
-            }
-            assert!(
-                runs.iter().all(|r| *r == runs[0]),
-                "weighted {keys} keys, HS {hs}: the rungs differ"
+            rungs_agree(
+                &format!("value sums, {keys} keys, HS {hs}"),
+                &oracle,
+                &|o| weighted_rows(o, &p, &k, ld),
             );
         }
     }

@@ -319,6 +319,15 @@ impl HalfPath {
         }
     }
 
+    /// This path if the CPU can run it, else [`HalfPath::Portable`].
+    fn available(self) -> Self {
+        if self == HalfPath::Avx512 && HalfPath::detect() == HalfPath::Avx512 {
+            self
+        } else {
+            HalfPath::Portable
+        }
+    }
+
     /// `avx512` or `portable`.
     pub fn name(self) -> &'static str {
         match self {
@@ -348,11 +357,7 @@ pub fn linear_half_on(
     if n == 0 {
         return;
     }
-    let path = if path == HalfPath::Avx512 && HalfPath::detect() == HalfPath::Avx512 {
-        path
-    } else {
-        HalfPath::Portable
-    };
+    let path = path.available();
     split_strips(out, w.oc.div_ceil(STRIP), |dst, s0, s1| {
         // SAFETY: `out` holds `n × OC` floats; this task writes only the columns of strips
         // s0..s1, disjoint from every other task's.
@@ -387,27 +392,47 @@ pub fn row_block_half(
     );
     check_len(OP, "out", out.len(), strips.len() * STRIP);
     check_len(OP, "x", x.len(), ks.len());
-    let path = if path == HalfPath::Avx512 && HalfPath::detect() == HalfPath::Avx512 {
-        path
-    } else {
-        HalfPath::Portable
-    };
+    let path = path.available();
     let (ic, kn) = (w.ic, ks.len());
     for (s, t) in strips.zip(out.chunks_exact_mut(STRIP)) {
         let strip = &w.words[(s * ic + ks.start) * WORDS..(s * ic + ks.end) * WORDS];
-        match (path, w.format) {
-            // SAFETY (both): AVX-512F, F16C and FMA were checked above; the strip slice holds
-            // `kn` lines and `x` one row of `kn`.
-            #[cfg(target_arch = "x86_64")]
-            (HalfPath::Avx512, HalfFormat::F16) => unsafe {
-                strip_avx512_n::<1, false>(t, strip, x, kn)
-            },
-            #[cfg(target_arch = "x86_64")]
-            (HalfPath::Avx512, HalfFormat::Bf16) => unsafe {
-                strip_avx512_n::<1, true>(t, strip, x, kn)
-            },
-            (_, format) => strip_portable(t, strip, x, kn, 1, format),
-        }
+        strip_rows(path, w.format, t, strip, x, kn, 1);
+    }
+}
+
+/// One strip for `rows` (1..=[`ROW_TILE`]) rows on `path` (as [`HalfPath::available`] gives
+/// it): `out (rows, 32)` = the products of `strip` (`ic` lines) with `x (rows, ic)`, no bias.
+fn strip_rows(
+    path: HalfPath,
+    format: HalfFormat,
+    out: &mut [f32],
+    strip: &[u32],
+    x: &[f32],
+    ic: usize,
+    rows: usize,
+) {
+    assert!(
+        (1..=ROW_TILE).contains(&rows)
+            && strip.len() == ic * WORDS
+            && x.len() == rows * ic
+            && out.len() == rows * STRIP,
+        "strip_rows: {rows} rows, strip of {} words, x of {}, out of {} for IC {ic}",
+        strip.len(),
+        x.len(),
+        out.len()
+    );
+    match (path, format) {
+        // SAFETY (both): `HalfPath::available` gives AVX-512 only where the CPU has AVX-512F,
+        // F16C and FMA; the lengths are the kernel's (asserted above).
+        #[cfg(target_arch = "x86_64")]
+        (HalfPath::Avx512, HalfFormat::F16) => unsafe {
+            strip_avx512::<false>(out, strip, x, ic, rows)
+        },
+        #[cfg(target_arch = "x86_64")]
+        (HalfPath::Avx512, HalfFormat::Bf16) => unsafe {
+            strip_avx512::<true>(out, strip, x, ic, rows)
+        },
+        (_, format) => strip_portable(out, strip, x, ic, rows, format),
     }
 }
 
@@ -434,15 +459,8 @@ unsafe fn strips(
         for (r0, rows) in row_groups(n, ROW_TILE) {
             let x = &inp[r0 * ic..(r0 + rows) * ic];
             let t = &mut tile[..rows * STRIP];
-            match (path, w.format) {
-                // SAFETY (both): `linear_half_on` picks this path only where the CPU has
-                // AVX-512F, F16C and FMA; the strip holds `IC` lines and `x` `rows` rows of `IC`.
-                #[cfg(target_arch = "x86_64")]
-                (HalfPath::Avx512, HalfFormat::F16) => strip_avx512::<false>(t, strip, x, ic, rows),
-                #[cfg(target_arch = "x86_64")]
-                (HalfPath::Avx512, HalfFormat::Bf16) => strip_avx512::<true>(t, strip, x, ic, rows),
-                (_, format) => strip_portable(t, strip, x, ic, rows, format),
-            }
+            // The strip holds `IC` lines and `x` `rows` rows of `IC`.
+            strip_rows(path, w.format, t, strip, x, ic, rows);
             // SAFETY: rows r0..r0 + rows < n, columns j0..j0 + cols ≤ OC of this task's strips.
             out.store_tile(t, STRIP, bias, (r0, rows), oc, j0, cols);
         }

@@ -1,5 +1,5 @@
-//! 32-bit words of packed weight matrices (the bf16, int8 and f32-panel decode formats), in memory that
-//! transparent huge pages can back once the matrix is large.
+//! 32-bit words of packed weight matrices (the bf16, int8 and f32-panel decode formats), in
+//! memory that transparent huge pages can back once the matrix is large.
 
 /// Bytes from which packed words go to huge-page memory (one 2 MiB page).
 const HUGE_MIN_BYTES: usize = 2 << 20;
@@ -29,9 +29,7 @@ impl HugeWords {
         }
         HugeWords::Heap(vec![0; len])
     }
-}
 
-impl HugeWords {
     /// The words as f32 values (the f32 panels keep their floats here, for the same pages).
     pub(crate) fn as_f32(&self) -> &[f32] {
         let w: &[u32] = self;

@@ -647,14 +647,9 @@ impl InferenceModel {
         self.panels = None;
     }
 
-    /// Bytes the panels of an f32 model of `config` take ([`InferenceModel::pack_all_panels`],
-    /// done at load): every matrix [`packed_layout`] names, outputs padded to whole panels.
-    pub fn panel_bytes_for(config: &GptConfig) -> Result<u64> {
-        Self::panel_bytes_of(config, Panels::All)
-    }
-
     /// Bytes of the panels that loading with `panels` packs for an f32 model of `config`
-    /// ([`InferenceModel::load_for`]). They come on top of the original matrices whenever a
+    /// ([`InferenceModel::load_for`]; `Panels::All`: every matrix [`packed_layout`] names, as
+    /// [`InferenceModel::pack_all_panels`] does), outputs padded to whole panels. They come on top of the original matrices whenever a
     /// product of more than a few rows (a long prompt, an evaluation context) runs `gemm` and
     /// brings the originals' pages back, so memory checks count both.
     pub fn panel_bytes_of(config: &GptConfig, panels: Panels) -> Result<u64> {
